@@ -1,0 +1,278 @@
+"""The one thin layer over the Pulumi Automation API.
+
+Every stack gets its own ``work_dir`` (concurrent stack selection in one folder rewrites
+``workspace.json``), secrets come from a passphrase *file*, and the CLI never reaches for the
+network (update checks and automatic plugin downloads are off). Pulumi's exceptions are
+translated into :mod:`infra.errors` so activities can decide what is retryable.
+
+All calls block: run them from synchronous activities on a thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pulumi import automation as auto
+
+from infra.errors import InfraError, StackBusyError, StackProgramError
+from infra.names import validate_stack_name
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER_DIR = REPO_ROOT / "scripts" / "bin"
+"""Holds our ``pulumi-resource-pulumi-python`` launcher for Python dynamic providers."""
+
+ProgressCallback = Callable[[str], None]
+"""Receives each line Pulumi prints; activities turn it into heartbeats."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PulumiConfig:
+    """Where and how Pulumi stores stacks."""
+
+    backend_url: str
+    """State backend, e.g. ``file:///var/lib/shadowshift/pulumi``."""
+    passphrase_file: Path
+    """File with the passphrase that encrypts stack secrets."""
+    work_root: Path
+    """Parent folder of the per-stack work dirs."""
+    pulumi_root: Path | None = None
+    """Folder containing ``bin/pulumi``; ``None`` runs ``pulumi`` from ``PATH``."""
+    project_name: str = "shadowshift"
+    """Pulumi project that owns every ShadowShift stack."""
+
+
+@dataclass(frozen=True)
+class StackResult:
+    """What an ``up`` or ``refresh`` left behind."""
+
+    outputs: dict[str, Any]
+    """Stack outputs, secrets unwrapped."""
+    summary: dict[str, int]
+    """Resource changes by kind (``create``, ``same``, ``delete``...)."""
+
+
+class StackDriver:
+    """Runs ``up``/``refresh``/``destroy`` for inline programs on one backend."""
+
+    def __init__(self, config: PulumiConfig) -> None:
+        self._config = config
+        self._command: auto.PulumiCommand | None = None
+
+    def up(
+        self,
+        stack_name: str,
+        program: Callable[[], None],
+        *,
+        config: Mapping[str, str] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> StackResult:
+        """Create or update ``stack_name`` so it matches ``program``; converges after a crash."""
+        stack = self._stack(stack_name, program, config)
+        self._clear_stale_locks(stack_name)
+        # A crash mid-update leaves pending operations; Pulumi only warns about them and our
+        # providers' create/read converge on whatever a crashed attempt left, so up is enough.
+        try:
+            result = stack.up(on_output=on_progress, color="never", suppress_progress=True)
+        except auto.CommandError as err:
+            raise self._translate(stack_name, err) from err
+        return StackResult(
+            outputs={k: v.value for k, v in result.outputs.items()},
+            summary=dict(result.summary.resource_changes or {}),
+        )
+
+    def refresh(
+        self,
+        stack_name: str,
+        program: Callable[[], None],
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> StackResult:
+        """Read the real state of every resource into the stack's state."""
+        stack = self._stack(stack_name, program, None)
+        self._clear_stale_locks(stack_name)
+        summary = self._refresh(stack, on_progress)
+        outputs = stack.outputs()
+        return StackResult(outputs={k: v.value for k, v in outputs.items()}, summary=summary)
+
+    def outputs(self, stack_name: str, program: Callable[[], None]) -> dict[str, Any]:
+        """The stack's current outputs (empty when it does not exist)."""
+        if not self.exists(stack_name):
+            return {}
+        stack = self._stack(stack_name, program, None)
+        return {k: v.value for k, v in stack.outputs().items()}
+
+    def destroy(
+        self,
+        stack_name: str,
+        program: Callable[[], None],
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> bool:
+        """Delete every resource of the stack and the stack itself.
+
+        Returns ``False`` when there was no stack (destroying twice is fine).
+        """
+        if not self.exists(stack_name):
+            shutil.rmtree(self._work_dir(stack_name), ignore_errors=True)
+            return False
+        stack = self._stack(stack_name, program, None)
+        self._clear_stale_locks(stack_name)
+        try:
+            stack.destroy(on_output=on_progress, color="never", suppress_progress=True)
+            stack.workspace.remove_stack(stack_name)
+        except auto.CommandError as err:
+            raise self._translate(stack_name, err) from err
+        shutil.rmtree(self._work_dir(stack_name), ignore_errors=True)
+        return True
+
+    def exists(self, stack_name: str) -> bool:
+        """Whether the backend has a stack of that name."""
+        validate_stack_name(stack_name)
+        return self._stack_state_file(stack_name).exists()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _refresh(self, stack: auto.Stack, on_progress: ProgressCallback | None) -> dict[str, int]:
+        try:
+            result = stack.refresh(
+                on_output=on_progress, color="never", clear_pending_creates=True
+            )
+        except auto.CommandError as err:
+            raise self._translate(stack.name, err) from err
+        return dict(result.summary.resource_changes or {})
+
+    def _stack(
+        self,
+        stack_name: str,
+        program: Callable[[], None],
+        config: Mapping[str, str] | None,
+    ) -> auto.Stack:
+        validate_stack_name(stack_name)
+        work_dir = self._work_dir(stack_name)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        backend = self._backend_dir()
+        if backend is not None:
+            backend.mkdir(parents=True, exist_ok=True)
+        opts = auto.LocalWorkspaceOptions(
+            work_dir=str(work_dir),
+            pulumi_command=self._pulumi_command(),
+            env_vars=self._env(),
+            project_settings=auto.ProjectSettings(
+                name=self._config.project_name,
+                runtime="python",
+                backend=auto.ProjectBackend(url=self._config.backend_url),
+            ),
+            secrets_provider="passphrase",
+        )
+        try:
+            stack = auto.create_or_select_stack(
+                stack_name,
+                project_name=self._config.project_name,
+                program=program,
+                opts=opts,
+            )
+            if config:
+                stack.set_all_config({k: auto.ConfigValue(v) for k, v in config.items()})
+        except auto.CommandError as err:
+            raise self._translate(stack_name, err) from err
+        return stack
+
+    def _pulumi_command(self) -> auto.PulumiCommand:
+        if self._command is None:
+            root = str(self._config.pulumi_root) if self._config.pulumi_root else None
+            try:
+                self._command = auto.PulumiCommand(root=root)
+            except (FileNotFoundError, auto.errors.InvalidVersionError) as err:
+                raise InfraError(
+                    f"the Pulumi CLI is unusable ({err}); run `make setup` or set "
+                    "SHADOWSHIFT_PULUMI_ROOT to a folder with bin/pulumi"
+                ) from err
+        return self._command
+
+    def _env(self) -> dict[str, str]:
+        tool_dirs = [str(LAUNCHER_DIR)]
+        if self._config.pulumi_root:
+            tool_dirs.insert(0, str(self._config.pulumi_root / "bin"))
+        python_path = os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        return {
+            "PULUMI_BACKEND_URL": self._config.backend_url,
+            "PULUMI_CONFIG_PASSPHRASE_FILE": str(self._config.passphrase_file),
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "false",
+            # The dynamic-provider host unpickles providers by reference to our modules.
+            "PYTHONPATH": python_path,
+            "PATH": os.pathsep.join([*tool_dirs, os.environ.get("PATH", "")]),
+        }
+
+    def _work_dir(self, stack_name: str) -> Path:
+        return self._config.work_root / stack_name
+
+    def _backend_dir(self) -> Path | None:
+        url = self._config.backend_url
+        return Path(url.removeprefix("file://")) if url.startswith("file://") else None
+
+    def _stack_state_file(self, stack_name: str) -> Path:
+        backend = self._backend_dir()
+        if backend is None:
+            raise InfraError("only file:// backends are supported by this driver today")
+        stacks = backend / ".pulumi" / "stacks" / self._config.project_name
+        return stacks / f"{stack_name}.json"
+
+    def _clear_stale_locks(self, stack_name: str) -> None:
+        """Remove lock files whose holder provably died (same host, pid gone).
+
+        On the file backend ``stack.cancel()`` only deletes lock files and would happily
+        break the lock of a live update, so we prove the holder is dead first.
+        """
+        backend = self._backend_dir()
+        if backend is None:
+            return
+        lock_dir = backend / ".pulumi" / "locks" / "organization"
+        lock_dir = lock_dir / self._config.project_name / stack_name
+        for lock_file in sorted(lock_dir.glob("*.json")):
+            try:
+                lock = json.loads(lock_file.read_text())
+            except (OSError, ValueError):
+                continue
+            pid, host = int(lock.get("pid", 0)), str(lock.get("hostname", ""))
+            if host == socket.gethostname() and pid and not _pid_alive(pid):
+                log.warning(
+                    "Stack %s is locked by pid %s, which is gone. Clearing the stale lock.",
+                    stack_name,
+                    pid,
+                )
+                lock_file.unlink(missing_ok=True)
+
+    def _translate(self, stack_name: str, err: auto.CommandError) -> InfraError:
+        if isinstance(err, auto.ConcurrentUpdateError):
+            return StackBusyError(f"stack {stack_name} is locked by another live operation")
+        text = str(err)
+        if isinstance(err, auto.InlineSourceRuntimeError | auto.RuntimeError):
+            return StackProgramError(f"stack {stack_name}: the program failed: {_tail(text)}")
+        return InfraError(f"stack {stack_name}: pulumi failed: {_tail(text)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])

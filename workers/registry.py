@@ -1,0 +1,56 @@
+"""What a ShadowShift worker runs: every workflow and activity, built from settings.
+
+``workers.main`` and the tests both build workers from here, so a test worker registers
+exactly what production does.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.smoke import SmokeActivities
+from infra.pulumi_engine import PulumiConfig, StackDriver
+from workers.settings import Settings
+from workflows.smoke import SmokeWorkflow
+
+WORKFLOWS: Sequence[type] = (SmokeWorkflow,)
+"""Workflow classes every worker registers."""
+
+
+def pulumi_config(settings: Settings) -> PulumiConfig:
+    """Pulumi backend, secrets and work dirs derived from ``settings``."""
+    return PulumiConfig(
+        backend_url=settings.effective_backend_url,
+        passphrase_file=settings.pulumi_passphrase_file,
+        work_root=settings.state_dir / "stacks",
+        pulumi_root=settings.pulumi_root,
+    )
+
+
+def build_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """Activity callables with their clients injected."""
+    smoke = SmokeActivities(StackDriver(pulumi_config(settings)))
+    return [smoke.apply_smoke_stack, smoke.destroy_smoke_stack, smoke.score_smoke_model]
+
+
+def new_worker(
+    client: Client,
+    settings: Settings,
+    executor: concurrent.futures.ThreadPoolExecutor,
+    *,
+    task_queue: str | None = None,
+) -> Worker:
+    """A worker with every workflow and activity, polling ``task_queue`` (default: settings')."""
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=build_activities(settings),
+        activity_executor=executor,
+        max_concurrent_activities=settings.max_concurrent_activities,
+    )

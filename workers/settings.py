@@ -1,0 +1,175 @@
+"""Worker settings: every ``SHADOWSHIFT_*`` environment variable, parsed once and validated.
+
+This is the only module that reads the environment. Everything else receives a
+:class:`Settings` (or a piece of it) from its caller.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The repository root; defaults below are relative to it."""
+
+PREFIX = "SHADOWSHIFT_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A ``SHADOWSHIFT_*`` variable is unknown or has a value we cannot use.
+
+    The message names the variable and what it may be set to.
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a ShadowShift process is configured with."""
+
+    temporal_address: str = "localhost:7233"
+    """``SHADOWSHIFT_TEMPORAL_ADDRESS``: Temporal frontend as ``host:port``."""
+    namespace: str = "default"
+    """``SHADOWSHIFT_NAMESPACE``: Temporal namespace."""
+    task_queue: str = "shadowshift"
+    """``SHADOWSHIFT_TASK_QUEUE``: task queue the worker polls."""
+    state_dir: Path = REPO_ROOT / ".state"
+    """``SHADOWSHIFT_STATE_DIR``: where stacks' work dirs, data directories and sockets live."""
+    pulumi_backend_url: str = ""
+    """``SHADOWSHIFT_PULUMI_BACKEND_URL``: Pulumi state backend; default ``file://<state_dir>/pulumi``."""
+    pulumi_passphrase_file: Path = REPO_ROOT / ".state" / "pulumi-passphrase"
+    """``SHADOWSHIFT_PULUMI_PASSPHRASE_FILE``: file holding the secrets passphrase; must exist."""
+    pulumi_root: Path | None = None
+    """``SHADOWSHIFT_PULUMI_ROOT``: folder with ``bin/pulumi``; default ``.tools`` if built there,
+    else ``pulumi`` from ``PATH``."""
+    otlp_endpoint: str | None = None
+    """``SHADOWSHIFT_OTLP_ENDPOINT``: OTLP/gRPC collector, ``http(s)://host:port``; unset = no export."""
+    prometheus_port: int = 0
+    """``SHADOWSHIFT_PROMETHEUS_PORT``: port for the metrics endpoint; 0 = off."""
+    log_level: str = "INFO"
+    """``SHADOWSHIFT_LOG_LEVEL``: one of DEBUG, INFO, WARNING, ERROR."""
+    max_concurrent_activities: int = 32
+    """``SHADOWSHIFT_MAX_CONCURRENT_ACTIVITIES``: activity slots (and thread-pool size), 1..1024."""
+
+    @property
+    def effective_backend_url(self) -> str:
+        """The Pulumi backend URL, defaulting to a ``file://`` backend in the state dir."""
+        return self.pulumi_backend_url or f"file://{self.state_dir / 'pulumi'}"
+
+
+def _host_port(var: str, raw: str) -> str:
+    match = _HOST_PORT.match(raw)
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise SettingsError(f"{var}={raw!r} is not host:port (for example localhost:7233)")
+    return raw
+
+
+def _name(var: str, raw: str) -> str:
+    if not _NAME.match(raw):
+        raise SettingsError(
+            f"{var}={raw!r}: use letters, digits, '.', '_' or '-' (1-200 characters)"
+        )
+    return raw
+
+
+def _int_range(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(var: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r} is not a whole number ({low}..{high})") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{var}={value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def _log_level(var: str, raw: str) -> str:
+    if raw.upper() not in LOG_LEVELS:
+        raise SettingsError(f"{var}={raw!r}: allowed values are {', '.join(LOG_LEVELS)}")
+    return raw.upper()
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(var: str, raw: str) -> str:
+        if not raw.startswith(tuple(f"{s}://" for s in schemes)) or raw.endswith("://"):
+            allowed = ", ".join(f"{s}://..." for s in schemes)
+            raise SettingsError(f"{var}={raw!r}: expected a URL of the form {allowed}")
+        return raw
+
+    return parse
+
+
+def _path(var: str, raw: str) -> Path:
+    if not raw.strip():
+        raise SettingsError(f"{var} is empty: give a filesystem path")
+    return Path(raw).expanduser().resolve()
+
+
+_PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "TEMPORAL_ADDRESS": ("temporal_address", _host_port),
+    "NAMESPACE": ("namespace", _name),
+    "TASK_QUEUE": ("task_queue", _name),
+    "STATE_DIR": ("state_dir", _path),
+    "PULUMI_BACKEND_URL": ("pulumi_backend_url", _url(("file", "s3", "gs", "azblob", "https"))),
+    "PULUMI_PASSPHRASE_FILE": ("pulumi_passphrase_file", _path),
+    "PULUMI_ROOT": ("pulumi_root", _path),
+    "OTLP_ENDPOINT": ("otlp_endpoint", _url(("http", "https"))),
+    "PROMETHEUS_PORT": ("prometheus_port", _int_range(0, 65535)),
+    "LOG_LEVEL": ("log_level", _log_level),
+    "MAX_CONCURRENT_ACTIVITIES": ("max_concurrent_activities", _int_range(1, 1024)),
+}
+
+KNOWN_VARIABLES = tuple(PREFIX + key for key in _PARSERS)
+"""Every variable :func:`load_settings` understands."""
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate ``SHADOWSHIFT_*`` variables.
+
+    Args:
+        environ: the environment to read; ``os.environ`` when omitted.
+
+    Raises:
+        SettingsError: an unknown variable, a malformed value, or a missing passphrase file.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for var, raw in sorted(env.items()):
+        if not var.startswith(PREFIX):
+            continue
+        key = var[len(PREFIX) :]
+        if key not in _PARSERS:
+            raise SettingsError(
+                f"unknown variable {var}; known variables are {', '.join(KNOWN_VARIABLES)}"
+            )
+        attr, parse = _PARSERS[key]
+        values[attr] = parse(var, raw)
+
+    state_dir = values.get("state_dir")
+    if isinstance(state_dir, Path) and "pulumi_passphrase_file" not in values:
+        values["pulumi_passphrase_file"] = state_dir / "pulumi-passphrase"
+    if "pulumi_root" not in values and (REPO_ROOT / ".tools" / "bin" / "pulumi").exists():
+        values["pulumi_root"] = REPO_ROOT / ".tools"
+    settings = Settings(**values)  # type: ignore[arg-type]
+
+    if not settings.pulumi_passphrase_file.is_file():
+        raise SettingsError(
+            f"SHADOWSHIFT_PULUMI_PASSPHRASE_FILE: {settings.pulumi_passphrase_file} does not exist; "
+            "create it (one line, the secrets passphrase) or run `make setup`"
+        )
+    if settings.pulumi_root is not None and not (settings.pulumi_root / "bin" / "pulumi").exists():
+        raise SettingsError(
+            f"SHADOWSHIFT_PULUMI_ROOT: {settings.pulumi_root}/bin/pulumi does not exist; "
+            "point it at a folder with bin/pulumi or run `make setup`"
+        )
+    return settings
