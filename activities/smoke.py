@@ -95,8 +95,9 @@ class SmokeActivities:
         """Train a small LightGBM classifier and return its probability for ``probe``."""
         rng = np.random.default_rng(request.seed)
         features = rng.normal(size=(request.rows, 2))
-        labels = (features.sum(axis=1) + rng.normal(scale=0.5, size=request.rows) > 1.0)
+        labels = features.sum(axis=1) + rng.normal(scale=0.5, size=request.rows) > 1.0
         model = lgb.LGBMClassifier(n_estimators=50, num_leaves=8, verbose=-1, random_state=0)
         model.fit(features, labels.astype(int))
-        probability = model.predict_proba(np.array([request.probe]))[0, 1]
+        probabilities = np.asarray(model.predict_proba(np.array([request.probe])))
+        probability = probabilities[0, 1]
         return float(probability)

@@ -88,7 +88,7 @@ class StackDriver:
             raise self._translate(stack_name, err) from err
         return StackResult(
             outputs={k: v.value for k, v in result.outputs.items()},
-            summary=dict(result.summary.resource_changes or {}),
+            summary=_changes(result.summary.resource_changes),
         )
 
     def refresh(
@@ -145,12 +145,10 @@ class StackDriver:
 
     def _refresh(self, stack: auto.Stack, on_progress: ProgressCallback | None) -> dict[str, int]:
         try:
-            result = stack.refresh(
-                on_output=on_progress, color="never", clear_pending_creates=True
-            )
+            result = stack.refresh(on_output=on_progress, color="never", clear_pending_creates=True)
         except auto.CommandError as err:
             raise self._translate(stack.name, err) from err
-        return dict(result.summary.resource_changes or {})
+        return _changes(result.summary.resource_changes)
 
     def _stack(
         self,
@@ -264,6 +262,11 @@ class StackDriver:
         if isinstance(err, auto.InlineSourceRuntimeError | auto.RuntimeError):
             return StackProgramError(f"stack {stack_name}: the program failed: {_tail(text)}")
         return InfraError(f"stack {stack_name}: pulumi failed: {_tail(text)}")
+
+
+def _changes(resource_changes: Mapping[Any, int] | None) -> dict[str, int]:
+    """Pulumi's change summary keyed by plain strings (``create``, ``same``...)."""
+    return {str(getattr(op, "value", op)): count for op, count in (resource_changes or {}).items()}
 
 
 def _pid_alive(pid: int) -> bool:

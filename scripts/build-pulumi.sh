@@ -18,6 +18,12 @@ have_version() { "$1" version 2>/dev/null | tr -d 'v' | grep -qx "$version"; }
 if [ -x "$target" ] && have_version "$target"; then
   exit 0
 fi
+# A clone-independent cache, so a fresh checkout of the project does not rebuild either.
+user_cache="${XDG_CACHE_HOME:-$HOME/.cache}/shadowshift/pulumi-v$version"
+if [ -x "$user_cache" ] && have_version "$user_cache"; then
+  cp "$user_cache" "$target"
+  exit 0
+fi
 if existing="$(command -v pulumi 2>/dev/null)" && [ "$existing" != "$target" ] && have_version "$existing"; then
   ln -sf "$existing" "$target"
   echo "pulumi: using $existing (v$version)"
@@ -58,4 +64,5 @@ GOFLAGS=-mod=mod go build -trimpath -o "$target.tmp" \
   github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
 mv "$target.tmp" "$target"
 have_version "$target" || { echo "error: built pulumi does not report v$version" >&2; exit 1; }
+mkdir -p "$(dirname "$user_cache")" && cp "$target" "$user_cache"
 echo "pulumi: built $target"

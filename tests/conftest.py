@@ -7,8 +7,8 @@ wheel, and Pulumi runs the CLI built by ``make setup``.
 from __future__ import annotations
 
 import os
-import sys
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path

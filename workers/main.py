@@ -13,6 +13,7 @@ import sys
 
 from temporalio.client import Client
 
+from workers.process_exit import exit_process
 from workers.registry import new_worker
 from workers.settings import Settings, SettingsError, load_settings
 from workers.telemetry import build_runtime, build_tracer_provider, tracing_interceptor
@@ -37,7 +38,7 @@ async def connect(settings: Settings) -> Client:
             ),
             timeout=15,
         )
-    except (RuntimeError, OSError, asyncio.TimeoutError) as err:
+    except (TimeoutError, RuntimeError, OSError) as err:
         raise StartupError(
             f"cannot reach Temporal at {settings.temporal_address} ({err}); "
             "start it or set SHADOWSHIFT_TEMPORAL_ADDRESS"
@@ -90,4 +91,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

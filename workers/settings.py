@@ -51,7 +51,7 @@ class Settings:
     """``SHADOWSHIFT_PULUMI_ROOT``: folder with ``bin/pulumi``; default ``.tools`` if built there,
     else ``pulumi`` from ``PATH``."""
     otlp_endpoint: str | None = None
-    """``SHADOWSHIFT_OTLP_ENDPOINT``: OTLP/gRPC collector, ``http(s)://host:port``; unset = no export."""
+    """``SHADOWSHIFT_OTLP_ENDPOINT``: OTLP/gRPC collector ``http(s)://host:port``; unset: none."""
     prometheus_port: int = 0
     """``SHADOWSHIFT_PROMETHEUS_PORT``: port for the metrics endpoint; 0 = off."""
     log_level: str = "INFO"
@@ -164,8 +164,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     if not settings.pulumi_passphrase_file.is_file():
         raise SettingsError(
-            f"SHADOWSHIFT_PULUMI_PASSPHRASE_FILE: {settings.pulumi_passphrase_file} does not exist; "
-            "create it (one line, the secrets passphrase) or run `make setup`"
+            f"SHADOWSHIFT_PULUMI_PASSPHRASE_FILE: {settings.pulumi_passphrase_file} does not "
+            "exist; create it (one line, the secrets passphrase) or run `make setup`"
         )
     if settings.pulumi_root is not None and not (settings.pulumi_root / "bin" / "pulumi").exists():
         raise SettingsError(

@@ -78,19 +78,21 @@ def test_live_lock_makes_the_stack_busy(stack_driver: StackDriver, tmp_path: Pat
 
 
 def _write_lock(driver: StackDriver, stack_name: str, pid: int) -> Path:
-    backend = Path(driver._config.backend_url.removeprefix("file://"))  # noqa: SLF001
+    backend = Path(driver._config.backend_url.removeprefix("file://"))
     lock_dir = backend / ".pulumi" / "locks" / "organization" / "shadowshift" / stack_name
     lock_dir.mkdir(parents=True, exist_ok=True)
-    lock = {"pid": pid, "username": "root", "hostname": socket.gethostname(),
-            "timestamp": "2026-01-01T00:00:00Z"}
+    lock = {
+        "pid": pid,
+        "username": "root",
+        "hostname": socket.gethostname(),
+        "timestamp": "2026-01-01T00:00:00Z",
+    }
     lock_file = lock_dir / f"lock-{pid}.json"
     lock_file.write_text(json.dumps(lock))
     return lock_file
 
 
-def test_stale_lock_of_a_dead_process_is_cleared(
-    stack_driver: StackDriver, tmp_path: Path
-) -> None:
+def test_stale_lock_of_a_dead_process_is_cleared(stack_driver: StackDriver, tmp_path: Path) -> None:
     """A lock left by a process that is gone no longer blocks the stack."""
     target = tmp_path / "locked.txt"
     program = smoke_program(str(target), "x")

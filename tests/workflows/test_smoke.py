@@ -74,9 +74,13 @@ async def test_skeleton_runs_every_component(
     assert not target.exists()
 
     names = {span.name for span in exporter.get_finished_spans()}
-    assert {"StartWorkflow:SmokeWorkflow", "RunWorkflow:SmokeWorkflow",
-            "StartActivity:apply_smoke_stack", "RunActivity:apply_smoke_stack",
-            "RunActivity:score_smoke_model"} <= names, names
+    assert {
+        "StartWorkflow:SmokeWorkflow",
+        "RunWorkflow:SmokeWorkflow",
+        "StartActivity:apply_smoke_stack",
+        "RunActivity:apply_smoke_stack",
+        "RunActivity:score_smoke_model",
+    } <= names, names
 
 
 async def test_long_timer_is_skipped(
@@ -85,7 +89,9 @@ async def test_long_timer_is_skipped(
     """On the time-skipping server a six-hour durable timer fires without six hours passing."""
     client = time_skipping_env.client
     target = tmp_path / "held.txt"
-    request = SmokeInput(stack_name="held", path=str(target), hold_seconds=timedelta(hours=6).total_seconds())
+    request = SmokeInput(
+        stack_name="held", path=str(target), hold_seconds=timedelta(hours=6).total_seconds()
+    )
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
@@ -94,7 +100,8 @@ async def test_long_timer_is_skipped(
             result = await asyncio.wait_for(handle.result(), timeout=300)
     assert result.destroyed and not target.exists()
     fired = [
-        event async for event in handle.fetch_history_events()
+        event
+        async for event in handle.fetch_history_events()
         if event.event_type == EventType.EVENT_TYPE_TIMER_FIRED
     ]
     assert len(fired) == 1

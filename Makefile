@@ -1,0 +1,56 @@
+# ShadowShift — the two commands a newcomer needs are `make demo` and `make test`.
+# Both do all set-up first; set-up is idempotent and a second run rebuilds nothing.
+
+SHELL := bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+PASSPHRASE := .state/pulumi-passphrase
+export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/scripts/bin:$(PATH)
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
+
+.PHONY: setup python-deps pulumi system-packages test lint unit demo worker clean help
+
+help:
+	@echo "make demo   - set up everything and run the end-to-end demo"
+	@echo "make test   - set up everything and run every test (lint included)"
+	@echo "make setup  - only the set-up: .venv, temporal CLI, Pulumi CLI, PostgreSQL, HAProxy"
+	@echo "make worker - run a worker against SHADOWSHIFT_TEMPORAL_ADDRESS"
+
+setup: python-deps pulumi system-packages $(PASSPHRASE)
+
+python-deps: $(VENV_STAMP)
+
+$(VENV_STAMP):
+	@command -v python3.11 >/dev/null || { echo "error: python3.11 is required (install Python 3.11 and rerun)" >&2; exit 2; }
+	@test -x $(PY) || python3.11 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f .venv/.installed-* && touch $@
+
+pulumi:
+	@bash scripts/build-pulumi.sh
+
+system-packages:
+	@bash scripts/setup-system.sh
+
+$(PASSPHRASE):
+	@mkdir -p .state && umask 077 && $(PY) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
+
+lint: python-deps
+	.venv/bin/ruff check .
+	.venv/bin/mypy workflows activities infra models workers bench
+
+test: setup lint
+	@bash scripts/run-tests.sh
+
+demo: setup
+	$(PY) -m workers.demo
+
+worker: setup
+	$(PY) -m workers.main
+
+clean:
+	rm -rf .state demo-out .pytest_cache .mypy_cache .ruff_cache
+
+-include $(wildcard mk/*.mk)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Make sure the system programs of the local platform exist: the PostgreSQL server tools and
+# HAProxy. Installs them with apt-get when we are root; otherwise says what to install.
+set -euo pipefail
+
+missing=()
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+for tool in initdb pg_ctl postgres pg_basebackup pg_rewind; do
+  if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "$pg_bin/$tool" ]; then
+    missing+=(postgresql)
+    break
+  fi
+done
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  missing+=(haproxy)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing ${missing[*]} with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "error: missing system packages: ${missing[*]}." >&2
+  echo "       Install them (Debian/Ubuntu: sudo apt-get install ${missing[*]}) and rerun." >&2
+  exit 2
+fi
