@@ -15,11 +15,12 @@ mkdir -p "$bin_dir"
 
 have_version() { "$1" version 2>/dev/null | tr -d 'v' | grep -qx "$version"; }
 
-if [ -x "$target" ] && have_version "$target"; then
-  exit 0
-fi
 # A clone-independent cache, so a fresh checkout of the project does not rebuild either.
 user_cache="${XDG_CACHE_HOME:-$HOME/.cache}/shadowshift/pulumi-v$version"
+if [ -x "$target" ] && have_version "$target"; then
+  [ -x "$user_cache" ] || { mkdir -p "$(dirname "$user_cache")" && cp "$target" "$user_cache"; }
+  exit 0
+fi
 if [ -x "$user_cache" ] && have_version "$user_cache"; then
   cp "$user_cache" "$target"
   exit 0
