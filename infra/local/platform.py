@@ -1,0 +1,270 @@
+"""The local platform: PostgreSQL processes as instance and shadow, HAProxy as the router."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import psycopg
+
+from infra.errors import InfraError, InvalidRequestError, StackProgramError
+from infra.local.haproxy import HAProxyManager
+from infra.local.ports import port_free
+from infra.local.postgres import PgEndpoint, PgServer, alter_system, query_one
+from infra.local.program import shadow_program
+from infra.local.spec import LocalShadowSpec
+from infra.platform import Health, Platform, ProgressCallback, ReplicationStatus, ShadowInfo
+from infra.pulumi_engine import StackDriver
+
+log = logging.getLogger(__name__)
+
+_SPACE_MARGIN = 1.2
+_SPACE_FLOOR_BYTES = 64 * 1024 * 1024
+
+
+class LocalPlatform(Platform):
+    """One protected PostgreSQL on this machine, its standby shadow and its HAProxy service."""
+
+    name = "local"
+
+    def __init__(self, spec: LocalShadowSpec, driver: StackDriver) -> None:
+        self.spec = spec
+        self.driver = driver
+        self.haproxy = HAProxyManager(spec.haproxy_dir)
+
+    # -- shadow lifecycle ------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Refuse, before anything is created, what retrying cannot fix.
+
+        Raises:
+            InvalidRequestError: unreachable primary, missing replication rights, busy port,
+                unknown router service, too little disk, tier 3 without WAL archiving.
+        """
+        spec = self.spec
+        try:
+            with spec.primary.connect() as conn:
+                wal_level, senders, archive_mode, db_bytes = conn.execute(
+                    "SELECT current_setting('wal_level'), current_setting('max_wal_senders')::int,"
+                    " current_setting('archive_mode'),"
+                    " (SELECT sum(pg_database_size(datname)) FROM pg_database)::bigint"
+                ).fetchone() or (None, 0, None, 0)
+                can_replicate = conn.execute(
+                    "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = %s",
+                    (spec.replication_user,),
+                ).fetchone()
+        except psycopg.OperationalError as err:
+            raise InvalidRequestError(
+                f"primary {spec.instance_id} is unreachable at 127.0.0.1:{spec.primary_port}: "
+                f"{str(err).strip().splitlines()[0]}"
+            ) from err
+        if not can_replicate or not can_replicate[0]:
+            raise InvalidRequestError(
+                f"role {spec.replication_user!r} cannot replicate from the primary; run "
+                f"ALTER ROLE {spec.replication_user} REPLICATION (or choose another role)"
+            )
+        if wal_level not in ("replica", "logical") or senders < 2:
+            raise InvalidRequestError(
+                "the primary needs wal_level=replica and max_wal_senders>=2 "
+                f"(it has {wal_level}, {senders})"
+            )
+        if spec.tier == 3 and archive_mode not in ("on", "always"):
+            raise InvalidRequestError(
+                "tier 3 ships archived WAL: set archive_mode=on on the primary and restart it"
+            )
+        standby = PgServer(home=spec.shadow_home, port=spec.shadow_port)
+        if not standby.running() and not port_free(spec.shadow_port):
+            raise InvalidRequestError(f"shadow port {spec.shadow_port} is already in use")
+        if not self.haproxy.running() or spec.instance_id not in self.haproxy.services():
+            raise InvalidRequestError(
+                f"service {spec.instance_id} is not behind HAProxy; register it first"
+            )
+        needed = int((db_bytes or 0) * _SPACE_MARGIN) + _SPACE_FLOOR_BYTES
+        free = shutil.disk_usage(_existing_ancestor(spec.shadow_home)).free
+        if not standby.initialised() and free < needed:
+            raise InvalidRequestError(
+                f"not enough disk for the shadow in {spec.shadow_home}: "
+                f"{free // 2**20} MiB free, {needed // 2**20} MiB needed"
+            )
+
+    def provision_shadow(self, on_progress: ProgressCallback | None = None) -> ShadowInfo:
+        """Preflight, then ``pulumi up``; a failure retrying cannot fix leaves nothing behind."""
+        self.preflight()
+        try:
+            result = self.driver.up(
+                self.spec.stack_name, shadow_program(self.spec), on_progress=on_progress
+            )
+        except StackProgramError as err:
+            if "No space left on device" not in str(err):
+                raise
+            log.warning(
+                "Shadow of %s ran out of disk. Removing what was created.", self.spec.instance_id
+            )
+            self.destroy_shadow(on_progress)
+            raise InvalidRequestError(
+                f"the shadow's disk filled up while copying {self.spec.instance_id}; "
+                f"free space under {self.spec.shadow_home} and retry"
+            ) from err
+        return ShadowInfo(self.spec.instance_id, self.spec.shadow_node, result.outputs)
+
+    def destroy_shadow(self, on_progress: ProgressCallback | None = None) -> bool:
+        """``pulumi destroy``: router entry, settings, standby, data directory, slot."""
+        destroyed = self.driver.destroy(
+            self.spec.stack_name, shadow_program(self.spec), on_progress=on_progress
+        )
+        shutil.rmtree(self.spec.shadow_home, ignore_errors=True)
+        return destroyed
+
+    # -- replication -----------------------------------------------------------------------
+
+    def replication_status(self) -> ReplicationStatus:
+        """State, sync state, lag and positions of the shadow, seen from both ends."""
+        spec = self.spec
+        with spec.primary.connect() as conn:
+            current = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            row = conn.execute(
+                "SELECT state, sync_state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn),"
+                " extract(epoch FROM replay_lag), replay_lsn::text,"
+                " pg_wal_lsn_diff(sent_lsn, '0/0')"
+                " FROM pg_stat_replication WHERE application_name = %s",
+                (spec.shadow_node,),
+            ).fetchone()
+            sync_names = conn.execute("SHOW synchronous_standby_names").fetchone()
+        primary_lsn = current[0] if current else None
+        degraded = spec.tier == 1 and not (sync_names and sync_names[0])
+        if row is not None:
+            state, sync_state, lag_bytes, lag_s, replay, sent = row
+            return ReplicationStatus(
+                state=state,
+                sync_state=sync_state,
+                lag_bytes=int(lag_bytes) if lag_bytes is not None else None,
+                lag_seconds=float(lag_s) if lag_s is not None else 0.0,
+                replay_position=replay,
+                primary_position=primary_lsn,
+                bytes_shipped=int(sent) if sent is not None else None,
+                degraded=degraded,
+            )
+        return self._status_from_standby(primary_lsn, degraded)
+
+    def _status_from_standby(self, primary_lsn: str | None, degraded: bool) -> ReplicationStatus:
+        spec = self.spec
+        state = "archive" if spec.tier == 3 else "stopped"
+        try:
+            replay = query_one(spec.shadow, "SELECT pg_last_wal_replay_lsn()::text")
+            lag = (
+                query_one(
+                    spec.primary,
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)",
+                    (replay,),
+                )
+                if replay
+                else None
+            )
+        except psycopg.OperationalError:
+            return ReplicationStatus(
+                "stopped", "none", None, None, None, primary_lsn, degraded=degraded
+            )
+        return ReplicationStatus(
+            state=state,
+            sync_state="none",
+            lag_bytes=int(lag) if lag is not None else None,
+            lag_seconds=None,
+            replay_position=replay,
+            primary_position=primary_lsn,
+            bytes_shipped=_dir_bytes(spec.archive_dir) if spec.tier == 3 else None,
+            degraded=degraded,
+        )
+
+    def relax_sync(self) -> None:
+        """Tier 1 degraded mode: stop waiting for a lost shadow so writes go on (RPO > 0)."""
+        with self.spec.primary.connect() as conn:
+            alter_system(conn, "synchronous_standby_names", "")
+            conn.execute("SELECT pg_reload_conf()")
+
+    def restore_sync(self) -> None:
+        """Tier 1: require the shadow's acknowledgement again."""
+        names = f'FIRST 1 ("{self.spec.shadow_node}")'
+        with self.spec.primary.connect() as conn:
+            alter_system(conn, "synchronous_standby_names", names)
+            conn.execute("SELECT pg_reload_conf()")
+
+    # -- traffic ---------------------------------------------------------------------------
+
+    def get_weights(self) -> dict[str, int]:
+        """HAProxy weight per node (0 for nodes in maintenance)."""
+        return self.haproxy.weights(self.spec.instance_id)
+
+    def set_weights(self, weights: Mapping[str, int]) -> None:
+        """Set weights absolutely; 0..100 maps one to one onto HAProxy weights."""
+        for node, weight in weights.items():
+            if not 0 <= weight <= 100:
+                raise InvalidRequestError(f"weight {weight} for {node} is outside 0..100")
+        for node, weight in weights.items():
+            self.haproxy.set_weight(self.spec.instance_id, node, weight)
+
+    def fence(self, node: str) -> None:
+        """Read-only by default for new transactions, sessions ended, out of the router."""
+        self.haproxy.set_weight(self.spec.instance_id, node, 0)
+        with self._endpoint(node).connect() as conn:
+            alter_system(conn, "default_transaction_read_only", "on")
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+
+    def unfence(self, node: str) -> None:
+        """Writable again (the router weight is restored separately, absolutely)."""
+        with self._endpoint(node).connect() as conn:
+            alter_system(conn, "default_transaction_read_only", None)
+            conn.execute("SELECT pg_reload_conf()")
+
+    def promote(self, node: str) -> None:
+        """``pg_ctl promote`` the shadow (a no-op when it is already a primary)."""
+        health = self.probe(node)
+        if health.reachable and not _in_recovery(self._endpoint(node)):
+            return
+        self._server(node).promote()
+
+    def probe(self, node: str) -> Health:
+        """Connect and ask whether the node is a writable primary."""
+        try:
+            with self._endpoint(node).connect(timeout_s=2) as conn:
+                row = conn.execute(
+                    "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')"
+                ).fetchone()
+        except psycopg.OperationalError as err:
+            return Health(False, False, str(err).strip().splitlines()[0])
+        in_recovery, read_only = row if row else (True, "on")
+        writable = not in_recovery and read_only == "off"
+        return Health(True, writable, "" if writable else "standby or read-only")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _endpoint(self, node: str) -> PgEndpoint:
+        if node == self.spec.primary_node:
+            return self.spec.primary
+        if node == self.spec.shadow_node:
+            return self.spec.shadow
+        raise InvalidRequestError(f"unknown node {node!r} of {self.spec.instance_id}")
+
+    def _server(self, node: str) -> PgServer:
+        if node != self.spec.shadow_node:
+            raise InfraError(f"only the shadow's process is managed here, not {node}")
+        return PgServer(home=self.spec.shadow_home, port=self.spec.shadow_port)
+
+
+def _in_recovery(endpoint: PgEndpoint) -> bool:
+    return bool(query_one(endpoint, "SELECT pg_is_in_recovery()"))
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*") if f.is_file()) if path.exists() else 0

@@ -1,0 +1,283 @@
+"""PostgreSQL server processes for the local platform: find the binaries, run ``pg_ctl``, talk SQL.
+
+Servers are started with ``pg_ctl`` so they outlive the process that started them (a Pulumi
+dynamic-provider host, a worker); their state is read back from the data directory and the
+server itself, never from memory.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from infra.errors import InfraError, InvalidRequestError
+
+log = logging.getLogger(__name__)
+
+
+def pg_bin(tool: str) -> str:
+    """Absolute path of a PostgreSQL server tool (``initdb``, ``pg_ctl``, ``pg_basebackup``...).
+
+    Debian keeps them in ``/usr/lib/postgresql/<major>/bin``, off ``PATH``; the newest wins.
+    """
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major, reverse=True):
+        candidate = Path(folder) / tool
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(tool)
+    if found:
+        return found
+    raise InfraError(
+        f"{tool} not found: install the PostgreSQL server (apt-get install postgresql)"
+    )
+
+
+def _major(folder: str) -> int:
+    try:
+        return int(Path(folder).parent.name)
+    except ValueError:
+        return 0
+
+
+def server_os_user() -> str | None:
+    """The OS user server tools run as: ``postgres`` when we are root (PostgreSQL refuses
+    to run as root), else ``None`` for ourselves."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def prepare_dir(path: Path, *, mode: int = 0o700) -> Path:
+    """Create ``path`` owned by the server's OS user, so its tools can write there."""
+    path.mkdir(parents=True, exist_ok=True)
+    user = server_os_user()
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(mode)
+    return path
+
+
+def give_to_server_user(path: Path) -> None:
+    """Hand a file we wrote (as root) to the server's OS user."""
+    user = server_os_user()
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def as_server_user(argv: list[str]) -> list[str]:
+    """``argv`` run as the server's OS user."""
+    user = server_os_user()
+    return ["runuser", "-u", user, "--", *argv] if user else argv
+
+
+@dataclass(frozen=True, kw_only=True)
+class PgEndpoint:
+    """How to reach one PostgreSQL server."""
+
+    host: str = "127.0.0.1"
+    """Address it listens on."""
+    port: int
+    """TCP port."""
+    user: str = "postgres"
+    """Role to connect as."""
+    dbname: str = "postgres"
+    """Database to connect to."""
+    password: str | None = None
+    """Password, if the server asks for one."""
+
+    def conninfo(self, **extra: Any) -> str:
+        """A libpq connection string (``extra`` adds parameters such as ``application_name``)."""
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.dbname,
+            **extra,
+        }
+        if self.password:
+            params["password"] = self.password
+        return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
+
+    def connect(self, *, timeout_s: float = 5.0, autocommit: bool = True) -> psycopg.Connection:
+        """Open a connection, failing fast when nothing listens."""
+        return psycopg.connect(
+            self.conninfo(connect_timeout=max(1, int(timeout_s))), autocommit=autocommit
+        )
+
+
+def alter_system(conn: psycopg.Connection, name: str, value: str | None) -> None:
+    """``ALTER SYSTEM SET name = 'value'`` (``RESET`` for ``None``); reload separately."""
+    if value is None:
+        conn.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+    else:
+        statement = sql.SQL("ALTER SYSTEM SET {} = {}")
+        conn.execute(statement.format(sql.Identifier(name), sql.Literal(value)))
+
+
+def query_one(endpoint: PgEndpoint, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """Run ``sql`` and return the first column of the first row (``None`` when no row)."""
+    with endpoint.connect() as conn:
+        row = conn.execute(sql, params).fetchone()
+    return None if row is None else row[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PgServer:
+    """One server process: ``home/data`` is its data directory, ``home/server.log`` its log."""
+
+    home: Path
+    """Folder owned by the server's OS user that holds the data directory and the log."""
+    port: int
+    """TCP port (also the unix socket's suffix)."""
+
+    @property
+    def data_dir(self) -> Path:
+        """The cluster's data directory."""
+        return self.home / "data"
+
+    @property
+    def log_file(self) -> Path:
+        """Where ``pg_ctl`` sends the server log."""
+        return self.home / "server.log"
+
+    @property
+    def endpoint(self) -> PgEndpoint:
+        """Superuser endpoint of this server."""
+        return PgEndpoint(port=self.port)
+
+    def initialised(self) -> bool:
+        """Whether the data directory holds a complete cluster."""
+        return (self.data_dir / "PG_VERSION").exists() and (self.data_dir / "global").is_dir()
+
+    def init(self, *, settings: dict[str, str] | None = None) -> None:
+        """``initdb`` a new cluster that listens on 127.0.0.1 only (trust auth, local tests)."""
+        if self.initialised():
+            return
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        prepare_dir(self.home, mode=0o755)
+        prepare_dir(self.data_dir)
+        run_server_tool(
+            [
+                pg_bin("initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-instructions",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
+        )
+        lines = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.data_dir}'",
+            **(settings or {}),
+        }
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# shadowshift\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in lines.items())
+        with (self.data_dir / "pg_hba.conf").open("a") as hba:
+            hba.write("host replication all 127.0.0.1/32 trust\n")
+
+    def pid(self) -> int | None:
+        """PID of the running postmaster, or ``None``."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self.pid() is not None
+
+    def start(self, *, timeout_s: int = 60) -> None:
+        """Start the server (idempotent) and wait until it accepts connections."""
+        if self.running():
+            return
+        run_server_tool(
+            [
+                pg_bin("pg_ctl"),
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(timeout_s),
+                "-o",
+                f"-p {self.port}",
+            ],
+            tail_log=self.log_file,
+        )
+
+    def stop(self, *, mode: str = "fast", timeout_s: int = 60) -> None:
+        """Stop the server (idempotent)."""
+        if not self.running():
+            return
+        run_server_tool(
+            [
+                pg_bin("pg_ctl"),
+                "stop",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                str(timeout_s),
+            ]
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, as a crash would (its children exit on their own)."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+    def promote(self, *, timeout_s: int = 60) -> None:
+        """Promote a standby to a primary and wait until it accepts writes."""
+        run_server_tool(
+            [pg_bin("pg_ctl"), "promote", "-D", str(self.data_dir), "-w", "-t", str(timeout_s)]
+        )
+
+
+def run_server_tool(argv: list[str], *, tail_log: Path | None = None) -> str:
+    try:
+        done = subprocess.run(
+            as_server_user(argv), capture_output=True, text=True, timeout=600, check=False
+        )
+    except FileNotFoundError as err:
+        raise InfraError(f"cannot run {argv[0]}: {err}") from err
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip()
+        if tail_log and tail_log.exists():
+            detail += "\n" + "\n".join(tail_log.read_text().splitlines()[-8:])
+        if "Address already in use" in detail or "could not create any TCP/IP sockets" in detail:
+            raise InvalidRequestError(f"{Path(argv[0]).name}: port already in use: {detail}")
+        raise InfraError(f"{Path(argv[0]).name} failed: {detail}")
+    return done.stdout

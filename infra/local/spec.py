@@ -1,0 +1,112 @@
+"""What a local shadow is made of: the validated description of one protected PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.errors import InvalidRequestError
+from infra.local.postgres import PgEndpoint
+from infra.names import validate_instance_id
+
+TIERS = (1, 2, 3)
+COMPRESSIONS = ("lz4", "gzip", "none")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalShadowSpec:
+    """One protected PostgreSQL instance on the local platform and its shadow."""
+
+    instance_id: str
+    """Validated id; names the stack, the shadow's folder and its router entry."""
+    primary_port: int
+    """Port of the protected primary on 127.0.0.1."""
+    shadow_port: int
+    """Port the shadow listens on."""
+    router_port: int
+    """HAProxy frontend port clients use for this service."""
+    state_dir: Path
+    """Root of the local platform's files (shadows, HAProxy, archives)."""
+    tier: int = 2
+    """1 synchronous, 2 asynchronous streaming, 3 WAL archive shipping."""
+    superuser: str = "postgres"
+    """Role used for slots and settings on the primary."""
+    replication_user: str = "postgres"
+    """Role the shadow replicates as; needs the REPLICATION attribute."""
+    compression: str = "lz4"
+    """Server-side compression of the initial full copy."""
+    archive_interval_s: int = 10
+    """Tier 3: longest time before a WAL segment is shipped."""
+    sync_degrade_after_s: float = 10.0
+    """Tier 1: how long writes may wait for a lost shadow before relaxing to async."""
+
+    def __post_init__(self) -> None:
+        validate_instance_id(self.instance_id)
+        if self.tier not in TIERS:
+            raise InvalidRequestError(f"tier {self.tier!r} is not one of {TIERS}")
+        if self.compression not in COMPRESSIONS:
+            raise InvalidRequestError(
+                f"compression {self.compression!r} is not one of {COMPRESSIONS}"
+            )
+        ports = {
+            "primary_port": self.primary_port,
+            "shadow_port": self.shadow_port,
+            "router_port": self.router_port,
+        }
+        for name, port in ports.items():
+            if not isinstance(port, int) or not 1024 <= port <= 65535:
+                raise InvalidRequestError(f"{name} {port!r} is outside 1024..65535")
+        if len(set(ports.values())) != len(ports):
+            raise InvalidRequestError(f"ports must differ: {ports}")
+        if not 1 <= self.archive_interval_s <= 3600:
+            raise InvalidRequestError("archive_interval_s must be within 1..3600")
+
+    @property
+    def stack_name(self) -> str:
+        """Pulumi stack of this instance's shadow."""
+        return f"shadow-{self.instance_id}"
+
+    @property
+    def primary_node(self) -> str:
+        """Router name of the original primary."""
+        return self.instance_id
+
+    @property
+    def shadow_node(self) -> str:
+        """Router name (and ``application_name``) of the shadow."""
+        return f"{self.instance_id}-shadow"
+
+    @property
+    def slot_name(self) -> str:
+        """Replication slot that keeps WAL for the shadow (tiers 1 and 2)."""
+        return f"shadowshift_{self.instance_id.replace('-', '_')}"
+
+    @property
+    def shadow_home(self) -> Path:
+        """Folder of the shadow's data directory and log."""
+        return self.state_dir / "instances" / self.instance_id / "shadow"
+
+    @property
+    def archive_dir(self) -> Path:
+        """Tier 3 WAL archive."""
+        return self.state_dir / "instances" / self.instance_id / "wal-archive"
+
+    @property
+    def haproxy_dir(self) -> Path:
+        """The local platform's HAProxy folder (one HAProxy per state dir)."""
+        return self.state_dir / "haproxy"
+
+    @property
+    def primary(self) -> PgEndpoint:
+        """Superuser endpoint of the primary."""
+        return PgEndpoint(port=self.primary_port, user=self.superuser)
+
+    @property
+    def replication(self) -> PgEndpoint:
+        """Replication endpoint of the primary."""
+        return PgEndpoint(port=self.primary_port, user=self.replication_user)
+
+    @property
+    def shadow(self) -> PgEndpoint:
+        """Superuser endpoint of the shadow."""
+        return PgEndpoint(port=self.shadow_port, user=self.superuser)
