@@ -1,0 +1,121 @@
+"""Labelled series → feature rows, with time-ordered splits.
+
+Label of a row at time *t*: "the instance fails or degrades within the horizon H", i.e. a
+failure (or a labelled NAB anomaly) falls in ``[t, t + H]`` or the instance is failed at
+*t*. Splits are by time within every series — train on the past, stop early and calibrate
+on the middle, test on the future — with an embargo of H before each boundary, because a
+row's label looks H into the future and would otherwise leak the next split's events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from models.features import FeatureConfig, Float32Array, series_features
+from models.metrics import FloatArray, empty_counts, sanitize_all
+from models.nab import NabSeries
+from models.synthetic import SyntheticInstance
+
+SPLITS = ("train", "valid", "calib", "test")
+"""Split names, in time order."""
+
+SPLIT_BOUNDS = (0.6, 0.75, 0.85)
+"""Fractions of each series' time span where valid, calib and test begin."""
+
+TRAINING_MAX_SAMPLES = 64
+"""Samples per feature window in training: 64 x 5 min covers the 3-hour long window."""
+
+
+@dataclass
+class LabelledSeries:
+    """One series with sanitized values and a label per row."""
+
+    name: str
+    """Instance or file name."""
+    source: str
+    """``synthetic`` or ``nab``."""
+    times: FloatArray
+    """Epoch seconds."""
+    values: dict[str, FloatArray]
+    """Canonical metric → sanitized values."""
+    labels: npt.NDArray[np.bool_]
+    """True = fails or degrades within the horizon."""
+    ignored: dict[str, int] = field(default_factory=empty_counts)
+    """Values sanitisation dropped, by kind."""
+
+
+@dataclass
+class Dataset:
+    """Feature rows of many series with their labels and split."""
+
+    features: Float32Array
+    """(rows, features)."""
+    labels: npt.NDArray[np.bool_]
+    """(rows,)."""
+    split: npt.NDArray[np.int8]
+    """Index into :data:`SPLITS`; -1 = embargoed (unused)."""
+    source: npt.NDArray[np.str_]
+    """``synthetic`` or ``nab`` per row."""
+
+    def part(self, name: str) -> tuple[Float32Array, npt.NDArray[np.bool_]]:
+        """Features and labels of one split."""
+        mask = self.split == SPLITS.index(name)
+        return self.features[mask], self.labels[mask]
+
+    def digest(self) -> str:
+        """SHA-256 of features, labels and splits: the identity of the training data."""
+        sha = hashlib.sha256()
+        for array in (self.features, self.labels, self.split):
+            sha.update(np.ascontiguousarray(array).tobytes())
+        return sha.hexdigest()
+
+
+def from_synthetic(instance: SyntheticInstance, horizon_s: float) -> LabelledSeries:
+    """Label a synthetic instance."""
+    counts = empty_counts()
+    values = sanitize_all(instance.values, counts)
+    return LabelledSeries(instance.instance_id, "synthetic", instance.times, values,
+                          instance.labels(horizon_s), counts)
+
+
+def from_nab(series: NabSeries, horizon_s: float, metric: str | None = None) -> LabelledSeries:
+    """Label a NAB series, optionally presenting it as another metric (e.g. ``other``)."""
+    counts = empty_counts()
+    name = metric or series.metric
+    values = sanitize_all({name: series.values}, counts)
+    return LabelledSeries(f"{series.name}:{name}", "nab", series.times, values,
+                          series.training_labels(horizon_s), counts)
+
+
+def split_index(times: FloatArray, horizon_s: float) -> npt.NDArray[np.int8]:
+    """Split of every row of one series (see the module docstring)."""
+    span = max(float(times[-1] - times[0]), 1.0)
+    position = (times - times[0]) / span
+    split = np.searchsorted(np.asarray(SPLIT_BOUNDS), position, side="right").astype(np.int8)
+    embargo = horizon_s / span
+    for bound in SPLIT_BOUNDS:
+        split[(position >= bound - embargo) & (position < bound)] = -1
+    return split
+
+
+def build_dataset(
+    series: Sequence[LabelledSeries], horizon_s: float, config: FeatureConfig | None = None
+) -> Dataset:
+    """Features, labels and splits of every series, concatenated."""
+    parts = []
+    for item in series:
+        features = series_features(item.times, item.values, config,
+                                   max_samples=TRAINING_MAX_SAMPLES)
+        parts.append((features, item.labels, split_index(item.times, horizon_s),
+                      np.full(item.times.shape, item.source)))
+    return Dataset(
+        features=np.concatenate([p[0] for p in parts]),
+        labels=np.concatenate([p[1] for p in parts]),
+        split=np.concatenate([p[2] for p in parts]),
+        source=np.concatenate([p[3] for p in parts]),
+    )

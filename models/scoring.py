@@ -1,0 +1,119 @@
+"""Metrics → failure probability → readiness score → decision, for a series or a fleet.
+
+Two entry points over the same pieces:
+
+- :func:`score_series` scores every row of one instance's history causally (the trace CLI
+  and the evaluation use it) and runs the policy row by row;
+- :func:`score_windows` scores the newest row of many instances' windows at once (the
+  scoring activity uses it); the caller runs the policy on the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.features import FEATURE_NAMES, Float32Array, series_features, window_features
+from models.metrics import FloatArray
+from models.policy import Decision, PolicyConfig, PolicyState, Reading, decide
+from models.predictor import Predictor
+from models.readiness import Profile, readiness_scores
+
+_LATEST = {name: FEATURE_NAMES.index(f"{name}__last")
+           for name in ("cpu_percent", "memory_percent", "disk_latency_ms")}
+
+
+@dataclass
+class Scores:
+    """Probability and readiness score per row."""
+
+    failure_probability: FloatArray
+    """Calibrated probability of failure or degradation within the model's horizon."""
+    readiness_score: FloatArray
+    """Migration Readiness Score, 0..100."""
+
+
+@dataclass
+class SeriesScores(Scores):
+    """:class:`Scores` of one series plus the policy's decision per row."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    """One decision per row."""
+
+
+def scores_from_features(
+    features: Float32Array,
+    predictor: Predictor,
+    historical_failure_rate: FloatArray | float,
+    profile: Profile,
+    *,
+    num_threads: int = 0,
+) -> Scores:
+    """Probability and readiness score for feature rows (latest metrics come from them)."""
+    probability = predictor.predict(features, num_threads=num_threads)
+    latest = {name: features[:, column].astype(np.float64) for name, column in _LATEST.items()}
+    history = np.broadcast_to(np.asarray(historical_failure_rate, dtype=np.float64),
+                              probability.shape)
+    score = readiness_scores(
+        latest["cpu_percent"], latest["memory_percent"], latest["disk_latency_ms"], history,
+        probability, profile,
+    )
+    return Scores(probability, score)
+
+
+def score_series(
+    times: FloatArray,
+    values: Mapping[str, FloatArray],
+    predictor: Predictor,
+    *,
+    profile: Profile = "default",
+    policy: PolicyConfig | None = None,
+    historical_failure_rate: float = 0.0,
+    instance_id: str = "trace",
+    max_samples: int = 256,
+) -> SeriesScores:
+    """Score every row of one series, each from data up to that row only.
+
+    Args:
+        times: (T,) epoch seconds, non-decreasing.
+        values: canonical metric → (T,) sanitized values.
+        predictor: the model.
+        profile: readiness profile.
+        policy: policy knobs (default :class:`PolicyConfig`).
+        historical_failure_rate: the instance's failure history, 0..1.
+        instance_id: name used in the decisions.
+        max_samples: history per row (see :func:`models.features.series_features`).
+    """
+    features = series_features(times, values, predictor.feature_config,
+                               max_samples=max_samples)
+    scores = scores_from_features(features, predictor, historical_failure_rate, profile)
+    decisions = run_policy(times, scores.readiness_score, policy or PolicyConfig(), instance_id)
+    return SeriesScores(scores.failure_probability, scores.readiness_score, decisions)
+
+
+def run_policy(times: FloatArray, readiness: FloatArray, policy: PolicyConfig,
+               instance_id: str = "trace") -> list[Decision]:
+    """The policy's decision at every row of one instance's scores."""
+    state = PolicyState()
+    decisions = []
+    for now, score in zip(times.tolist(), readiness.tolist(), strict=True):
+        (decision,), state = decide(state, policy, [Reading(instance_id, score)], now)
+        decisions.append(decision)
+    return decisions
+
+
+def score_windows(
+    times: FloatArray,
+    values: Mapping[str, FloatArray],
+    predictor: Predictor,
+    historical_failure_rate: FloatArray | float = 0.0,
+    profile: Profile = "default",
+    *,
+    num_threads: int = 0,
+) -> Scores:
+    """Score the newest row of each window: (rows, W) times and sanitized values."""
+    features = window_features(times, values, predictor.feature_config)
+    return scores_from_features(features, predictor, historical_failure_rate, profile,
+                                num_threads=num_threads)
