@@ -135,7 +135,13 @@ def decide(
     Returns:
         The decisions and the new state; ``state`` itself is left untouched.
     """
-    new = copy.deepcopy(state)
+    # Copy what this call may change, not the whole fleet's memory (deepcopy dominated replay).
+    new = PolicyState(dict(state.instances), dict(state.in_flight), list(state.started))
+    for reading in readings:
+        known = new.instances.get(reading.instance_id)
+        new.instances[reading.instance_id] = (
+            copy.copy(known) if known is not None else InstancePolicyState()
+        )
     new.in_flight = {
         iid: started for iid, started in new.in_flight.items()
         if now < started + config.migration_duration_s
@@ -153,9 +159,11 @@ def decide(
 
 def finish_migration(state: PolicyState, instance_id: str) -> PolicyState:
     """A migration completed (or was abandoned): free its concurrency slot."""
-    new = copy.deepcopy(state)
-    new.in_flight.pop(instance_id, None)
-    return new
+    return PolicyState(
+        dict(state.instances),
+        {iid: started for iid, started in state.in_flight.items() if iid != instance_id},
+        list(state.started),
+    )
 
 
 def _score_key(score: float) -> float:
@@ -165,7 +173,7 @@ def _score_key(score: float) -> float:
 def _decide_one(state: PolicyState, config: PolicyConfig, reading: Reading,
                 now: float) -> Decision:
     iid = reading.instance_id
-    memory = state.instances.setdefault(iid, InstancePolicyState())
+    memory = state.instances[iid]
 
     def hold(reason: str) -> Decision:
         return Decision(iid, "hold", False, reason)

@@ -1,0 +1,202 @@
+"""The scoring activity: a batch of metric windows in, probabilities, scores and decisions out.
+
+The worker loads the model once and hands the :class:`~models.predictor.Predictor` to
+:class:`ScoringActivities`; :meth:`ScoringActivities.reload` swaps in a new model file and
+keeps the current one if the new file is refused. The activity is stateless: the policy's
+memory travels in the request and comes back in the result, so the calling workflow owns it
+(and can carry it across continue-as-new).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from models.metrics import METRICS, FloatArray, empty_counts, sanitize
+from models.policy import PolicyConfig, PolicyState, Reading, decide
+from models.predictor import ModelError, Predictor
+from models.readiness import PROFILES, Profile
+from models.scoring import score_windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MetricWindow:
+    """Recent samples of one instance, oldest first (about 3 hours at 5-minute steps)."""
+
+    instance_id: str
+    """The instance."""
+    timestamps: list[float]
+    """Epoch seconds of each sample; the newest is the decision time for this instance."""
+    values: dict[str, list[float | None]]
+    """Canonical metric name → one value per timestamp (``None`` = not collected)."""
+    historical_failure_rate: float = 0.0
+    """The instance's failure history, 0..1."""
+
+
+@dataclass
+class ScoreInstancesInput:
+    """A batch to score and the policy to decide with."""
+
+    windows: list[MetricWindow]
+    """One window per instance."""
+    now: float
+    """Decision time (the workflow's clock), epoch seconds."""
+    profile: str = "default"
+    """Readiness profile: ``default`` or ``spec``."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """Policy knobs."""
+    policy_state: PolicyState = field(default_factory=PolicyState)
+    """The policy's memory from the previous call."""
+
+
+@dataclass
+class InstanceScore:
+    """The verdict on one instance."""
+
+    instance_id: str
+    """The instance."""
+    failure_probability: float
+    """Probability of failure or degradation within the model's horizon (NaN: no data)."""
+    readiness_score: float
+    """Migration Readiness Score, 0..100."""
+    decision: str
+    """``hold`` or ``migrate``."""
+    act: bool
+    """Whether to carry the decision out (false in advisory mode)."""
+    reason: str
+    """One sentence for the log."""
+    ignored_values: int
+    """Values of this window that were missing, NaN, negative or absurd."""
+
+
+@dataclass
+class ScoreInstancesResult:
+    """Verdicts in input order, the policy's new memory and the model that scored."""
+
+    scores: list[InstanceScore]
+    """One per window."""
+    policy_state: PolicyState
+    """Pass this to the next call."""
+    model_sha256: str
+    """Identity of the model file used."""
+    ignored: dict[str, int]
+    """Ignored values of the whole batch, by kind."""
+
+
+class ScoringActivities:
+    """Activities around one loaded failure model."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self._predictor = predictor
+        self._lock = threading.Lock()
+
+    @property
+    def predictor(self) -> Predictor:
+        """The model in use."""
+        return self._predictor
+
+    def reload(self, model_path: Path | None = None) -> bool:
+        """Load ``model_path`` (default: the current model's file) and switch to it.
+
+        Returns:
+            True if the new model is in use; False if it was refused (the message is logged
+            and the previous model keeps scoring).
+        """
+        path = model_path or self._predictor.source
+        with self._lock:
+            try:
+                loaded = Predictor.load(path)
+            except ModelError as err:
+                log.warning("Model reload refused, keeping %s: %s", self._predictor.source, err)
+                return False
+            self._predictor = loaded
+        log.info("Model reloaded from %s (sha256 %s).", path, loaded.model_sha256[:12])
+        return True
+
+    @activity.defn
+    def score_instances(self, request: ScoreInstancesInput) -> ScoreInstancesResult:
+        """Score every window and run the policy on the batch."""
+        if request.profile not in PROFILES:
+            raise ApplicationError(
+                f"unknown profile {request.profile!r}; use one of {', '.join(PROFILES)}",
+                type="InvalidRequest", non_retryable=True,
+            )
+        predictor = self._predictor  # one model for the whole batch, even during a reload
+        try:
+            times, values, ignored_per_window, counts = windows_to_arrays(request.windows)
+        except ValueError as err:
+            raise ApplicationError(str(err), type="InvalidRequest", non_retryable=True) from err
+        history = np.array([w.historical_failure_rate for w in request.windows], dtype=np.float64)
+        scores = score_windows(times, values, predictor, history,
+                               cast(Profile, request.profile))
+        # No usable value at all: there is nothing to judge, so no score (the policy holds).
+        blind = ~np.any([~np.isnan(v).all(axis=1) for v in values.values()] or
+                        [np.zeros(len(request.windows), dtype=bool)], axis=0)
+        scores.failure_probability[blind] = np.nan
+        scores.readiness_score[blind] = np.nan
+        readings = [Reading(w.instance_id, s)
+                    for w, s in zip(request.windows, scores.readiness_score.tolist(), strict=True)]
+        decisions, state = decide(request.policy_state, request.policy, readings, request.now)
+        for decision in decisions:
+            if decision.action == "migrate":
+                activity.logger.info("%s %s", decision.instance_id, decision.reason)
+        return ScoreInstancesResult(
+            scores=[
+                InstanceScore(w.instance_id, p, s, d.action, d.act, d.reason, n)
+                for w, p, s, d, n in zip(
+                    request.windows, scores.failure_probability.tolist(),
+                    scores.readiness_score.tolist(), decisions, ignored_per_window, strict=True)
+            ],
+            policy_state=state,
+            model_sha256=predictor.model_sha256,
+            ignored=counts,
+        )
+
+
+def windows_to_arrays(
+    windows: list[MetricWindow],
+) -> tuple[FloatArray, dict[str, FloatArray], list[int], dict[str, int]]:
+    """Stack windows into (rows, W) arrays, left-padded with NaN, values sanitized.
+
+    Raises:
+        ValueError: an unknown metric or a value list whose length differs from the
+            timestamps'.
+    """
+    width = max((len(w.timestamps) for w in windows), default=1) or 1
+    rows = len(windows)
+    times = np.full((rows, width), np.nan)
+    present = sorted({m for w in windows for m in w.values})
+    unknown = [m for m in present if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known metrics are {', '.join(METRICS)}")
+    values = {m: np.full((rows, width), np.nan) for m in present}
+    counts = empty_counts()
+    per_window = []
+    for row, window in enumerate(windows):
+        n = len(window.timestamps)
+        window_counts = empty_counts()
+        order = np.argsort(np.asarray(window.timestamps, dtype=np.float64), kind="stable")
+        if n:
+            times[row, width - n:] = np.asarray(window.timestamps, dtype=np.float64)[order]
+        for metric, raw in window.values.items():
+            if len(raw) != n:
+                raise ValueError(f"{window.instance_id}: {metric} has {len(raw)} values for "
+                                 f"{n} timestamps")
+            if n:
+                values[metric][row, width - n:] = sanitize(metric, raw, window_counts)[order]
+        per_window.append(sum(window_counts.values()))
+        for kind, count in window_counts.items():
+            counts[kind] += count
+    # An empty window has no decision time; give it one so its features are simply unknown.
+    empty = np.isnan(times[:, -1])
+    times[empty, -1] = 0.0
+    return times, values, per_window, counts
