@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     predictor = Predictor.load(args.model)
     local = [m for m in METRICS if m not in ("other", "requests_per_second")]
-    report = {
+    report: dict[str, Any] = {
         "model": {"sha256": predictor.model_sha256,
                   "trees": predictor.metadata.get("best_iteration")},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

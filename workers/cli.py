@@ -69,8 +69,11 @@ def _add_score_trace_arguments(parser: argparse.ArgumentParser) -> None:
 def _column_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
     columns: list[str] = args.value_columns or ["value"]
     metrics: list[str] = args.metrics or []
+    if not metrics and len(columns) > 1:
+        raise UsageError("several --value-column need one --metric each (the model has one "
+                         "slot per metric)")
     if not metrics:
-        metrics = ["other"] * len(columns)
+        metrics = ["other"]
     if len(metrics) != len(columns):
         raise UsageError(
             f"{len(columns)} --value-column but {len(metrics)} --metric; give one --metric per "

@@ -1,0 +1,130 @@
+"""``shadowshift score-trace``: every NAB file, multi-column traces, causality, bad input."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.nab import NAB_DIR, SERIES_FOLDER, nab_available
+from workers.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+NAB_FILES = sorted((NAB_DIR / SERIES_FOLDER).glob("*.csv")) if nab_available() else []
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.skipif(not NAB_FILES, reason=f"NAB data not found in {NAB_DIR}")
+@pytest.mark.parametrize("nab_file", NAB_FILES, ids=lambda p: p.stem)
+def test_scores_every_nab_file(nab_file: Path, tmp_path: Path) -> None:
+    """One output row per input row, in order, with valid probabilities and decisions."""
+    out = tmp_path / "scores.csv"
+    assert main(["score-trace", str(nab_file), "--output", str(out)]) == 0
+    rows = _rows(out)
+    source = _rows(nab_file)
+    assert [r["timestamp"] for r in rows] == [r["timestamp"] for r in source]
+    assert list(rows[0]) == ["timestamp", "failure_probability", "readiness_score", "decision"]
+    probability = np.array([float(r["failure_probability"]) for r in rows])
+    assert ((probability >= 0) & (probability <= 1)).all()
+    assert {r["decision"] for r in rows} <= {"hold", "migrate"}
+
+
+def _multi_column_trace(path: Path, rows: int = 300) -> Path:
+    rng = np.random.default_rng(4)
+    with path.open("w") as f:
+        f.write("time,cpu,mem,disk\n")
+        for i in range(rows):
+            leak = 40 + 58 * max(0, i - 150) / 150
+            cpu = "" if i % 17 == 0 else f"{30 + rng.normal(0, 3):.2f}"
+            f.write(f"2024-03-01T00:00:00Z,{cpu},{leak:.2f},{2 + rng.random():.2f}\n"
+                    .replace("00:00:00", f"{i * 5 // 60:02d}:{i * 5 % 60:02d}:00")
+                    if i < 288 else
+                    f"2024-03-02T{(i - 288) * 5 // 60:02d}:{(i - 288) * 5 % 60:02d}:00Z,"
+                    f"{cpu},{leak:.2f},{2 + rng.random():.2f}\n")
+    return path
+
+
+def _multi_args(trace: Path) -> list[str]:
+    return ["score-trace", str(trace), "--time-column", "time",
+            "--value-column", "cpu", "--metric", "cpu", "--value-column", "mem",
+            "--metric", "memory", "--value-column", "disk", "--metric", "disk_latency"]
+
+
+def test_multi_column_trace_and_plot(tmp_path: Path) -> None:
+    """Several value columns, each with its metric; a plot is written on request."""
+    trace = _multi_column_trace(tmp_path / "multi.csv")
+    out, png = tmp_path / "out.csv", tmp_path / "out.png"
+    assert main([*_multi_args(trace), "--output", str(out), "--plot", str(png)]) == 0
+    rows = _rows(out)
+    assert len(rows) == 300
+    assert png.stat().st_size > 1000
+    # The leak ends at 98 % memory: the model should see trouble coming by the end.
+    late = [float(r["failure_probability"]) for r in rows[-30:]]
+    early = [float(r["failure_probability"]) for r in rows[50:100]]
+    assert max(late) > max(early)
+
+
+def test_prefix_of_a_trace_scores_like_the_prefix_of_the_run(tmp_path: Path) -> None:
+    """Scoring the first k rows gives exactly the first k rows of scoring everything."""
+    trace = _multi_column_trace(tmp_path / "multi.csv")
+    prefix = tmp_path / "prefix.csv"
+    prefix.write_text("".join(trace.read_text().splitlines(keepends=True)[:201]))
+    full_out, prefix_out = tmp_path / "full.csv", tmp_path / "prefix_out.csv"
+    assert main([*_multi_args(trace), "--output", str(full_out)]) == 0
+    args = _multi_args(prefix)
+    assert main([*args, "--output", str(prefix_out)]) == 0
+    assert _rows(prefix_out) == _rows(full_out)[:200]
+
+
+def test_stdout_output_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --output the CSV goes to stdout and a one-line summary to stderr."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("timestamp,value\n" + "".join(f"{i * 300},{i % 7}\n" for i in range(50)))
+    assert main(["score-trace", str(trace)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "timestamp,failure_probability,readiness_score,decision"
+    assert len(captured.out.splitlines()) == 51
+    assert "50 rows" in captured.err and "migrate episodes" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("timestamp,value\n", [], "no data rows"),
+        ("", [], "empty"),
+        ("when,value\n1,2\n", [], "column 'timestamp' not found"),
+        ("timestamp,value\nnot-a-time,1\n", [], "cannot parse timestamp"),
+        ("timestamp,a\n1,2\n", ["--value-column", "a", "--metric", "cpu", "--value-column",
+                                "b", "--metric", "memory"], "column 'b'"),
+        ("timestamp,a,b\n1,2,3\n", ["--value-column", "a", "--value-column", "b"],
+         "one --metric each"),
+        ("timestamp,a,b\n1,2,3\n", ["--value-column", "a", "--value-column", "b",
+                                    "--metric", "cpu"], "one --metric per"),
+        ("timestamp,value\n1,2\n", ["--metric", "bogus"], "invalid choice"),
+        ("timestamp,value\n1,2\n", ["--model", "/nonexistent/model.txt"], "cannot read model"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         content: str, args: list[str], message: str) -> None:
+    """Unusable CSVs and arguments: exit code 2 and a single error line on stderr."""
+    trace = tmp_path / "bad.csv"
+    trace.write_text(content)
+    assert main(["score-trace", str(trace), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_python_dash_m_entry_point(tmp_path: Path) -> None:
+    """``python -m workers.cli`` works and returns the exit code."""
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "score-trace",
+                             str(tmp_path / "missing.csv")], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "no such file" in result.stderr
