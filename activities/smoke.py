@@ -11,10 +11,9 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.errors import translated_errors
 from activities.heartbeat import heartbeat_callback
-from infra.errors import InvalidRequestError, StackBusyError
 from infra.pulumi_engine import StackDriver
 from infra.smoke import smoke_program
 
@@ -64,16 +63,12 @@ class SmokeActivities:
     @activity.defn
     def apply_smoke_stack(self, request: SmokeStackInput) -> SmokeStackResult:
         """``pulumi up`` the smoke stack, heartbeating with Pulumi's output."""
-        try:
+        with translated_errors():
             result = self._driver.up(
                 request.stack_name,
                 smoke_program(request.path, request.content),
                 on_progress=heartbeat_callback(),
             )
-        except InvalidRequestError as err:
-            raise ApplicationError(str(err), type="InvalidRequest", non_retryable=True) from err
-        except StackBusyError as err:
-            raise ApplicationError(str(err), type="StackBusy") from err
         return SmokeStackResult(
             path=result.outputs["path"], sha256=result.outputs["sha256"], changes=result.summary
         )
@@ -81,14 +76,12 @@ class SmokeActivities:
     @activity.defn
     def destroy_smoke_stack(self, request: SmokeStackInput) -> bool:
         """``pulumi destroy`` the smoke stack; returns whether there was anything to destroy."""
-        try:
+        with translated_errors():
             return self._driver.destroy(
                 request.stack_name,
                 smoke_program(request.path, request.content),
                 on_progress=heartbeat_callback(),
             )
-        except InvalidRequestError as err:
-            raise ApplicationError(str(err), type="InvalidRequest", non_retryable=True) from err
 
     @activity.defn
     def score_smoke_model(self, request: SmokeModelInput) -> float:

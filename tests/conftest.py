@@ -11,11 +11,16 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from activities.shadow import ShadowRequest
+from infra.local.haproxy import HAProxyManager, ServerEntry
+from infra.local.ports import free_port
+from infra.local.postgres import PgEndpoint, PgServer
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from workers.settings import REPO_ROOT, Settings, load_settings
 
@@ -64,11 +69,22 @@ def task_queue() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _server_user_can_traverse(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """As root, PostgreSQL runs as ``postgres``, which must reach data dirs under pytest's
+    private (0700) temp folders."""
+    if os.geteuid() == 0:
+        base = tmp_path_factory.getbasetemp()
+        for folder in (base.parent, base):
+            folder.chmod(0o755)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings with a state dir, Pulumi backend and passphrase of the test's own."""
+    tmp_path.chmod(0o755)
     state_dir = tmp_path / "state"
-    state_dir.mkdir()
+    state_dir.mkdir(mode=0o755)
     passphrase = state_dir / "pulumi-passphrase"
     passphrase.write_text("test-passphrase\n")
     env = {
@@ -100,3 +116,51 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     status_file = os.environ.get(STATUS_FILE_ENV)
     if status_file:
         Path(status_file).write_text(f"{int(exitstatus)}\n")
+
+
+@dataclass
+class LocalService:
+    """A running primary PostgreSQL behind HAProxy, ready to be protected."""
+
+    primary: PgServer
+    haproxy: HAProxyManager
+    request: ShadowRequest
+
+    @property
+    def router(self) -> PgEndpoint:
+        """Where clients connect."""
+        return PgEndpoint(port=self.request.router_port)
+
+    @property
+    def shadow(self) -> PgEndpoint:
+        """The shadow's own endpoint."""
+        return PgEndpoint(port=self.request.shadow_port)
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@pytest.fixture
+def local_service(settings: Settings) -> Iterator[LocalService]:
+    """A fresh primary (archive_mode on, so every tier works) behind its own HAProxy."""
+    primary_port, shadow_port, router_port = _distinct_free_ports(3)
+    instance_id = f"db-{uuid.uuid4().hex[:6]}"
+    primary = PgServer(home=settings.state_dir / "primary", port=primary_port)
+    primary.init(settings={"archive_mode": "on", "max_wal_senders": "10"})
+    primary.start()
+    haproxy = HAProxyManager(settings.state_dir / "haproxy")
+    haproxy.ensure_service(
+        instance_id, router_port, [ServerEntry(instance_id, "127.0.0.1", primary_port)]
+    )
+    request = ShadowRequest(instance_id, primary_port, shadow_port, router_port)
+    try:
+        yield LocalService(primary, haproxy, request)
+    finally:
+        shadow_home = settings.state_dir / "instances" / instance_id / "shadow"
+        PgServer(home=shadow_home, port=shadow_port).stop(mode="immediate")
+        haproxy.stop()
+        primary.stop(mode="immediate")

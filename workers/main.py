@@ -13,6 +13,7 @@ import sys
 
 from temporalio.client import Client
 
+from models.predictor import ModelError
 from workers.process_exit import exit_process
 from workers.registry import new_worker
 from workers.settings import Settings, SettingsError, load_settings
@@ -50,7 +51,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
-        worker = new_worker(client, settings, pool)
+        try:
+            worker = new_worker(client, settings, pool)
+        except ModelError as err:
+            raise StartupError(f"the failure model cannot be loaded: {err}") from err
         log.info(
             "Worker polling %s on %s (namespace %s).",
             settings.task_queue,

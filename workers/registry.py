@@ -13,8 +13,11 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.scoring import ScoringActivities
+from activities.shadow import ShadowActivities
 from activities.smoke import SmokeActivities
 from infra.pulumi_engine import PulumiConfig, StackDriver
+from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers.settings import Settings
 from workflows.smoke import SmokeWorkflow
 
@@ -34,8 +37,20 @@ def pulumi_config(settings: Settings) -> PulumiConfig:
 
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     """Activity callables with their clients injected."""
-    smoke = SmokeActivities(StackDriver(pulumi_config(settings)))
-    return [smoke.apply_smoke_stack, smoke.destroy_smoke_stack, smoke.score_smoke_model]
+    driver = StackDriver(pulumi_config(settings))
+    smoke = SmokeActivities(driver)
+    shadow = ShadowActivities(driver, settings.state_dir)
+    scoring = ScoringActivities(Predictor.load(DEFAULT_MODEL_PATH))
+    return [
+        scoring.score_instances,
+        smoke.apply_smoke_stack,
+        smoke.destroy_smoke_stack,
+        smoke.score_smoke_model,
+        shadow.provision_shadow,
+        shadow.wait_for_sync,
+        shadow.replication_status,
+        shadow.destroy_shadow,
+    ]
 
 
 def new_worker(
@@ -44,13 +59,19 @@ def new_worker(
     executor: concurrent.futures.ThreadPoolExecutor,
     *,
     task_queue: str | None = None,
+    extra_workflows: Sequence[type] = (),
+    with_activities: bool = True,
 ) -> Worker:
-    """A worker with every workflow and activity, polling ``task_queue`` (default: settings')."""
+    """A worker with every workflow and activity, polling ``task_queue`` (default: settings').
+
+    Tests add their own workflows with ``extra_workflows``, or leave the activities to a
+    separate worker process with ``with_activities=False``.
+    """
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=list(WORKFLOWS),
-        activities=build_activities(settings),
+        workflows=[*WORKFLOWS, *extra_workflows],
+        activities=build_activities(settings) if with_activities else [],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
     )

@@ -186,7 +186,7 @@ class PgServer:
         lines = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
-            "unix_socket_directories": f"'{self.data_dir}'",
+            "unix_socket_directories": "''",  # TCP only: socket paths are length-limited
             **(settings or {}),
         }
         with (self.data_dir / "postgresql.conf").open("a") as conf:

@@ -157,7 +157,7 @@ def _write_standby_settings(server: PgServer, props: dict[str, Any]) -> None:
     settings = {
         "port": str(server.port),
         "listen_addresses": "'127.0.0.1'",
-        "unix_socket_directories": f"'{server.data_dir}'",
+        "unix_socket_directories": "''",
         "hot_standby": "on",
         "hot_standby_feedback": "on",
         "synchronous_standby_names": "''",

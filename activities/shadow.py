@@ -1,0 +1,149 @@
+"""Shadow Instance Manager and Data Synchronization activities (local platform).
+
+All are synchronous (Pulumi and psycopg block) and run on the worker's thread pool. Long
+ones heartbeat; ``wait_for_sync`` resumes from its last heartbeat after a worker crash.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+
+from activities.errors import translated_errors
+from activities.heartbeat import heartbeat_callback
+from infra.local.platform import LocalPlatform
+from infra.local.spec import LocalShadowSpec
+from infra.platform import ReplicationStatus
+from infra.pulumi_engine import StackDriver
+
+TIER_LAG_BOUND_BYTES = {1: 16 * 2**20, 2: 16 * 2**20, 3: 64 * 2**20}
+"""Largest replay lag at which a shadow counts as in sync; tier 1 must also be synchronous."""
+
+
+@dataclass
+class ShadowRequest:
+    """Which instance to shadow and how (the local platform's protection spec)."""
+
+    instance_id: str
+    """Protected instance; also its HAProxy service name."""
+    primary_port: int
+    """Port of the primary PostgreSQL on 127.0.0.1."""
+    shadow_port: int
+    """Port for the shadow PostgreSQL."""
+    router_port: int
+    """HAProxy frontend port of the service."""
+    tier: int = 2
+    """1 synchronous, 2 asynchronous streaming, 3 WAL archive shipping."""
+    replication_user: str = "postgres"
+    """Role the shadow replicates as."""
+    compression: str = "lz4"
+    """Compression of the initial full copy: lz4, gzip or none."""
+    archive_interval_s: int = 10
+    """Tier 3 shipping interval."""
+
+
+@dataclass
+class ProvisionResult:
+    """What ``provision_shadow`` created."""
+
+    shadow_node: str
+    """Router name of the shadow."""
+    outputs: dict[str, Any]
+    """Stack outputs (port, data directory, seed seconds, tier)."""
+    seconds: float
+    """Wall time of the activity attempt that finished the job."""
+
+
+@dataclass
+class WaitForSyncRequest:
+    """How long and how closely to wait for a shadow to catch up."""
+
+    shadow: ShadowRequest
+    """The shadow to watch."""
+    max_lag_bytes: int | None = None
+    """Override of the tier's lag bound."""
+    poll_interval_s: float = 0.5
+    """Time between checks."""
+
+
+class ShadowActivities:
+    """Activities that create, watch and remove shadows."""
+
+    def __init__(self, driver: StackDriver, state_dir: Path) -> None:
+        self._driver = driver
+        self._state_dir = state_dir
+
+    def platform(self, request: ShadowRequest) -> LocalPlatform:
+        """The platform object for ``request`` (validates the request)."""
+        spec = LocalShadowSpec(
+            instance_id=request.instance_id,
+            primary_port=request.primary_port,
+            shadow_port=request.shadow_port,
+            router_port=request.router_port,
+            state_dir=self._state_dir,
+            tier=request.tier,
+            replication_user=request.replication_user,
+            compression=request.compression,
+            archive_interval_s=request.archive_interval_s,
+        )
+        return LocalPlatform(spec, self._driver)
+
+    @activity.defn
+    def provision_shadow(self, request: ShadowRequest) -> ProvisionResult:
+        """Create (or finish creating) the shadow; heartbeats carry Pulumi's progress."""
+        started = time.monotonic()
+        with translated_errors():
+            info = self.platform(request).provision_shadow(heartbeat_callback())
+        return ProvisionResult(
+            shadow_node=info.shadow_node,
+            outputs=dict(info.outputs),
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    @activity.defn
+    def wait_for_sync(self, request: WaitForSyncRequest) -> ReplicationStatus:
+        """Heartbeat until the shadow's lag is inside its tier's bound, then return the status.
+
+        The activity's timeouts bound the wait; a retry resumes counting from the heartbeat
+        details (checks made so far), so the operator sees one continuous wait.
+        """
+        details = activity.info().heartbeat_details
+        checks = int(details[0]) if details else 0
+        bound = request.max_lag_bytes
+        if bound is None:
+            bound = TIER_LAG_BOUND_BYTES[request.shadow.tier]
+        with translated_errors():
+            platform = self.platform(request.shadow)
+            while True:
+                status = platform.replication_status()
+                checks += 1
+                activity.heartbeat(checks, status.state, status.lag_bytes)
+                if _in_sync(status, request.shadow.tier, bound):
+                    return status
+                time.sleep(request.poll_interval_s)
+
+    @activity.defn
+    def replication_status(self, request: ShadowRequest) -> ReplicationStatus:
+        """State, sync state, lag (bytes, seconds) and replay position of the shadow."""
+        with translated_errors():
+            return self.platform(request).replication_status()
+
+    @activity.defn
+    def destroy_shadow(self, request: ShadowRequest) -> bool:
+        """Remove processes, slot, data directory and router entry; ``False`` if none."""
+        with translated_errors():
+            return self.platform(request).destroy_shadow(heartbeat_callback())
+
+
+def _in_sync(status: ReplicationStatus, tier: int, bound: int) -> bool:
+    if status.lag_bytes is None:
+        return False
+    if tier == 1:
+        return status.sync_state == "sync" and status.lag_bytes <= bound
+    if tier == 2:
+        return status.state == "streaming" and status.lag_bytes <= bound
+    return status.lag_bytes <= bound
