@@ -70,6 +70,32 @@ class WaitForSyncRequest:
     """Time between checks."""
 
 
+@dataclass
+class SuperviseSyncRequest:
+    """Tier 1 supervision parameters (Patroni's non-strict synchronous mode, bounded)."""
+
+    shadow: ShadowRequest
+    """The tier-1 shadow to supervise."""
+    degrade_after_s: float = 10.0
+    """How long writes may wait for a lost shadow before synchronous replication is relaxed."""
+    check_interval_s: float = 1.0
+    """Time between checks."""
+    max_duration_s: float = 3600.0
+    """Return after this long without a change, so the caller can checkpoint."""
+
+
+@dataclass
+class SyncChange:
+    """What ``supervise_sync`` did, if anything."""
+
+    degraded: bool
+    """Whether synchronous replication is relaxed now (RPO > 0 until restored)."""
+    changed: bool
+    """Whether this call changed it."""
+    reason: str
+    """One plain sentence for the operator."""
+
+
 class ShadowActivities:
     """Activities that create, watch and remove shadows."""
 
@@ -131,6 +157,46 @@ class ShadowActivities:
         """State, sync state, lag (bytes, seconds) and replay position of the shadow."""
         with translated_errors():
             return self.platform(request).replication_status()
+
+    @activity.defn
+    def supervise_sync(self, request: SuperviseSyncRequest) -> SyncChange:
+        """Tier 1: keep writes available when the shadow is lost, and zero-loss when it is back.
+
+        Synchronous replication blocks commits while no synchronous standby is connected. After
+        ``degrade_after_s`` without a streaming shadow we relax it (commits stop waiting; the
+        loss window is reported) and restore it once the shadow streams again with a small lag.
+        Returns at the first change so the workflow records it. The moment the shadow went
+        missing travels in the heartbeat details, so a retry does not restart the clock.
+        """
+        details = activity.info().heartbeat_details
+        lost_since: float | None = float(details[0]) if details and details[0] else None
+        started = time.monotonic()
+        with translated_errors():
+            platform = self.platform(request.shadow)
+            while time.monotonic() - started < request.max_duration_s:
+                status = platform.replication_status()
+                streaming = status.state == "streaming"
+                if status.degraded:
+                    small_lag = (status.lag_bytes or 0) <= TIER_LAG_BOUND_BYTES[1]
+                    if streaming and small_lag:
+                        platform.restore_sync()
+                        activity.logger.info("Shadow is streaming again. Writes are synchronous.")
+                        return SyncChange(False, True, "shadow streams again; sync restored")
+                elif streaming:
+                    lost_since = None
+                else:
+                    lost_since = lost_since or time.time()
+                    if time.time() - lost_since >= request.degrade_after_s:
+                        platform.relax_sync()
+                        activity.logger.warning(
+                            "Shadow lost for %.1fs. Relaxing synchronous replication.",
+                            time.time() - lost_since,
+                        )
+                        return SyncChange(True, True, "shadow lost; writes no longer wait for it")
+                activity.heartbeat(lost_since or 0.0, status.state)
+                time.sleep(request.check_interval_s)
+            degraded = platform.replication_status().degraded
+            return SyncChange(degraded, False, "no change")
 
     @activity.defn
     def destroy_shadow(self, request: ShadowRequest) -> bool:

@@ -49,6 +49,7 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
         shadow.provision_shadow,
         shadow.wait_for_sync,
         shadow.replication_status,
+        shadow.supervise_sync,
         shadow.destroy_shadow,
     ]
 

@@ -75,6 +75,8 @@ class ServerStats:
     """Requests waiting for a connection slot."""
     connect_time_ms: int
     """Average connect time over the last 1024 connections."""
+    session_time_ms: int
+    """Average total session time over the last 1024 sessions (TCP mode's response time)."""
 
 
 class HAProxyManager:
@@ -253,6 +255,7 @@ class HAProxyManager:
                 connection_errors=_int(row.get("econ")),
                 queue=_int(row.get("qcur")),
                 connect_time_ms=_int(row.get("ctime")),
+                session_time_ms=_int(row.get("ttime")),
             )
         return result
 
