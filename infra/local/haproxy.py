@@ -77,6 +77,10 @@ class ServerStats:
     """Average connect time over the last 1024 connections."""
     session_time_ms: int
     """Average total session time over the last 1024 sessions (TCP mode's response time)."""
+    bytes_in: int = 0
+    """Bytes received from clients for this server since start."""
+    bytes_out: int = 0
+    """Bytes sent to clients by this server since start."""
 
 
 class HAProxyManager:
@@ -256,6 +260,8 @@ class HAProxyManager:
                 queue=_int(row.get("qcur")),
                 connect_time_ms=_int(row.get("ctime")),
                 session_time_ms=_int(row.get("ttime")),
+                bytes_in=_int(row.get("bin")),
+                bytes_out=_int(row.get("bout")),
             )
         return result
 

@@ -1,0 +1,183 @@
+"""Live metrics of a local PostgreSQL instance, as platform-neutral :class:`MetricSample`s.
+
+Sources, each read once per sample:
+
+- the postmaster's process tree (psutil): CPU % from the change in CPU time between samples,
+  memory as the tree's resident set over the machine's memory;
+- ``/proc/diskstats`` for the device holding the data directory: mean I/O latency over the
+  interval (time spent on I/O ÷ I/Os completed);
+- PostgreSQL itself: a ``SELECT 1`` round trip as request latency, commits and rollbacks from
+  ``pg_stat_database`` for request rate and error rate, ``pg_postmaster_start_time()`` for
+  restarts;
+- HAProxy: bytes in and out of the instance's server (HAProxy accounts a TCP session's bytes
+  when it closes, so long-lived connections show up late);
+- the shadow's replication lag, when a status function is given.
+
+Rates need two readings, so the first sample of a collector leaves them empty (the model copes
+with missing metrics). Anything unreachable is simply absent from the sample.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from infra.local.haproxy import HAProxyManager
+from infra.local.postgres import PgEndpoint
+from models.metrics import MetricSample
+
+
+@dataclass
+class _Counters:
+    at: float
+    cpu_seconds: float
+    io_ms: float | None
+    ios: float | None
+    commits: float
+    rollbacks: float
+    bytes_in: float
+    bytes_out: float
+
+
+class LocalMetricsCollector:
+    """Samples one instance; keep one collector per instance so rates have a baseline."""
+
+    def __init__(
+        self,
+        instance_id: str,
+        endpoint: PgEndpoint,
+        *,
+        data_dir: Path | None = None,
+        haproxy: HAProxyManager | None = None,
+        server_name: str | None = None,
+        replication_lag: Callable[[], int | None] | None = None,
+    ) -> None:
+        self.instance_id = instance_id
+        self.endpoint = endpoint
+        self.data_dir = data_dir
+        self.haproxy = haproxy
+        self.server_name = server_name or instance_id
+        self.replication_lag = replication_lag
+        self._previous: _Counters | None = None
+        self._start_time: str | None = None
+        self.restarts = 0
+
+    def sample(self) -> MetricSample:
+        """One reading now; unreachable sources leave their fields empty."""
+        now = time.time()
+        database = self._database()
+        if database is None:
+            return MetricSample(timestamp=now, instance_id=self.instance_id)
+        latency_ms, commits, rollbacks, start_time, backend_pid = database
+        if self._start_time is not None and start_time != self._start_time:
+            self.restarts += 1
+        self._start_time = start_time
+        cpu_seconds, rss = _tree_usage(backend_pid)
+        io_ms, ios = _disk_counters(self.data_dir)
+        bytes_in, bytes_out = self._router_bytes()
+        current = _Counters(now, cpu_seconds, io_ms, ios, commits, rollbacks, bytes_in, bytes_out)
+        previous, self._previous = self._previous, current
+        values: dict[str, float | None] = {
+            "memory_percent": 100.0 * rss / psutil.virtual_memory().total,
+            "request_latency_ms": latency_ms,
+            "restarts": float(self.restarts),
+            "replication_lag_bytes": _optional(self.replication_lag),
+        }
+        if previous is not None and current.at > previous.at:
+            elapsed = current.at - previous.at
+            cpu = (current.cpu_seconds - previous.cpu_seconds) / elapsed
+            values["cpu_percent"] = 100.0 * max(cpu, 0.0) / (psutil.cpu_count() or 1)
+            if None not in (current.ios, previous.ios, current.io_ms, previous.io_ms):
+                done = float(current.ios) - float(previous.ios)  # type: ignore[arg-type]
+                spent = float(current.io_ms) - float(previous.io_ms)  # type: ignore[arg-type]
+                values["disk_latency_ms"] = spent / done if done > 0 else 0.0
+            transactions = (current.commits - previous.commits) + (
+                current.rollbacks - previous.rollbacks
+            )
+            values["requests_per_second"] = transactions / elapsed
+            failed = current.rollbacks - previous.rollbacks
+            values["error_rate"] = failed / transactions if transactions > 0 else 0.0
+            values["network_in_bytes"] = current.bytes_in - previous.bytes_in
+            values["network_out_bytes"] = current.bytes_out - previous.bytes_out
+        return MetricSample(timestamp=now, instance_id=self.instance_id, **values)
+
+    def _database(self) -> tuple[float, float, float, str, int] | None:
+        try:
+            started = time.perf_counter()
+            with self.endpoint.connect(timeout_s=2) as conn:
+                conn.execute("SELECT 1").fetchone()
+                latency_ms = (time.perf_counter() - started) * 1000
+                row = conn.execute(
+                    "SELECT sum(xact_commit), sum(xact_rollback),"
+                    " pg_postmaster_start_time()::text, pg_backend_pid()"
+                    " FROM pg_stat_database"
+                ).fetchone()
+        except psycopg.Error:
+            return None
+        if row is None:
+            return None
+        return latency_ms, float(row[0] or 0), float(row[1] or 0), str(row[2]), int(row[3])
+
+    def _router_bytes(self) -> tuple[float, float]:
+        if self.haproxy is None:
+            return 0.0, 0.0
+        try:
+            stats = self.haproxy.stats(self.instance_id).get(self.server_name)
+        except Exception:
+            return 0.0, 0.0
+        return (float(stats.bytes_in), float(stats.bytes_out)) if stats else (0.0, 0.0)
+
+
+def _tree_usage(backend_pid: int) -> tuple[float, float]:
+    """CPU seconds and resident bytes of the postmaster (our backend's parent) and children."""
+    try:
+        postmaster = psutil.Process(backend_pid).parent()
+        if postmaster is None:
+            return 0.0, 0.0
+        processes = [postmaster, *postmaster.children(recursive=True)]
+    except psutil.Error:
+        return 0.0, 0.0
+    cpu = rss = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            cpu += times.user + times.system
+            rss += process.memory_info().rss
+        except psutil.Error:
+            continue  # a backend that just exited
+    return cpu, rss
+
+
+def _disk_counters(data_dir: Path | None) -> tuple[float | None, float | None]:
+    """Milliseconds spent on I/O and I/Os completed on the data directory's device; ``None``
+    when the device is not a block device listed in ``/proc/diskstats`` (overlay, tmpfs)."""
+    if data_dir is None or not data_dir.exists():
+        return None, None
+    device = os.stat(data_dir).st_dev
+    major, minor = os.major(device), os.minor(device)
+    try:
+        lines = Path("/proc/diskstats").read_text().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 11 and int(parts[0]) == major and int(parts[1]) == minor:
+            reads, read_ms, writes, write_ms = (float(parts[i]) for i in (3, 6, 7, 10))
+            return read_ms + write_ms, reads + writes
+    return None, None
+
+
+def _optional(read: Callable[[], int | None] | None) -> float | None:
+    if read is None:
+        return None
+    try:
+        value = read()
+    except Exception:
+        return None
+    return float(value) if value is not None else None
