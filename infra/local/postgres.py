@@ -235,6 +235,10 @@ class PgServer:
             tail_log=self.log_file,
         )
 
+    def reload(self) -> None:
+        """Make the running server re-read its configuration (``pg_ctl reload``)."""
+        run_server_tool([pg_bin("pg_ctl"), "reload", "-D", str(self.data_dir)])
+
     def stop(self, *, mode: str = "fast", timeout_s: int = 60) -> None:
         """Stop the server (idempotent)."""
         if not self.running():

@@ -17,7 +17,14 @@ from typing import Any
 
 import psycopg
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
+from pulumi.dynamic import (
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
 
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.postgres import (
@@ -100,7 +107,29 @@ class ReplicationSlot(Resource):
 
 
 class ShadowDataDirProvider(_Provider):
-    """The shadow's data directory, seeded by a full copy (``pg_basebackup``)."""
+    """The shadow's data directory, seeded by a full copy (``pg_basebackup``).
+
+    A tier change is an in-place update (new standby settings, then a reload), not a re-copy:
+    only a new home, port or primary replaces the data directory.
+    """
+
+    _REPLACING = ("home", "port", "replication_conninfo")
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Replace for a new location or primary; update in place for anything else."""
+        changed = [k for k, v in news.items() if not k.startswith("out_") and olds.get(k) != v]
+        replaces = [k for k in changed if k in self._REPLACING]
+        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Rewrite the standby settings for the new tier and make a running standby reload."""
+        server = PgServer(home=Path(news["home"]), port=int(news["port"]))
+        _write_standby_settings(server, news)
+        if server.running():
+            server.reload()
+        outs = {**news, "out_data_dir": olds.get("out_data_dir"),
+                "out_seed_seconds": olds.get("out_seed_seconds")}
+        return UpdateResult(outs=outs)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Copy the primary (compressed on the server side) and write the standby settings."""
