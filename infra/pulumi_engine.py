@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from opentelemetry import trace
 from pulumi import automation as auto
 
 from infra.errors import InfraError, StackBusyError, StackProgramError
 from infra.names import validate_stack_name
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("shadowshift.pulumi")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER_DIR = REPO_ROOT / "scripts" / "bin"
@@ -78,6 +80,16 @@ class StackDriver:
         on_progress: ProgressCallback | None = None,
     ) -> StackResult:
         """Create or update ``stack_name`` so it matches ``program``; converges after a crash."""
+        with tracer.start_as_current_span("pulumi.up", attributes={"pulumi.stack": stack_name}):
+            return self._up(stack_name, program, config, on_progress)
+
+    def _up(
+        self,
+        stack_name: str,
+        program: Callable[[], None],
+        config: Mapping[str, str] | None,
+        on_progress: ProgressCallback | None,
+    ) -> StackResult:
         stack = self._stack(stack_name, program, config)
         self._clear_stale_locks(stack_name)
         # A crash mid-update leaves pending operations; Pulumi only warns about them and our
@@ -101,7 +113,10 @@ class StackDriver:
         """Read the real state of every resource into the stack's state."""
         stack = self._stack(stack_name, program, None)
         self._clear_stale_locks(stack_name)
-        summary = self._refresh(stack, on_progress)
+        with tracer.start_as_current_span(
+            "pulumi.refresh", attributes={"pulumi.stack": stack_name}
+        ):
+            summary = self._refresh(stack, on_progress)
         outputs = stack.outputs()
         return StackResult(outputs={k: v.value for k, v in outputs.items()}, summary=summary)
 
@@ -128,9 +143,11 @@ class StackDriver:
             return False
         stack = self._stack(stack_name, program, None)
         self._clear_stale_locks(stack_name)
+        attributes = {"pulumi.stack": stack_name}
         try:
-            stack.destroy(on_output=on_progress, color="never", suppress_progress=True)
-            stack.workspace.remove_stack(stack_name)
+            with tracer.start_as_current_span("pulumi.destroy", attributes=attributes):
+                stack.destroy(on_output=on_progress, color="never", suppress_progress=True)
+                stack.workspace.remove_stack(stack_name)
         except auto.CommandError as err:
             raise self._translate(stack_name, err) from err
         shutil.rmtree(self._work_dir(stack_name), ignore_errors=True)

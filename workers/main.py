@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 
+from opentelemetry import trace
 from temporalio.client import Client
 
 from models.predictor import ModelError
@@ -29,6 +30,8 @@ class StartupError(Exception):
 async def connect(settings: Settings) -> Client:
     """Connect to Temporal with tracing, or raise :class:`StartupError` if unreachable."""
     provider = build_tracer_provider(settings)
+    # Library spans (Pulumi operations, cutover steps) use the global provider.
+    trace.set_tracer_provider(provider)
     try:
         return await asyncio.wait_for(
             Client.connect(

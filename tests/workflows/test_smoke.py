@@ -9,6 +9,8 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.api.enums.v1 import EventType
@@ -40,6 +42,11 @@ async def test_skeleton_runs_every_component(
     LightGBM scores, destroy removes the file, and spans of both reach an exporter."""
     exporter = InMemorySpanExporter()
     provider = build_tracer_provider(settings, [SimpleSpanProcessor(exporter)])
+    global_provider = trace.get_tracer_provider()
+    if isinstance(global_provider, TracerProvider):  # set once per process, by the first test
+        global_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        trace.set_tracer_provider(provider)
     client = Client(
         **{**temporal_env.client.config(), "interceptors": [tracing_interceptor(provider)]}
     )
