@@ -23,6 +23,7 @@ from infra.local.ports import free_port
 from infra.local.postgres import PgEndpoint, PgServer
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from workers.settings import REPO_ROOT, Settings, load_settings
+from workflows import search_attributes
 
 TIME_SKIPPING_FLAG = "frontend.WorkflowTimeSkippingEnabled=true"
 STATUS_FILE_ENV = "PYTEST_STATUS_FILE"
@@ -42,6 +43,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         dev_server_log_level="error",
+        search_attributes=search_attributes.ALL,
     )
     try:
         yield env
@@ -55,6 +57,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping_v2(
         dev_server_existing_path=temporal_binary(),
         dev_server_log_level="error",
+        search_attributes=search_attributes.ALL,
         dev_server_extra_args=["--dynamic-config-value", TIME_SKIPPING_FLAG],
     )
     try:

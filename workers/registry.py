@@ -19,9 +19,10 @@ from activities.smoke import SmokeActivities
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers.settings import Settings
+from workflows.protection import InstanceProtectionWorkflow
 from workflows.smoke import SmokeWorkflow
 
-WORKFLOWS: Sequence[type] = (SmokeWorkflow,)
+WORKFLOWS: Sequence[type] = (SmokeWorkflow, InstanceProtectionWorkflow)
 """Workflow classes every worker registers."""
 
 

@@ -1,0 +1,100 @@
+"""The protection spec: what an operator asks ShadowShift to protect, validated.
+
+Pure and deterministic, so workflow update validators can use it; the same checks run at the
+edges (CLI, starters) before any workflow exists. Every error names the field and the values
+it may take.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+PLATFORMS = ("local", "aws", "kubernetes")
+TIERS = (1, 2, 3)
+PROFILES = ("default", "spec")
+_INSTANCE_ID = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$")
+
+
+class SpecError(ValueError):
+    """A protection spec or policy is invalid; the message names the field."""
+
+
+@dataclass
+class PolicySpec:
+    """When the protection may act on its own."""
+
+    threshold: float = 60.0
+    """Readiness score (0..100) at or above which a reading counts as high."""
+    consecutive: int = 3
+    """High readings in a row before migrating (hysteresis), 1..100."""
+    cooldown_s: float = 3600.0
+    """Minimum time between two automatic cutovers of this instance, 0..7 days."""
+    advisory: bool = False
+    """Recommend only: never cut over automatically."""
+    profile: str = "default"
+    """Readiness profile: ``default`` (monotone) or ``spec`` (the specification's formula)."""
+
+
+@dataclass
+class ProtectionSpec:
+    """One instance to protect."""
+
+    instance_id: str
+    """2-48 characters of a-z, 0-9 and '-'; names the workflow, the stack and the router entry."""
+    platform: str = "local"
+    """Where the instance runs: local, aws or kubernetes."""
+    tier: int = 2
+    """1 synchronous (RPO 0), 2 asynchronous streaming, 3 WAL shipping on an interval."""
+    primary_port: int = 0
+    """Local platform: port of the primary PostgreSQL."""
+    shadow_port: int = 0
+    """Local platform: port for the shadow."""
+    router_port: int = 0
+    """Local platform: HAProxy frontend port of the service."""
+    policy: PolicySpec = field(default_factory=PolicySpec)
+    """Decision policy."""
+
+    @property
+    def workflow_id(self) -> str:
+        """The protection's workflow id: one protection per instance."""
+        return f"protect-{self.instance_id}"
+
+
+def validate_policy(policy: PolicySpec) -> PolicySpec:
+    """Return ``policy`` if it is consistent, else raise :class:`SpecError`."""
+    if not 0 <= policy.threshold <= 100:
+        raise SpecError(f"policy.threshold {policy.threshold} is outside 0..100")
+    if not 1 <= policy.consecutive <= 100:
+        raise SpecError(f"policy.consecutive {policy.consecutive} is outside 1..100")
+    if not 0 <= policy.cooldown_s <= 7 * 86400:
+        raise SpecError(f"policy.cooldown_s {policy.cooldown_s} is outside 0..604800")
+    if policy.profile not in PROFILES:
+        raise SpecError(f"policy.profile {policy.profile!r}: allowed values are {PROFILES}")
+    return policy
+
+
+def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
+    """Return ``spec`` if it is valid, else raise :class:`SpecError` naming the field."""
+    if not isinstance(spec.instance_id, str) or not _INSTANCE_ID.match(spec.instance_id):
+        raise SpecError(
+            f"instance_id {spec.instance_id!r}: use 2-48 characters of a-z, 0-9 and '-', "
+            "starting with a letter and not ending with '-'"
+        )
+    if spec.platform not in PLATFORMS:
+        raise SpecError(f"platform {spec.platform!r}: allowed values are {', '.join(PLATFORMS)}")
+    if spec.tier not in TIERS:
+        raise SpecError(f"tier {spec.tier!r}: allowed values are 1, 2, 3")
+    if spec.platform == "local":
+        ports = {
+            "primary_port": spec.primary_port,
+            "shadow_port": spec.shadow_port,
+            "router_port": spec.router_port,
+        }
+        for name, port in ports.items():
+            if not isinstance(port, int) or not 1024 <= port <= 65535:
+                raise SpecError(f"{name} {port!r} is outside 1024..65535")
+        if len(set(ports.values())) != 3:
+            raise SpecError("primary_port, shadow_port and router_port must differ")
+    validate_policy(spec.policy)
+    return spec
