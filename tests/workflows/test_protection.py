@@ -21,7 +21,7 @@ from workflows.protection import (
     ProtectionState,
     ProtectionStatus,
 )
-from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workflows.protection_spec import ProtectionSpec
 
 
 def _spec(service: LocalService) -> ProtectionSpec:
