@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -16,13 +17,15 @@ from temporalio.worker import Worker
 from activities.scoring import ScoringActivities
 from activities.shadow import ShadowActivities
 from activities.smoke import SmokeActivities
+from activities.watch import WatchActivities
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers.settings import Settings
+from workflows.fleet_watcher import FleetWatcherWorkflow
 from workflows.protection import InstanceProtectionWorkflow
 from workflows.smoke import SmokeWorkflow
 
-WORKFLOWS: Sequence[type] = (SmokeWorkflow, InstanceProtectionWorkflow)
+WORKFLOWS: Sequence[type] = (SmokeWorkflow, InstanceProtectionWorkflow, FleetWatcherWorkflow)
 """Workflow classes every worker registers."""
 
 
@@ -36,14 +39,16 @@ def pulumi_config(settings: Settings) -> PulumiConfig:
     )
 
 
-def build_activities(settings: Settings) -> list[Callable[..., Any]]:
+def build_activities(settings: Settings, client: Client) -> list[Callable[..., Any]]:
     """Activity callables with their clients injected."""
     driver = StackDriver(pulumi_config(settings))
     smoke = SmokeActivities(driver)
     shadow = ShadowActivities(driver, settings.state_dir)
     scoring = ScoringActivities(Predictor.load(DEFAULT_MODEL_PATH))
+    watch = WatchActivities(client, scoring, settings.state_dir)
     return [
         scoring.score_instances,
+        watch.watch_fleet,
         smoke.apply_smoke_stack,
         smoke.destroy_smoke_stack,
         smoke.score_smoke_model,
@@ -73,7 +78,10 @@ def new_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=build_activities(settings) if with_activities else [],
+        activities=build_activities(settings, client) if with_activities else [],
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
+        # Heartbeats reach the server at most every 80 % of an activity's heartbeat timeout
+        # (96 s for the fleet watcher's 2 minutes) instead of the SDK's 60 s default cap.
+        max_heartbeat_throttle_interval=timedelta(seconds=100),
     )

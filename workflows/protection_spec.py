@@ -26,7 +26,7 @@ class PolicySpec:
 
     threshold: float = 60.0
     """Readiness score (0..100) at or above which a reading counts as high."""
-    consecutive: int = 3
+    consecutive_readings: int = 3
     """High readings in a row before migrating (hysteresis), 1..100."""
     cooldown_s: float = 3600.0
     """Minimum time between two automatic cutovers of this instance, 0..7 days."""
@@ -65,8 +65,10 @@ def validate_policy(policy: PolicySpec) -> PolicySpec:
     """Return ``policy`` if it is consistent, else raise :class:`SpecError`."""
     if not 0 <= policy.threshold <= 100:
         raise SpecError(f"policy.threshold {policy.threshold} is outside 0..100")
-    if not 1 <= policy.consecutive <= 100:
-        raise SpecError(f"policy.consecutive {policy.consecutive} is outside 1..100")
+    if not 1 <= policy.consecutive_readings <= 100:
+        raise SpecError(
+            f"policy.consecutive_readings {policy.consecutive_readings} is outside 1..100"
+        )
     if not 0 <= policy.cooldown_s <= 7 * 86400:
         raise SpecError(f"policy.cooldown_s {policy.cooldown_s} is outside 0..604800")
     if policy.profile not in PROFILES:

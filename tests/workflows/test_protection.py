@@ -92,7 +92,7 @@ async def test_protect_then_drive_with_messages(
             assert bad.returncode != 0 and "policy.threshold 150" in bad.stdout + bad.stderr
             good = await _cli(address, "workflow", "update", "execute", "--workflow-id",
                         spec.workflow_id, "--name", "set_policy",
-                        "--input", json.dumps({"threshold": 70, "consecutive": 2}))
+                        "--input", json.dumps({"threshold": 70, "consecutive_readings": 2}))
             assert good.returncode == 0, good.stderr
 
             shown = await _cli(address, "workflow", "query", "--workflow-id", spec.workflow_id,

@@ -1,0 +1,59 @@
+"""The fleet watcher scores real live metrics and signals a protection only on change."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.testing import WorkflowEnvironment
+
+from activities.watch import WatchFleetInput
+from bench.workload import Writer, prepare_table
+from models.policy import PolicyConfig
+from tests.conftest import LocalService
+from workers.protect import ensure_fleet_watcher, start_protection
+from workers.registry import new_worker
+from workers.settings import Settings
+from workflows.protection import InstanceProtectionWorkflow
+from workflows.protection_spec import ProtectionSpec
+
+
+async def test_watcher_reports_risk_on_change_only(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """With one-second sampling the protection receives the model's score, and far fewer
+    signals than samples: the watcher only signals when the score's band or decision moves."""
+    client = temporal_env.client
+    request = local_service.request
+    spec = ProtectionSpec(request.instance_id, "local", 2, request.primary_port,
+                          request.shadow_port, request.router_port)
+    watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=20,
+                            policy=PolicyConfig(advisory=True))
+    prepare_table(local_service.router)
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await start_protection(client, spec, task_queue=task_queue)
+            again = await start_protection(client, spec, task_queue=task_queue)
+            assert again.result_run_id == handle.result_run_id  # joined, not a second one
+            watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=watch)
+            with Writer(local_service.router, rate=50):
+                async with asyncio.timeout(120):
+                    while True:
+                        status = await handle.query(InstanceProtectionWorkflow.status)
+                        if status.readiness_score is not None:
+                            break
+                        await asyncio.sleep(0.5)
+                await asyncio.sleep(8)  # eight more samples
+            status = await handle.query(InstanceProtectionWorkflow.status)
+            assert status.failure_probability is not None
+            assert 0.0 <= status.failure_probability <= 1.0
+            assert 0.0 <= (status.readiness_score or 0.0) <= 100.0
+            signals = [
+                event async for event in handle.fetch_history_events()
+                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+            ]
+            assert 1 <= len(signals) <= 4, len(signals)
+            await watcher.terminate("test over")
+            await handle.terminate("test over")
