@@ -104,6 +104,10 @@ class ProtectionState:
     """Last replication status seen."""
     log: list[str] = field(default_factory=list)
     """Plain sentences about decisions, newest last."""
+    events_seen: int = 0
+    """External events received over the protection's whole life."""
+    continue_as_new_events: int = CONTINUE_AS_NEW_EVENTS
+    """History length after which the workflow continues as new (lowered by tests)."""
 
 
 @dataclass
@@ -121,20 +125,24 @@ class ProtectionStatus:
     last_cutover_at: float | None
     next_action: str
     log: list[str]
+    events_seen: int = 0
+    policy: PolicySpec | None = None
 
 
 @workflow.defn
 class InstanceProtectionWorkflow:
     """Protect one instance for as long as the workflow runs."""
 
-    def __init__(self) -> None:
-        self.state: ProtectionState | None = None
+    @workflow.init
+    def __init__(self, state: ProtectionState) -> None:
+        # State exists before any handler runs: after continue-as-new, signals and updates
+        # can be delivered in the very first activation, ahead of run().
+        self.state: ProtectionState | None = state
         self._published: tuple[object, ...] | None = None
 
     @workflow.run
     async def run(self, state: ProtectionState) -> None:
         """Provision and sync the shadow, then wait for reasons to act."""
-        self.state = state
         self._upsert_search_attributes()
         if state.phase in ("provisioning", "syncing"):
             await self._provision()
@@ -143,7 +151,7 @@ class InstanceProtectionWorkflow:
                 lambda: (
                     self._cutover_due()
                     or workflow.info().is_continue_as_new_suggested()
-                    or workflow.info().get_current_history_length() > CONTINUE_AS_NEW_EVENTS
+                    or workflow.info().get_current_history_length() > state.continue_as_new_events
                 )
             )
             if self._cutover_due():
@@ -236,7 +244,9 @@ class InstanceProtectionWorkflow:
     @workflow.signal
     def report_event(self, event: ExternalEvent) -> None:
         """An external alert; the fleet watcher folds it into the instance's risk."""
-        self._state.events.append(event)
+        state = self._state
+        state.events = [*state.events, event][-HISTORY_KEPT:]
+        state.events_seen += 1
         self._note(f"Event {event.kind}: {event.detail}".strip())
 
     @workflow.signal
@@ -268,13 +278,15 @@ class InstanceProtectionWorkflow:
             last_cutover_at=state.last_cutover_at,
             next_action=self._next_action(),
             log=list(state.log[-10:]),
+            events_seen=state.events_seen,
+            policy=state.spec.policy,
         )
 
     # -- helpers ---------------------------------------------------------------------------
 
     @property
     def _state(self) -> ProtectionState:
-        assert self.state is not None, "messages are handled only after run() has started"
+        assert self.state is not None, "set by __init__"
         return self.state
 
     def _cutover_due(self) -> bool:

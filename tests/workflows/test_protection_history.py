@@ -1,0 +1,62 @@
+"""Continue-as-new of a protection with messages in flight loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import LocalService
+from workers.registry import new_worker
+from workers.settings import Settings
+from workflows.protection import (
+    ExternalEvent,
+    InstanceProtectionWorkflow,
+    ProtectionState,
+)
+from workflows.protection_spec import PolicySpec, ProtectionSpec
+
+
+async def test_continue_as_new_keeps_state_and_messages(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """Signals and an update sent while the history crosses its limit all count, and the
+    protection carries its state (phase, policy, log) into the new run."""
+    client: Client = temporal_env.client
+    request = local_service.request
+    spec = ProtectionSpec(request.instance_id, "local", 2, request.primary_port,
+                          request.shadow_port, request.router_port)
+    # Already protected: this test is about history, not provisioning.
+    state = ProtectionState(spec=spec, phase="protected", shadow_healthy=True,
+                            continue_as_new_events=60)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await client.start_workflow(
+                InstanceProtectionWorkflow.run, state, id=spec.workflow_id,
+                task_queue=task_queue,
+            )
+            first_run = (await handle.describe()).run_id
+            latest = client.get_workflow_handle(spec.workflow_id)  # follows the chain
+            sends = [latest.signal(InstanceProtectionWorkflow.report_event,
+                                   ExternalEvent("hardware-warning", f"#{i}"))
+                     for i in range(80)]
+            update = latest.execute_update(InstanceProtectionWorkflow.set_policy,
+                                           PolicySpec(threshold=75))
+            await asyncio.gather(*sends)
+            applied = await update
+            assert applied.threshold == 75
+            async with asyncio.timeout(60):
+                while True:
+                    status = await latest.query(InstanceProtectionWorkflow.status)
+                    if (await latest.describe()).run_id != first_run and status.events_seen == 80:
+                        break
+                    await asyncio.sleep(0.2)
+            assert status.phase == "protected" and status.shadow_healthy
+            assert status.policy is not None and status.policy.threshold == 75
+            assert any(line.startswith("Policy set: threshold 75") for line in status.log) or (
+                status.log[-1].startswith("Event")
+            )
+            await latest.terminate("test over")
