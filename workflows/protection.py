@@ -33,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
 CONTINUE_AS_NEW_EVENTS = 4000
 """Continue as new before the history grows past Temporal's suggested size."""
 HISTORY_KEPT = 50
+EVENT_POINTS = 50.0
+"""Readiness points an external event of severity 1.0 adds to the latest score."""
 """Decision log lines kept in state (and carried across continue-as-new)."""
 
 _ACTIVITY_RETRY = RetryPolicy(
@@ -233,21 +235,25 @@ class InstanceProtectionWorkflow:
         """From the fleet watcher: the latest score, sent only when it matters."""
         state = self._state
         state.latest_risk = report
-        may_act = not state.paused and not state.spec.policy.advisory and state.shadow_healthy
-        idle = state.pending_cutover is None and not self._in_cooldown()
-        if report.decision == "migrate" and may_act and idle:
-            state.pending_cutover = CutoverRequest(
+        if report.decision == "migrate":
+            self._ask_for_cutover(
                 f"readiness score {report.readiness_score:.0f} crossed the threshold"
             )
         self._upsert_search_attributes()
 
     @workflow.signal
     def report_event(self, event: ExternalEvent) -> None:
-        """An external alert; the fleet watcher folds it into the instance's risk."""
+        """An external alert (maintenance, hardware warning...) raises the risk the policy
+        sees: ``severity * EVENT_POINTS`` is added to the latest readiness score, and a
+        result at or above the threshold asks for a cutover like a high score would."""
         state = self._state
         state.events = [*state.events, event][-HISTORY_KEPT:]
         state.events_seen += 1
         self._note(f"Event {event.kind}: {event.detail}".strip())
+        base = state.latest_risk.readiness_score if state.latest_risk else 0.0
+        raised = base + max(0.0, min(event.severity, 1.0)) * EVENT_POINTS
+        if raised >= state.spec.policy.threshold:
+            self._ask_for_cutover(f"event {event.kind} raised the risk to {raised:.0f}")
 
     @workflow.signal
     def pause(self) -> None:
@@ -288,6 +294,16 @@ class InstanceProtectionWorkflow:
     def _state(self) -> ProtectionState:
         assert self.state is not None, "set by __init__"
         return self.state
+
+    def _ask_for_cutover(self, reason: str) -> None:
+        """Schedule an automatic cutover unless the protection may not act now."""
+        state = self._state
+        may_act = not state.paused and not state.spec.policy.advisory and state.shadow_healthy
+        if may_act and state.pending_cutover is None and not self._in_cooldown():
+            state.pending_cutover = CutoverRequest(reason)
+            self._note(f"Cutover scheduled: {reason}.")
+        else:
+            self._note(f"Would cut over ({reason}), but the protection may not act now.")
 
     def _cutover_due(self) -> bool:
         return self._state.pending_cutover is not None and self._state.phase == "protected"
