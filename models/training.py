@@ -48,6 +48,9 @@ class TrainingConfig:
     """Mix in the NAB series (skipped with a warning when the data is absent)."""
     nab_weight: float = 0.5
     """Weight of NAB rows relative to synthetic ones (NAB labels are noisier)."""
+    nab_exclude: tuple[str, ...] = ()
+    """NAB files (``labels.json`` keys) left out entirely, so an evaluation can score them as
+    series the model never saw (leave-series-out, :mod:`bench.eval`)."""
     num_leaves: int = 15
     """Tree size; small trees keep the model file small and scoring fast."""
     learning_rate: float = 0.1
@@ -82,6 +85,8 @@ def training_series(config: TrainingConfig) -> tuple[list[LabelledSeries], dict[
     if config.use_nab:
         if nab_available():
             for nab in load_nab():
+                if nab.name in config.nab_exclude:
+                    continue
                 series.append(from_nab(nab, config.horizon_s))
                 if nab.metric != "other":
                     series.append(from_nab(nab, config.horizon_s, metric="other"))
