@@ -39,7 +39,7 @@ class AwsClients:
         )
         botocore_config = Config(
             region_name=config.region,
-            retries={"mode": config.retry_mode, "max_attempts": config.max_attempts},
+            retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
             connect_timeout=config.connect_timeout_s,
             read_timeout=config.read_timeout_s,
         )
