@@ -55,6 +55,8 @@ class Health:
     """The node would accept a write now."""
     detail: str = ""
     """Why not, when not."""
+    in_recovery: bool | None = None
+    """The node is a standby replaying its primary's changes; ``None`` when unreachable."""
 
 
 @dataclass(frozen=True)
@@ -117,3 +119,52 @@ class Platform(abc.ABC):
     @abc.abstractmethod
     def probe(self, node: str) -> Health:
         """Whether ``node`` answers and would accept writes."""
+
+    # -- cutover support -------------------------------------------------------------------
+    # Not abstract, so platforms that have no cutover yet still instantiate; each raises
+    # NotImplementedError until the platform implements it.
+
+    def fence_router(self, node: str) -> None:
+        """Take ``node`` out of the router: weight 0, disabled, its open sessions closed.
+
+        This fence needs nothing from the node itself, so it works when the node is dead or
+        unreachable (emergency cutover). Undo it with :meth:`set_weights`.
+        """
+        raise NotImplementedError(f"{self.name} has no router fence")
+
+    def close_router_sessions(self, node: str) -> None:
+        """Close client sessions the router still holds open to ``node``."""
+        raise NotImplementedError(f"{self.name} cannot close router sessions")
+
+    def stop_node(self, node: str) -> str | None:
+        """Stop ``node``'s server if it can be reached; return what restarts it, else ``None``.
+
+        The returned token (a data directory locally) goes to :meth:`start_node`.
+        """
+        raise NotImplementedError(f"{self.name} cannot stop nodes")
+
+    def start_node(self, node: str, token: str) -> None:
+        """Start a node stopped by :meth:`stop_node` again (compensation); idempotent."""
+        raise NotImplementedError(f"{self.name} cannot start nodes")
+
+    def final_position(self, node: str) -> str:
+        """The durable write position of a fenced primary: every write it acknowledged is at
+        or before it. On a standby, the position it has replayed."""
+        raise NotImplementedError(f"{self.name} has no write positions")
+
+    def replay_gap(self, node: str, position: str | None = None) -> int:
+        """Bytes standby ``node`` still has to replay to reach ``position`` (everything it has
+        received when ``None``); 0 or less means caught up."""
+        raise NotImplementedError(f"{self.name} has no replay positions")
+
+    def replication_between(self, source: str, target: str) -> ReplicationStatus:
+        """Replication state of standby ``target`` as primary ``source`` sees it.
+
+        Unlike :meth:`replication_status`, which follows the provisioned roles, this one
+        works in either direction, so it still holds after a cutover swapped the roles.
+        """
+        raise NotImplementedError(f"{self.name} has no directional replication status")
+
+    def close(self) -> None:
+        """Release cached connections; the object stays usable."""
+        return None  # platforms without cached connections have nothing to release

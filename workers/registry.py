@@ -14,6 +14,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.cutover import CutoverActivities
 from activities.scoring import ScoringActivities
 from activities.shadow import ShadowActivities
 from activities.smoke import SmokeActivities
@@ -21,11 +22,17 @@ from activities.watch import WatchActivities
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers.settings import Settings
+from workflows.cutover import CutoverWorkflow
 from workflows.fleet_watcher import FleetWatcherWorkflow
 from workflows.protection import InstanceProtectionWorkflow
 from workflows.smoke import SmokeWorkflow
 
-WORKFLOWS: Sequence[type] = (SmokeWorkflow, InstanceProtectionWorkflow, FleetWatcherWorkflow)
+WORKFLOWS: Sequence[type] = (
+    SmokeWorkflow,
+    InstanceProtectionWorkflow,
+    FleetWatcherWorkflow,
+    CutoverWorkflow,
+)
 """Workflow classes every worker registers."""
 
 
@@ -45,6 +52,7 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
     smoke = SmokeActivities(driver)
     shadow = ShadowActivities(driver, settings.state_dir)
     scoring = ScoringActivities(Predictor.load(DEFAULT_MODEL_PATH))
+    cutover = CutoverActivities(driver, settings.state_dir)
     watch = WatchActivities(client, scoring, settings.state_dir)
     return [
         scoring.score_instances,
@@ -57,6 +65,26 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
         shadow.replication_status,
         shadow.supervise_sync,
         shadow.destroy_shadow,
+        *cutover_activities(cutover),
+    ]
+
+
+def cutover_activities(cutover: CutoverActivities) -> list[Callable[..., Any]]:
+    """The cutover saga's activities."""
+    return [
+        cutover.preflight_cutover,
+        cutover.switch_over,
+        cutover.fence_primary,
+        cutover.fence_router,
+        cutover.stop_primary,
+        cutover.catch_up_shadow,
+        cutover.promote_shadow,
+        cutover.shift_traffic,
+        cutover.restore_primary,
+        cutover.verify_cutover,
+        cutover.recover_forward,
+        cutover.finalise_cutover,
+        cutover.rejoin_former_primary,
     ]
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import psycopg
 
-from infra.errors import InfraError, InvalidRequestError, StackProgramError
+from infra.errors import InvalidRequestError, StackProgramError
+from infra.local import fencing
 from infra.local.haproxy import HAProxyManager
 from infra.local.ports import port_free
 from infra.local.postgres import PgEndpoint, PgServer, alter_system, query_one
@@ -33,6 +34,8 @@ class LocalPlatform(Platform):
         self.spec = spec
         self.driver = driver
         self.haproxy = HAProxyManager(spec.haproxy_dir)
+        self.sessions = fencing.NodeSessions()
+        """Cached connections for the cutover's short round trips."""
 
     # -- shadow lifecycle ------------------------------------------------------------------
 
@@ -190,56 +193,102 @@ class LocalPlatform(Platform):
             alter_system(conn, "synchronous_standby_names", names)
             conn.execute("SELECT pg_reload_conf()")
 
-    # -- traffic ---------------------------------------------------------------------------
+    # -- traffic and fencing (the cutover's side of the contract) ---------------------------
 
     def get_weights(self) -> dict[str, int]:
         """HAProxy weight per node (0 for nodes in maintenance)."""
         return self.haproxy.weights(self.spec.instance_id)
 
     def set_weights(self, weights: Mapping[str, int]) -> None:
-        """Set weights absolutely; 0..100 maps one to one onto HAProxy weights."""
+        """Set weights absolutely; 0..100 maps one to one onto HAProxy weights.
+
+        A node given a positive weight is also taken out of maintenance, so restoring the
+        weights after :meth:`fence_router` is one call.
+        """
         for node, weight in weights.items():
             if not 0 <= weight <= 100:
                 raise InvalidRequestError(f"weight {weight} for {node} is outside 0..100")
+        service = self.spec.instance_id
         for node, weight in weights.items():
-            self.haproxy.set_weight(self.spec.instance_id, node, weight)
+            self.haproxy.set_weight(service, node, weight)
+            if weight > 0:
+                self.haproxy.set_enabled(service, node, True)
 
     def fence(self, node: str) -> None:
-        """Read-only by default for new transactions, sessions ended, out of the router."""
+        """Out of the router (weight 0), read-only confirmed, client sessions ended.
+
+        The read-only setting is written (and fsynced) before the weight changes: until the
+        reload nothing changes for clients, so the slow part stays out of their blackout.
+        """
+        endpoint = self._endpoint(node)
+        fencing.persist_read_only(self.sessions, endpoint, True)
         self.haproxy.set_weight(self.spec.instance_id, node, 0)
-        with self._endpoint(node).connect() as conn:
-            alter_system(conn, "default_transaction_read_only", "on")
-            conn.execute("SELECT pg_reload_conf()")
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-            )
+        fencing.reload_read_only(self.sessions, endpoint, True)
+        fencing.end_client_sessions(self.sessions, endpoint)
 
     def unfence(self, node: str) -> None:
         """Writable again (the router weight is restored separately, absolutely)."""
-        with self._endpoint(node).connect() as conn:
-            alter_system(conn, "default_transaction_read_only", None)
-            conn.execute("SELECT pg_reload_conf()")
+        fencing.set_read_only(self.sessions, self._endpoint(node), False)
 
     def promote(self, node: str) -> None:
-        """``pg_ctl promote`` the shadow (a no-op when it is already a primary)."""
-        health = self.probe(node)
-        if health.reachable and not _in_recovery(self._endpoint(node)):
-            return
-        self._server(node).promote()
+        """``pg_promote`` the standby and wait until it accepts writes (no-op when it does)."""
+        fencing.promote_server(self.sessions, self._endpoint(node))
 
     def probe(self, node: str) -> Health:
-        """Connect and ask whether the node is a writable primary."""
+        """Ask the node (on a cached session) whether it is a writable primary."""
         try:
-            with self._endpoint(node).connect(timeout_s=2) as conn:
-                row = conn.execute(
-                    "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')"
-                ).fetchone()
+            row = self.sessions.run(
+                self._endpoint(node),
+                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')",
+            )
         except psycopg.OperationalError as err:
             return Health(False, False, str(err).strip().splitlines()[0])
         in_recovery, read_only = row if row else (True, "on")
         writable = not in_recovery and read_only == "off"
-        return Health(True, writable, "" if writable else "standby or read-only")
+        detail = "" if writable else ("standby" if in_recovery else "read-only")
+        return Health(True, writable, detail, in_recovery=bool(in_recovery))
+
+    def fence_router(self, node: str) -> None:
+        """Weight 0, maintenance, router sessions closed: needs nothing from the node."""
+        service = self.spec.instance_id
+        self.haproxy.set_weight(service, node, 0)
+        self.haproxy.set_enabled(service, node, False)
+        self.haproxy.shutdown_sessions(service, node)
+
+    def close_router_sessions(self, node: str) -> None:
+        """Close sessions HAProxy still holds to ``node``."""
+        self.haproxy.shutdown_sessions(self.spec.instance_id, node)
+
+    def stop_node(self, node: str) -> str | None:
+        """Fence and stop the node's server if it answers; its data directory, else ``None``."""
+        return fencing.stop_server(self.sessions, self._endpoint(node))
+
+    def start_node(self, node: str, token: str) -> None:
+        """Start a node :meth:`stop_node` stopped (``token`` is its data directory)."""
+        fencing.start_server(self._endpoint(node), token)
+
+    def final_position(self, node: str) -> str:
+        """Flushed WAL position of a (fenced) primary; replayed position of a standby."""
+        return fencing.flushed_position(self.sessions, self._endpoint(node))
+
+    def replay_gap(self, node: str, position: str | None = None) -> int:
+        """WAL bytes standby ``node`` has yet to replay to reach ``position``."""
+        return fencing.replay_gap(self.sessions, self._endpoint(node), position)
+
+    def replication_between(self, source: str, target: str) -> ReplicationStatus:
+        """Standby ``target`` as primary ``source``'s ``pg_stat_replication`` shows it."""
+        state, sync_state, lag, replay, current = fencing.stream_state(
+            self.sessions, self._endpoint(source), target
+        )
+        return ReplicationStatus(state, sync_state, lag, None, replay, current)
+
+    def close(self) -> None:
+        """Close the cached sessions."""
+        self.sessions.close()
+
+    def endpoint(self, node: str) -> PgEndpoint:
+        """Superuser endpoint of ``node`` (either the original primary or the shadow)."""
+        return self._endpoint(node)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -249,15 +298,6 @@ class LocalPlatform(Platform):
         if node == self.spec.shadow_node:
             return self.spec.shadow
         raise InvalidRequestError(f"unknown node {node!r} of {self.spec.instance_id}")
-
-    def _server(self, node: str) -> PgServer:
-        if node != self.spec.shadow_node:
-            raise InfraError(f"only the shadow's process is managed here, not {node}")
-        return PgServer(home=self.spec.shadow_home, port=self.spec.shadow_port)
-
-
-def _in_recovery(endpoint: PgEndpoint) -> bool:
-    return bool(query_one(endpoint, "SELECT pg_is_in_recovery()"))
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -1,0 +1,141 @@
+"""A former primary rejoins as the standby of the node that replaced it (``pg_rewind``).
+
+After a cutover the former primary is fenced and may hold a little WAL the new primary
+never saw (checkpoints, its shutdown record). ``pg_rewind`` winds it back to the fork point
+and copies what changed since, so the data directory is reused instead of copied again. It
+needs ``wal_log_hints = on`` (or data checksums) on the former primary; without them it
+refuses, and the caller must re-seed the standby instead (``destroy_shadow`` + provision).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from infra.errors import InfraError, InvalidRequestError
+from infra.local.platform import LocalPlatform
+from infra.local.postgres import (
+    PgServer,
+    alter_system,
+    give_to_server_user,
+    pg_bin,
+    run_server_tool,
+)
+
+log = logging.getLogger(__name__)
+
+
+def standby_slot(platform: LocalPlatform, standby: str) -> str:
+    """Replication slot on the primary for ``standby`` (the shadow keeps its provisioned one)."""
+    spec = platform.spec
+    return spec.slot_name if standby == spec.shadow_node else f"{spec.slot_name}_primary"
+
+
+def rejoin_as_standby(platform: LocalPlatform, former: str, data_dir: str | None = None) -> str:
+    """Make ``former`` stream from the other node (the current primary); idempotent.
+
+    Returns what was done, in a few words.
+
+    Raises:
+        InvalidRequestError: the former primary still serves traffic, or its data directory
+            is unknown while it is down, or pg_rewind cannot work on it.
+    """
+    spec = platform.spec
+    primary = spec.shadow_node if former == spec.primary_node else spec.primary_node
+    former_ep, primary_ep = platform.endpoint(former), platform.endpoint(primary)
+    status = platform.replication_between(primary, former)
+    if status.state == "streaming":
+        _require_sync(platform, primary, former)
+        return "already streaming"
+    if platform.get_weights().get(former, 0) > 0:
+        raise InvalidRequestError(f"{former} still receives traffic; it cannot become a standby")
+    if data_dir is None:
+        try:
+            row = platform.sessions.run(former_ep, "SHOW data_directory")
+        except Exception as err:
+            raise InvalidRequestError(
+                f"{former} is down and its data directory was not given"
+            ) from err
+        data_dir = str(row[0])
+    platform.sessions.drop(former_ep)
+    server = PgServer(home=Path(data_dir).parent, port=former_ep.port)
+    server.stop(mode="fast")
+    slot = standby_slot(platform, former)
+    with primary_ep.connect() as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()
+        if not exists:
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+    started = time.monotonic()
+    try:
+        run_server_tool(
+            [pg_bin("pg_rewind"), "-D", data_dir, "--source-server", primary_ep.conninfo()]
+        )
+    except InfraError as err:
+        if "wal_log_hints" in str(err):
+            raise InvalidRequestError(
+                f"{former} cannot be rewound (needs wal_log_hints=on or checksums): re-seed it"
+            ) from err
+        raise
+    rewind_s = time.monotonic() - started
+    _write_standby_config(server, platform, former, primary, slot)
+    server.start()
+    _wait_streaming(platform, primary, former, timeout_s=60)
+    _require_sync(platform, primary, former)
+    platform.haproxy.set_weight(spec.instance_id, former, 0)
+    platform.haproxy.set_enabled(spec.instance_id, former, True)
+    log.info("%s rejoined as the standby of %s (rewind %.2fs).", former, primary, rewind_s)
+    return f"rewound in {rewind_s:.2f}s"
+
+
+def _write_standby_config(
+    server: PgServer, platform: LocalPlatform, standby: str, primary: str, slot: str
+) -> None:
+    """Replace the (rewound) auto.conf: it came from the primary, with the primary's port."""
+    primary_ep = platform.endpoint(primary)
+    conninfo = primary_ep.conninfo(application_name=standby)
+    settings = {
+        "port": str(server.port),
+        "listen_addresses": "'127.0.0.1'",
+        "unix_socket_directories": "''",
+        "hot_standby": "on",
+        "hot_standby_feedback": "on",
+        "synchronous_standby_names": "''",
+        "archive_mode": "off",
+        "wal_receiver_status_interval": "1s",
+        "recovery_target_timeline": "'latest'",
+        "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",
+        "primary_slot_name": f"'{slot}'",
+    }
+    auto_conf = server.data_dir / "postgresql.auto.conf"
+    auto_conf.write_text(
+        "# written by shadowshift (rejoin)\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
+    )
+    give_to_server_user(auto_conf)
+    signal_file = server.data_dir / "standby.signal"
+    signal_file.touch()
+    give_to_server_user(signal_file)
+
+
+def _wait_streaming(platform: LocalPlatform, primary: str, standby: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while platform.replication_between(primary, standby).state != "streaming":
+        if time.monotonic() > deadline:
+            raise InfraError(f"{standby} did not stream from {primary} within {timeout_s}s")
+        time.sleep(0.05)
+
+
+def _require_sync(platform: LocalPlatform, primary: str, standby: str) -> None:
+    """Tier 1: commits on the new primary wait for the rejoined standby again."""
+    if platform.spec.tier != 1:
+        return
+    names = f'FIRST 1 ("{standby}")'
+    with platform.endpoint(primary).connect() as conn:
+        current = conn.execute("SHOW synchronous_standby_names").fetchone()
+        if current and current[0] == names:
+            return
+        alter_system(conn, "synchronous_standby_names", names)
+        alter_system(conn, "synchronous_commit", "on")
+        conn.execute("SELECT pg_reload_conf()")

@@ -1,0 +1,346 @@
+"""``CutoverWorkflow``: move an instance's traffic from its primary to its shadow, durably.
+
+Operational flow: preflight → fence → catch up → promote (point of no return) → shift
+traffic → verify → finalise. Each step is an idempotent activity; a completed step appends
+its compensation, and a failure before promotion runs them in reverse, shielded from
+cancellation. After promotion nothing is undone: failures are handled forward (re-assert
+the switch, verify again, alert). Emergency mode fences at the router first and stops the
+old primary if it still answers.
+
+By default the four critical steps run as one activity (``switch_over``) so Temporal's
+round trips stay out of the client-visible window; ``combine_critical_path=False`` runs
+them one activity each. Later this runs as a child of the per-instance workflow; it is
+startable on its own (workflow id :func:`cutover_workflow_id`). Change the step sequence
+only behind ``workflow.patched(...)`` so running cutovers replay unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.cutover import (
+        EMERGENCY_STEPS,
+        FENCE_PRIMARY,
+        FENCE_ROUTER,
+        NON_RETRYABLE_CUTOVER_TYPES,
+        PLANNED_STEPS,
+        PROMOTE,
+        SHIFT_TRAFFIC,
+        STEP_ACTIVITIES,
+        STOP_PRIMARY,
+        FinaliseRequest,
+        RestoreRequest,
+        StepOutcome,
+        StepRequest,
+        VerifyResult,
+    )
+    from activities.cutover_checks import CutoverPlan, PreflightRequest
+    from activities.shadow import ShadowRequest
+
+T = TypeVar("T")
+_FENCES = (FENCE_PRIMARY, FENCE_ROUTER)
+_MAX_FORWARD_ROUNDS = 3
+
+
+def cutover_workflow_id(instance_id: str) -> str:
+    """Workflow id of an instance's cutover: one at a time per instance."""
+    return f"cutover-{instance_id}"
+
+
+@dataclass
+class CutoverInput:
+    """Which instance to cut over, and how."""
+
+    shadow: ShadowRequest
+    """The protected instance (local protection spec)."""
+    mode: str = "planned"
+    """``planned`` (primary healthy, zero loss) or ``emergency`` (primary failing or dead)."""
+    reason: str = ""
+    """Why, for the record."""
+    combine_critical_path: bool = True
+    """Run fence → shift in one activity (short blackout) instead of one activity each."""
+    catch_up_timeout_s: float = 10.0
+    """How long the shadow may take to replay the fenced primary's final position."""
+    activity_task_queue: str = ""
+    """Task queue of the activities; default: the workflow's own."""
+
+
+@dataclass
+class CutoverState:
+    """Progress, answered by the ``progress`` query."""
+
+    instance_id: str = ""
+    """The instance."""
+    mode: str = ""
+    """``planned`` or ``emergency``."""
+    phase: str = "pending"
+    """Current phase: preflight, critical_path, compensating, verify, recovering, finalise, done."""
+    source: str = ""
+    """Node losing the traffic (the former primary once done)."""
+    target: str = ""
+    """Node gaining it."""
+    completed_steps: list[str] = field(default_factory=list)
+    """Steps finished so far, in order."""
+    step_ms: dict[str, float] = field(default_factory=dict)
+    """Duration of each finished step."""
+    point_of_no_return: bool = False
+    """The target was promoted: only forward from here."""
+    compensated: list[str] = field(default_factory=list)
+    """Compensations that ran."""
+    forward_recoveries: int = 0
+    """Times the switch was re-asserted after promotion."""
+    outcome: str = ""
+    """``completed``, ``compensated`` or ``promoted_unverified`` once done."""
+    detail: str = ""
+    """Why, when not completed."""
+
+
+@dataclass
+class CutoverResult:
+    """The cutover event."""
+
+    instance_id: str
+    """The instance."""
+    mode: str
+    """``planned`` or ``emergency``."""
+    outcome: str
+    """``completed``, ``compensated`` or ``promoted_unverified``."""
+    former_primary: str
+    """The node that served before."""
+    primary: str
+    """The node that serves now."""
+    step_ms: dict[str, float]
+    """Per-step durations (inside the activities)."""
+    critical_path_ms: float
+    """Fence to traffic shifted, summed over the critical steps."""
+    possible_loss_bytes: int | None
+    """Bound on lost acknowledged writes (0 planned and tier 1; ``None`` unknown)."""
+    loss_bound: str
+    """The bound in one sentence."""
+    forward_recoveries: int
+    """Times the switch was re-asserted after promotion."""
+    detail: str
+    """Why, when not completed."""
+    record: str
+    """Where the event was recorded."""
+
+
+@workflow.defn
+class CutoverWorkflow:
+    """The cutover saga of one instance."""
+
+    def __init__(self) -> None:
+        self._state = CutoverState()
+        self._queue = ""
+
+    @workflow.query
+    def progress(self) -> CutoverState:
+        """Where the cutover is."""
+        return self._state
+
+    @workflow.run
+    async def run(self, request: CutoverInput) -> CutoverResult:
+        """Preflight, critical path, verify, finalise; compensate or recover forward."""
+        self._queue = request.activity_task_queue or workflow.info().task_queue
+        self._state = CutoverState(request.shadow.instance_id, request.mode, "preflight")
+        plan = await self._preflight(request)
+        self._state.source, self._state.target = plan.source, plan.target
+        outcome, detail = "failed", "interrupted"
+        try:
+            outcome, detail = await self._cut_over(request, plan)
+        finally:
+            self._state.outcome, self._state.detail = outcome, detail
+            self._state.phase = "finalise"
+            record = await _shielded(self._finalise(plan, outcome, detail))
+            self._state.phase = "done"
+        primary = plan.source if outcome == "compensated" else plan.target
+        critical = [s for s in self._state.step_ms if s in STEP_ACTIVITIES]
+        return CutoverResult(
+            plan.shadow.instance_id, plan.mode, outcome, plan.source, primary,
+            dict(self._state.step_ms),
+            round(sum(self._state.step_ms[s] for s in critical), 2),
+            plan.possible_loss_bytes, plan.loss_bound, self._state.forward_recoveries,
+            detail, record,
+        )
+
+    async def _preflight(self, request: CutoverInput) -> CutoverPlan:
+        preflight = PreflightRequest(request.shadow, request.mode, workflow.info().workflow_id)
+        try:
+            return await self._activity("preflight_cutover", preflight, CutoverPlan, attempts=3)
+        except ActivityError as err:
+            workflow.logger.warning("Cutover refused: %s", _reason(err))
+            raise ApplicationError(
+                f"cutover refused: {_reason(err)}", type="CutoverRejected", non_retryable=True
+            ) from err
+
+    async def _cut_over(self, request: CutoverInput, plan: CutoverPlan) -> tuple[str, str]:
+        steps = PLANNED_STEPS if plan.mode == "planned" else EMERGENCY_STEPS
+        restore = RestoreRequest(plan)
+        compensations: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._state.phase = "critical_path"
+        try:
+            if request.combine_critical_path:
+                await self._switch_over(request, plan, steps, restore, compensations)
+            else:
+                for step in steps:
+                    outcomes = await self._activity(
+                        STEP_ACTIVITIES[step], StepRequest(plan, [], request.catch_up_timeout_s),
+                        list[StepOutcome], attempts=10 if step == SHIFT_TRAFFIC else 3,
+                    )
+                    self._record(outcomes, restore, compensations)
+        except (ActivityError, asyncio.CancelledError) as err:
+            if not self._state.point_of_no_return:
+                reason = "cancelled" if isinstance(err, asyncio.CancelledError) else _reason(err)
+                if not compensations:  # the fence itself failed, maybe halfway: undo that too
+                    restore.promote_attempted = False
+                    compensations.append(("restore_primary", lambda: self._restore(restore)))
+                if await _shielded(self._compensate(compensations, reason)):
+                    if isinstance(err, asyncio.CancelledError):
+                        raise
+                    return "compensated", reason
+        return await _shielded(self._finish_forward(plan))
+
+    async def _switch_over(
+        self,
+        request: CutoverInput,
+        plan: CutoverPlan,
+        steps: list[str],
+        restore: RestoreRequest,
+        compensations: list[tuple[str, Callable[[], Awaitable[None]]]],
+    ) -> None:
+        try:
+            outcomes = await self._activity(
+                "switch_over", StepRequest(plan, steps, request.catch_up_timeout_s),
+                list[StepOutcome], attempts=3,
+            )
+        except ActivityError as err:
+            # Register what the last attempt reported as finished. Without details (a timeout)
+            # assume the fence happened: restoring is safe, it refuses once promoted.
+            cause = err.cause
+            finished = list(cause.details[0]) if isinstance(cause, ApplicationError) and \
+                cause.details else list(steps[:1])
+            if PROMOTE in finished:
+                self._state.point_of_no_return = True
+            else:
+                restore.promote_attempted = True
+                self._record([StepOutcome(s, 0.0) for s in finished], restore, compensations)
+            raise
+        self._record(outcomes, restore, compensations)
+
+    def _record(
+        self,
+        outcomes: list[StepOutcome],
+        restore: RestoreRequest,
+        compensations: list[tuple[str, Callable[[], Awaitable[None]]]],
+    ) -> None:
+        """Book finished steps; compensations are appended only after their step succeeded."""
+        for outcome in outcomes:
+            if outcome.step not in self._state.completed_steps:
+                self._state.completed_steps.append(outcome.step)
+            self._state.step_ms[outcome.step] = outcome.ms
+            if outcome.step in _FENCES and not compensations:
+                compensations.append(("restore_primary", lambda: self._restore(restore)))
+            elif outcome.step == STOP_PRIMARY and outcome.detail:
+                restore.stopped_data_dir = outcome.detail
+            elif outcome.step == PROMOTE:
+                self._state.point_of_no_return = True
+                compensations.clear()
+
+    async def _restore(self, restore: RestoreRequest) -> None:
+        await self._activity("restore_primary", restore, None, attempts=10)
+
+    async def _compensate(
+        self, compensations: list[tuple[str, Callable[[], Awaitable[None]]]], reason: str
+    ) -> bool:
+        """Undo in reverse; ``False`` when the target turned out promoted (go forward)."""
+        self._state.phase = "compensating"
+        workflow.logger.warning("Cutover failed before promotion (%s). Compensating.", reason)
+        for name, undo in reversed(compensations):
+            try:
+                await undo()
+            except ActivityError as err:
+                if _error_type(err) == "PastPointOfNoReturn":
+                    self._state.point_of_no_return = True
+                    return False
+                raise
+            self._state.compensated.append(name)
+        return True
+
+    async def _finish_forward(self, plan: CutoverPlan) -> tuple[str, str]:
+        """Verify; on failure re-assert the switch and verify again, then alert."""
+        last = ""
+        for attempt in range(_MAX_FORWARD_ROUNDS + 1):
+            if attempt or SHIFT_TRAFFIC not in self._state.completed_steps:
+                self._state.phase = "recovering"
+                self._state.forward_recoveries += 1
+                try:
+                    await self._activity("recover_forward", plan, None, attempts=5)
+                except ActivityError as err:
+                    last = _reason(err)
+                    continue
+            self._state.phase = "verify"
+            try:
+                verified = await self._activity("verify_cutover", plan, VerifyResult, attempts=2)
+            except ActivityError as err:
+                last = _reason(err)
+                workflow.logger.warning("Verify after promotion failed: %s", last)
+                continue
+            self._state.step_ms["verify"] = verified.ms
+            return "completed", ""
+        workflow.logger.error(
+            "%s is promoted but traffic could not be verified: %s. Operator attention needed.",
+            plan.target, last,
+        )
+        return "promoted_unverified", last
+
+    async def _finalise(self, plan: CutoverPlan, outcome: str, detail: str) -> str:
+        request = FinaliseRequest(plan, outcome, dict(self._state.step_ms), detail)
+        record: str = await self._activity("finalise_cutover", request, str, attempts=10)
+        workflow.logger.info("Cutover of %s %s.", plan.shadow.instance_id, outcome)
+        return record
+
+    async def _activity(self, name: str, arg: Any, result_type: Any, *, attempts: int) -> Any:
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            task_queue=self._queue,
+            start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=timedelta(seconds=3),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=200),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=2),
+                maximum_attempts=attempts,
+                non_retryable_error_types=NON_RETRYABLE_CUTOVER_TYPES,
+            ),
+        )
+
+
+async def _shielded(awaitable: Awaitable[T]) -> T:
+    """Run to completion even if the workflow is cancelled meanwhile, then re-raise."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+def _error_type(err: ActivityError) -> str:
+    cause = err.cause
+    return cause.type or "" if isinstance(cause, ApplicationError) else ""
+
+
+def _reason(err: BaseException) -> str:
+    cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+    return str(cause) or type(cause).__name__
