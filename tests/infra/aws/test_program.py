@@ -137,7 +137,8 @@ def test_program_reads_weights_from_stack_config(mocks: RecordingMocks) -> None:
         program = shadow_program(make_spec(alb=None), make_facts())
         pulumi.runtime.test(program)()
     finally:
-        pulumi.runtime.set_config("shadowshift:weights", json.dumps({}))
+        # set_config writes into a process-wide dict that later inline programs would see.
+        pulumi.runtime.config.CONFIG.get().pop("shadowshift:weights", None)
     assert mocks.inputs("record-orders-db")["weightedRoutingPolicies"] == [{"weight": 0}]
     assert mocks.inputs("record-orders-db-shadow")["weightedRoutingPolicies"] == [{"weight": 100}]
     assert "shadow-target" not in mocks.resources  # no ALB in this spec
