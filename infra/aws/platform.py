@@ -169,6 +169,31 @@ class AwsPlatform(Platform):
             writable = self.application.writable(self._address(ec2_id))
         return Health(True, writable, "" if writable else f"{ec2_id} is {role}")
 
+    # -- cutover support -------------------------------------------------------------------
+
+    def fence_router(self, node: str) -> None:
+        """Weight 0 for ``node`` at the ALB and in Route 53; needs nothing from the node."""
+        self.set_weights({node: 0})
+
+    def close_router_sessions(self, node: str) -> None:
+        """Nothing to do: an ALB has no API to cut open connections to a target.
+
+        New requests stop at weight 0; keep-alive connections end when the node stops
+        (:meth:`stop_node`) or at the load balancer's idle timeout.
+        """
+        log.info("ALB sessions to %s end with the node or at the idle timeout.", node)
+
+    def stop_node(self, node: str) -> str | None:
+        """Stop ``node``'s instance if EC2 says it runs; the token is its instance id."""
+        ec2_id = self._ec2_id(node)
+        return ec2_id if self.control.stop(ec2_id) else None
+
+    def start_node(self, node: str, token: str) -> None:
+        """Start the instance :meth:`stop_node` stopped (compensation); idempotent."""
+        if token != self._ec2_id(node):
+            raise InvalidRequestError(f"token {token!r} is not {node}'s instance")
+        self.control.start(token)
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _ec2_id(self, node: str) -> str:

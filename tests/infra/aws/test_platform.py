@@ -88,3 +88,16 @@ def test_provision_with_bad_input_creates_nothing(clients: AwsClients, world: Wo
     assert sum(len(r["Instances"]) for r in reservations) == 1
     of_data = [{"Name": "volume-id", "Values": [world.data_volume_id]}]
     assert clients.ec2.describe_snapshots(Filters=of_data)["Snapshots"] == []
+
+
+def test_cutover_hooks_router_fence_and_node_stop(clients: AwsClients, world: World) -> None:
+    """The saga's hooks: router fence without the node, stop returning a token, start undoing it."""
+    simulate_shadow_stack(clients, world)
+    platform = _platform(clients, world)
+    platform.fence_router("orders-db")
+    assert platform.get_weights()["orders-db"] == 0
+    platform.close_router_sessions("orders-db")
+    token = platform.stop_node("orders-db")
+    assert token == world.primary_id and platform.stop_node("orders-db") is None
+    platform.start_node("orders-db", token)
+    assert platform.control.state(world.primary_id) == "running"
