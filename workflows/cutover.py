@@ -192,6 +192,7 @@ class CutoverWorkflow:
                 await self._switch_over(request, plan, steps, restore, compensations)
             else:
                 for step in steps:
+                    restore.promote_attempted = step == PROMOTE
                     outcomes = await self._activity(
                         STEP_ACTIVITIES[step], StepRequest(plan, [], request.catch_up_timeout_s),
                         list[StepOutcome], attempts=10 if step == SHIFT_TRAFFIC else 3,
@@ -201,7 +202,6 @@ class CutoverWorkflow:
             if not self._state.point_of_no_return:
                 reason = "cancelled" if isinstance(err, asyncio.CancelledError) else _reason(err)
                 if not compensations:  # the fence itself failed, maybe halfway: undo that too
-                    restore.promote_attempted = False
                     compensations.append(("restore_primary", lambda: self._restore(restore)))
                 if await _shielded(self._compensate(compensations, reason)):
                     if isinstance(err, asyncio.CancelledError):
