@@ -17,12 +17,19 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE_TYPES
     from activities.shadow import ShadowRequest, WaitForSyncRequest
     from infra.platform import ReplicationStatus
     from workflows import search_attributes
+    from workflows.cutover import (
+        CutoverInput,
+        CutoverResult,
+        CutoverWorkflow,
+        cutover_workflow_id,
+    )
     from workflows.protection_spec import (
         PolicySpec,
         ProtectionSpec,
@@ -189,11 +196,41 @@ class InstanceProtectionWorkflow:
         self._note(f"Shadow of {state.spec.instance_id} is in sync. Protected.")
 
     async def _cut_over(self) -> None:
-        """Run the cutover saga; wired to ``CutoverWorkflow`` by the cutover issue."""
+        """Run the cutover saga as a child workflow, then record its outcome.
+
+        A completed or forward-recovered cutover leaves the instance without a shadow (the
+        former one is now the primary), so the protection reports itself degraded until the
+        former primary is recovered as the new shadow.
+        """
         state = self._state
         request = state.pending_cutover or CutoverRequest("policy decided to migrate")
+        self._set_phase("cutting_over")
+        self._note(f"Cutting over: {request.reason}.")
+        try:
+            result: CutoverResult = await workflow.execute_child_workflow(
+                CutoverWorkflow.run,
+                CutoverInput(self._shadow_request(), mode="planned", reason=request.reason),
+                id=cutover_workflow_id(state.spec.instance_id),
+            )
+        except ChildWorkflowError as err:
+            state.pending_cutover = None
+            self._set_phase("protected")
+            self._note(f"Cutover failed and changed nothing: {err.cause or err}.")
+            return
         state.pending_cutover = None
-        self._note(f"Cutover requested ({request.reason}), but no cutover saga is wired yet.")
+        if result.outcome == "compensated":
+            self._set_phase("protected")
+            self._note(f"Cutover compensated; traffic stays on {result.former_primary}.")
+            return
+        state.cutovers += 1
+        state.last_cutover_at = workflow.now().timestamp()
+        state.shadow_healthy = False
+        self._set_phase("degraded")
+        self._note(
+            f"Traffic moved from {result.former_primary} to {result.primary} "
+            f"({result.outcome}, critical path {result.critical_path_ms:.0f} ms). "
+            "No healthy shadow until the former primary is recovered."
+        )
 
     # -- messages --------------------------------------------------------------------------
 

@@ -100,3 +100,32 @@ async def test_protect_then_drive_with_messages(
             assert shown.returncode == 0 and '"phase":"protected"' in shown.stdout
             assert "Policy set: threshold 70" in shown.stdout
             await handle.terminate("test over")
+
+
+async def test_requested_cutover_moves_traffic_to_the_shadow(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """request_cutover runs the cutover saga as a child: traffic ends on the former shadow,
+    the protection counts the cutover and says it has no healthy shadow for now."""
+    client: Client = temporal_env.client
+    spec = _spec(local_service)
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await client.start_workflow(
+                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
+                id=spec.workflow_id, task_queue=task_queue,
+            )
+            await _wait_for_phase(handle, "protected")
+            answer = await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
+                                                 CutoverRequest("test switchover"))
+            assert answer == "scheduled"
+            with pytest.raises(WorkflowUpdateFailedError):  # one cutover at a time
+                await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
+                                            CutoverRequest("again", force=True))
+            await _wait_for_phase(handle, "degraded")
+            status = await handle.query(InstanceProtectionWorkflow.status)
+            assert status.cutovers == 1 and not status.shadow_healthy
+            shadow_node = f"{spec.instance_id}-shadow"
+            assert local_service.haproxy.weights(spec.instance_id)[shadow_node] == 100
+            await handle.terminate("test over")
