@@ -221,6 +221,9 @@ class LocalPlatform(Platform):
         reload nothing changes for clients, so the slow part stays out of their blackout.
         """
         endpoint = self._endpoint(node)
+        # A checkpoint first (clients notice nothing yet): it becomes the last one both sides
+        # share, so a later pg_rewind of this node reads little WAL that is surely still there.
+        self.sessions.run(endpoint, "CHECKPOINT")
         fencing.persist_read_only(self.sessions, endpoint, True)
         self.haproxy.set_weight(self.spec.instance_id, node, 0)
         fencing.reload_read_only(self.sessions, endpoint, True)

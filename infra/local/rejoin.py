@@ -5,6 +5,9 @@ never saw (checkpoints, its shutdown record). ``pg_rewind`` winds it back to the
 and copies what changed since, so the data directory is reused instead of copied again. It
 needs ``wal_log_hints = on`` (or data checksums) on the former primary; without them it
 refuses, and the caller must re-seed the standby instead (``destroy_shadow`` + provision).
+It also reads the former primary's WAL back to the last checkpoint both servers share: the
+planned fence takes a checkpoint first so that one is recent, and ``wal_keep_size`` on the
+primary keeps the segments in case the shutdown checkpoint recycles them.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ def rejoin_as_standby(platform: LocalPlatform, former: str, data_dir: str | None
         ).fetchone()
         if not exists:
             conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+        # pg_rewind reads the source's timeline from pg_control, which a promoted server
+        # updates only at its first checkpoint: without one it says "no rewind required".
+        conn.execute("CHECKPOINT")
     started = time.monotonic()
     try:
         run_server_tool(
