@@ -37,7 +37,7 @@ from bench.workload import Writer, missing_acked, prepare_table
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.platform import LocalPlatform
 from infra.local.ports import free_port
-from infra.local.postgres import PgEndpoint, PgServer
+from infra.local.postgres import PgEndpoint, PgServer, pg_bin, prepare_dir, run_server_tool
 from infra.local.rejoin import rejoin_as_standby
 from infra.pulumi_engine import StackDriver
 from workers.registry import pulumi_config
@@ -51,13 +51,14 @@ GOALS = {"blackout_ms_p50": 50, "blackout_ms_p99": 300, "failed_client_ops_per_c
 class Bench:
     """One protected instance, its router, Temporal and a worker, in a scratch state dir."""
 
-    def __init__(self, state_dir: Path, tier: int) -> None:
+    def __init__(self, state_dir: Path, tier: int, wal_segsize_mb: int) -> None:
         self.state_dir = state_dir
+        self.wal_segsize_mb = wal_segsize_mb
         passphrase = state_dir / "pulumi-passphrase"
         passphrase.write_text("bench\n")
         self.settings = load_settings({"SHADOWSHIFT_STATE_DIR": str(state_dir),
                                        "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(passphrase)})
-        ports = set()
+        ports: set[int] = set()
         while len(ports) < 3:
             ports.add(free_port())
         primary_port, shadow_port, router_port = sorted(ports)
@@ -78,6 +79,7 @@ class Bench:
 
     def start(self, temporal_address: str, task_queue: str) -> None:
         """Primary (wal_log_hints for pg_rewind), router, tier-1 shadow, worker."""
+        _initdb(self.primary, self.wal_segsize_mb)
         self.primary.init(settings={"max_wal_senders": "10", "wal_log_hints": "on",
                                     "wal_keep_size": "'256MB'"})
         self.primary.start()
@@ -118,6 +120,27 @@ class Bench:
         self.haproxy.stop()
 
 
+def _initdb(server: PgServer, wal_segsize_mb: int) -> None:
+    """``initdb`` with a WAL segment size; ``PgServer.init`` then only adds its settings.
+
+    Promotion copies the last WAL segment to the new timeline and fsyncs all of it: with the
+    default 16 MB segments that is most of the promote step (and of the blackout).
+    """
+    if wal_segsize_mb == 16:
+        return  # PgServer.init's own initdb uses the default
+    prepare_dir(server.home, mode=0o755)
+    prepare_dir(server.data_dir)
+    run_server_tool([pg_bin("initdb"), "-D", str(server.data_dir), "-U", "postgres", "-A",
+                     "trust", "--no-instructions", "-E", "UTF8", "--locale=C",
+                     f"--wal-segsize={wal_segsize_mb}"])
+    with (server.data_dir / "postgresql.conf").open("a") as conf:
+        conf.write(f"\n# shadowshift bench\nlisten_addresses = '127.0.0.1'\nport = {server.port}"
+                   "\nunix_socket_directories = ''\nmax_wal_senders = 10\nwal_log_hints = on\n"
+                   "wal_keep_size = '256MB'\n")
+    with (server.data_dir / "pg_hba.conf").open("a") as hba:
+        hba.write("host replication all 127.0.0.1/32 trust\n")
+
+
 async def _cutover(client: Client, bench: Bench, task_queue: str, mode: str) -> CutoverResult:
     result: CutoverResult = await client.execute_workflow(
         CutoverWorkflow.run, CutoverInput(bench.request, mode=mode),
@@ -142,11 +165,13 @@ def _detect_death(endpoint: PgEndpoint) -> float:
             time.sleep(0.05)
 
 
-async def run(cutovers: int, tier: int, rate: float, output: Path) -> dict[str, Any]:
+async def run(
+    cutovers: int, tier: int, rate: float, output: Path, wal_segsize_mb: int
+) -> dict[str, Any]:
     """Run the benchmark and write ``output``."""
     root = Path(tempfile.mkdtemp(prefix="bench-cutover-"))
     root.chmod(0o755)
-    bench = Bench(root, tier)
+    bench = Bench(root, tier, wal_segsize_mb)
     task_queue = f"bench-cutover-{uuid.uuid4().hex[:6]}"
     temporal = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal,
@@ -209,6 +234,7 @@ async def _measure(client: Client, bench: Bench, task_queue: str, cutovers: int,
         "cutovers": len(planned),
         "tier": bench.request.tier,
         "write_rate_target_tx_s": rate,
+        "wal_segment_size_mb": bench.wal_segsize_mb,
         "acked_writes": len(stats.acked_ids),
         "blackout_ms_p50": round(float(np.percentile(blackouts, 50)), 1),
         "blackout_ms_p99": round(float(np.percentile(blackouts, 99)), 1),
@@ -246,9 +272,13 @@ def main() -> None:
     parser.add_argument("--cutovers", type=int, default=20)
     parser.add_argument("--tier", type=int, default=1, choices=(1, 2))
     parser.add_argument("--rate", type=float, default=150.0)
+    parser.add_argument("--wal-segsize-mb", type=int, default=1, choices=(1, 2, 4, 8, 16, 64),
+                        help="WAL segment size of the bench primary (promotion copies one)")
     parser.add_argument("--output", type=Path, default=Path("bench/results/cutover.json"))
     args = parser.parse_args()
-    results = asyncio.run(run(args.cutovers, args.tier, args.rate, args.output))
+    results = asyncio.run(
+        run(args.cutovers, args.tier, args.rate, args.output, args.wal_segsize_mb)
+    )
     summary = {k: v for k, v in results.items() if k not in ("per_cutover", "goals", "machine")}
     print(json.dumps(summary, indent=2))
 
