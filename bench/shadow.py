@@ -1,0 +1,510 @@
+"""``make bench-shadow``: what a local shadow costs, measured side by side in one run.
+
+One primary (``pgbench -i``, about ``--size-gb``) runs behind HAProxy in ``.state/bench-shadow/``.
+
+- ``provision_s`` vs ``pg_basebackup_s``: ``LocalPlatform.provision_shadow`` (preflight and a
+  full ``pulumi up``: slot, copy, standby, tier settings, router entry) against a plain
+  ``pg_basebackup`` with the provider's flags (``-X stream -c fast --no-sync
+  --compress=server-lz4:1``; a temporary slot instead of the stack's). Runs alternate which goes
+  first, the shadow is destroyed between runs; ``provision_ratio`` is the ratio of the medians
+  (goal <= 1.2).
+- Load phases (no shadow, then tiers 1, 2, 3 by in-place stack updates of one shadow): the
+  workload ``Writer`` commits at ``--rate`` tx/s through HAProxy for ``--load-s`` seconds.
+  ``commit_latency_ms`` is its INSERT+COMMIT latency. ``replication_lag_ms`` for tiers 1-2 is
+  ``replay_lag`` from ``LocalPlatform.replication_status()`` every ``STATUS_INTERVAL_S`` (NULL,
+  i.e. caught up and idle, reads as 0). Tier 3 has no stream, so its lag is ack-to-visible: the
+  shadow's ``max(id)`` is polled every ``POLL_S`` on one session; one writer commits ids in
+  order and replay keeps that order, so an acked id became visible between the start of the
+  last poll that did not show it and the return of the first that did; its lag is the midpoint
+  of that window minus its ack time (resolution about one poll). ``visibility_lag_ms`` gives
+  the same for every tier as a cross-check.
+- ``lost_acked_writes``: after each phase the poller runs until the shadow caught up, then
+  ``wait_until_present`` counts acked ids missing on the shadow (must be 0).
+- ``wal_bytes_shipped``: growth of ``ReplicationStatus.bytes_shipped`` over a phase (WAL sent
+  for tiers 1-2; archived segment files, 16 MiB each, for tier 3).
+
+Everything it starts lives in one run folder, removed at exit (Ctrl-C and SIGTERM included).
+Usage: ``python -m bench.shadow [--size-gb 1.0] [--quick] [--output PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.workload import TABLE, WorkloadStats, Writer, prepare_table, wait_until_present
+from infra.local.haproxy import HAProxyManager, ServerEntry
+from infra.local.platform import LocalPlatform
+from infra.local.ports import free_port
+from infra.local.postgres import (
+    PgEndpoint,
+    PgServer,
+    pg_bin,
+    prepare_dir,
+    query_one,
+    run_server_tool,
+)
+from infra.local.spec import LocalShadowSpec
+from infra.platform import ReplicationStatus
+from infra.pulumi_engine import PulumiConfig, StackDriver
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results" / "shadow.json"
+BENCH_ROOT = REPO_ROOT / ".state" / "bench-shadow"
+MB_PER_PGBENCH_SCALE = 15.0
+"""``pgbench -i`` adds about 15 MiB (tables and indexes) per unit of scale."""
+POLL_S = 0.01
+"""Interval between visibility polls of the shadow (one indexed ``max(id)`` each)."""
+STATUS_INTERVAL_S = 0.25
+"""Interval between ``replication_status()`` samples (each opens two connections)."""
+EXPECTED = {1: ("streaming", "sync"), 2: ("streaming", "async"), 3: ("archive", "none")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """Parameters of one run (all recorded in the JSON)."""
+
+    size_gb: float = 1.0
+    """Target database size; the pgbench scale is derived from it."""
+    repeats: int = 5
+    """Timed runs of each of provisioning and ``pg_basebackup``."""
+    load_s: float = 45.0
+    """Length of each load phase."""
+    rate: float = 150.0
+    """Writer's target transactions per second."""
+    archive_interval_s: int = 10
+    """Tier 3 shipping interval (``archive_timeout``), the platform's default."""
+    compression: str = "lz4"
+    """Server-side compression of the full copy, as the provider uses it."""
+    quick: bool = False
+    """Smoke-run mode (small database, short phases)."""
+
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """``q``-th percentile with linear interpolation between ranks (numpy's default)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100.0
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarise(values: Sequence[float]) -> dict[str, float | int | None]:
+    """p50, p99, max and sample count, to three decimals."""
+    return {"p50": _rounded(percentile(values, 50)), "p99": _rounded(percentile(values, 99)),
+            "max": _rounded(max(values, default=None)), "samples": len(values)}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def visibility_lags_ms(acked_ids: Sequence[int], ack_times: Sequence[float],
+                       polls: Sequence[tuple[float, float, int]]) -> list[float]:
+    """Ack-to-visible lag of each acked id, from polls of the shadow's ``max(id)``.
+
+    ``polls`` are ``(sent, returned, max id)`` in time order. An id became visible after the
+    previous poll was sent and before the first poll showing it returned; the midpoint of that
+    window is taken. A poll may show an id before its ack reached the writer (a synchronous
+    standby replays before the client hears back): that counts as 0. Ids no poll showed are
+    left out; the caller polls until the shadow caught up.
+    """
+    # Replay is monotonic, so the running maximum is what the shadow showed by each poll.
+    seen = list(itertools.accumulate((top for _, _, top in polls), max))
+    lags = []
+    for row_id, acked_at in zip(acked_ids, ack_times, strict=True):
+        index = bisect.bisect_left(seen, row_id)
+        if index < len(seen):
+            window_start = polls[max(index - 1, 0)][0]
+            visible_at = (window_start + polls[index][1]) / 2
+            lags.append(max(0.0, visible_at - acked_at) * 1000)
+    return lags
+
+
+
+class Lab:
+    """A primary behind HAProxy and a Pulumi backend under ``work_dir``; :meth:`close` undoes
+    everything, whatever state a failure or Ctrl-C left."""
+
+    def __init__(self, work_dir: Path, config: BenchConfig) -> None:
+        self.work_dir = work_dir
+        self.config = config
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(free_port())
+        self.primary_port, self.shadow_port, self.router_port = sorted(ports)
+        self.instance_id = f"bench-{uuid.uuid4().hex[:6]}"
+        self.primary = PgServer(home=work_dir / "primary", port=self.primary_port)
+        self.haproxy = HAProxyManager(work_dir / "state" / "haproxy")
+        pulumi_root = REPO_ROOT / ".tools"
+        self.driver = StackDriver(PulumiConfig(
+            backend_url=f"file://{work_dir / 'pulumi'}",
+            passphrase_file=work_dir / "pulumi-passphrase",
+            work_root=work_dir / "stacks",
+            pulumi_root=pulumi_root if (pulumi_root / "bin" / "pulumi").exists() else None,
+        ))
+        self.router = PgEndpoint(port=self.router_port)
+
+    def start(self) -> int:
+        """Start the primary and HAProxy, load ``pgbench`` data; returns the pgbench scale."""
+        (self.work_dir / "pulumi").mkdir()
+        (self.work_dir / "pulumi-passphrase").write_text(uuid.uuid4().hex + "\n")
+        # archive_mode needs a restart, so it is on from the start for tier 3; until a tier 3
+        # stack sets its archive_command, 'true' keeps the load's WAL from piling up for it.
+        self.primary.init(settings={"archive_mode": "on", "archive_command": "'true'",
+                                    "max_wal_senders": "10", "max_wal_size": "'2GB'",
+                                    "shared_buffers": "'256MB'"})
+        self.primary.start()
+        self.haproxy.ensure_service(self.instance_id, self.router_port,
+                                    [ServerEntry(self.instance_id, "127.0.0.1", self.primary_port)])
+        scale = max(1, round(self.config.size_gb * 1024 / MB_PER_PGBENCH_SCALE))
+        # Server-side generation (G) keeps the client out of the way; the data is logged,
+        # so the copy has to move all of it.
+        subprocess.run([pg_bin("pgbench"), "-i", "-q", "-I", "dtGvp", "-s", str(scale),
+                        "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres",
+                        "postgres"], check=True, capture_output=True, text=True)
+        prepare_table(self.router)
+        with self.primary.endpoint.connect() as conn:
+            conn.execute("CHECKPOINT")
+        return scale
+
+    def platform(self, tier: int) -> LocalPlatform:
+        """The local platform for this primary's shadow at ``tier``."""
+        spec = LocalShadowSpec(
+            instance_id=self.instance_id, primary_port=self.primary_port,
+            shadow_port=self.shadow_port, router_port=self.router_port,
+            state_dir=self.work_dir / "state", tier=tier, compression=self.config.compression,
+            archive_interval_s=self.config.archive_interval_s)
+        return LocalPlatform(spec, self.driver)
+
+    def time_basebackup(self) -> float:
+        """Seconds for a plain ``pg_basebackup`` with the provider's flags (copy removed)."""
+        home = prepare_dir(self.work_dir / "scratch", mode=0o755)
+        target = prepare_dir(home / "data")
+        spec = self.platform(2).spec
+        argv = [pg_bin("pg_basebackup"), "-d", spec.replication.conninfo(), "-D", str(target),
+                "-X", "stream", "-c", "fast", "--no-sync"]
+        if self.config.compression != "none":
+            argv.append(f"--compress=server-{self.config.compression}:1")
+        started = time.perf_counter()
+        run_server_tool(argv)
+        elapsed = time.perf_counter() - started
+        shutil.rmtree(home)
+        return elapsed
+
+    def time_provision(self) -> dict[str, float]:
+        """Seconds for ``provision_shadow`` (tier 2), the copy inside it, and the destroy."""
+        shadow = self.platform(2)
+        started = time.perf_counter()
+        info = shadow.provision_shadow()
+        provisioned = time.perf_counter()
+        shadow.destroy_shadow()
+        shadow.close()
+        seed_s = float(info.outputs["seed_seconds"])  # type: ignore[arg-type]
+        return {"provision_s": round(provisioned - started, 3), "seed_s": round(seed_s, 3),
+                "destroy_s": round(time.perf_counter() - provisioned, 3)}
+
+    def close(self) -> None:
+        """Stop every process of the run (by pid) and remove the run folder."""
+        shadow = PgServer(home=self.platform(2).spec.shadow_home, port=self.shadow_port)
+        for step in (lambda: shadow.stop(mode="immediate"),
+                     lambda: self.primary.stop(mode="immediate"), self.haproxy.stop):
+            try:
+                step()
+            except Exception as err:  # keep going: the rest must still be cleaned up
+                log.warning("Clean-up step failed: %s", err)
+        # Whatever survived (a pulumi CLI or a pg_basebackup cut short by Ctrl-C) names or
+        # runs in our run folder; nothing else does.
+        marker = str(self.work_dir)
+        for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if proc.pid != os.getpid() and (marker in cmdline or
+                                            (proc.info["cwd"] or "").startswith(marker)):
+                log.warning("Killing leftover process %s: %s", proc.pid, cmdline[:120])
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+
+class _Poller(threading.Thread):
+    """Polls the shadow's ``max(id)``; while ``steady`` is set, also samples the stream lag."""
+
+    def __init__(self, shadow: LocalPlatform) -> None:
+        super().__init__(name="shadow-poller", daemon=True)
+        self.shadow = shadow
+        self.polls: list[tuple[float, float, int]] = []
+        self.replay_lag_ms: list[float] = []
+        self.steady = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.shipped_before: int | None = None
+        """``bytes_shipped`` when the phase started."""
+
+    def run(self) -> None:
+        next_status = 0.0
+        try:
+            with self.shadow.spec.shadow.connect() as conn:
+                while not self.done.is_set():
+                    sent = time.monotonic()
+                    row = conn.execute(f"SELECT coalesce(max(id), 0) FROM {TABLE}").fetchone()
+                    self.polls.append((sent, time.monotonic(), int(row[0]) if row else 0))
+                    if self.steady.is_set() and sent >= next_status:
+                        next_status = sent + STATUS_INTERVAL_S
+                        lag_s = self.shadow.replication_status().lag_seconds
+                        if lag_s is not None:
+                            self.replay_lag_ms.append(lag_s * 1000)
+                    time.sleep(POLL_S)
+        except BaseException as err:  # surfaced by the main thread after join
+            self.error = err
+
+
+def _wait_in_sync(shadow: LocalPlatform, timeout_s: float = 180.0) -> ReplicationStatus:
+    """Wait until the shadow reached its tier's state and streams within 1 MiB."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = shadow.replication_status()
+        tier = shadow.spec.tier
+        caught_up = tier == 3 or (status.lag_bytes or 0) < 2**20
+        if (status.state, status.sync_state) == EXPECTED[tier] and caught_up:
+            return status
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"tier {tier} shadow not in sync after {timeout_s}s: {status}")
+        time.sleep(0.2)
+
+
+def run_phase(lab: Lab, shadow: LocalPlatform | None, first_id: int) -> dict[str, Any]:
+    """One load phase at the configured rate, with or without a shadow."""
+    wal_before = query_one(lab.primary.endpoint, "SELECT pg_current_wal_lsn()::text")
+    poller = _Poller(shadow) if shadow else None
+    if poller:
+        poller.shipped_before = _wait_in_sync(poller.shadow).bytes_shipped
+        poller.steady.set()
+        poller.start()
+    writer = Writer(lab.router, rate=lab.config.rate, first_id=first_id).start()
+    started = time.monotonic()
+    try:
+        time.sleep(lab.config.load_s)
+    finally:
+        stats = writer.stop()
+    elapsed = time.monotonic() - started
+    result: dict[str, Any] = {
+        "acked_writes": len(stats.acked_ids), "failed_ops": stats.failed_ops,
+        "achieved_rate_tx_s": round(len(stats.acked_ids) / elapsed, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # flags neighbours' noise
+        "commit_latency_ms": summarise(stats.commit_latencies_ms),
+        "wal_bytes_generated": int(query_one(
+            lab.primary.endpoint, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)",
+            (wal_before,))),
+    }
+    return {**result, **_shadow_figures(poller, stats)} if poller else result
+
+
+def _shadow_figures(poller: _Poller, stats: WorkloadStats) -> dict[str, Any]:
+    """Lag, lost writes and shipped bytes once the shadow caught up with the phase."""
+    shadow, tier = poller.shadow, poller.shadow.spec.tier
+    poller.steady.clear()
+    # Keep polling until the shadow shows the last ack, so slow ids are measured, not dropped.
+    deadline = time.monotonic() + 3 * shadow.spec.archive_interval_s + 60
+    last_id = stats.acked_ids[-1] if stats.acked_ids else 0
+    while poller.is_alive() and time.monotonic() < deadline and (
+            not poller.polls or poller.polls[-1][2] < last_id):
+        time.sleep(0.1)
+    poller.done.set()
+    poller.join(timeout=10)
+    if poller.error is not None:
+        raise poller.error
+    # After the catch-up, so the tier 3 segment closed by archive_timeout counts too.
+    shipped_after = shadow.replication_status().bytes_shipped
+    missing = wait_until_present(shadow.spec.shadow, stats.acked_ids, timeout_s=30)
+    visible = visibility_lags_ms(stats.acked_ids, stats.ack_times, poller.polls)
+    return {
+        "replication_lag_ms": summarise(visible if tier == 3 else poller.replay_lag_ms),
+        "replication_lag_source": "ack_to_visible" if tier == 3 else "replay_lag",
+        "visibility_lag_ms": summarise(visible),
+        "lost_acked_writes": len(missing),
+        "wal_bytes_shipped": (shipped_after - poller.shipped_before
+                              if shipped_after is not None and poller.shipped_before is not None
+                              else None),
+    }
+
+
+def measure_provisioning(lab: Lab) -> list[dict[str, Any]]:
+    """``repeats`` rounds of a plain copy and a full provisioning, alternating which is first
+    so warm caches and the neighbours' load favour neither."""
+    runs: list[dict[str, Any]] = []
+    for index in range(lab.config.repeats):
+        timings: dict[str, Any] = {"provision_first": index % 2 == 1}
+        if timings["provision_first"]:
+            timings.update(lab.time_provision())
+        timings["pg_basebackup_s"] = round(lab.time_basebackup(), 3)
+        if not timings["provision_first"]:
+            timings.update(lab.time_provision())
+        log.info("Provisioning run %s: %s", index + 1, timings)
+        runs.append(timings)
+    return runs
+
+
+def measure_phases(lab: Lab) -> dict[str, Any]:
+    """Load phases without a shadow, then tiers 1, 2 and 3 of one shadow."""
+    phases: dict[str, Any] = {}
+    next_id = 1
+    for tier in (None, 1, 2, 3):
+        name = f"tier{tier}" if tier else "no_shadow"
+        shadow = lab.platform(tier) if tier else None
+        if shadow:
+            # One copy, then in-place stack updates (the product's tier change) for 2 and 3.
+            shadow.provision_shadow()
+        phases[name] = run_phase(lab, shadow, next_id)
+        next_id += phases[name]["acked_writes"] + phases[name]["failed_ops"] + 1
+        log.info("Phase %s: %s", name, phases[name])
+        if shadow:
+            shadow.close()
+    return phases
+
+
+def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
+    """Measure everything in ``work_dir`` and return the results (the folder is removed)."""
+    lab = Lab(work_dir, config)
+    machine = _machine()  # before we load the machine ourselves
+    try:
+        scale = lab.start()
+        db_bytes = int(query_one(lab.primary.endpoint, "SELECT pg_database_size('postgres')"))
+        log.info("Primary loaded: pgbench scale %s, %.2f GiB.", scale, db_bytes / 2**30)
+        runs = measure_provisioning(lab)
+        phases = measure_phases(lab)
+        machine["postgresql"] = query_one(lab.primary.endpoint, "SHOW server_version")
+    finally:
+        lab.close()
+    return _report(config, machine, scale, db_bytes, runs, phases)
+
+
+def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: int,
+            runs: list[dict[str, Any]], phases: dict[str, Any]) -> dict[str, Any]:
+    def median_of(key: str) -> float | None:
+        return _rounded(percentile([r[key] for r in runs], 50))
+
+    basebackup_s, provision_s = median_of("pg_basebackup_s"), median_of("provision_s")
+    for timings in runs:
+        # What provisioning adds to the copy: Pulumi, standby start, settings, router entry.
+        timings["overhead_s"] = round(timings["provision_s"] - timings["seed_s"], 3)
+    tiers = ("tier1", "tier2", "tier3")
+    return {
+        "benchmark": "shadow",
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine,
+        "parameters": {**asdict(config), "pgbench_scale": scale, "db_bytes": db_bytes,
+                       "poll_s": POLL_S, "status_interval_s": STATUS_INTERVAL_S},
+        # The module docstring's bullets, one string each.
+        "method": [" ".join(part.split()) for part in (__doc__ or "").split("\n- ")[1:]],
+        "pg_basebackup_s": basebackup_s,
+        "provision_s": provision_s,
+        "provision_ratio": (round(provision_s / basebackup_s, 3)
+                            if provision_s and basebackup_s else None),
+        "provision_seed_s": median_of("seed_s"),
+        "provision_overhead_s": median_of("overhead_s"),
+        "provision_runs": runs,
+        "replication_lag_ms": {t: phases[t]["replication_lag_ms"] for t in tiers},
+        "replication_lag_source": {t: phases[t]["replication_lag_source"] for t in tiers},
+        "visibility_lag_ms": {t: phases[t]["visibility_lag_ms"] for t in tiers},
+        "commit_latency_ms": {name: phase["commit_latency_ms"] for name, phase in phases.items()},
+        "lost_acked_writes": sum(phases[t]["lost_acked_writes"] for t in tiers),
+        "wal_bytes_shipped": {t: phases[t]["wal_bytes_shipped"] for t in tiers},
+        "phases": phases,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *argv], capture_output=True,
+                              text=True, check=False).stdout.strip()
+
+    # Others' uncommitted edits to the code under test would make the commit hash a half-truth.
+    dirty = git("status", "--porcelain", "--", "infra", "bench/workload.py", "bench/shadow.py")
+    return {"cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "commit": git("rev-parse", "HEAD") or None,
+            "uncommitted_changes": [line[3:] for line in dirty.splitlines()]}
+
+
+def _summary(result: dict[str, Any]) -> str:
+    params = result["parameters"]
+    lines = [f"{params['db_bytes'] / 2**30:.2f} GiB primary, medians of "
+             f"{params['repeats']} runs: pg_basebackup {result['pg_basebackup_s']} s, provision "
+             f"{result['provision_s']} s, ratio {result['provision_ratio']} (goal <= 1.2)",
+             f"{params['rate']} tx/s for {params['load_s']} s per phase (ms, p50 / p99):"]
+    lines += [f"  commit latency  {name:<9} {st['p50']} / {st['p99']}"
+              for name, st in result["commit_latency_ms"].items()]
+    lines += [f"  replication lag {tier:<9} {st['p50']} / {st['p99']} "
+              f"({result['replication_lag_source'][tier]}), "
+              f"{result['wal_bytes_shipped'][tier]} bytes shipped"
+              for tier, st in result["replication_lag_ms"].items()]
+    lines.append(f"Lost acknowledged writes: {result['lost_acked_writes']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print a summary, write the JSON."""
+    parser = argparse.ArgumentParser(prog="python -m bench.shadow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 0.05 GB, 10 s phases, 2 s tier-3 interval")
+    for flag, kind in (("--size-gb", float), ("--repeats", int), ("--load-s", float),
+                       ("--rate", float), ("--archive-interval-s", int)):
+        parser.add_argument(flag, type=kind, help="overrides the BenchConfig default")
+    args = parser.parse_args(argv)
+    base = (BenchConfig(size_gb=0.05, load_s=10.0, archive_interval_s=2, quick=True)
+            if args.quick else BenchConfig())
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in BenchConfig.__dataclass_fields__ and v is not None and k != "quick"}
+    config = BenchConfig(**{**asdict(base), **overrides})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    BENCH_ROOT.mkdir(parents=True, exist_ok=True)
+    # The postgres user has to traverse down to the data directories.
+    for folder in (BENCH_ROOT.parent, BENCH_ROOT):
+        folder.chmod(0o755)
+    work_dir = BENCH_ROOT / f"run-{os.getpid()}"
+    work_dir.mkdir(mode=0o755)
+    # SIGTERM unwinds through the clean-up as Ctrl-C does, and so does SIGINT even when a
+    # non-interactive shell started us in the background with SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
+    started = time.monotonic()
+    result = run(config, work_dir)
+    result["runtime_s"] = round(time.monotonic() - started, 1)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(_summary(result))
+    print(f"Wrote {args.output} in {result['runtime_s']} s.")
+    return 0 if result["lost_acked_writes"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
