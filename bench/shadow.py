@@ -17,7 +17,8 @@ One primary (``pgbench -i``, about ``--size-gb``) runs behind HAProxy in ``.stat
   order and replay keeps that order, so an acked id became visible between the start of the
   last poll that did not show it and the return of the first that did; its lag is the midpoint
   of that window minus its ack time (resolution about one poll). ``visibility_lag_ms`` gives
-  the same for every tier as a cross-check.
+  the same for every tier as a cross-check. The poller (and its load) runs only in shadow
+  phases; the no-shadow phase has none.
 - ``lost_acked_writes``: after each phase the poller runs until the shadow caught up, then
   ``wait_until_present`` counts acked ids missing on the shadow (must be 0).
 - ``wal_bytes_shipped``: growth of ``ReplicationStatus.bytes_shipped`` over a phase (WAL sent
@@ -420,8 +421,7 @@ def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: 
         "machine": machine,
         "parameters": {**asdict(config), "pgbench_scale": scale, "db_bytes": db_bytes,
                        "poll_s": POLL_S, "status_interval_s": STATUS_INTERVAL_S},
-        # The module docstring's bullets, one string each.
-        "method": [" ".join(part.split()) for part in (__doc__ or "").split("\n- ")[1:]],
+        "method": _method_notes(),
         "pg_basebackup_s": basebackup_s,
         "provision_s": provision_s,
         "provision_ratio": (round(provision_s / basebackup_s, 3)
@@ -437,6 +437,12 @@ def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: 
         "wal_bytes_shipped": {t: phases[t]["wal_bytes_shipped"] for t in tiers},
         "phases": phases,
     }
+
+
+def _method_notes() -> list[str]:
+    """The module docstring's bullets, one string each: the method travels with the figures."""
+    block = next(p for p in (__doc__ or "").split("\n\n") if p.startswith("- "))
+    return [" ".join(part.split()) for part in block[2:].split("\n- ")]
 
 
 def _machine() -> dict[str, Any]:
