@@ -15,6 +15,7 @@ from infra.local.haproxy import HAProxyManager
 from infra.local.ports import port_free
 from infra.local.postgres import PgEndpoint, PgServer, alter_system, query_one
 from infra.local.program import shadow_program
+from infra.local.resources import SEED_POSITION_FILE
 from infra.local.spec import LocalShadowSpec
 from infra.platform import Health, Platform, ProgressCallback, ReplicationStatus, ShadowInfo
 from infra.pulumi_engine import StackDriver
@@ -130,9 +131,9 @@ class LocalPlatform(Platform):
             row = conn.execute(
                 "SELECT state, sync_state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn),"
                 " extract(epoch FROM replay_lag), replay_lsn::text,"
-                " pg_wal_lsn_diff(sent_lsn, '0/0')"
+                " pg_wal_lsn_diff(sent_lsn, %s::pg_lsn)"
                 " FROM pg_stat_replication WHERE application_name = %s",
-                (spec.shadow_node,),
+                (self._seed_position(), spec.shadow_node),
             ).fetchone()
             sync_names = conn.execute("SHOW synchronous_standby_names").fetchone()
         primary_lsn = current[0] if current else None
@@ -143,13 +144,21 @@ class LocalPlatform(Platform):
                 state=state,
                 sync_state=sync_state,
                 lag_bytes=int(lag_bytes) if lag_bytes is not None else None,
-                lag_seconds=float(lag_s) if lag_s is not None else 0.0,
+                lag_seconds=float(lag_s) if lag_s is not None else None,
                 replay_position=replay,
                 primary_position=primary_lsn,
                 bytes_shipped=int(sent) if sent is not None else None,
                 degraded=degraded,
             )
         return self._status_from_standby(primary_lsn, degraded)
+
+    def _seed_position(self) -> str:
+        """WAL position the shadow's copy started from ('0/0' if it was not recorded)."""
+        seed_file = self.spec.shadow_home / SEED_POSITION_FILE
+        try:
+            return seed_file.read_text().strip() or "0/0"
+        except OSError:
+            return "0/0"
 
     def _status_from_standby(self, primary_lsn: str | None, degraded: bool) -> ReplicationStatus:
         spec = self.spec

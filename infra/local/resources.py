@@ -163,6 +163,7 @@ class ShadowDataDirProvider(_Provider):
             except Exception:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
+            _record_seed_position(partial, home)
             partial.rename(server.data_dir)
         _write_standby_settings(server, props)
         outs = {
@@ -180,6 +181,19 @@ class ShadowDataDirProvider(_Provider):
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         """Remove the data directory and the shadow's home."""
         shutil.rmtree(props["home"], ignore_errors=True)
+
+
+SEED_POSITION_FILE = "seed_lsn"
+"""File in the shadow's home holding the WAL position its copy started from."""
+
+
+def _record_seed_position(copy_dir: Path, home: Path) -> None:
+    """Keep the copy's start position, so "bytes shipped since seeded" can be computed."""
+    label = copy_dir / "backup_label"
+    for line in label.read_text().splitlines() if label.exists() else []:
+        if line.startswith("START WAL LOCATION:"):
+            (home / SEED_POSITION_FILE).write_text(line.split()[3] + "\n")
+            return
 
 
 def _write_standby_settings(server: PgServer, props: dict[str, Any]) -> None:
