@@ -31,12 +31,9 @@ Usage: ``python -m bench.shadow [--size-gb 1.0] [--quick] [--output PATH]``.
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
-import itertools
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -53,6 +50,7 @@ from typing import Any
 
 import psutil
 
+from bench.shadow_stats import percentile, rounded, summarise, visibility_lags_ms
 from bench.workload import TABLE, WorkloadStats, Writer, prepare_table, wait_until_present
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.platform import LocalPlatform
@@ -101,51 +99,6 @@ class BenchConfig:
     """Server-side compression of the full copy, as the provider uses it."""
     quick: bool = False
     """Smoke-run mode (small database, short phases)."""
-
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """``q``-th percentile with linear interpolation between ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def summarise(values: Sequence[float]) -> dict[str, float | int | None]:
-    """p50, p99, max and sample count, to three decimals."""
-    return {"p50": _rounded(percentile(values, 50)), "p99": _rounded(percentile(values, 99)),
-            "max": _rounded(max(values, default=None)), "samples": len(values)}
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def visibility_lags_ms(acked_ids: Sequence[int], ack_times: Sequence[float],
-                       polls: Sequence[tuple[float, float, int]]) -> list[float]:
-    """Ack-to-visible lag of each acked id, from polls of the shadow's ``max(id)``.
-
-    ``polls`` are ``(sent, returned, max id)`` in time order. An id became visible after the
-    previous poll was sent and before the first poll showing it returned; the midpoint of that
-    window is taken. A poll may show an id before its ack reached the writer (a synchronous
-    standby replays before the client hears back): that counts as 0. Ids no poll showed are
-    left out; the caller polls until the shadow caught up.
-    """
-    # Replay is monotonic, so the running maximum is what the shadow showed by each poll.
-    seen = list(itertools.accumulate((top for _, _, top in polls), max))
-    lags = []
-    for row_id, acked_at in zip(acked_ids, ack_times, strict=True):
-        index = bisect.bisect_left(seen, row_id)
-        if index < len(seen):
-            window_start = polls[max(index - 1, 0)][0]
-            visible_at = (window_start + polls[index][1]) / 2
-            lags.append(max(0.0, visible_at - acked_at) * 1000)
-    return lags
-
 
 
 class Lab:
@@ -408,7 +361,7 @@ def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
 def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: int,
             runs: list[dict[str, Any]], phases: dict[str, Any]) -> dict[str, Any]:
     def median_of(key: str) -> float | None:
-        return _rounded(percentile([r[key] for r in runs], 50))
+        return rounded(percentile([r[key] for r in runs], 50))
 
     basebackup_s, provision_s = median_of("pg_basebackup_s"), median_of("provision_s")
     for timings in runs:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.shadow import BENCH_ROOT, REPO_ROOT, percentile, summarise, visibility_lags_ms
+from bench.shadow import BENCH_ROOT, REPO_ROOT
+from bench.shadow_stats import percentile, summarise, visibility_lags_ms
 
 
 def test_percentile_interpolates_between_ranks() -> None:
