@@ -235,6 +235,30 @@ class PgServer:
             tail_log=self.log_file,
         )
 
+    def write_standby_config(self, extra: dict[str, str]) -> None:
+        """Make the data directory a standby's: our settings in ``postgresql.auto.conf``
+        (replacing whatever a copy or a rewind brought from the primary) plus
+        ``standby.signal``. ``extra`` holds the replication source settings (quoted values)."""
+        settings = {
+            "port": str(self.port),
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": "''",
+            "hot_standby": "on",
+            "hot_standby_feedback": "on",
+            "synchronous_standby_names": "''",
+            "archive_mode": "off",
+            "wal_receiver_status_interval": "1s",
+            **extra,
+        }
+        auto_conf = self.data_dir / "postgresql.auto.conf"
+        auto_conf.write_text(
+            "# written by shadowshift\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
+        )
+        give_to_server_user(auto_conf)
+        signal_file = self.data_dir / "standby.signal"
+        signal_file.touch()
+        give_to_server_user(signal_file)
+
     def reload(self) -> None:
         """Make the running server re-read its configuration (``pg_ctl reload``)."""
         run_server_tool([pg_bin("pg_ctl"), "reload", "-D", str(self.data_dir)])

@@ -21,7 +21,6 @@ from infra.local.platform import LocalPlatform
 from infra.local.postgres import (
     PgServer,
     alter_system,
-    give_to_server_user,
     pg_bin,
     run_server_tool,
 )
@@ -102,27 +101,11 @@ def _write_standby_config(
     """Replace the (rewound) auto.conf: it came from the primary, with the primary's port."""
     primary_ep = platform.endpoint(primary)
     conninfo = primary_ep.conninfo(application_name=standby)
-    settings = {
-        "port": str(server.port),
-        "listen_addresses": "'127.0.0.1'",
-        "unix_socket_directories": "''",
-        "hot_standby": "on",
-        "hot_standby_feedback": "on",
-        "synchronous_standby_names": "''",
-        "archive_mode": "off",
-        "wal_receiver_status_interval": "1s",
+    server.write_standby_config({
         "recovery_target_timeline": "'latest'",
         "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",
         "primary_slot_name": f"'{slot}'",
-    }
-    auto_conf = server.data_dir / "postgresql.auto.conf"
-    auto_conf.write_text(
-        "# written by shadowshift (rejoin)\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
-    )
-    give_to_server_user(auto_conf)
-    signal_file = server.data_dir / "standby.signal"
-    signal_file.touch()
-    give_to_server_user(signal_file)
+    })
 
 
 def _wait_streaming(platform: LocalPlatform, primary: str, standby: str, timeout_s: float) -> None:

@@ -30,7 +30,6 @@ from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.postgres import (
     PgServer,
     alter_system,
-    give_to_server_user,
     pg_bin,
     prepare_dir,
     run_server_tool,
@@ -197,33 +196,20 @@ def _record_seed_position(copy_dir: Path, home: Path) -> None:
 
 
 def _write_standby_settings(server: PgServer, props: dict[str, Any]) -> None:
-    settings = {
-        "port": str(server.port),
-        "listen_addresses": "'127.0.0.1'",
-        "unix_socket_directories": "''",
-        "hot_standby": "on",
-        "hot_standby_feedback": "on",
-        "synchronous_standby_names": "''",
-        "archive_mode": "off",
-        "wal_receiver_status_interval": "1s",
-    }
     if int(props["tier"]) == 3:
         archive = props["archive_dir"]
-        settings["primary_conninfo"] = "''"
-        settings["restore_command"] = f"'cp {archive}/%f %p'"
-        settings["recovery_target_timeline"] = "'latest'"
+        source = {
+            "primary_conninfo": "''",
+            "restore_command": f"'cp {archive}/%f %p'",
+            "recovery_target_timeline": "'latest'",
+        }
     else:
         conninfo = props["replication_conninfo"] + f" application_name={props['standby_name']}"
-        settings["primary_conninfo"] = "'" + conninfo.replace("'", "''") + "'"
-        settings["primary_slot_name"] = f"'{props['slot']}'"
-    auto_conf = server.data_dir / "postgresql.auto.conf"
-    auto_conf.write_text(
-        "# written by shadowshift\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
-    )
-    give_to_server_user(auto_conf)
-    signal_file = server.data_dir / "standby.signal"
-    signal_file.touch()
-    give_to_server_user(signal_file)
+        source = {
+            "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",
+            "primary_slot_name": f"'{props['slot']}'",
+        }
+    server.write_standby_config(source)
 
 
 class ShadowDataDir(Resource):
