@@ -97,7 +97,7 @@ def _plan_planned(
             f"a planned cutover needs exactly one serving node; the router has {weights}"
         )
     source = serving[0]
-    target = spec.shadow_node if source == spec.primary_node else spec.primary_node
+    target = spec.other_node(source)
     source_health = platform.probe(source)
     if not source_health.writable:
         raise InvalidRequestError(

@@ -31,7 +31,7 @@ from activities.scoring import MetricWindow, ScoreInstancesInput, ScoringActivit
 from infra.local.haproxy import HAProxyManager
 from infra.local.metrics import LocalMetricsCollector
 from infra.local.postgres import PgEndpoint
-from models.metrics import METRICS, MetricSample
+from models.metrics import MetricSample, samples_to_arrays
 from models.policy import PolicyConfig, PolicyState
 
 PROTECTION_QUERY = "WorkflowType = 'InstanceProtectionWorkflow' AND ExecutionStatus = 'Running'"
@@ -167,11 +167,8 @@ class WatchActivities:
 
 
 def _window(instance_id: str, samples: deque[MetricSample]) -> MetricWindow:
-    values: dict[str, list[float | None]] = {name: [] for name in METRICS}
-    for sample in samples:
-        for name, value in sample.metric_values().items():
-            values[name].append(value)
-    return MetricWindow(instance_id, [s.timestamp for s in samples], values)
+    times, values = samples_to_arrays(list(samples))
+    return MetricWindow(instance_id, times.tolist(), values)
 
 
 def _band(score: float) -> float | None:

@@ -227,7 +227,6 @@ class StackDriver:
             "PULUMI_CONFIG_PASSPHRASE_FILE": str(self._config.passphrase_file),
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "false",
             # The dynamic-provider host unpickles providers by reference to our modules.
             "PYTHONPATH": python_path,
             "PATH": os.pathsep.join([*tool_dirs, os.environ.get("PATH", "")]),

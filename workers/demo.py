@@ -10,7 +10,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from infra.local.ports import free_port, port_free
 from workers.process_exit import exit_process
 from workers.settings import REPO_ROOT
 from workflows.smoke import SmokeInput, SmokeResult, SmokeWorkflow
@@ -30,17 +30,9 @@ DEMO_DIR = REPO_ROOT / ".state" / "demo"
 TASK_QUEUE = "shadowshift-demo"
 
 
-def _free_port(preferred: int) -> int:
+def _port(preferred: int) -> int:
     """``preferred`` if nothing listens there, else any free port."""
-    for candidate in (preferred, 0):
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise OSError("no free TCP port")
+    return preferred if port_free(preferred) else free_port()
 
 
 def say(message: str) -> None:
@@ -52,7 +44,7 @@ def say(message: str) -> None:
 async def dev_server() -> AsyncIterator[tuple[Client, str]]:
     """A Temporal dev server with the Web UI; yields a client and the UI's base URL."""
     temporal = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    port, ui_port = _free_port(7233), _free_port(8233)
+    port, ui_port = _port(7233), _port(8233)
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal,
         port=port,

@@ -143,8 +143,7 @@ class AwsPlatform(Platform):
         """Start the instance again and restore its role (weights are restored separately)."""
         ec2_id = self._ec2_id(node)
         self.control.start(ec2_id)
-        role = "primary" if node == self.spec.primary_node else "shadow"
-        self.control.set_role(ec2_id, role)
+        self.control.set_role(ec2_id, self._default_role(node))
 
     def promote(self, node: str) -> None:
         """Make ``node`` the writable primary (the application's promotion, then the label)."""

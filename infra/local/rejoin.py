@@ -44,7 +44,7 @@ def rejoin_as_standby(platform: LocalPlatform, former: str, data_dir: str | None
             is unknown while it is down, or pg_rewind cannot work on it.
     """
     spec = platform.spec
-    primary = spec.shadow_node if former == spec.primary_node else spec.primary_node
+    primary = spec.other_node(former)
     former_ep, primary_ep = platform.endpoint(former), platform.endpoint(primary)
     status = platform.replication_between(primary, former)
     if status.state == "streaming":

@@ -76,6 +76,10 @@ class LocalShadowSpec:
         """Router name (and ``application_name``) of the shadow."""
         return f"{self.instance_id}-shadow"
 
+    def other_node(self, node: str) -> str:
+        """The node of the pair that is not ``node``."""
+        return self.shadow_node if node == self.primary_node else self.primary_node
+
     @property
     def slot_name(self) -> str:
         """Replication slot that keeps WAL for the shadow (tiers 1 and 2)."""

@@ -56,7 +56,4 @@ async def test_continue_as_new_keeps_state_and_messages(
                     await asyncio.sleep(0.2)
             assert status.phase == "protected" and status.shadow_healthy
             assert status.policy is not None and status.policy.threshold == 75
-            assert any(line.startswith("Policy set: threshold 75") for line in status.log) or (
-                status.log[-1].startswith("Event")
-            )
             await latest.terminate("test over")
