@@ -6,8 +6,9 @@ the policy or an operator asks. It keeps no timers while protected: watching is 
 fleet watcher, which signals ``report_risk`` only when something changes, so an idle
 protection costs no Temporal actions at all.
 
-Messages: updates ``request_cutover`` and ``set_policy`` (validated before anything is
-recorded), signals ``report_risk``, ``report_event``, ``pause``, ``resume``, query ``status``.
+Messages: updates ``request_cutover``, ``set_policy`` and ``unprotect`` (validated before
+anything is recorded), signals ``report_risk``, ``report_event``, ``pause``, ``resume``,
+query ``status``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ class CutoverRequest:
 
 
 @dataclass
+class UnprotectRequest:
+    """An operator's request to end the protection and destroy the shadow."""
+
+    reason: str = "operator request"
+    """Why, for the record."""
+
+
+@dataclass
 class ProtectionState:
     """Everything the workflow knows; handed over intact on continue-as-new."""
 
@@ -117,6 +126,8 @@ class ProtectionState:
     """External events received over the protection's whole life."""
     continue_as_new_events: int = CONTINUE_AS_NEW_EVENTS
     """History length after which the workflow continues as new (lowered by tests)."""
+    unprotect: UnprotectRequest | None = None
+    """Set by the ``unprotect`` update: destroy the shadow, then end the workflow."""
 
 
 @dataclass
@@ -159,10 +170,14 @@ class InstanceProtectionWorkflow:
             await workflow.wait_condition(
                 lambda: (
                     self._cutover_due()
+                    or self._state.unprotect is not None
                     or workflow.info().is_continue_as_new_suggested()
                     or workflow.info().get_current_history_length() > state.continue_as_new_events
                 )
             )
+            if self._state.unprotect is not None:
+                await self._unprotect()
+                return
             if self._cutover_due():
                 await self._cut_over()
                 continue
@@ -232,6 +247,24 @@ class InstanceProtectionWorkflow:
             "No healthy shadow until the former primary is recovered."
         )
 
+    async def _unprotect(self) -> None:
+        """Destroy the shadow through Pulumi (router entry, standby, data, slot) and end.
+
+        Traffic never moves: the primary keeps serving, only the shadow goes away."""
+        state = self._state
+        self._set_phase("unprotecting")
+        await workflow.execute_activity(
+            "destroy_shadow",
+            self._shadow_request(),
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=_ACTIVITY_RETRY,
+        )
+        state.shadow_healthy = False
+        self._set_phase("unprotected")
+        self._note(f"Shadow of {state.spec.instance_id} destroyed. Protection ended.")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
     # -- messages --------------------------------------------------------------------------
 
     @workflow.update
@@ -250,6 +283,8 @@ class InstanceProtectionWorkflow:
             raise ValueError(f"no healthy shadow yet (phase {state.phase})")
         if state.phase == "cutting_over" or state.pending_cutover is not None:
             raise ValueError("a cutover is already in progress")
+        if state.unprotect is not None:
+            raise ValueError("the protection is ending (unprotect requested)")
         if not request.force and self._in_cooldown():
             raise ValueError("in cooldown after the last cutover; use force to override")
 
@@ -266,6 +301,24 @@ class InstanceProtectionWorkflow:
             validate_policy(policy)
         except SpecError as err:
             raise ValueError(str(err)) from err
+
+    @workflow.update
+    def unprotect(self, request: UnprotectRequest) -> str:
+        """End the protection: answers once scheduled; the workflow completes when the shadow
+        is destroyed."""
+        self._state.unprotect = request
+        self._note(f"Unprotect requested: {request.reason}.")
+        return "scheduled"
+
+    @unprotect.validator
+    def _validate_unprotect(self, request: UnprotectRequest) -> None:
+        state = self._state
+        if state.unprotect is not None:
+            raise ValueError("unprotect is already in progress")
+        if state.phase != "protected" or state.pending_cutover is not None:
+            raise ValueError(
+                f"cannot unprotect in phase {state.phase}: retry once it is protected"
+            )
 
     @workflow.signal
     def report_risk(self, report: RiskReport) -> None:
@@ -336,6 +389,7 @@ class InstanceProtectionWorkflow:
         """Schedule an automatic cutover unless the protection may not act now."""
         state = self._state
         may_act = not state.paused and not state.spec.policy.advisory and state.shadow_healthy
+        may_act = may_act and state.unprotect is None
         if may_act and state.pending_cutover is None and not self._in_cooldown():
             state.pending_cutover = CutoverRequest(reason)
             self._note(f"Cutover scheduled: {reason}.")
