@@ -24,7 +24,7 @@ import psutil
 from opentelemetry import trace
 from pulumi import automation as auto
 
-from infra.errors import InfraError, StackBusyError, StackProgramError
+from infra.errors import InfraError, InvalidRequestError, StackBusyError, StackProgramError
 from infra.names import validate_stack_name
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,31 @@ class StackDriver:
         shutil.rmtree(self._work_dir(stack_name), ignore_errors=True)
         return True
 
+    def set_config(self, stack_name: str, values: Mapping[str, str]) -> None:
+        """Set plain (non-secret) config values of an existing stack; the next ``up`` sees them.
+
+        Used to keep a stack's configuration in step with changes made outside Pulumi (the
+        AWS weight fast path), so a later ``up`` does not revert them. Setting the same values
+        again changes nothing.
+
+        Raises:
+            InvalidRequestError: the stack does not exist (config alone never creates one).
+        """
+        if not self.exists(stack_name):
+            raise InvalidRequestError(f"stack {stack_name} does not exist; create it with up")
+        self._stack(stack_name, _no_program, values)
+
+    def get_config(self, stack_name: str, key: str) -> str | None:
+        """A config value of the stack (``project:key`` or ``key``); ``None`` when unset or
+        when there is no such stack."""
+        if not self.exists(stack_name):
+            return None
+        stack = self._stack(stack_name, _no_program, None)
+        try:
+            return stack.get_config(key).value
+        except auto.CommandError:
+            return None  # Pulumi reports a missing key as a failed command
+
     def exists(self, stack_name: str) -> bool:
         """Whether the backend has a stack of that name."""
         validate_stack_name(stack_name)
@@ -278,6 +303,10 @@ class StackDriver:
         if isinstance(err, auto.InlineSourceRuntimeError | auto.RuntimeError):
             return StackProgramError(f"stack {stack_name}: the program failed: {_tail(text)}")
         return InfraError(f"stack {stack_name}: pulumi failed: {_tail(text)}")
+
+
+def _no_program() -> None:
+    """Config operations never run the program; the Automation API still wants one."""
 
 
 def _changes(resource_changes: Mapping[Any, int] | None) -> dict[str, int]:
