@@ -4,10 +4,6 @@ The Route 53 records belong to the stack and take their weights from the
 ``shadowshift:weights`` config. After the fast path moved traffic with the API, the config
 must say the same, or the next ``pulumi up`` (a tier change, a re-provision) would put the old
 weights back and silently undo a cutover.
-
-``StackDriver`` has no public "set config" operation yet, so this goes through its
-stack-selection helper, which applies config when it selects a stack (the same path ``up``
-uses); see the report of issue 7 for the proposed public method.
 """
 
 from __future__ import annotations
@@ -15,17 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from pulumi import automation as auto
-
 from infra.aws.program import WEIGHTS_CONFIG_KEY
 from infra.pulumi_engine import StackDriver
 
 CONFIG_KEY = f"shadowshift:{WEIGHTS_CONFIG_KEY}"
 """Fully qualified config key of the weights."""
-
-
-def _no_program() -> None:
-    """Selecting a stack needs a program; config changes never run it."""
 
 
 def record_weights(driver: StackDriver, stack_name: str, weights: Mapping[str, int]) -> bool:
@@ -37,19 +27,14 @@ def record_weights(driver: StackDriver, stack_name: str, weights: Mapping[str, i
     if not driver.exists(stack_name):
         return False
     merged = {**(recorded_weights(driver, stack_name) or {}), **weights}
-    value = json.dumps(dict(sorted(merged.items())))
     # Errors arrive already translated (StackBusyError, InfraError): both are retryable.
-    driver._stack(stack_name, _no_program, {CONFIG_KEY: value})
+    driver.set_config(stack_name, {CONFIG_KEY: json.dumps(dict(sorted(merged.items())))})
     return True
 
 
 def recorded_weights(driver: StackDriver, stack_name: str) -> dict[str, int] | None:
     """The weights the stack's config holds, ``None`` when unset or no stack exists."""
-    if not driver.exists(stack_name):
+    raw = driver.get_config(stack_name, CONFIG_KEY)
+    if raw is None:
         return None
-    stack = driver._stack(stack_name, _no_program, None)
-    try:
-        raw = stack.get_config(CONFIG_KEY).value
-    except auto.CommandError:
-        return None  # the key is not set
     return {str(k): int(v) for k, v in json.loads(raw).items()}
