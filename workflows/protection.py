@@ -13,7 +13,7 @@ query ``status``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
@@ -292,6 +292,10 @@ class InstanceProtectionWorkflow:
     def set_policy(self, policy: PolicySpec) -> PolicySpec:
         """Replace the decision policy; returns the policy now in force."""
         self._state.spec.policy = policy
+        # The fleet watcher reads each protection's policy from its memo (visibility is free
+        # of actions, a query per instance is not).
+        if workflow.patched("policy-in-memo"):
+            workflow.upsert_memo({"spec": asdict(self._state.spec)})
         self._note(f"Policy set: threshold {policy.threshold}, advisory {policy.advisory}.")
         return policy
 
