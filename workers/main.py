@@ -15,10 +15,12 @@ from opentelemetry import trace
 from temporalio.client import Client
 
 from models.predictor import ModelError
+from workers import observability
+from workers.logging_config import configure_logging
 from workers.process_exit import exit_process
 from workers.registry import new_worker
 from workers.settings import Settings, SettingsError, load_settings
-from workers.telemetry import build_runtime, build_tracer_provider, tracing_interceptor
+from workers.telemetry import Telemetry, start_telemetry
 
 log = logging.getLogger("shadowshift.worker")
 
@@ -27,18 +29,15 @@ class StartupError(Exception):
     """The worker cannot start; the message says what to change."""
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, telemetry: Telemetry) -> Client:
     """Connect to Temporal with tracing, or raise :class:`StartupError` if unreachable."""
-    provider = build_tracer_provider(settings)
-    # Library spans (Pulumi operations, cutover steps) use the global provider.
-    trace.set_tracer_provider(provider)
     try:
         return await asyncio.wait_for(
             Client.connect(
                 settings.temporal_address,
                 namespace=settings.namespace,
-                interceptors=[tracing_interceptor(provider)],
-                runtime=build_runtime(settings),
+                interceptors=[telemetry.interceptor()],
+                runtime=telemetry.runtime,
             ),
             timeout=15,
         )
@@ -49,9 +48,31 @@ async def connect(settings: Settings) -> Client:
         ) from err
 
 
+def start_worker_telemetry(settings: Settings) -> Telemetry:
+    """Exporters and endpoints from ``settings``; a port in use is a :class:`StartupError`."""
+    try:
+        telemetry = start_telemetry(settings)
+    except (OSError, RuntimeError) as err:
+        raise StartupError(
+            f"cannot open the metrics endpoints ({err}); choose free ports with "
+            "SHADOWSHIFT_PROMETHEUS_PORT / SHADOWSHIFT_TEMPORAL_METRICS_PORT"
+        ) from err
+    # Library spans (Pulumi operations) use the global provider.
+    trace.set_tracer_provider(telemetry.tracer_provider)
+    return telemetry
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Poll ``settings.task_queue`` until ``stop`` is set, then drain and return."""
-    client = await connect(settings)
+    telemetry = start_worker_telemetry(settings)
+    try:
+        await _serve(settings, telemetry, stop)
+    finally:
+        telemetry.shutdown()
+
+
+async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event) -> None:
+    client = await connect(settings, telemetry)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         try:
@@ -65,7 +86,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             settings.namespace,
         )
         async with worker:
+            observability.set_worker_running(True)
             await stop.wait()
+            observability.set_worker_running(False)
             log.info("Shutdown requested. Draining the worker.")
     log.info("Worker stopped.")
 
@@ -77,10 +100,7 @@ def main() -> int:
     except SettingsError as err:
         print(f"shadowshift-worker: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -21,6 +21,7 @@ from activities.smoke import SmokeActivities
 from activities.watch import WatchActivities
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
+from workers import observability
 from workers.settings import Settings
 from workflows.cutover import CutoverWorkflow
 from workflows.fleet_watcher import FleetWatcherWorkflow
@@ -52,6 +53,7 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
     smoke = SmokeActivities(driver)
     shadow = ShadowActivities(driver, settings.state_dir)
     scoring = ScoringActivities(Predictor.load(DEFAULT_MODEL_PATH))
+    observability.set_model_version(scoring.predictor.model_sha256, str(scoring.predictor.source))
     cutover = CutoverActivities(driver, settings.state_dir)
     watch = WatchActivities(client, scoring, settings.state_dir)
     return [

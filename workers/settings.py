@@ -53,7 +53,12 @@ class Settings:
     otlp_endpoint: str | None = None
     """``SHADOWSHIFT_OTLP_ENDPOINT``: OTLP/gRPC collector ``http(s)://host:port``; unset: none."""
     prometheus_port: int = 0
-    """``SHADOWSHIFT_PROMETHEUS_PORT``: port for the metrics endpoint; 0 = off."""
+    """``SHADOWSHIFT_PROMETHEUS_PORT``: port of ShadowShift's Prometheus endpoint (readiness,
+    lag, cutovers; ``/metrics``); 0 = off."""
+    temporal_metrics_port: int = 0
+    """``SHADOWSHIFT_TEMPORAL_METRICS_PORT``: port of the Temporal SDK's own Prometheus endpoint
+    (task slots, poll and task latencies); 0 = off, then SDK metrics go to the OTLP endpoint
+    if one is set."""
     log_level: str = "INFO"
     """``SHADOWSHIFT_LOG_LEVEL``: one of DEBUG, INFO, WARNING, ERROR."""
     max_concurrent_activities: int = 32
@@ -125,6 +130,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PULUMI_ROOT": ("pulumi_root", _path),
     "OTLP_ENDPOINT": ("otlp_endpoint", _url(("http", "https"))),
     "PROMETHEUS_PORT": ("prometheus_port", _int_range(0, 65535)),
+    "TEMPORAL_METRICS_PORT": ("temporal_metrics_port", _int_range(0, 65535)),
     "LOG_LEVEL": ("log_level", _log_level),
     "MAX_CONCURRENT_ACTIVITIES": ("max_concurrent_activities", _int_range(1, 1024)),
 }
@@ -166,6 +172,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"SHADOWSHIFT_PULUMI_PASSPHRASE_FILE: {settings.pulumi_passphrase_file} does not "
             "exist; create it (one line, the secrets passphrase) or run `make setup`"
+        )
+    if settings.prometheus_port and settings.prometheus_port == settings.temporal_metrics_port:
+        raise SettingsError(
+            f"SHADOWSHIFT_TEMPORAL_METRICS_PORT={settings.temporal_metrics_port} is also "
+            "SHADOWSHIFT_PROMETHEUS_PORT; give the two endpoints different ports"
         )
     if settings.pulumi_root is not None and not (settings.pulumi_root / "bin" / "pulumi").exists():
         raise SettingsError(

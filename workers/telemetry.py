@@ -1,15 +1,30 @@
-"""OpenTelemetry wiring: traces through Temporal's interceptor, SDK metrics through the Runtime.
+"""OpenTelemetry wiring: traces, ShadowShift's metrics, and the Temporal SDK's own metrics.
 
-Kept apart from ``main`` so tests can build the same interceptor around an in-memory exporter.
+- Traces: Temporal's tracing interceptor (client and worker) plus our spans (Pulumi operations,
+  cutover steps), exported over OTLP when ``SHADOWSHIFT_OTLP_ENDPOINT`` is set.
+- ShadowShift metrics (:mod:`workers.observability`): an OpenTelemetry meter provider with a
+  Prometheus endpoint (``SHADOWSHIFT_PROMETHEUS_PORT``) and/or OTLP export.
+- Temporal SDK metrics: the SDK's Rust core exports them itself, through the ``Runtime``; it
+  serves its own Prometheus endpoint (``SHADOWSHIFT_TEMPORAL_METRICS_PORT``) or sends OTLP.
+  Two endpoints, because the core's exporter cannot share a registry with Python's.
+
+Kept apart from ``main`` so tests can build the same pieces around in-memory exporters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
 
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import (
     OpenTelemetryConfig,
@@ -18,16 +33,21 @@ from temporalio.runtime import (
     TelemetryConfig,
 )
 
+from workers import observability
 from workers.settings import Settings
 
 SERVICE_NAME = "shadowshift-worker"
+
+
+def _resource() -> Resource:
+    return Resource.create({"service.name": SERVICE_NAME})
 
 
 def build_tracer_provider(
     settings: Settings, processors: Sequence[SpanProcessor] = ()
 ) -> TracerProvider:
     """A tracer provider exporting to ``settings.otlp_endpoint`` (if set) and ``processors``."""
-    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+    provider = TracerProvider(resource=_resource())
     if settings.otlp_endpoint:
         # Imported lazily: the gRPC exporter is only needed when someone collects traces.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -45,11 +65,61 @@ def tracing_interceptor(provider: TracerProvider) -> TracingInterceptor:
     return TracingInterceptor(tracer=provider.get_tracer("shadowshift"))
 
 
+@dataclass
+class PrometheusEndpoint:
+    """ShadowShift's ``/metrics`` over HTTP: a reader, its own registry and the server."""
+
+    reader: PrometheusMetricReader
+    """Hand this to the meter provider."""
+    server: WSGIServer
+    """The HTTP server (a daemon thread serves it)."""
+    thread: Thread
+    """The serving thread."""
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when asked for port 0)."""
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve_prometheus(port: int, host: str = "0.0.0.0") -> PrometheusEndpoint:
+    """Serve a fresh registry with the process's CPU/memory and a reader for our meters.
+
+    A registry of our own (not ``prometheus_client.REGISTRY``) so several endpoints can live
+    in one process, as they do in tests.
+    """
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    reader = PrometheusMetricReader(registry=registry)
+    server, thread = start_http_server(port, host, registry=registry)
+    return PrometheusEndpoint(reader, server, thread)
+
+
+def build_meter_provider(
+    settings: Settings, readers: Sequence[MetricReader] = ()
+) -> MeterProvider:
+    """A meter provider with ``readers`` plus an OTLP exporter when an endpoint is set."""
+    all_readers = list(readers)
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        insecure = settings.otlp_endpoint.startswith("http://")
+        exporter = OTLPMetricExporter(endpoint=settings.otlp_endpoint, insecure=insecure)
+        all_readers.append(PeriodicExportingMetricReader(exporter))
+    return MeterProvider(resource=_resource(), metric_readers=all_readers)
+
+
 def build_runtime(settings: Settings) -> Runtime | None:
     """A Temporal Runtime exporting SDK metrics, or ``None`` for the default runtime."""
-    if settings.prometheus_port:
+    if settings.temporal_metrics_port:
         metrics: PrometheusConfig | OpenTelemetryConfig = PrometheusConfig(
-            bind_address=f"0.0.0.0:{settings.prometheus_port}"
+            bind_address=f"0.0.0.0:{settings.temporal_metrics_port}"
         )
     elif settings.otlp_endpoint:
         metrics = OpenTelemetryConfig(url=settings.otlp_endpoint)
@@ -58,3 +128,52 @@ def build_runtime(settings: Settings) -> Runtime | None:
     return Runtime(
         telemetry=TelemetryConfig(metrics=metrics, global_tags={"service": SERVICE_NAME})
     )
+
+
+@dataclass
+class Telemetry:
+    """Everything a worker exports through; :meth:`shutdown` flushes and stops it."""
+
+    tracer_provider: TracerProvider
+    """Traces (the interceptor's and ours)."""
+    meter_provider: MeterProvider
+    """ShadowShift's metrics."""
+    runtime: Runtime | None
+    """Temporal SDK metrics; ``None``: the SDK's default runtime (no export)."""
+    prometheus: PrometheusEndpoint | None = None
+    """Our ``/metrics`` endpoint, when a port is set."""
+
+    def interceptor(self) -> TracingInterceptor:
+        """Temporal's tracing interceptor for a client (its workers inherit it)."""
+        return tracing_interceptor(self.tracer_provider)
+
+    def shutdown(self) -> None:
+        """Flush exporters and close the endpoint."""
+        observability.install()  # back to the global API, so no one writes to a closed provider
+        self.meter_provider.shutdown()
+        self.tracer_provider.shutdown()
+        if self.prometheus:
+            self.prometheus.close()
+
+
+def start_telemetry(
+    settings: Settings,
+    *,
+    span_processors: Sequence[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+    prometheus_host: str = "0.0.0.0",
+) -> Telemetry:
+    """Build providers and endpoints from ``settings`` and bind our instruments to them.
+
+    Does not touch OpenTelemetry's global providers; ``workers.main`` sets the global tracer
+    provider itself (library spans such as Pulumi's use it).
+    """
+    prometheus = (
+        serve_prometheus(settings.prometheus_port, prometheus_host)
+        if settings.prometheus_port else None
+    )
+    readers = [*metric_readers, *([prometheus.reader] if prometheus else [])]
+    tracer_provider = build_tracer_provider(settings, span_processors)
+    meter_provider = build_meter_provider(settings, readers)
+    observability.install(meter_provider, tracer_provider)
+    return Telemetry(tracer_provider, meter_provider, build_runtime(settings), prometheus)
