@@ -93,7 +93,6 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.model_version: str | None = None
-        self.model_source: str = ""
         self.worker_running: bool | None = None
 
 
@@ -104,8 +103,7 @@ def _observe_model(_options: CallbackOptions) -> Iterable[Observation]:
     with _state.lock:
         if _state.model_version is None:
             return []
-        return [Observation(1, {"model_version": _state.model_version,
-                                "model_source": _state.model_source})]
+        return [Observation(1, {"model_version": _state.model_version})]
 
 
 def _observe_worker(_options: CallbackOptions) -> Iterable[Observation]:
@@ -209,11 +207,10 @@ def count_false_migration(instance_id: str) -> None:
     _instruments.false_migrations.add(1, {"instance": instance_id})
 
 
-def set_model_version(model_sha256: str, source: str = "") -> None:
+def set_model_version(model_sha256: str) -> None:
     """The failure model now scoring (its sha256; the gauge shows the first 12 characters)."""
     with _state.lock:
         _state.model_version = model_sha256[:12]
-        _state.model_source = source
 
 
 def set_worker_running(running: bool) -> None:

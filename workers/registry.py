@@ -53,7 +53,7 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
     smoke = SmokeActivities(driver)
     shadow = ShadowActivities(driver, settings.state_dir)
     scoring = ScoringActivities(Predictor.load(DEFAULT_MODEL_PATH))
-    observability.set_model_version(scoring.predictor.model_sha256, str(scoring.predictor.source))
+    observability.set_model_version(scoring.predictor.model_sha256)
     cutover = CutoverActivities(driver, settings.state_dir)
     watch = WatchActivities(client, scoring, settings.state_dir)
     return [
