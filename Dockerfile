@@ -25,8 +25,14 @@ ENV PATH=/app/.tools/bin:/app/scripts/bin:$PATH \
     PULUMI_SKIP_UPDATE_CHECK=true \
     PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true \
     SHADOWSHIFT_STATE_DIR=/var/lib/shadowshift \
-    SHADOWSHIFT_PULUMI_ROOT=/app/.tools
+    SHADOWSHIFT_PULUMI_ROOT=/app/.tools \
+    SHADOWSHIFT_PROMETHEUS_PORT=9464 \
+    SHADOWSHIFT_TEMPORAL_METRICS_PORT=9465
+# ShadowShift metrics, Temporal SDK metrics.
+EXPOSE 9464 9465
 USER shadowshift
-HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
-  CMD python -c "import os, signal; os.kill(1, 0)" || exit 1
+# Healthy means "polling its task queue", read from the worker's own metrics endpoint
+# (workers/health.py), not merely "the process exists".
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-m", "workers.health"]
 CMD ["python", "-m", "workers.main"]

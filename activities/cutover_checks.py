@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from activities.shadow import TIER_LAG_BOUND_BYTES, ShadowRequest
 from infra.errors import InvalidRequestError
-from infra.local.platform import LocalPlatform
+from infra.platform import Platform
 
 MODES = ("planned", "emergency")
 
@@ -54,7 +54,7 @@ class CutoverPlan:
 
 
 def plan_cutover(
-    platform: LocalPlatform, request: PreflightRequest, lock_holder: str | None
+    platform: Platform, request: PreflightRequest, lock_holder: str | None
 ) -> CutoverPlan:
     """Check the instance, the router, both nodes and replication; return the plan.
 
@@ -62,22 +62,22 @@ def plan_cutover(
         InvalidRequestError: unknown instance, no healthy shadow, another cutover running,
             no single serving primary (planned), or an unknown mode.
     """
-    spec = platform.spec
+    instance_id = request.shadow.instance_id
     if request.mode not in MODES:
         raise InvalidRequestError(f"mode {request.mode!r} is not one of {MODES}")
-    if not platform.haproxy.running() or spec.instance_id not in platform.haproxy.services():
-        raise InvalidRequestError(f"unknown instance {spec.instance_id}: no router service")
+    if not platform.routes_service():
+        raise InvalidRequestError(f"unknown instance {instance_id}: no router service")
     if lock_holder and lock_holder != request.workflow_id:
         raise InvalidRequestError(
-            f"cutover {lock_holder} of {spec.instance_id} is in progress; wait for it "
+            f"cutover {lock_holder} of {instance_id} is in progress; wait for it "
             "(remove the lock file only if that workflow no longer exists)"
         )
     weights = platform.get_weights()
-    nodes = [spec.primary_node, spec.shadow_node]
+    nodes = list(platform.nodes())
     missing = [node for node in nodes if node not in weights]
     if missing:
         raise InvalidRequestError(
-            f"{spec.instance_id} has no healthy shadow: {', '.join(missing)} not behind the router"
+            f"{instance_id} has no healthy shadow: {', '.join(missing)} not behind the router"
         )
     serving = [node for node in nodes if weights[node] > 0]
     if request.mode == "planned":
@@ -86,18 +86,17 @@ def plan_cutover(
 
 
 def _plan_planned(
-    platform: LocalPlatform,
+    platform: Platform,
     request: PreflightRequest,
     weights: dict[str, int],
     serving: list[str],
 ) -> CutoverPlan:
-    spec = platform.spec
     if len(serving) != 1:
         raise InvalidRequestError(
             f"a planned cutover needs exactly one serving node; the router has {weights}"
         )
     source = serving[0]
-    target = spec.other_node(source)
+    target = platform.other_node(source)
     source_health = platform.probe(source)
     if not source_health.writable:
         raise InvalidRequestError(
@@ -129,20 +128,19 @@ def _plan_planned(
 
 
 def _plan_emergency(
-    platform: LocalPlatform,
+    platform: Platform,
     request: PreflightRequest,
     weights: dict[str, int],
     serving: list[str],
 ) -> CutoverPlan:
-    spec = platform.spec
-    nodes = [spec.primary_node, spec.shadow_node]
+    nodes = list(platform.nodes())
     if len(serving) == 1:
         source = serving[0]
     else:  # nothing serves: the source is whichever node is not the standby
         standbys = [n for n in nodes if platform.probe(n).in_recovery]
         if len(standbys) != 1:
             raise InvalidRequestError(
-                f"cannot tell the failed primary of {spec.instance_id}: router {weights}"
+                f"cannot tell the failed primary of {request.shadow.instance_id}: router {weights}"
             )
         source = next(n for n in nodes if n not in standbys)
     target = next(n for n in nodes if n != source)
@@ -168,7 +166,7 @@ def _plan_emergency(
     )
 
 
-def _require_standby(platform: LocalPlatform, target: str) -> None:
+def _require_standby(platform: Platform, target: str) -> None:
     health = platform.probe(target)
     if not health.reachable:
         raise InvalidRequestError(f"no healthy shadow: {target} is unreachable ({health.detail})")

@@ -6,6 +6,7 @@ infra exception        ApplicationError type     retried?
 InvalidRequestError    ``InvalidRequest``        no
 StackBusyError         ``StackBusy``             yes
 InfraError (other)     ``InfraError``            yes
+NotImplementedError    ``Unsupported``           no (the platform lacks the operation)
 =====================  ========================  ==========
 """
 
@@ -18,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from infra.errors import InfraError, InvalidRequestError, StackBusyError
 
-NON_RETRYABLE_TYPES = ["InvalidRequest"]
+NON_RETRYABLE_TYPES = ["InvalidRequest", "Unsupported"]
 """Error types a workflow's retry policy should list as non-retryable."""
 
 
@@ -33,3 +34,5 @@ def translated_errors() -> Iterator[None]:
         raise ApplicationError(str(err), type="StackBusy") from err
     except InfraError as err:
         raise ApplicationError(str(err), type="InfraError") from err
+    except NotImplementedError as err:
+        raise ApplicationError(str(err), type="Unsupported", non_retryable=True) from err

@@ -7,7 +7,7 @@ ones heartbeat; ``wait_for_sync`` resumes from its last heartbeat after a worker
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,8 @@ from temporalio import activity
 
 from activities.errors import translated_errors
 from activities.heartbeat import heartbeat_callback
-from infra.local.platform import LocalPlatform
-from infra.local.spec import LocalShadowSpec
-from infra.platform import ReplicationStatus
+from infra.factory import platform_for
+from infra.platform import Platform, ReplicationStatus
 from infra.pulumi_engine import StackDriver
 
 TIER_LAG_BOUND_BYTES = {1: 16 * 2**20, 2: 16 * 2**20, 3: 64 * 2**20}
@@ -44,6 +43,10 @@ class ShadowRequest:
     """Compression of the initial full copy: lz4, gzip or none."""
     archive_interval_s: int = 10
     """Tier 3 shipping interval."""
+    platform: str = "local"
+    """Where the instance runs; picks the platform object (see ``infra.factory``)."""
+    platform_spec: dict[str, Any] = field(default_factory=dict)
+    """Non-local platforms: their spec as plain data (e.g. the AWS spec's fields)."""
 
 
 @dataclass
@@ -103,20 +106,9 @@ class ShadowActivities:
         self._driver = driver
         self._state_dir = state_dir
 
-    def platform(self, request: ShadowRequest) -> LocalPlatform:
+    def platform(self, request: ShadowRequest) -> Platform:
         """The platform object for ``request`` (validates the request)."""
-        spec = LocalShadowSpec(
-            instance_id=request.instance_id,
-            primary_port=request.primary_port,
-            shadow_port=request.shadow_port,
-            router_port=request.router_port,
-            state_dir=self._state_dir,
-            tier=request.tier,
-            replication_user=request.replication_user,
-            compression=request.compression,
-            archive_interval_s=request.archive_interval_s,
-        )
-        return LocalPlatform(spec, self._driver)
+        return platform_for(request, self._driver, self._state_dir)
 
     @activity.defn
     def provision_shadow(self, request: ShadowRequest) -> ProvisionResult:

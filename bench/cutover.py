@@ -68,7 +68,9 @@ class Bench:
         self.primary = PgServer(home=state_dir / "primary", port=primary_port)
         self.haproxy = HAProxyManager(state_dir / "haproxy")
         activities = CutoverActivities(StackDriver(pulumi_config(self.settings)), state_dir)
-        self.platform: LocalPlatform = activities.platform(self.request)
+        platform = activities.platform(self.request)
+        assert isinstance(platform, LocalPlatform)  # the bench drives local servers directly
+        self.platform = platform
         self.worker: subprocess.Popen[bytes] | None = None
 
     def servers(self) -> dict[str, PgServer]:

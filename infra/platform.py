@@ -122,7 +122,34 @@ class Platform(abc.ABC):
 
     # -- cutover support -------------------------------------------------------------------
     # Not abstract, so platforms that have no cutover yet still instantiate; each raises
-    # NotImplementedError until the platform implements it.
+    # NotImplementedError until the platform implements it (the activities turn that into a
+    # non-retryable failure naming the platform and the missing operation).
+
+    def nodes(self) -> tuple[str, str]:
+        """The pair's node names as provisioned: ``(primary node, shadow node)``.
+
+        Roles swap with every cutover while the names stay; the router's weights (who serves)
+        and :meth:`probe` (who is a standby) tell the current roles.
+        """
+        raise NotImplementedError(f"{self.name} does not name its nodes")
+
+    def other_node(self, node: str) -> str:
+        """The node of the pair that is not ``node``."""
+        primary, shadow = self.nodes()
+        return shadow if node == primary else primary
+
+    def routes_service(self) -> bool:
+        """Whether the router is up and has this instance's service (its entry point)."""
+        raise NotImplementedError(f"{self.name} cannot inspect its router")
+
+    def write_through_router(self, check_id: str) -> str:
+        """Write a row keyed by ``check_id`` through the router, read it back; return the node
+        that took it.
+
+        The write is an upsert, so repeating the check is harmless. It raises ``InfraError``
+        when the write or the read-back fails; it never retries on its own.
+        """
+        raise NotImplementedError(f"{self.name} cannot write through its router")
 
     def fence_router(self, node: str) -> None:
         """Take ``node`` out of the router: weight 0, disabled, its open sessions closed.
@@ -164,6 +191,25 @@ class Platform(abc.ABC):
         works in either direction, so it still holds after a cutover swapped the roles.
         """
         raise NotImplementedError(f"{self.name} has no directional replication status")
+
+    def rejoin(self, former: str, token: str | None = None) -> str:
+        """Make the former primary ``former`` the standby of the node that replaced it.
+
+        ``token`` is what :meth:`stop_node` returned when the node was stopped (``None``: ask
+        the node). Idempotent; returns what was done in a few words. Raises
+        ``InvalidRequestError`` when the node cannot rejoin and must be re-seeded instead.
+        """
+        raise NotImplementedError(f"{self.name} cannot rejoin a former primary")
+
+    # -- tier 1 degrade (bounded non-strict synchronous replication) -------------------------
+
+    def relax_sync(self) -> None:
+        """Tier 1: stop making commits wait for a lost shadow (RPO > 0 until restored)."""
+        raise NotImplementedError(f"{self.name} has no synchronous replication to relax")
+
+    def restore_sync(self) -> None:
+        """Tier 1: make commits wait for the shadow's acknowledgement again."""
+        raise NotImplementedError(f"{self.name} has no synchronous replication to restore")
 
     def close(self) -> None:
         """Release cached connections; the object stays usable."""

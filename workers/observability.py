@@ -82,6 +82,18 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 """Every metric ShadowShift itself exports."""
 
+TEMPORAL_SDK_METRICS = (
+    "temporal_workflow_completed_total",
+    "temporal_workflow_endtoend_latency_seconds",
+    "temporal_activity_execution_latency_seconds",
+    "temporal_activity_schedule_to_start_latency_seconds",
+    "temporal_workflow_task_schedule_to_start_latency_seconds",
+    "temporal_worker_task_slots_available",
+    "temporal_request_total",
+)
+"""Temporal SDK metrics the dashboard charts, as the SDK's Prometheus endpoint names them
+(with the Prometheus conventions :func:`workers.telemetry.build_runtime` turns on)."""
+
 # Blackouts are tens of milliseconds to seconds; whole cutovers seconds to minutes.
 _BLACKOUT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

@@ -118,11 +118,15 @@ def build_meter_provider(
 def build_runtime(settings: Settings) -> Runtime | None:
     """A Temporal Runtime exporting SDK metrics, or ``None`` for the default runtime."""
     if settings.temporal_metrics_port:
+        # Prometheus conventions (seconds, unit and _total suffixes), like our own metrics.
         metrics: PrometheusConfig | OpenTelemetryConfig = PrometheusConfig(
-            bind_address=f"0.0.0.0:{settings.temporal_metrics_port}"
+            bind_address=f"0.0.0.0:{settings.temporal_metrics_port}",
+            counters_total_suffix=True,
+            unit_suffix=True,
+            durations_as_seconds=True,
         )
     elif settings.otlp_endpoint:
-        metrics = OpenTelemetryConfig(url=settings.otlp_endpoint)
+        metrics = OpenTelemetryConfig(url=settings.otlp_endpoint, durations_as_seconds=True)
     else:
         return None
     return Runtime(

@@ -19,35 +19,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.cutover_saga import error_type, reason, run_activity, shielded
+
 with workflow.unsafe.imports_passed_through():
-    from activities.cutover import (
+    from activities.cutover import FinaliseRequest, RestoreRequest, VerifyResult
+    from activities.cutover_checks import CutoverPlan, PreflightRequest
+    from activities.cutover_steps import (
         EMERGENCY_STEPS,
         FENCE_PRIMARY,
         FENCE_ROUTER,
-        NON_RETRYABLE_CUTOVER_TYPES,
         PLANNED_STEPS,
         PROMOTE,
         SHIFT_TRAFFIC,
         STEP_ACTIVITIES,
         STOP_PRIMARY,
-        FinaliseRequest,
-        RestoreRequest,
         StepOutcome,
         StepRequest,
-        VerifyResult,
     )
-    from activities.cutover_checks import CutoverPlan, PreflightRequest
     from activities.shadow import ShadowRequest
-
-T = TypeVar("T")
 _FENCES = (FENCE_PRIMARY, FENCE_ROUTER)
+Compensations = list[tuple[str, Callable[[], Awaitable[None]]]]
+"""Undo steps ``(name, undo)``, appended after their step succeeded, run in reverse."""
 _MAX_FORWARD_ROUNDS = 3
 
 
@@ -160,7 +157,7 @@ class CutoverWorkflow:
         finally:
             self._state.outcome, self._state.detail = outcome, detail
             self._state.phase = "finalise"
-            record = await _shielded(self._finalise(plan, outcome, detail))
+            record = await shielded(self._finalise(plan, outcome, detail))
             self._state.phase = "done"
         primary = plan.source if outcome == "compensated" else plan.target
         critical = [s for s in self._state.step_ms if s in STEP_ACTIVITIES]
@@ -177,15 +174,15 @@ class CutoverWorkflow:
         try:
             return await self._activity("preflight_cutover", preflight, CutoverPlan, attempts=3)
         except ActivityError as err:
-            workflow.logger.warning("Cutover refused: %s", _reason(err))
+            workflow.logger.warning("Cutover refused: %s", reason(err))
             raise ApplicationError(
-                f"cutover refused: {_reason(err)}", type="CutoverRejected", non_retryable=True
+                f"cutover refused: {reason(err)}", type="CutoverRejected", non_retryable=True
             ) from err
 
     async def _cut_over(self, request: CutoverInput, plan: CutoverPlan) -> tuple[str, str]:
         steps = PLANNED_STEPS if plan.mode == "planned" else EMERGENCY_STEPS
         restore = RestoreRequest(plan)
-        compensations: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        compensations: Compensations = []
         self._state.phase = "critical_path"
         try:
             if request.combine_critical_path:
@@ -200,22 +197,18 @@ class CutoverWorkflow:
                     self._record(outcomes, restore, compensations)
         except (ActivityError, asyncio.CancelledError) as err:
             if not self._state.point_of_no_return:
-                reason = "cancelled" if isinstance(err, asyncio.CancelledError) else _reason(err)
+                why = "cancelled" if isinstance(err, asyncio.CancelledError) else reason(err)
                 if not compensations:  # the fence itself failed, maybe halfway: undo that too
                     compensations.append(("restore_primary", lambda: self._restore(restore)))
-                if await _shielded(self._compensate(compensations, reason)):
+                if await shielded(self._compensate(compensations, why)):
                     if isinstance(err, asyncio.CancelledError):
                         raise
-                    return "compensated", reason
-        return await _shielded(self._finish_forward(plan))
+                    return "compensated", why
+        return await shielded(self._finish_forward(plan))
 
     async def _switch_over(
-        self,
-        request: CutoverInput,
-        plan: CutoverPlan,
-        steps: list[str],
-        restore: RestoreRequest,
-        compensations: list[tuple[str, Callable[[], Awaitable[None]]]],
+        self, request: CutoverInput, plan: CutoverPlan, steps: list[str],
+        restore: RestoreRequest, compensations: Compensations,
     ) -> None:
         try:
             outcomes = await self._activity(
@@ -237,10 +230,7 @@ class CutoverWorkflow:
         self._record(outcomes, restore, compensations)
 
     def _record(
-        self,
-        outcomes: list[StepOutcome],
-        restore: RestoreRequest,
-        compensations: list[tuple[str, Callable[[], Awaitable[None]]]],
+        self, outcomes: list[StepOutcome], restore: RestoreRequest, compensations: Compensations
     ) -> None:
         """Book finished steps; compensations are appended only after their step succeeded."""
         for outcome in outcomes:
@@ -258,17 +248,15 @@ class CutoverWorkflow:
     async def _restore(self, restore: RestoreRequest) -> None:
         await self._activity("restore_primary", restore, None, attempts=10)
 
-    async def _compensate(
-        self, compensations: list[tuple[str, Callable[[], Awaitable[None]]]], reason: str
-    ) -> bool:
+    async def _compensate(self, compensations: Compensations, why: str) -> bool:
         """Undo in reverse; ``False`` when the target turned out promoted (go forward)."""
         self._state.phase = "compensating"
-        workflow.logger.warning("Cutover failed before promotion (%s). Compensating.", reason)
+        workflow.logger.warning("Cutover failed before promotion (%s). Compensating.", why)
         for name, undo in reversed(compensations):
             try:
                 await undo()
             except ActivityError as err:
-                if _error_type(err) == "PastPointOfNoReturn":
+                if error_type(err) == "PastPointOfNoReturn":
                     self._state.point_of_no_return = True
                     return False
                 raise
@@ -285,13 +273,13 @@ class CutoverWorkflow:
                 try:
                     await self._activity("recover_forward", plan, None, attempts=5)
                 except ActivityError as err:
-                    last = _reason(err)
+                    last = reason(err)
                     continue
             self._state.phase = "verify"
             try:
                 verified = await self._activity("verify_cutover", plan, VerifyResult, attempts=2)
             except ActivityError as err:
-                last = _reason(err)
+                last = reason(err)
                 workflow.logger.warning("Verify after promotion failed: %s", last)
                 continue
             self._state.step_ms["verify"] = verified.ms
@@ -309,38 +297,4 @@ class CutoverWorkflow:
         return record
 
     async def _activity(self, name: str, arg: Any, result_type: Any, *, attempts: int) -> Any:
-        return await workflow.execute_activity(
-            name,
-            arg,
-            result_type=result_type,
-            task_queue=self._queue,
-            start_to_close_timeout=timedelta(seconds=60),
-            heartbeat_timeout=timedelta(seconds=3),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(milliseconds=200),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=2),
-                maximum_attempts=attempts,
-                non_retryable_error_types=NON_RETRYABLE_CUTOVER_TYPES,
-            ),
-        )
-
-
-async def _shielded(awaitable: Awaitable[T]) -> T:
-    """Run to completion even if the workflow is cancelled meanwhile, then re-raise."""
-    task = asyncio.ensure_future(awaitable)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
-
-
-def _error_type(err: ActivityError) -> str:
-    cause = err.cause
-    return cause.type or "" if isinstance(cause, ApplicationError) else ""
-
-
-def _reason(err: BaseException) -> str:
-    cause = err.cause if isinstance(err, ActivityError) and err.cause else err
-    return str(cause) or type(cause).__name__
+        return await run_activity(name, arg, result_type, task_queue=self._queue, attempts=attempts)

@@ -240,3 +240,33 @@ def stream_state(
         return ("stopped", "none", None, None, row[4] if row else None)
     state, sync_state, lag, replay, current = row
     return (str(state), str(sync_state), None if lag is None else int(lag), replay, current)
+
+
+def write_through(router: PgEndpoint, check_id: str) -> int:
+    """Upsert a row keyed by ``check_id`` through ``router`` and read it back; return the port
+    of the server that took it (``inet_server_port()``).
+
+    Raises:
+        InfraError: the write or the read-back failed.
+    """
+    try:
+        with router.connect(timeout_s=2) as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS shadowshift_cutover_check"
+                " (workflow_id text PRIMARY KEY, checked_at timestamptz)"
+            )
+            row = conn.execute(
+                "INSERT INTO shadowshift_cutover_check VALUES (%s, now())"
+                " ON CONFLICT (workflow_id) DO UPDATE SET checked_at = now()"
+                " RETURNING inet_server_port()",
+                (check_id,),
+            ).fetchone()
+            read_back = conn.execute(
+                "SELECT count(*) FROM shadowshift_cutover_check WHERE workflow_id = %s",
+                (check_id,),
+            ).fetchone()
+    except psycopg.Error as err:
+        raise InfraError(f"write through the router failed: {str(err).strip()}") from err
+    if not row or not read_back or read_back[0] != 1:
+        raise InfraError(f"the write of {check_id} through the router was not read back")
+    return int(row[0])

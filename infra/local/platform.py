@@ -294,6 +294,27 @@ class LocalPlatform(Platform):
         )
         return ReplicationStatus(state, sync_state, lag, None, replay, current)
 
+    def nodes(self) -> tuple[str, str]:
+        """``(primary node, shadow node)`` as provisioned."""
+        return self.spec.primary_node, self.spec.shadow_node
+
+    def routes_service(self) -> bool:
+        """HAProxy runs and has this instance's service."""
+        return self.haproxy.running() and self.spec.instance_id in self.haproxy.services()
+
+    def write_through_router(self, check_id: str) -> str:
+        """Upsert through HAProxy; the node whose port answered."""
+        port = fencing.write_through(PgEndpoint(port=self.spec.router_port), check_id)
+        by_port = {self.spec.primary_port: self.spec.primary_node,
+                   self.spec.shadow_port: self.spec.shadow_node}
+        return by_port.get(port, f"port {port}")
+
+    def rejoin(self, former: str, token: str | None = None) -> str:
+        """``pg_rewind`` the former primary and make it stream (see ``infra.local.rejoin``)."""
+        from infra.local.rejoin import rejoin_as_standby  # rejoin imports this module
+
+        return rejoin_as_standby(self, former, token)
+
     def close(self) -> None:
         """Close the cached sessions."""
         self.sessions.close()

@@ -1,0 +1,175 @@
+"""The cutover's critical path (fence → catch up → promote → shift) as platform-neutral steps.
+
+Each step is a plain function of a :class:`~infra.platform.Platform` and the request, so the
+same code runs one activity per step or all steps in one activity (``switch_over``). Every
+step is idempotent: fencing and weights are absolute, catch-up re-reads positions, promotion
+is a no-op on a primary. :func:`run_steps` resumes after the steps a previous attempt
+reported finished (heartbeat details) and names them in its failures, so the workflow
+compensates exactly those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import psycopg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.cutover_checks import CutoverPlan
+from infra.errors import InfraError, InvalidRequestError
+from infra.platform import Platform
+
+FENCE_PRIMARY, FENCE_ROUTER, STOP_PRIMARY = "fence_primary", "fence_router", "stop_primary"
+CATCH_UP, PROMOTE, SHIFT_TRAFFIC = "catch_up", "promote", "shift_traffic"
+PLANNED_STEPS = [FENCE_PRIMARY, CATCH_UP, PROMOTE, SHIFT_TRAFFIC]
+"""Planned: fence at the source, wait for its final position, promote, move traffic."""
+EMERGENCY_STEPS = [FENCE_ROUTER, STOP_PRIMARY, CATCH_UP, PROMOTE, SHIFT_TRAFFIC]
+"""Emergency: fence at the router (needs nothing from the source), stop it if it answers."""
+STEP_ACTIVITIES = {
+    FENCE_PRIMARY: "fence_primary",
+    FENCE_ROUTER: "fence_router",
+    STOP_PRIMARY: "stop_primary",
+    CATCH_UP: "catch_up_shadow",
+    PROMOTE: "promote_shadow",
+    SHIFT_TRAFFIC: "shift_traffic",
+}
+"""Activity that runs each step on its own."""
+NON_RETRYABLE_CUTOVER_TYPES = [
+    "InvalidRequest", "Unsupported", "CatchUpTimeout", "FenceLost", "PastPointOfNoReturn",
+]
+"""Failure types the workflow's retry policies must not retry."""
+
+
+@dataclass
+class StepRequest:
+    """Input of every critical-path activity."""
+
+    plan: CutoverPlan
+    """The plan from preflight."""
+    steps: list[str] = field(default_factory=list)
+    """``switch_over`` only: the steps to run, in order."""
+    catch_up_timeout_s: float = 10.0
+    """How long catch-up may wait for the shadow."""
+
+
+@dataclass
+class StepOutcome:
+    """One finished step."""
+
+    step: str
+    """Step name."""
+    ms: float
+    """Its duration in the attempt that finished it."""
+    detail: str = ""
+    """Step output (final position, data directory of a stopped source)."""
+
+
+StepFunction = Callable[[Platform, StepRequest], str]
+
+
+def run_steps(platform: Platform, request: StepRequest, steps: list[str]) -> list[StepOutcome]:
+    """Run ``steps`` in order inside the current activity, skipping those already finished.
+
+    Raises:
+        ApplicationError: the failing step's reason; ``details[0]`` lists the finished steps.
+    """
+    details = activity.info().heartbeat_details
+    done = [StepOutcome(**item) for item in details[0]] if details else []
+    finished = {outcome.step for outcome in done}
+    for node in (request.plan.target, request.plan.source):
+        platform.probe(node)  # open the sessions before the window, not inside it
+    for step in steps:
+        if step in finished:
+            continue
+        started = time.monotonic()
+        try:
+            detail = _STEPS[step](platform, request)
+        except ApplicationError as err:
+            raise ApplicationError(
+                err.message, [o.step for o in done], type=err.type,
+                non_retryable=err.non_retryable,
+            ) from err
+        except NotImplementedError as err:
+            raise ApplicationError(
+                f"{step}: {err}", [o.step for o in done], type="Unsupported", non_retryable=True
+            ) from err
+        except (InfraError, psycopg.Error) as err:
+            invalid = isinstance(err, InvalidRequestError)
+            raise ApplicationError(
+                f"{step} failed: {str(err).strip()}", [o.step for o in done],
+                type="InvalidRequest" if invalid else "StepFailed", non_retryable=invalid,
+            ) from err
+        done.append(StepOutcome(step, round((time.monotonic() - started) * 1000, 2), detail))
+        activity.heartbeat([asdict(outcome) for outcome in done])
+    return [outcome for outcome in done if outcome.step in steps]
+
+
+def _fence_primary(platform: Platform, request: StepRequest) -> str:
+    platform.fence(request.plan.source)
+    return ""
+
+
+def _fence_router(platform: Platform, request: StepRequest) -> str:
+    platform.fence_router(request.plan.source)
+    return ""
+
+
+def _stop_primary(platform: Platform, request: StepRequest) -> str:
+    return platform.stop_node(request.plan.source) or ""
+
+
+def _catch_up(platform: Platform, request: StepRequest) -> str:
+    """Planned: the fenced source's flushed position; emergency: everything received."""
+    plan = request.plan
+    position = platform.final_position(plan.source) if plan.mode == "planned" else None
+    deadline = time.monotonic() + request.catch_up_timeout_s
+    next_beat = time.monotonic() + 0.5
+    while (gap := platform.replay_gap(plan.target, position)) > 0:
+        now = time.monotonic()
+        if now > deadline:
+            raise ApplicationError(
+                f"{plan.target} is still {gap} bytes behind {position or 'what it received'} "
+                f"after {request.catch_up_timeout_s}s",
+                type="CatchUpTimeout",
+                non_retryable=True,
+            )
+        if now > next_beat:
+            activity.heartbeat()
+            next_beat = now + 0.5
+        time.sleep(0.001)
+    return position or "received WAL replayed"
+
+
+def _promote(platform: Platform, request: StepRequest) -> str:
+    source = platform.probe(request.plan.source)
+    if source.writable:
+        raise ApplicationError(
+            f"{request.plan.source} accepts writes again; refusing to promote a second primary",
+            type="FenceLost",
+            non_retryable=True,
+        )
+    platform.promote(request.plan.target)
+    return ""
+
+
+def _shift_traffic(platform: Platform, request: StepRequest) -> str:
+    plan = request.plan
+    platform.set_weights({plan.source: 0, plan.target: 100})
+    try:
+        platform.close_router_sessions(plan.source)
+    except InfraError as err:  # the weights are what matter; stale sessions only fail
+        return f"router sessions to {plan.source} not closed: {err}"
+    return ""
+
+
+_STEPS: dict[str, StepFunction] = {
+    FENCE_PRIMARY: _fence_primary,
+    FENCE_ROUTER: _fence_router,
+    STOP_PRIMARY: _stop_primary,
+    CATCH_UP: _catch_up,
+    PROMOTE: _promote,
+    SHIFT_TRAFFIC: _shift_traffic,
+}
