@@ -3,7 +3,7 @@
 - Traces: Temporal's tracing interceptor (client and worker) plus our spans (Pulumi operations,
   cutover steps), exported over OTLP when ``SHADOWSHIFT_OTLP_ENDPOINT`` is set.
 - ShadowShift metrics (:mod:`workers.observability`): an OpenTelemetry meter provider with a
-  Prometheus endpoint (``SHADOWSHIFT_PROMETHEUS_PORT``) and/or OTLP export.
+  Prometheus endpoint (``SHADOWSHIFT_PROMETHEUS_PORT``), or else OTLP export.
 - Temporal SDK metrics: the SDK's Rust core exports them itself, through the ``Runtime``; it
   serves its own Prometheus endpoint (``SHADOWSHIFT_TEMPORAL_METRICS_PORT``) or sends OTLP.
   Two endpoints, because the core's exporter cannot share a registry with Python's.
@@ -104,9 +104,10 @@ def serve_prometheus(port: int, host: str = "0.0.0.0") -> PrometheusEndpoint:
 def build_meter_provider(
     settings: Settings, readers: Sequence[MetricReader] = ()
 ) -> MeterProvider:
-    """A meter provider with ``readers`` plus an OTLP exporter when an endpoint is set."""
+    """A meter provider with ``readers``, plus OTLP export when an endpoint is set and no
+    Prometheus port is (Prometheus pulls them then; pushing too would count them twice)."""
     all_readers = list(readers)
-    if settings.otlp_endpoint:
+    if settings.otlp_endpoint and not settings.prometheus_port:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         insecure = settings.otlp_endpoint.startswith("http://")
