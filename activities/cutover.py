@@ -46,6 +46,7 @@ from activities.shadow import ShadowActivities, ShadowRequest
 from infra.errors import InfraError
 from infra.platform import Platform
 from infra.pulumi_engine import StackDriver
+from workers.observability import observe_cutover
 
 __all__ = [
     "CATCH_UP", "EMERGENCY_STEPS", "FENCE_PRIMARY", "FENCE_ROUTER", "NON_RETRYABLE_CUTOVER_TYPES",
@@ -241,7 +242,8 @@ class CutoverActivities:
         """Append the cutover event to the instance's log, release the lock; returns the log."""
         plan = request.plan
         record = self._record(plan.shadow)
-        record.append_event(plan.workflow_id, {
+        started_at = record.lock_taken_at()
+        added = record.append_event(plan.workflow_id, {
             "outcome": request.outcome,
             "mode": plan.mode,
             "former_primary": plan.source,
@@ -250,6 +252,12 @@ class CutoverActivities:
             "possible_loss_bytes": plan.possible_loss_bytes,
             "detail": request.detail,
         })
+        if added:  # once per cutover, like the event
+            observe_cutover(
+                plan.shadow.instance_id, plan.mode, request.outcome,
+                blackout_ms=sum(ms for s, ms in request.step_ms.items() if s in STEP_ACTIVITIES),
+                duration_s=None if started_at is None else time.time() - started_at,
+            )
         record.release_lock(plan.workflow_id)
         return str(record.log_path)
 

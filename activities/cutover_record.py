@@ -65,12 +65,20 @@ class CutoverRecord:
         if self.lock_holder() == workflow_id:
             self.lock_path.unlink(missing_ok=True)
 
-    def append_event(self, workflow_id: str, event: dict[str, Any]) -> None:
-        """Append ``event`` unless one of ``workflow_id`` is already there."""
+    def append_event(self, workflow_id: str, event: dict[str, Any]) -> bool:
+        """Append ``event`` unless one of ``workflow_id`` is already there; ``True`` if added."""
         self.folder.mkdir(parents=True, exist_ok=True)
         log_file = self.log_path
         if log_file.exists() and workflow_id in log_file.read_text():
-            return  # a retry after a crash must not record the event twice
+            return False  # a retry after a crash must not record the event twice
         record = {"workflow_id": workflow_id, "recorded_at": time.time(), **event}
         with log_file.open("a") as out:
             out.write(json.dumps(record) + "\n")
+        return True
+
+    def lock_taken_at(self) -> float | None:
+        """When preflight took the lock (epoch seconds), ``None`` if it is not held."""
+        try:
+            return self.lock_path.stat().st_mtime
+        except FileNotFoundError:
+            return None

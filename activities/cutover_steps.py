@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from activities.cutover_checks import CutoverPlan
 from infra.errors import InfraError, InvalidRequestError
 from infra.platform import Platform
+from workers.observability import cutover_step_span
 
 FENCE_PRIMARY, FENCE_ROUTER, STOP_PRIMARY = "fence_primary", "fence_router", "stop_primary"
 CATCH_UP, PROMOTE, SHIFT_TRAFFIC = "catch_up", "promote", "shift_traffic"
@@ -86,7 +87,9 @@ def run_steps(platform: Platform, request: StepRequest, steps: list[str]) -> lis
             continue
         started = time.monotonic()
         try:
-            detail = _STEPS[step](platform, request)
+            with cutover_step_span(step, request.plan.shadow.instance_id,
+                                   {"shadowshift.cutover.mode": request.plan.mode}):
+                detail = _STEPS[step](platform, request)
         except ApplicationError as err:
             raise ApplicationError(
                 err.message, [o.step for o in done], type=err.type,
