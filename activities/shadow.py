@@ -18,6 +18,7 @@ from activities.heartbeat import heartbeat_callback
 from infra.factory import platform_for
 from infra.platform import Platform, ReplicationStatus
 from infra.pulumi_engine import StackDriver
+from workers.observability import observe_replication
 
 TIER_LAG_BOUND_BYTES = {1: 16 * 2**20, 2: 16 * 2**20, 3: 64 * 2**20}
 """Largest replay lag at which a shadow counts as in sync; tier 1 must also be synchronous."""
@@ -138,6 +139,9 @@ class ShadowActivities:
             platform = self.platform(request.shadow)
             while True:
                 status = platform.replication_status()
+                observe_replication(
+                    request.shadow.instance_id, status.lag_bytes, status.lag_seconds
+                )
                 checks += 1
                 activity.heartbeat(checks, status.state, status.lag_bytes)
                 if _in_sync(status, request.shadow.tier, bound):
@@ -148,7 +152,9 @@ class ShadowActivities:
     def replication_status(self, request: ShadowRequest) -> ReplicationStatus:
         """State, sync state, lag (bytes, seconds) and replay position of the shadow."""
         with translated_errors():
-            return self.platform(request).replication_status()
+            status = self.platform(request).replication_status()
+        observe_replication(request.instance_id, status.lag_bytes, status.lag_seconds)
+        return status
 
     @activity.defn
     def supervise_sync(self, request: SuperviseSyncRequest) -> SyncChange:
@@ -167,6 +173,9 @@ class ShadowActivities:
             platform = self.platform(request.shadow)
             while time.monotonic() - started < request.max_duration_s:
                 status = platform.replication_status()
+                observe_replication(
+                    request.shadow.instance_id, status.lag_bytes, status.lag_seconds
+                )
                 streaming = status.state == "streaming"
                 if status.degraded:
                     small_lag = (status.lag_bytes or 0) <= TIER_LAG_BOUND_BYTES[1]
