@@ -178,7 +178,7 @@ def observe_scores(
 
 
 def observe_replication(
-    instance_id: str, lag_bytes: int | None, lag_seconds: float | None = None
+    instance_id: str, lag_bytes: float | None, lag_seconds: float | None = None
 ) -> None:
     """The shadow's replication lag as just read (``None``: unknown, nothing recorded)."""
     attributes = {"instance": instance_id}
