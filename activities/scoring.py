@@ -2,9 +2,14 @@
 
 The worker loads the model once and hands the :class:`~models.predictor.Predictor` to
 :class:`ScoringActivities`; :meth:`ScoringActivities.reload` swaps in a new model file and
-keeps the current one if the new file is refused. The activity is stateless: the policy's
-memory travels in the request and comes back in the result, so the calling workflow owns it
-(and can carry it across continue-as-new).
+keeps the current one if the new file is refused. Built with a
+:class:`~models.registry.ModelRegistry`, the activities also pick up promoted models without
+a restart: before each batch one ``stat`` of the registry's version pointer tells whether a
+promotion happened, and only then is the new model loaded (a refused file is logged once and
+the previous model keeps scoring until the pointer changes again).
+
+The activity is stateless: the policy's memory travels in the request and comes back in the
+result, so the calling workflow owns it (and can carry it across continue-as-new).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from models.metrics import METRICS, FloatArray, empty_counts, sanitize
 from models.policy import PolicyConfig, PolicyState, Reading, decide
 from models.predictor import ModelError, Predictor
 from models.readiness import PROFILES, Profile
+from models.registry import DEFAULT_VERSION, ModelRegistry
 from models.scoring import score_windows
 
 log = logging.getLogger(__name__)
@@ -90,22 +96,77 @@ class ScoreInstancesResult:
     """Identity of the model file used."""
     ignored: dict[str, int]
     """Ignored values of the whole batch, by kind."""
+    model_version: int = DEFAULT_VERSION
+    """Registry version of the model used (0 = the shipped default)."""
 
 
 class ScoringActivities:
     """Activities around one loaded failure model."""
 
-    def __init__(self, predictor: Predictor) -> None:
-        self._predictor = predictor
+    def __init__(self, predictor: Predictor, registry: ModelRegistry | None = None,
+                 version: int = DEFAULT_VERSION,
+                 stamp: tuple[int, int, int] | None = None) -> None:
+        self._model = (predictor, version)
         self._lock = threading.Lock()
+        self._registry = registry
+        self._stamp = stamp
+
+    @classmethod
+    def from_registry(cls, registry: ModelRegistry) -> ScoringActivities:
+        """Start with the registry's current model (the shipped default before any promotion).
+
+        Raises:
+            ModelError: neither the current model nor the shipped default can be loaded.
+        """
+        stamp = registry.pointer_stamp()
+        predictor, pointer = registry.load_current()
+        return cls(predictor, registry, pointer.version, stamp)
 
     @property
     def predictor(self) -> Predictor:
         """The model in use."""
-        return self._predictor
+        return self._model[0]
+
+    @property
+    def model_version(self) -> int:
+        """Registry version of the model in use."""
+        return self._model[1]
+
+    @property
+    def _predictor(self) -> Predictor:
+        return self._model[0]
+
+    @property
+    def _version(self) -> int:
+        return self._model[1]
+
+    def refresh(self) -> None:
+        """Switch to a newly promoted model if the registry's pointer changed (one ``stat``)."""
+        if self._registry is None:
+            return
+        stamp = self._registry.pointer_stamp()
+        if stamp == self._stamp:
+            return
+        with self._lock:
+            if stamp == self._stamp:
+                return  # another thread got here first
+            self._stamp = stamp  # a refused file is tried once, not on every batch
+            try:
+                pointer = self._registry.current()
+                if pointer.version == self._version:
+                    return
+                loaded = Predictor.load(Path(pointer.model_path))
+            except ModelError as err:
+                log.warning("Promoted model refused, keeping %s: %s", self._predictor.source, err)
+                return
+            # One assignment, so a batch never pairs one model with another's version.
+            self._model = (loaded, pointer.version)
+        log.info("Now scoring with model %s (sha256 %s).", pointer.label, loaded.model_sha256[:12])
 
     def reload(self, model_path: Path | None = None) -> bool:
         """Load ``model_path`` (default: the current model's file) and switch to it.
+
+        The registry version is kept: this is for reloading a model file in place.
 
         Returns:
             True if the new model is in use; False if it was refused (the message is logged
@@ -118,7 +179,7 @@ class ScoringActivities:
             except ModelError as err:
                 log.warning("Model reload refused, keeping %s: %s", self._predictor.source, err)
                 return False
-            self._predictor = loaded
+            self._model = (loaded, self._version)
         log.info("Model reloaded from %s (sha256 %s).", path, loaded.model_sha256[:12])
         return True
 
@@ -130,7 +191,8 @@ class ScoringActivities:
                 f"unknown profile {request.profile!r}; use one of {', '.join(PROFILES)}",
                 type="InvalidRequest", non_retryable=True,
             )
-        predictor = self._predictor  # one model for the whole batch, even during a reload
+        self.refresh()
+        predictor, version = self._model  # one model for the whole batch, even during a reload
         try:
             times, values, ignored_per_window, counts = windows_to_arrays(request.windows)
         except ValueError as err:
@@ -159,6 +221,7 @@ class ScoringActivities:
             policy_state=state,
             model_sha256=predictor.model_sha256,
             ignored=counts,
+            model_version=version,
         )
 
 

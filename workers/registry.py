@@ -15,17 +15,22 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cutover import CutoverActivities
+from activities.outcomes import OutcomeActivities
+from activities.outcomes_store import OutcomeStore
+from activities.recovery import RecoveryActivities
+from activities.retraining import RetrainingActivities
 from activities.scoring import ScoringActivities
 from activities.shadow import ShadowActivities
 from activities.smoke import SmokeActivities
 from activities.watch import WatchActivities
 from infra.pulumi_engine import PulumiConfig, StackDriver
-from models.predictor import DEFAULT_MODEL_PATH, Predictor
+from models.registry import ModelRegistry
 from workers import observability
 from workers.settings import Settings
 from workflows.cutover import CutoverWorkflow
 from workflows.fleet_watcher import FleetWatcherWorkflow
 from workflows.protection import InstanceProtectionWorkflow
+from workflows.retraining import ModelRetrainingWorkflow, ObserveOutcomesWorkflow
 from workflows.smoke import SmokeWorkflow
 
 WORKFLOWS: Sequence[type] = (
@@ -33,6 +38,8 @@ WORKFLOWS: Sequence[type] = (
     InstanceProtectionWorkflow,
     FleetWatcherWorkflow,
     CutoverWorkflow,
+    ModelRetrainingWorkflow,
+    ObserveOutcomesWorkflow,
 )
 """Workflow classes every worker registers."""
 
@@ -52,7 +59,11 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
     driver = StackDriver(pulumi_config(settings))
     smoke = SmokeActivities(driver)
     shadow = ShadowActivities(driver, settings.state_dir)
-    scoring = ScoringActivities(Predictor.load(DEFAULT_MODEL_PATH))
+    models = model_registry(settings)
+    outcome_store = outcomes_store(settings)
+    scoring = ScoringActivities.from_registry(models)
+    outcomes = OutcomeActivities(outcome_store)
+    retraining = RetrainingActivities(models, outcome_store)
     observability.set_model_version(scoring.predictor.model_sha256)
     cutover = CutoverActivities(driver, settings.state_dir)
     watch = WatchActivities(client, scoring, settings.state_dir)
@@ -68,6 +79,33 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
         shadow.supervise_sync,
         shadow.destroy_shadow,
         *cutover_activities(cutover),
+        *recovery_activities(RecoveryActivities(driver, settings.state_dir)),
+        outcomes.record_outcome,
+        outcomes.report_outcome_evidence,
+        outcomes.observe_outcomes,
+        outcomes.resolve_outcomes,
+        retraining.train_challenger,
+        retraining.evaluate_challenger,
+        retraining.promote_challenger,
+    ]
+
+
+def model_registry(settings: Settings) -> ModelRegistry:
+    """Promoted models and the version pointer, in the state dir."""
+    return ModelRegistry(settings.state_dir / "models")
+
+
+def outcomes_store(settings: Settings) -> OutcomeStore:
+    """Cutover and near-miss records with their outcomes, in the state dir."""
+    return OutcomeStore(settings.state_dir / "outcomes" / "outcomes.sqlite")
+
+
+def recovery_activities(recovery: RecoveryActivities) -> list[Callable[..., Any]]:
+    """Recovery of a former primary as the new shadow (or its retirement)."""
+    return [
+        recovery.inspect_node,
+        recovery.rejoin_former_primary_as_shadow,
+        recovery.retire_former_primary,
     ]
 
 

@@ -1,0 +1,223 @@
+"""Feedback-loop activities: record cutovers and near misses, observe their fate, resolve them.
+
+- ``record_outcome`` (from the protection workflow after a cutover or a refused one):
+  idempotent by ``record_id``.
+- ``observe_outcomes`` (scheduled, every few minutes): probes the endpoint of every record
+  whose horizon is still open and stores what it saw — down, degraded or healthy
+  (:class:`DegradationThresholds` says when a reading counts as degraded).
+- ``report_outcome_evidence``: evidence from elsewhere, e.g. the recovery path retiring a
+  former primary that never came back (``failed``) or rejoining it healthy.
+- ``resolve_outcomes``: after the horizon, the worst evidence becomes the outcome.
+
+Near misses come from the fleet watcher, which sees every score: :meth:`OutcomeRecorder.note_risk`
+remembers the window behind each reported score and records a near miss when an instance's
+score enters the band just below the threshold without a migrate decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.outcomes_store import KINDS, STATUSES, OutcomeRecord, OutcomeStore
+from infra.local.metrics import LocalMetricsCollector
+from infra.local.postgres import PgEndpoint
+from models.metrics import MetricSample
+
+DEFAULT_HORIZON_S = 7200.0
+"""The shipped model's horizon: an outcome looks this far past the decision."""
+NEAR_MISS_MARGIN = 20.0
+"""A hold with a score within this many points under the threshold is a near miss."""
+
+
+@dataclass(frozen=True)
+class DegradationThresholds:
+    """When a probe of a live instance counts as degraded (any one suffices)."""
+
+    cpu_percent: float = 95.0
+    """CPU utilisation, %."""
+    memory_percent: float = 95.0
+    """Memory in use, %."""
+    request_latency_ms: float = 500.0
+    """A ``SELECT 1`` round trip this slow means the server is struggling."""
+    disk_latency_ms: float = 200.0
+    """Mean disk I/O latency."""
+    error_rate: float = 0.05
+    """Fraction of failed transactions."""
+
+
+@dataclass
+class RecordOutcomeInput:
+    """A cutover or a refused cutover, as the protection workflow saw it."""
+
+    record_id: str
+    """Stable across retries, e.g. ``<workflow id>:cutover:<n>``."""
+    instance_id: str
+    """The protected instance."""
+    kind: str
+    """``cutover``, ``refused`` or ``near_miss``."""
+    at: float
+    """Decision time (workflow clock), epoch seconds."""
+    reason: str = ""
+    """Why it happened (or did not)."""
+    readiness_score: float | None = None
+    """Latest score the protection knew."""
+    failure_probability: float | None = None
+    """Latest probability the protection knew."""
+    host: str | None = "127.0.0.1"
+    """The endpoint whose fate decides the outcome (for a cutover: the former primary)."""
+    port: int | None = None
+    """Its port; None = nothing to probe (evidence must be reported)."""
+    horizon_s: float = DEFAULT_HORIZON_S
+    """How long after ``at`` the outcome is watched."""
+
+
+@dataclass
+class OutcomeEvidence:
+    """Something known about an instance's health, from outside the probes."""
+
+    instance_id: str
+    """The instance the open records are about."""
+    status: str
+    """``healthy``, ``degraded`` or ``failed``."""
+    at: float
+    """When it was true, epoch seconds."""
+    source: str = "report"
+    """Who says so, e.g. ``recovery``."""
+    detail: str = ""
+    """One sentence."""
+
+
+@dataclass
+class ObserveOutcomesResult:
+    """What one probe round saw."""
+
+    probed: int
+    """Records whose endpoint was probed."""
+    statuses: dict[str, int]
+    """Observations by status."""
+
+
+@dataclass
+class ResolveOutcomesInput:
+    """Resolve records whose horizon ended before ``now`` (None: the activity's clock)."""
+
+    now: float | None = None
+
+
+def classify(sample: MetricSample, limits: DegradationThresholds) -> tuple[str, str]:
+    """A probe reading → (status, why)."""
+    if sample.request_latency_ms is None:
+        return "failed", "not answering"
+    for name in ("cpu_percent", "memory_percent", "request_latency_ms", "disk_latency_ms",
+                 "error_rate"):
+        value = getattr(sample, name)
+        limit = getattr(limits, name)
+        if value is not None and math.isfinite(value) and value >= limit:
+            return "degraded", f"{name} {value:.3g} >= {limit:g}"
+    return "healthy", "answering within limits"
+
+
+class OutcomeRecorder:
+    """The fleet watcher's side of the feedback loop (plain method calls, no activity)."""
+
+    def __init__(self, store: OutcomeStore, margin: float = NEAR_MISS_MARGIN,
+                 horizon_s: float = DEFAULT_HORIZON_S) -> None:
+        self._store = store
+        self._margin = margin
+        self._horizon_s = horizon_s
+
+    def note_risk(self, instance_id: str, at: float, readiness_score: float, decision: str,
+                  threshold: float, window: dict[str, object], endpoint: PgEndpoint) -> bool:
+        """Remember the window behind a reported score; record a near miss when the score is
+        within the margin under the threshold and the decision is to hold (at most one per
+        instance per horizon). Returns whether a near miss was recorded."""
+        self._store.remember_window(instance_id, at, window)
+        near = threshold - self._margin <= readiness_score < threshold
+        if decision != "hold" or not near:
+            return False
+        if self._store.has_recent(instance_id, "near_miss", at - self._horizon_s):
+            return False
+        return self._store.add(OutcomeRecord(
+            record_id=f"{instance_id}:near_miss:{int(at)}", instance_id=instance_id,
+            kind="near_miss", at=at, horizon_s=self._horizon_s,
+            readiness_score=readiness_score, reason=f"score {readiness_score:.0f} within "
+            f"{self._margin:g} of threshold {threshold:g}, held", host=endpoint.host,
+            port=endpoint.port, window=window))
+
+
+class OutcomeActivities:
+    """Activities over one outcome store."""
+
+    def __init__(self, store: OutcomeStore,
+                 limits: DegradationThresholds | None = None) -> None:
+        self._store = store
+        self._limits = limits or DegradationThresholds()
+        # One collector per record, so CPU and disk rates have a previous reading.
+        self._collectors: dict[str, LocalMetricsCollector] = {}
+
+    @activity.defn
+    def record_outcome(self, request: RecordOutcomeInput) -> bool:
+        """Store a cutover, refusal or near miss; returns False if it was already stored."""
+        if request.kind not in KINDS:
+            raise ApplicationError(f"kind {request.kind!r}: use one of {', '.join(KINDS)}",
+                                   type="InvalidRequest", non_retryable=True)
+        if not (request.horizon_s > 0 and math.isfinite(request.at)):
+            raise ApplicationError("horizon_s must be > 0 and at a finite epoch time",
+                                   type="InvalidRequest", non_retryable=True)
+        return self._store.add(OutcomeRecord(
+            record_id=request.record_id, instance_id=request.instance_id, kind=request.kind,
+            at=request.at, horizon_s=request.horizon_s, readiness_score=request.readiness_score,
+            failure_probability=request.failure_probability, reason=request.reason,
+            host=request.host if request.port else None, port=request.port))
+
+    @activity.defn
+    def report_outcome_evidence(self, evidence: OutcomeEvidence) -> int:
+        """Attach evidence to every open record of the instance; returns how many."""
+        if evidence.status not in STATUSES:
+            raise ApplicationError(
+                f"status {evidence.status!r}: use one of {', '.join(STATUSES)}",
+                type="InvalidRequest", non_retryable=True)
+        attached = 0
+        for record in self._store.pending(evidence.at):
+            if record.instance_id == evidence.instance_id and record.at <= evidence.at:
+                self._store.observe(record.record_id, evidence.at, evidence.status,
+                                    evidence.source, evidence.detail)
+                attached += 1
+        return attached
+
+    @activity.defn
+    async def observe_outcomes(self) -> ObserveOutcomesResult:
+        """Probe the endpoint of every open record once."""
+        now = time.time()
+        statuses = {name: 0 for name in STATUSES}
+        open_records = [r for r in self._store.pending(now) if r.port]
+        for record in open_records:
+            collector = self._collectors.get(record.record_id)
+            if collector is None:
+                collector = LocalMetricsCollector(
+                    record.instance_id, PgEndpoint(host=record.host or "127.0.0.1",
+                                                   port=int(record.port or 0)))
+                self._collectors[record.record_id] = collector
+            sample = await asyncio.to_thread(collector.sample)
+            status, detail = classify(sample, self._limits)
+            self._store.observe(record.record_id, sample.timestamp, status, "probe", detail)
+            statuses[status] += 1
+            activity.heartbeat(record.record_id)
+        still_open = {r.record_id for r in open_records}
+        for gone in set(self._collectors) - still_open:
+            del self._collectors[gone]
+        return ObserveOutcomesResult(len(open_records), statuses)
+
+    @activity.defn
+    def resolve_outcomes(self, request: ResolveOutcomesInput) -> dict[str, int]:
+        """Decide outcomes whose horizon has passed; counts by outcome."""
+        counts = self._store.resolve(request.now if request.now is not None else time.time())
+        if any(counts.values()):
+            activity.logger.info("Outcomes resolved: %s", counts)
+        return counts

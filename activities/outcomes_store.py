@@ -1,0 +1,190 @@
+"""Durable history of cutovers and near misses, with their outcomes (SQLite in the state dir).
+
+Every decision worth learning from becomes a *record*: a cutover that happened, a cutover
+that was refused, or a near miss (the risk entered the band below the threshold and no
+cutover followed). A record carries the metric window the decision was made on, so it can
+become a training row, and the endpoint of the instance it is about (for a cutover: the
+former primary), so its fate can be observed.
+
+*Observations* are evidence about a record's instance after the decision (a probe of its
+endpoint, or a report from the recovery path: rejoined healthy, retired as failed). Once the
+record's horizon has passed, :meth:`OutcomeStore.resolve` turns the worst observation inside
+``[at, at + horizon]`` into the outcome: ``failed`` > ``degraded`` > ``healthy``; none at all
+gives ``unknown`` (kept, never used for training).
+
+SQLite rather than an append-only file because records are written once and resolved later:
+primary keys make every write idempotent (a retried activity inserts nothing twice) and a
+transaction resolves a batch atomically. One short-lived connection per call keeps it safe
+from the worker's activity threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("healthy", "degraded", "failed")
+"""Observation statuses, from best to worst."""
+KINDS = ("cutover", "refused", "near_miss")
+"""Record kinds."""
+WINDOW_MAX_AGE_S = 900.0
+"""A remembered window older than this at the record's time is not attached to it."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    record_id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, kind TEXT NOT NULL,
+    at REAL NOT NULL, horizon_s REAL NOT NULL, readiness_score REAL,
+    failure_probability REAL, reason TEXT NOT NULL, host TEXT, port INTEGER,
+    window_json TEXT, outcome TEXT, resolved_at REAL);
+CREATE TABLE IF NOT EXISTS observations (
+    record_id TEXT NOT NULL, at REAL NOT NULL, source TEXT NOT NULL,
+    status TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (record_id, at, source));
+CREATE TABLE IF NOT EXISTS windows (
+    instance_id TEXT PRIMARY KEY, at REAL NOT NULL, window_json TEXT NOT NULL);
+"""
+
+
+@dataclass
+class OutcomeRecord:
+    """One cutover, refusal or near miss, and (once resolved) what became of the instance."""
+
+    record_id: str
+    """Unique and stable across retries, e.g. ``<workflow id>:cutover:<n>``."""
+    instance_id: str
+    """The protected instance."""
+    kind: str
+    """One of :data:`KINDS`."""
+    at: float
+    """Decision time, epoch seconds."""
+    horizon_s: float
+    """The outcome looks this far ahead of ``at`` (the model's horizon)."""
+    readiness_score: float | None = None
+    """Score at the decision."""
+    failure_probability: float | None = None
+    """Model probability at the decision."""
+    reason: str = ""
+    """One sentence."""
+    host: str | None = None
+    """Endpoint to observe (for a cutover: the former primary)."""
+    port: int | None = None
+    """Its port."""
+    window: dict[str, Any] | None = None
+    """Metric window at the decision: ``{"timestamps": [...], "values": {metric: [...]}}``."""
+    outcome: str | None = None
+    """``failed``, ``degraded``, ``healthy`` or ``unknown``; None until resolved."""
+    resolved_at: float | None = None
+    """When the outcome was decided."""
+
+
+class OutcomeStore:
+    """Records, observations and recent windows in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        """The database file."""
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=30.0)
+        try:
+            connection.executescript(_SCHEMA)
+            with connection:  # one transaction, committed on success
+                yield connection
+        finally:
+            connection.close()
+
+    def add(self, record: OutcomeRecord) -> bool:
+        """Insert ``record`` unless its id exists; attaches the instance's latest window when
+        the record has none. Returns whether it was new."""
+        if record.kind not in KINDS:
+            raise ValueError(f"kind {record.kind!r}: use one of {', '.join(KINDS)}")
+        with self._connect() as db:
+            window = record.window
+            if window is None:
+                row = db.execute("SELECT at, window_json FROM windows WHERE instance_id = ?",
+                                 (record.instance_id,)).fetchone()
+                if row and record.at - WINDOW_MAX_AGE_S <= row[0] <= record.at + 60.0:
+                    window = json.loads(row[1])
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,NULL,NULL)",
+                (record.record_id, record.instance_id, record.kind, record.at, record.horizon_s,
+                 record.readiness_score, record.failure_probability, record.reason,
+                 record.host, record.port, json.dumps(window) if window else None),
+            )
+            return cursor.rowcount == 1
+
+    def remember_window(self, instance_id: str, at: float, window: dict[str, Any]) -> None:
+        """Keep the latest metric window of an instance, for records made without one."""
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO windows VALUES (?,?,?)",
+                       (instance_id, at, json.dumps(window)))
+
+    def has_recent(self, instance_id: str, kind: str, since: float) -> bool:
+        """Whether a record of ``kind`` for the instance exists at or after ``since``."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT 1 FROM records WHERE instance_id = ? AND kind = ? AND at >= ? LIMIT 1",
+                (instance_id, kind, since)).fetchone()
+            return row is not None
+
+    def observe(self, record_id: str, at: float, status: str, source: str,
+                detail: str = "") -> bool:
+        """Add evidence about a record's instance; idempotent per (record, time, source)."""
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r}: use one of {', '.join(STATUSES)}")
+        with self._connect() as db:
+            cursor = db.execute("INSERT OR IGNORE INTO observations VALUES (?,?,?,?,?)",
+                                (record_id, at, source, status, detail))
+            return cursor.rowcount == 1
+
+    def pending(self, now: float) -> list[OutcomeRecord]:
+        """Unresolved records whose horizon is still open at ``now``."""
+        return self._select("WHERE outcome IS NULL AND at + horizon_s > ?", (now,))
+
+    def get(self, record_id: str) -> OutcomeRecord | None:
+        """One record by id."""
+        found = self._select("WHERE record_id = ?", (record_id,))
+        return found[0] if found else None
+
+    def all(self) -> list[OutcomeRecord]:
+        """Every record, oldest decision first."""
+        return self._select("", ())
+
+    def resolve(self, now: float) -> dict[str, int]:
+        """Decide the outcome of every record whose horizon has passed; counts by outcome."""
+        counts = {name: 0 for name in (*STATUSES, "unknown")}
+        with self._connect() as db:
+            due = db.execute(
+                "SELECT record_id, at, horizon_s FROM records "
+                "WHERE outcome IS NULL AND at + horizon_s <= ?", (now,)).fetchall()
+            for record_id, at, horizon_s in due:
+                seen = {row[0] for row in db.execute(
+                    "SELECT status FROM observations WHERE record_id = ? AND at BETWEEN ? AND ?",
+                    (record_id, at, at + horizon_s))}
+                outcome = next((s for s in reversed(STATUSES) if s in seen), "unknown")
+                db.execute("UPDATE records SET outcome = ?, resolved_at = ? WHERE record_id = ?",
+                           (outcome, now, record_id))
+                counts[outcome] += 1
+        return counts
+
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[OutcomeRecord]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT record_id, instance_id, kind, at, horizon_s, readiness_score, "
+                "failure_probability, reason, host, port, window_json, outcome, resolved_at "
+                f"FROM records {where} ORDER BY at, record_id", args).fetchall()
+        return [
+            OutcomeRecord(
+                record_id=row[0], instance_id=row[1], kind=row[2], at=row[3], horizon_s=row[4],
+                readiness_score=row[5], failure_probability=row[6], reason=row[7], host=row[8],
+                port=row[9], window=json.loads(row[10]) if row[10] else None, outcome=row[11],
+                resolved_at=row[12],
+            )
+            for row in rows
+        ]

@@ -1,0 +1,208 @@
+"""Retraining activities: train a challenger, evaluate it against the champion, promote or refuse.
+
+Each is idempotent, keyed by the candidate id (the retraining workflow's id): a retried
+``train_challenger`` returns the finished candidate instead of training again, a retried
+``promote_challenger`` finds its own promotion (or refusal) already recorded. The rule and
+the metric live in :mod:`models.retraining`; the atomic swap in :mod:`models.registry`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.outcomes_store import OutcomeStore
+from models.predictor import ModelError, Predictor
+from models.registry import MODEL_FILE, ModelRegistry
+from models.retraining import (
+    METRIC,
+    OutcomeExample,
+    RetrainingConfig,
+    beats,
+    score,
+    train_candidate,
+)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass
+class TrainChallengerInput:
+    """Which run this is and what to train on."""
+
+    candidate_id: str
+    """Unique per retraining run (the workflow id)."""
+    config: RetrainingConfig = field(default_factory=RetrainingConfig)
+    """Data and decision settings."""
+
+
+@dataclass
+class Challenger:
+    """A trained challenger, ready to evaluate."""
+
+    candidate_id: str
+    """The run."""
+    model_sha256: str
+    """Digest of its model file."""
+    rows: int
+    """Training data rows, all splits."""
+    outcome_rows: int
+    """Rows from resolved outcome records."""
+    heldout_rows: int
+    """Held-out rows the comparison uses."""
+    heldout_positives: int
+    """Failures among them."""
+    training_s: float
+    """Wall time of training."""
+
+
+@dataclass
+class Evaluation:
+    """Champion and challenger on the same held-out rows."""
+
+    candidate_id: str
+    """The challenger's run."""
+    metric: str
+    """The metric (``average_precision``)."""
+    champion_version: int
+    """Version of the model in force when evaluated."""
+    champion_sha256: str
+    """Its model digest."""
+    champion_score: float
+    """Its metric value."""
+    challenger_score: float
+    """The challenger's."""
+    heldout_rows: int
+    """Rows compared on."""
+    heldout_positives: int
+    """Failures among them."""
+
+
+@dataclass
+class PromoteInput:
+    """The evaluation to decide on."""
+
+    evaluation: Evaluation
+    """Both scores."""
+    config: RetrainingConfig = field(default_factory=RetrainingConfig)
+    """Holds the rule's knobs (``min_gain``, ``min_heldout_positives``)."""
+
+
+@dataclass
+class PromotionResult:
+    """What was decided."""
+
+    promoted: bool
+    """Whether the challenger is now the current model."""
+    version: int
+    """The version in force afterwards."""
+    reason: str
+    """One sentence with both scores."""
+
+
+class RetrainingActivities:
+    """Activities over one model registry and one outcome store."""
+
+    def __init__(self, registry: ModelRegistry, outcomes: OutcomeStore) -> None:
+        self._registry = registry
+        self._outcomes = outcomes
+
+    def _candidate_dir(self, candidate_id: str) -> Path:
+        return self._registry.root / "candidates" / _UNSAFE.sub("_", candidate_id)
+
+    @activity.defn
+    def train_challenger(self, request: TrainChallengerInput) -> Challenger:
+        """Train on outcome history plus the base data; reuse a finished candidate."""
+        folder = self._candidate_dir(request.candidate_id)
+        done = folder / "challenger.json"
+        if done.exists():
+            return Challenger(**json.loads(done.read_text()))
+        examples = [
+            OutcomeExample(r.at, list(r.window["timestamps"]), dict(r.window["values"]),
+                           r.outcome in ("failed", "degraded"))
+            for r in self._outcomes.all()
+            if r.window and r.outcome in ("failed", "degraded", "healthy")
+        ]
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        started = time.monotonic()
+        activity.heartbeat("training")
+        candidate = train_candidate(request.config, examples, partial / MODEL_FILE)
+        result = Challenger(
+            candidate_id=request.candidate_id,
+            model_sha256=Predictor.load(candidate.model_path).model_sha256,
+            rows=candidate.rows, outcome_rows=candidate.outcome_rows,
+            heldout_rows=candidate.heldout_rows, heldout_positives=candidate.heldout_positives,
+            training_s=round(time.monotonic() - started, 3),
+        )
+        (partial / "challenger.json").write_text(json.dumps(asdict(result)) + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+        activity.logger.info("Challenger %s trained on %d rows (%d from outcomes) in %.1f s.",
+                             request.candidate_id, result.rows, result.outcome_rows,
+                             result.training_s)
+        return result
+
+    @activity.defn
+    def evaluate_challenger(self, challenger: Challenger) -> Evaluation:
+        """Score the current model and the challenger on the challenger's held-out rows."""
+        folder = self._candidate_dir(challenger.candidate_id)
+        try:
+            pointer = self._registry.current()
+            champion = Predictor.load(Path(pointer.model_path))
+            candidate = Predictor.load(folder / MODEL_FILE)
+            with np.load(folder / "heldout.npz") as heldout:
+                features, labels = heldout["features"], heldout["labels"]
+            champion_score = score(champion, features, labels)
+            challenger_score = score(candidate, features, labels)
+        except (ModelError, OSError, ValueError) as err:
+            raise ApplicationError(f"cannot evaluate {challenger.candidate_id}: {err}",
+                                   type="InvalidRequest", non_retryable=True) from err
+        return Evaluation(
+            candidate_id=challenger.candidate_id, metric=METRIC,
+            champion_version=pointer.version, champion_sha256=champion.model_sha256,
+            champion_score=champion_score, challenger_score=challenger_score,
+            heldout_rows=int(labels.size), heldout_positives=int(labels.sum()),
+        )
+
+    @activity.defn
+    def promote_challenger(self, request: PromoteInput) -> PromotionResult:
+        """Promote the challenger if it beats the champion; record the decision either way."""
+        evaluation = request.evaluation
+        for entry in self._registry.decisions():
+            if entry.get("candidate_id") == evaluation.candidate_id:  # a retry: same answer
+                return PromotionResult(entry["decision"] == "promoted",
+                                       int(entry.get("version", self._registry.current().version)),
+                                       str(entry.get("reason", "")))
+        promote, reason = beats(evaluation.champion_score, evaluation.challenger_score,
+                                evaluation.heldout_positives, request.config)
+        if not promote:
+            current = self._registry.current()
+            self._registry.append_log({
+                "decision": "refused", "candidate_id": evaluation.candidate_id,
+                "version": current.version, "reason": reason, "at": time.time(),
+                **{k: v for k, v in asdict(evaluation).items() if k != "candidate_id"},
+            })
+            activity.logger.info("Challenger %s refused: %s.", evaluation.candidate_id, reason)
+            return PromotionResult(False, current.version, reason)
+        try:
+            pointer = self._registry.promote(
+                self._candidate_dir(evaluation.candidate_id) / MODEL_FILE,
+                candidate_id=evaluation.candidate_id, metric=evaluation.metric,
+                champion_score=evaluation.champion_score,
+                challenger_score=evaluation.challenger_score,
+                expected_version=evaluation.champion_version, reason=reason,
+            )
+        except ModelError as err:
+            raise ApplicationError(str(err), type="InvalidRequest", non_retryable=True) from err
+        activity.logger.info("Challenger %s promoted to %s: %s.", evaluation.candidate_id,
+                             pointer.label, reason)
+        return PromotionResult(True, pointer.version, reason)

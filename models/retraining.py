@@ -1,0 +1,197 @@
+"""Champion vs challenger: train a challenger on outcome history plus the base data, compare.
+
+The challenger is trained by :func:`models.training.fit` (the same LightGBM training,
+early stopping and isotonic calibration as ``make model``) on the base data — the synthetic
+fleet and NAB, split by time within every series — plus one row per resolved outcome record:
+the features of the metric window the decision was made on, labelled "failed or degraded
+within the horizon". Outcome rows are split by time too: the oldest 60 % train, the newest
+15 % are held out.
+
+**Promotion rule.** Both models are scored on the held-out rows (the ``test`` split: the
+last 15 % of every series' time span after an embargo of one horizon, and the newest outcome
+records), which neither model trained on as long as the base data config is unchanged. The
+metric is *average precision* (area under the precision-recall curve): failures are a few
+percent of rows, where ROC AUC flatters and accuracy is meaningless, and the policy acts on
+the top of the ranking. The challenger is promoted only if its average precision exceeds the
+champion's by at least ``min_gain`` (0.01 by default) and the held-out data holds at least
+``min_heldout_positives`` failures, so noise never swaps models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from models.dataset import SPLIT_BOUNDS, SPLITS, Dataset, build_dataset
+from models.features import FEATURE_NAMES, FeatureConfig, Float32Array, window_features
+from models.metrics import METRICS, sanitize
+from models.predictor import FORMAT_VERSION, Predictor, metadata_path_for
+from models.synthetic import FleetConfig
+from models.training import TrainingConfig, fit, training_series
+
+METRIC = "average_precision"
+"""The metric promotions are decided on (see the module docstring)."""
+
+
+@dataclass
+class RetrainingConfig:
+    """What a retraining run trains on and how it decides (plain fields: it travels through
+    Temporal as workflow input)."""
+
+    instances: int = FleetConfig().instances
+    """Synthetic base fleet size (the default model's)."""
+    days: float = FleetConfig().days
+    """Length of each synthetic instance's history."""
+    seed: int = FleetConfig().seed
+    """Synthetic fleet seed; keep it fixed so held-out rows stay unseen by every champion."""
+    use_nab: bool = True
+    """Mix in ``../shared/data/nab`` when present."""
+    min_gain: float = 0.01
+    """The challenger's average precision must beat the champion's by this much."""
+    min_heldout_positives: int = 20
+    """Fewer failures than this in the held-out rows: too little evidence, no promotion."""
+    label_permutation_seed: int | None = None
+    """A control, not a setting for production: train on labels permuted with this seed
+    (held-out labels stay true), which yields a model that should never be promoted."""
+    num_threads: int = 2
+    """LightGBM threads."""
+
+
+@dataclass
+class OutcomeExample:
+    """A resolved outcome record as a training row."""
+
+    at: float
+    """Decision time (orders the rows for the time split)."""
+    timestamps: list[float]
+    """The window's sample times."""
+    values: dict[str, list[float | None]]
+    """Metric → values, as stored with the record."""
+    failed: bool
+    """The instance failed or degraded within the horizon."""
+
+
+@dataclass
+class Candidate:
+    """A trained challenger and its held-out rows."""
+
+    model_path: Path
+    """Its model file (metadata beside it)."""
+    heldout_path: Path
+    """``.npz`` with the held-out ``features`` and ``labels``."""
+    rows: int
+    """Training data rows, all splits."""
+    outcome_rows: int
+    """Rows that came from outcome records."""
+    heldout_rows: int
+    """Held-out rows."""
+    heldout_positives: int
+    """Failures among them."""
+
+
+def outcome_rows(examples: Sequence[OutcomeExample]) -> Dataset:
+    """Feature rows of outcome records, split by decision time."""
+    ordered = sorted(examples, key=lambda e: e.at)
+    rows = np.zeros((len(ordered), len(FEATURE_NAMES)), dtype=np.float32)
+    for i, example in enumerate(ordered):
+        order = np.argsort(np.asarray(example.timestamps, dtype=np.float64), kind="stable")
+        times = np.asarray(example.timestamps, dtype=np.float64)[order][None, :]
+        values = {m: sanitize(m, raw)[order][None, :]
+                  for m, raw in example.values.items() if m in METRICS and len(raw) == len(order)}
+        rows[i] = window_features(times, values)[0]
+    position = np.arange(len(ordered)) / max(len(ordered), 1)
+    return Dataset(
+        features=rows,
+        labels=np.array([e.failed for e in ordered], dtype=bool),
+        split=np.searchsorted(np.asarray(SPLIT_BOUNDS), position, side="right").astype(np.int8),
+        source=np.full(len(ordered), "outcome"),
+    )
+
+
+def training_config(config: RetrainingConfig) -> TrainingConfig:
+    """The :class:`TrainingConfig` of a retraining run."""
+    fleet = replace(FleetConfig(), instances=config.instances, days=config.days, seed=config.seed)
+    return TrainingConfig(fleet=fleet, use_nab=config.use_nab, num_threads=config.num_threads)
+
+
+def build(config: RetrainingConfig, examples: Sequence[OutcomeExample]) -> Dataset:
+    """Base data plus outcome rows, with labels permuted outside the test split if asked."""
+    train_config = training_config(config)
+    series, _ = training_series(train_config)
+    base = build_dataset(series, train_config.horizon_s)
+    extra = outcome_rows(examples)
+    dataset = Dataset(
+        features=np.concatenate([base.features, extra.features]),
+        labels=np.concatenate([base.labels, extra.labels]),
+        split=np.concatenate([base.split, extra.split]),
+        source=np.concatenate([base.source, extra.source]),
+    )
+    if config.label_permutation_seed is not None:
+        trainable = np.flatnonzero(dataset.split != SPLITS.index("test"))
+        rng = np.random.default_rng(config.label_permutation_seed)
+        dataset.labels[trainable] = dataset.labels[rng.permutation(trainable)]
+    return dataset
+
+
+def train_candidate(config: RetrainingConfig, examples: Sequence[OutcomeExample],
+                    model_path: Path) -> Candidate:
+    """Train a challenger into ``model_path`` (+ metadata) and save its held-out rows."""
+    dataset = build(config, examples)
+    train_config = training_config(config)
+    booster, calibration = fit(dataset, train_config)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    model_path.write_text(booster.model_to_string(num_iteration=booster.best_iteration))
+    metadata: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "model_file": model_path.name,
+        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        "feature_names": list(FEATURE_NAMES),
+        "feature_config": FeatureConfig().to_dict(),
+        "horizon_s": train_config.horizon_s,
+        "best_iteration": booster.best_iteration,
+        "calibration": {
+            "method": "isotonic",
+            "raw": [float(x) for x in calibration.X_thresholds_],
+            "calibrated": [float(y) for y in calibration.y_thresholds_],
+        },
+        "data": {"sha256": dataset.digest(), "rows": int(dataset.labels.size),
+                 "positives": int(dataset.labels.sum()), "outcome_rows": len(examples)},
+        "retraining": asdict(config),
+        "versions": {"lightgbm": lgb.__version__, "numpy": np.__version__},
+    }
+    metadata_path_for(model_path).write_text(json.dumps(metadata, indent=1) + "\n")
+    features, labels = dataset.part("test")
+    heldout_path = model_path.with_name("heldout.npz")
+    with heldout_path.open("wb") as handle:
+        np.savez(handle, features=features, labels=labels)
+    return Candidate(model_path, heldout_path, int(dataset.labels.size), len(examples),
+                     int(labels.size), int(labels.sum()))
+
+
+def score(predictor: Predictor, features: Float32Array, labels: np.ndarray) -> float:
+    """The promotion metric of ``predictor`` on held-out rows."""
+    if labels.size == 0 or labels.min() == labels.max():
+        raise ValueError("held-out rows need both failures and non-failures to compare models")
+    probability = predictor.predict(np.asfortranarray(features, dtype=np.float32))
+    return round(float(average_precision_score(labels, probability)), 6)
+
+
+def beats(champion_score: float, challenger_score: float, heldout_positives: int,
+          config: RetrainingConfig) -> tuple[bool, str]:
+    """The promotion rule; returns (promote, one sentence why)."""
+    if heldout_positives < config.min_heldout_positives:
+        return False, (f"only {heldout_positives} failures held out "
+                       f"(< {config.min_heldout_positives}); not enough evidence")
+    gain = challenger_score - champion_score
+    verdict = "beats" if gain >= config.min_gain else "does not beat"
+    return gain >= config.min_gain, (
+        f"challenger {METRIC} {challenger_score:.4f} {verdict} champion {champion_score:.4f} "
+        f"by the required {config.min_gain:g} (gain {gain:+.4f})")

@@ -1,0 +1,118 @@
+"""The retraining schedule promotes a better model, refuses a worse one, and a running worker
+scores with the promoted model without a restart (real dev server, real LightGBM training)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import uuid
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.client import Client, ScheduleHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.scoring import MetricWindow, ScoreInstancesInput, ScoreInstancesResult
+from models.registry import ModelRegistry
+from models.retraining import RetrainingConfig, train_candidate
+from workers.registry import model_registry, new_worker
+from workers.schedules import ScheduleConfig, ensure_schedules
+from workers.settings import Settings
+from workflows.retraining import RetrainingResult
+
+# Small enough to train in a few seconds, large enough (≈ 350 held-out failures) to compare.
+SMALL = RetrainingConfig(instances=60, days=3.0, seed=11, use_nab=False, num_threads=1)
+SHUFFLED = RetrainingConfig(instances=60, days=3.0, seed=11, use_nab=False, num_threads=1,
+                            label_permutation_seed=1)
+
+
+@workflow.defn(sandboxed=False)
+class ScoreOnceWorkflow:
+    """Test driver: runs the worker's real ``score_instances`` activity once."""
+
+    @workflow.run
+    async def run(self, request: ScoreInstancesInput) -> ScoreInstancesResult:
+        """One batch."""
+        return await workflow.execute_activity(
+            "score_instances", request, result_type=ScoreInstancesResult,
+            start_to_close_timeout=timedelta(minutes=1))
+
+
+def _request() -> ScoreInstancesInput:
+    times = [1_700_000_000.0 + 300.0 * i for i in range(12)]
+    cpu: list[float | None] = [40.0 + 4.0 * i for i in range(12)]
+    return ScoreInstancesInput([MetricWindow("db-1", times, {"cpu_percent": cpu})], times[-1])
+
+
+async def _score(client: Client, task_queue: str) -> ScoreInstancesResult:
+    return await client.execute_workflow(
+        ScoreOnceWorkflow.run, _request(), id=f"score-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue, result_type=ScoreInstancesResult)
+
+
+async def _trigger_and_wait(client: Client, handle: ScheduleHandle) -> RetrainingResult:
+    """Trigger the schedule now and wait for the run it starts."""
+    before = len((await handle.describe()).info.recent_actions)
+    await handle.trigger()
+    async with asyncio.timeout(60):
+        while True:
+            actions = (await handle.describe()).info.recent_actions
+            if len(actions) > before:
+                break
+            await asyncio.sleep(0.2)
+    started = actions[-1].action
+    run = client.get_workflow_handle(started.workflow_id, run_id=started.first_execution_run_id,
+                                     result_type=RetrainingResult)
+    async with asyncio.timeout(180):
+        return await run.result()
+
+
+async def test_schedule_promotes_better_refuses_worse_and_worker_reloads(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+) -> None:
+    """A champion trained on shuffled labels loses to a challenger trained on true labels and
+    is replaced; the running worker then scores with the new version. A second challenger
+    trained on shuffled labels loses to it and is refused; the worker keeps the version."""
+    client = temporal_env.client
+    registry = model_registry(settings)
+    weak = train_candidate(SHUFFLED, [], settings.state_dir / "seed" / "pae.txt")
+    assert registry.promote(weak.model_path, candidate_id="seed-weak").version == 1
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    better = ScheduleConfig(prefix=prefix, retraining=SMALL)
+    worse = ScheduleConfig(prefix=f"{prefix}-worse", retraining=SHUFFLED)
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue,
+                              extra_workflows=[ScoreOnceWorkflow]):
+            assert (await _score(client, task_queue)).model_version == 1
+            created = await ensure_schedules(client, task_queue, better)
+            assert created == {better.observe_id: True, better.retrain_id: True}
+            again = await ensure_schedules(client, task_queue, better)
+            assert again == {better.observe_id: False, better.retrain_id: False}
+            await ensure_schedules(client, task_queue, worse)
+            try:
+                result = await _trigger_and_wait(
+                    client, client.get_schedule_handle(better.retrain_id))
+                evaluation = result.evaluation
+                assert evaluation.champion_version == 1
+                assert evaluation.challenger_score >= evaluation.champion_score + SMALL.min_gain
+                assert result.promotion.promoted and result.promotion.version == 2
+                scored = await _score(client, task_queue)
+                assert scored.model_version == 2
+                assert scored.model_sha256 == result.challenger.model_sha256
+
+                refused = await _trigger_and_wait(
+                    client, client.get_schedule_handle(worse.retrain_id))
+                assert refused.evaluation.champion_version == 2
+                assert refused.evaluation.challenger_score < refused.evaluation.champion_score
+                assert not refused.promotion.promoted and refused.promotion.version == 2
+                assert "does not beat" in refused.promotion.reason
+                assert (await _score(client, task_queue)).model_version == 2
+            finally:
+                for schedule_id in (better.observe_id, better.retrain_id, worse.observe_id,
+                                    worse.retrain_id):
+                    await client.get_schedule_handle(schedule_id).delete()
+    decisions = ModelRegistry(registry.root).decisions()
+    assert [d["decision"] for d in decisions] == ["promoted", "promoted", "refused"]
+    last = decisions[-1]
+    assert last["champion_score"] == refused.evaluation.champion_score
+    assert last["challenger_score"] == refused.evaluation.challenger_score
