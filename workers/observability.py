@@ -13,6 +13,7 @@ pay nothing and need no guard.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,6 +26,8 @@ from opentelemetry.trace import Span, TracerProvider
 
 SCOPE = "shadowshift"
 """Instrumentation scope of every metric and span made here."""
+
+log = logging.getLogger("shadowshift.cutover")
 
 
 @dataclass(frozen=True)
@@ -236,18 +239,24 @@ def cutover_step_span(
     step: str, instance_id: str, attributes: Mapping[str, str] | None = None
 ) -> Iterator[Span]:
     """A span ``cutover.<step>`` (a child of the current activity's span) that also records
-    the step's duration; an exception marks both as failed and propagates."""
+    the step's duration and logs one line inside the span, so the line carries its trace id.
+    An exception marks the span and the duration as failed and propagates."""
     started = time.monotonic()
-    result = "ok"
     span_attributes = {"shadowshift.instance": instance_id, "shadowshift.cutover.step": step,
                        **(attributes or {})}
-    try:
-        with _tracer.start_as_current_span(f"cutover.{step}", attributes=span_attributes) as span:
-            yield span
-    except BaseException:
+    with _tracer.start_as_current_span(f"cutover.{step}", attributes=span_attributes) as span:
         result = "error"
-        raise
-    finally:
-        _instruments.step_duration.record(
-            time.monotonic() - started, {"instance": instance_id, "step": step, "result": result}
-        )
+        try:
+            yield span
+            result = "ok"
+        finally:
+            seconds = time.monotonic() - started
+            _instruments.step_duration.record(
+                seconds, {"instance": instance_id, "step": step, "result": result}
+            )
+            if result == "ok":
+                log.info("Cutover step %s of %s done in %.1f ms.", step, instance_id,
+                         seconds * 1000)
+            else:
+                log.warning("Cutover step %s of %s failed after %.1f ms.", step, instance_id,
+                            seconds * 1000)
