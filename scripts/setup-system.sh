@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the system programs of the local platform exist: the PostgreSQL server tools and
-# HAProxy. Installs them with apt-get when we are root; otherwise says what to install.
+# HAProxy, and Chromium for the Web UI test. Installs them with apt-get when we are root;
+# otherwise says what to install.
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,9 @@ for tool in initdb pg_ctl postgres pg_basebackup pg_rewind; do
 done
 if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
   missing+=(haproxy)
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
