@@ -5,40 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Protocol
 
+from infra.aws.application import NodeApplication
 from infra.aws.clients import AwsClients
-from infra.aws.discovery import find_node_instance
 from infra.aws.fencing import InstanceControl
+from infra.aws.nodes import NodeDirectory
 from infra.aws.preflight import PreflightResult, preflight
 from infra.aws.program import checked_weights, shadow_program
+from infra.aws.routing_check import serving_node
 from infra.aws.snapshots import snapshot_status, take_snapshot
 from infra.aws.spec import AwsShadowSpec
 from infra.aws.stack_config import record_weights
 from infra.aws.traffic import AlbWeights, DnsWeights, TrafficRouter
-from infra.errors import InvalidRequestError
+from infra.errors import InfraError, InvalidRequestError
 from infra.platform import Health, Platform, ProgressCallback, ReplicationStatus, ShadowInfo
 from infra.pulumi_engine import StackDriver
 
 log = logging.getLogger(__name__)
-
-
-class NodeApplication(Protocol):
-    """The application on the instances (e.g. PostgreSQL), which EC2 cannot see into.
-
-    Tiers 1-2 stream at application level; promoting a replica and asking whether a node
-    accepts writes are the application's business. Without one, the platform answers from EC2
-    state and role tags only.
-    """
-
-    def replication_status(self) -> ReplicationStatus:
-        """State and lag of the shadow's replication."""
-
-    def promote(self, address: str) -> None:
-        """Make the replica at ``address`` writable (idempotent)."""
-
-    def writable(self, address: str) -> bool:
-        """Whether the node at ``address`` would accept a write now."""
 
 
 def _no_program() -> None:
@@ -65,6 +48,7 @@ class AwsPlatform(Platform):
         self.driver = driver
         self.application = application
         self.control = instance_control or InstanceControl(clients.ec2)
+        self.directory = NodeDirectory(spec, clients)
         alb = dns = None
         if spec.alb is not None:
             groups = {
@@ -109,14 +93,19 @@ class AwsPlatform(Platform):
         return self._driver().destroy(self.spec.stack_name, _no_program, on_progress=on_progress)
 
     def replication_status(self) -> ReplicationStatus:
-        """The application's view; for tier 3 without one, the age of the newest snapshot."""
+        """The application's view from the current primary; tier 3: the newest snapshot."""
         if self.application is not None:
-            return self.application.replication_status()
+            source = self._current_primary()
+            return self.replication_between(source, self._other(source))
         if self.spec.tier == 3:
             facts = self.preflight().primary
             if facts.data_volume is not None:
                 return snapshot_status(self.clients, facts.data_volume.volume_id)
         return ReplicationStatus("unknown", "none", None, None, None, None)
+
+    def nodes(self) -> tuple[str, str]:
+        """``(primary node, shadow node)`` as provisioned (their Route 53 set identifiers)."""
+        return self.spec.nodes
 
     # -- traffic ---------------------------------------------------------------------------
 
@@ -131,92 +120,178 @@ class AwsPlatform(Platform):
         if self.driver is not None:
             record_weights(self.driver, self.spec.stack_name, weights)
 
+    def routes_service(self) -> bool:
+        """The listener and/or the weighted records exist and route the primary node."""
+        try:
+            return self.spec.primary_node in self.router.get()
+        except InfraError as err:
+            log.warning("The routers of %s cannot be read: %s", self.spec.instance_id, err)
+            return False
+
+    def write_through_router(self, check_id: str) -> str:
+        """Write to the node the routers' configuration sends all traffic to; return it.
+
+        moto forwards no traffic and resolvers cache, so "through the router" means: the
+        ALB's weights and target group and the Route 53 records all point at one node
+        (:func:`infra.aws.routing_check.serving_node`), and that node takes the write.
+        """
+        node = serving_node(self.spec, self.clients, self.router, self.directory)
+        self._app().write_check(self.directory.address(node), check_id)
+        return node
+
+    # -- fencing and promotion -------------------------------------------------------------
+
     def fence(self, node: str) -> None:
-        """Weight 0 at the ALB and in DNS, label it fenced, stop it when EC2 says it runs."""
-        ec2_id = self._ec2_id(node)
-        self.set_weights({node: 0})
+        """Weight 0 at the ALB and in DNS, then make the node refuse writes.
+
+        With an application the database is fenced (read-only, every client session ended,
+        confirmed) and the instance keeps running, so it can rejoin; without one, the
+        instance is stopped when ``stop_on_fence`` (DNS alone fences nothing). The zero
+        weight is not recorded in the stack: the cutover either shifts or restores weights,
+        and both record theirs.
+        """
+        ec2_id = self.directory.ec2_id(node)
+        self.router.set({node: 0})
+        if self.application is not None:
+            self.application.fence_writes(self.directory.address(node))
         self.control.set_role(ec2_id, "fenced")
-        if self.spec.stop_on_fence and self.control.stop(ec2_id):
+        if self.application is None and self.spec.stop_on_fence and self.control.stop(ec2_id):
             log.info("Fenced %s: drained and stopped %s.", node, ec2_id)
 
     def unfence(self, node: str) -> None:
-        """Start the instance again and restore its role (weights are restored separately)."""
-        ec2_id = self._ec2_id(node)
+        """Start the instance if stopped, make the database writable, label it primary again.
+
+        Weights are restored separately (absolutely) by the caller.
+        """
+        ec2_id = self.directory.ec2_id(node)
         self.control.start(ec2_id)
-        self.control.set_role(ec2_id, self._default_role(node))
+        if self.application is not None:
+            self.application.unfence_writes(self.directory.address(node))
+        if self.control.role(ec2_id) in (None, "fenced"):
+            self.control.set_role(ec2_id, "primary")  # only a primary is ever fenced
 
     def promote(self, node: str) -> None:
         """Make ``node`` the writable primary (the application's promotion, then the label)."""
-        ec2_id = self._ec2_id(node)
+        ec2_id = self.directory.ec2_id(node)
         if self.control.role(ec2_id) == "fenced":
             raise InvalidRequestError(f"{node} is fenced; a fenced node cannot be promoted")
         if self.application is not None:
-            self.application.promote(self._address(ec2_id))
+            self.application.promote(self.directory.address(node))
         self.control.set_role(ec2_id, "primary")
 
     def probe(self, node: str) -> Health:
-        """Reachable: EC2 says running. Writable: labelled primary (and the application agrees)."""
-        ec2_id = self._find_ec2_id(node)
+        """Reachable: EC2 says running (and the database answers, when there is one).
+
+        Writable comes from the database when there is one (the truth for "two writable
+        primaries"), else from the role label.
+        """
+        ec2_id = self.directory.find_ec2_id(node)
         if ec2_id is None:
             return Health(False, False, f"no EC2 instance serves {node}")
         state = self.control.state(ec2_id)
         if state != "running":
             return Health(False, False, f"{ec2_id} is {state}")
+        if self.application is not None:
+            return self.application.health(self.directory.address(node))
         role = self.control.role(ec2_id) or self._default_role(node)
         writable = role == "primary"
-        if writable and self.application is not None:
-            writable = self.application.writable(self._address(ec2_id))
-        return Health(True, writable, "" if writable else f"{ec2_id} is {role}")
+        return Health(True, writable, "" if writable else f"{ec2_id} is {role}",
+                      in_recovery=role == "shadow")
 
     # -- cutover support -------------------------------------------------------------------
 
     def fence_router(self, node: str) -> None:
         """Weight 0 for ``node`` at the ALB and in Route 53; needs nothing from the node."""
-        self.set_weights({node: 0})
+        self.router.set({node: 0})
 
     def close_router_sessions(self, node: str) -> None:
         """Nothing to do: an ALB has no API to cut open connections to a target.
 
-        New requests stop at weight 0; keep-alive connections end when the node stops
-        (:meth:`stop_node`) or at the load balancer's idle timeout.
+        New requests stop at weight 0; keep-alive connections end when the node is fenced or
+        stopped, or at the load balancer's idle timeout.
         """
         log.info("ALB sessions to %s end with the node or at the idle timeout.", node)
 
     def stop_node(self, node: str) -> str | None:
-        """Stop ``node``'s instance if EC2 says it runs; the token is its instance id."""
-        ec2_id = self._ec2_id(node)
+        """Fence the database if it answers, then stop the instance if EC2 says it runs.
+
+        The token is the instance id. The database fence comes first because the stop is
+        only as good as EC2's word, and a database that refuses writes needs no such trust.
+        """
+        ec2_id = self.directory.ec2_id(node)
+        if self.control.state(ec2_id) not in ("pending", "running"):
+            return None
+        if self.application is not None:
+            try:
+                self.application.fence_writes(self.directory.address(node))
+            except InfraError as err:  # a failing node may not answer: the stop still holds
+                log.warning("Could not fence the database of %s before stopping: %s", node, err)
+        self.control.set_role(ec2_id, "fenced")
         return ec2_id if self.control.stop(ec2_id) else None
 
     def start_node(self, node: str, token: str) -> None:
         """Start the instance :meth:`stop_node` stopped (compensation); idempotent."""
-        if token != self._ec2_id(node):
+        if token != self.directory.ec2_id(node):
             raise InvalidRequestError(f"token {token!r} is not {node}'s instance")
         self.control.start(token)
 
+    def final_position(self, node: str) -> str:
+        """The fenced primary's flushed WAL position (the application's answer)."""
+        return self._app().final_position(self.directory.address(node))
+
+    def replay_gap(self, node: str, position: str | None = None) -> int:
+        """WAL bytes standby ``node`` has yet to replay to reach ``position``."""
+        return self._app().replay_gap(self.directory.address(node), position)
+
+    def replication_between(self, source: str, target: str) -> ReplicationStatus:
+        """Standby ``target`` (its ``application_name`` is its node name) as ``source`` sees it."""
+        return self._app().replication(self.directory.address(source), target)
+
+    def rejoin(self, former: str, token: str | None = None) -> str:
+        """Not on AWS yet: ``pg_rewind`` must run on the former primary's own host."""
+        raise InvalidRequestError(
+            f"{former} cannot rejoin in place on AWS (pg_rewind runs on its host); "
+            "re-seed it: destroy_shadow, then provision_shadow"
+        )
+
+    def relax_sync(self) -> None:
+        """Tier 1: the current primary stops waiting for its standby."""
+        self._app().set_synchronous(self.directory.address(self._current_primary()), None)
+
+    def restore_sync(self) -> None:
+        """Tier 1: the current primary waits for its standby's flush again."""
+        primary = self._current_primary()
+        self._app().set_synchronous(self.directory.address(primary), self._other(primary))
+
+    def close(self) -> None:
+        """Close the application's cached sessions."""
+        if self.application is not None:
+            self.application.close()
+
     # -- helpers ---------------------------------------------------------------------------
 
-    def _ec2_id(self, node: str) -> str:
-        ec2_id = self._find_ec2_id(node)
-        if ec2_id is None:
-            raise InvalidRequestError(f"{node} has no EC2 instance; provision the shadow first")
-        return ec2_id
+    def _app(self) -> NodeApplication:
+        if self.application is None:
+            raise InvalidRequestError(
+                f"{self.spec.instance_id} has no postgres section: tiers 1-2 cutovers need the "
+                "database on both instances (add postgres: {port, user, dbname} to the spec)"
+            )
+        return self.application
 
-    def _find_ec2_id(self, node: str) -> str | None:
-        if node == self.spec.primary_node:
-            return self.spec.ec2_instance_id
-        if node != self.spec.shadow_node:
-            raise InvalidRequestError(f"unknown node {node!r}; nodes are {self.spec.nodes}")
-        # The shadow's id lives in the stack's outputs too, but a tag lookup needs no Pulumi
-        # CLI and still finds a shadow whose stack state was lost.
-        instance = find_node_instance(self.clients, node)
-        return str(instance["InstanceId"]) if instance is not None else None
+    def _current_primary(self) -> str:
+        """The node labelled primary (roles swap with cutovers); the provisioned one if none."""
+        for node in self.spec.nodes:
+            ec2_id = self.directory.find_ec2_id(node)
+            if ec2_id is not None and self.control.role(ec2_id) == "primary":
+                return node
+        return self.spec.primary_node
+
+    def _other(self, node: str) -> str:
+        primary, shadow = self.spec.nodes
+        return shadow if node == primary else primary
 
     def _default_role(self, node: str) -> str:
         return "primary" if node == self.spec.primary_node else "shadow"
-
-    def _address(self, ec2_id: str) -> str:
-        reservations = self.clients.ec2.describe_instances(InstanceIds=[ec2_id])
-        return str(reservations["Reservations"][0]["Instances"][0]["PrivateIpAddress"])
 
     def _driver(self) -> StackDriver:
         if self.driver is None:

@@ -33,6 +33,7 @@ _ARN = {
     ),
 }
 _DEVICE = re.compile(r"^/dev/(sd[b-z]|xvd[b-z])$")
+_PG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 
 
 def _require(ok: bool, field: str, value: object, expected: str) -> None:
@@ -125,6 +126,39 @@ class AlbRoutingSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PostgresAppSpec:
+    """PostgreSQL on both instances, streaming from the primary (tiers 1-2).
+
+    The worker talks to each instance's PostgreSQL at its private IP (or the address in the
+    instance's ``shadowshift:endpoint`` tag, e.g. a tunnel) to fence, catch up and promote.
+    Passwords come from libpq's usual places (``PGPASSWORD``, ``~/.pgpass``), never the spec.
+    """
+
+    port: int = 5432
+    """Port PostgreSQL listens on, on both instances."""
+    user: str = "postgres"
+    """Role with superuser rights (read-only switch, promotion, ending sessions)."""
+    dbname: str = "postgres"
+    """Database the worker connects to (and writes its cutover check row in)."""
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.port, int) and 1 <= self.port <= 65535,
+            "postgres.port",
+            self.port,
+            "a port within 1..65535",
+        )
+        for name in ("user", "dbname"):
+            value = getattr(self, name)
+            _require(
+                isinstance(value, str) and bool(_PG_NAME.match(value)),
+                f"postgres.{name}",
+                value,
+                "a PostgreSQL name (letters, digits, _ and -, at most 63)",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
 class AwsShadowSpec:
     """One protected EC2 instance and its shadow."""
 
@@ -146,8 +180,15 @@ class AwsShadowSpec:
     """``auto`` (snapshot for tier 3, fresh for tiers 1-2), ``snapshot`` or ``fresh``."""
     data_device_name: str = "/dev/sdf"
     """Device of the primary's data volume; the shadow's volume is attached at the same one."""
+    postgres: PostgresAppSpec | None = None
+    """PostgreSQL streaming between the instances (tiers 1-2); required for a cutover there."""
     stop_on_fence: bool = True
-    """Stop a fenced instance (when reachable) so it cannot acknowledge writes."""
+    """Stop a fenced instance (when reachable) so it cannot acknowledge writes.
+
+    Applies when no application fences the writes. With ``postgres`` the planned fence makes
+    the database refuse writes instead (read-only, sessions ended) and leaves the instance
+    running, so it can rejoin as the new shadow; an emergency cutover still stops it.
+    """
 
     def __post_init__(self) -> None:
         validate_instance_id(self.instance_id)

@@ -13,12 +13,13 @@ from typing import Any
 
 import yaml
 
-from infra.aws.spec import AlbRoutingSpec, AwsShadowSpec, DnsRoutingSpec
+from infra.aws.spec import AlbRoutingSpec, AwsShadowSpec, DnsRoutingSpec, PostgresAppSpec
 from infra.errors import InvalidRequestError
 
-_SECTIONS: dict[str, type[DnsRoutingSpec] | type[AlbRoutingSpec]] = {
+_SECTIONS: dict[str, type[DnsRoutingSpec] | type[AlbRoutingSpec] | type[PostgresAppSpec]] = {
     "dns": DnsRoutingSpec,
     "alb": AlbRoutingSpec,
+    "postgres": PostgresAppSpec,
 }
 
 

@@ -95,11 +95,11 @@ class DnsWeights:
 
     def get(self) -> dict[str, int]:
         """Weight per node that has a record (nodes without one are left out)."""
-        return {node: int(r.get("Weight", 0)) for node, r in self._records().items()}
+        return {node: int(r.get("Weight", 0)) for node, r in self.records().items()}
 
     def set(self, weights: Mapping[str, int]) -> None:
         """UPSERT the weights in one atomic change batch and wait until Route 53 is INSYNC."""
-        records = self._records()
+        records = self.records()
         missing = sorted(set(weights) - set(records))
         if missing:
             raise InvalidRequestError(
@@ -118,7 +118,8 @@ class DnsWeights:
         self._wait_insync(change["Id"], change["Status"])
         log.info("Route 53 weights of %s are %s.", self._dns.record_name, dict(weights))
 
-    def _records(self) -> dict[str, dict[str, Any]]:
+    def records(self) -> dict[str, dict[str, Any]]:
+        """The weighted A record of each node that has one, as Route 53 lists it."""
         name = self._dns.record_name.rstrip(".").lower() + "."
         found: dict[str, dict[str, Any]] = {}
         kwargs: dict[str, Any] = {"StartRecordName": name, "StartRecordType": "A"}

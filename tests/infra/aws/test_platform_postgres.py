@@ -1,0 +1,127 @@
+"""AwsPlatform with PostgreSQL on its (moto) instances: the cutover's steps on real data.
+
+The instances are moto EC2 instances whose ``shadowshift:endpoint`` tags point at a real local
+primary and its synchronous standby; ALB and Route 53 weights, tags and instance state go
+through moto.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from activities.shadow import ShadowRequest
+from infra.aws.clients import AwsClients
+from infra.aws.factory import build_aws_platform
+from infra.aws.platform import AwsPlatform
+from infra.aws.spec_loader import load_spec
+from infra.errors import InfraError, InvalidRequestError
+from infra.pulumi_engine import StackDriver
+from tests.conftest import LocalService
+from tests.infra.aws.conftest import upsert_record
+from tests.infra.aws.pg_world import PgWorld, alb_weights, build_pg_world, dns_weights
+from tests.workflows.test_cutover import protect
+from workers.settings import Settings
+
+
+@pytest.fixture
+def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """boto3's own variables point the platform's clients at moto."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return moto_url
+
+
+def _aws_platform(world: PgWorld, driver: StackDriver, **spec: object) -> AwsPlatform:
+    request = ShadowRequest(
+        world.instance_id, world.ports[world.nodes[0]], world.ports[world.nodes[1]], 0, tier=1,
+        platform="aws", platform_spec=world.platform_spec(**spec),
+    )
+    return build_aws_platform(request, driver, Path("/nonexistent"))  # AWS keeps no files
+
+
+async def test_planned_steps_move_real_data_and_weights(
+    aws_env: str, clients: AwsClients, settings: Settings, local_service: LocalService,
+    stack_driver: StackDriver,
+) -> None:
+    """Fence, catch up, promote, shift on the AWS platform: the fenced primary refuses writes,
+    the shadow holds every committed row and takes writes, moto holds the new weights, and the
+    verify refuses a DNS record that points at another address."""
+    await protect(local_service, settings, tier=1)
+    request = local_service.request
+    world = build_pg_world(clients, request.instance_id, request.primary_port,
+                           request.shadow_port)
+    platform = _aws_platform(world, stack_driver)
+    primary, shadow = world.nodes
+    assert platform.routes_service() and platform.nodes() == (primary, shadow)
+    assert platform.probe(primary).writable
+    standby = platform.probe(shadow)
+    assert standby.reachable and standby.in_recovery and not standby.writable
+    status = platform.replication_between(primary, shadow)
+    assert (status.state, status.sync_state) == ("streaming", "sync")
+
+    with local_service.primary.endpoint.connect() as conn:
+        conn.execute("CREATE TABLE aws_rows (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO aws_rows SELECT generate_series(1, 500)")
+    platform.fence(primary)
+    platform.fence(primary)  # idempotent
+    fenced = platform.probe(primary)
+    assert fenced.reachable and not fenced.writable and fenced.detail == "read-only"
+    with (
+        pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
+        local_service.primary.endpoint.connect() as conn,
+    ):
+        conn.execute("INSERT INTO aws_rows VALUES (501)")
+    assert alb_weights(clients, world)[primary] == 0 and dns_weights(clients, world)[primary] == 0
+
+    position = platform.final_position(primary)
+    deadline = time.monotonic() + 10
+    while platform.replay_gap(shadow, position) > 0:
+        assert time.monotonic() < deadline, "the shadow never replayed the final position"
+        time.sleep(0.01)
+    platform.promote(shadow)
+    platform.promote(shadow)  # a no-op on a primary
+    platform.set_weights({primary: 0, shadow: 100})
+    assert alb_weights(clients, world) == {primary: 0, shadow: 100}
+    assert dns_weights(clients, world) == {primary: 0, shadow: 100}
+    assert platform.probe(shadow).writable and not platform.probe(primary).writable
+    assert platform.write_through_router("check-1") == shadow
+    with local_service.shadow.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM aws_rows").fetchone() == (500,)
+    with pytest.raises(InvalidRequestError, match="fenced"):
+        platform.promote(primary)
+
+    upsert_record(clients, world.zone_id, shadow, "10.0.2.250", 100)
+    with pytest.raises(InfraError, match=re.escape("10.0.2.250")):
+        platform.write_through_router("check-2")
+    platform.close()
+
+
+def test_bad_aws_requests_are_refused_by_name(
+    aws_env: str, clients: AwsClients, stack_driver: StackDriver
+) -> None:
+    """A contradicting tier, a misspelt field, a bad postgres port, and a cutover step without
+    a postgres section each fail with the field to fix, before any AWS call changes anything."""
+    world = build_pg_world(clients, "orders-db", 5432, 5433)
+    primary, shadow = world.nodes
+    bad = {
+        "contradicts the request's tier": {"tier": 3},
+        "unknown field.*listner_arn": {"alb": {"listner_arn": world.listener_arn}},
+        "postgres.port": {"postgres": {"port": 70000}},
+    }
+    for message, override in bad.items():
+        with pytest.raises(InvalidRequestError, match=message):
+            _aws_platform(world, stack_driver, **override)
+    without = _aws_platform(world, stack_driver, postgres=None)
+    with pytest.raises(InvalidRequestError, match="postgres"):
+        without.replication_between(primary, shadow)
+    assert alb_weights(clients, world) == {primary: 100, shadow: 0}
+    loaded = load_spec({**world.platform_spec(), "instance_id": "orders-db", "tier": 2})
+    assert loaded.postgres is not None and loaded.postgres.port == 5432
