@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from infra.aws.factory import build_aws_platform
 from infra.errors import InvalidRequestError
 from infra.local.platform import LocalPlatform
 from infra.local.spec import LocalShadowSpec
@@ -49,6 +50,7 @@ def _local(request: PlatformRequest, driver: StackDriver, state_dir: Path) -> Pl
 
 BUILDERS: dict[str, PlatformBuilder] = {
     "local": _local,
+    "aws": build_aws_platform,
 }
 """Builder per value of the request's ``platform`` field."""
 
