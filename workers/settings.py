@@ -46,12 +46,14 @@ class Settings:
     pulumi_backend_url: str = ""
     """``SHADOWSHIFT_PULUMI_BACKEND_URL``: Pulumi state backend; default ``file://<state_dir>/pulumi``."""
     pulumi_passphrase_file: Path = REPO_ROOT / ".state" / "pulumi-passphrase"
-    """``SHADOWSHIFT_PULUMI_PASSPHRASE_FILE``: file holding the secrets passphrase; must exist."""
+    """``SHADOWSHIFT_PULUMI_PASSPHRASE_FILE``: file holding the secrets passphrase; must exist.
+    Default ``<state_dir>/pulumi-passphrase`` (``make setup`` creates it)."""
     pulumi_root: Path | None = None
     """``SHADOWSHIFT_PULUMI_ROOT``: folder with ``bin/pulumi``; default ``.tools`` if built there,
     else ``pulumi`` from ``PATH``."""
     otlp_endpoint: str | None = None
-    """``SHADOWSHIFT_OTLP_ENDPOINT``: OTLP/gRPC collector ``http(s)://host:port``; unset: none."""
+    """``SHADOWSHIFT_OTLP_ENDPOINT``: OTLP/gRPC collector ``http(s)://host:port`` for traces,
+    and for metrics that have no Prometheus port set; unset: no OTLP export."""
     prometheus_port: int = 0
     """``SHADOWSHIFT_PROMETHEUS_PORT``: port of ShadowShift's Prometheus endpoint (readiness,
     lag, cutovers; ``/metrics``); 0 = off."""
