@@ -4,19 +4,26 @@ Why one fleet-level activity instead of a polling loop per protection (DESIGN.md
 model): a per-instance "sample every 15 s" loop costs about 480 Temporal actions per
 instance-hour. Here a single long-running activity samples every instance, scores them in
 one LightGBM batch, runs the policy and *signals a protection only when something matters*:
-a migrate decision, or its readiness score moving to another 10-point band. Its heartbeats
+a change of decision, a score crossing the instance's threshold, or a score 10 points away from
+the last one reported (a score hovering at a band edge would otherwise signal, and upsert the
+protection's search attributes, on every sample). Its heartbeats
 (throttled by the SDK to 80 % of the 2-minute heartbeat timeout, ~38 per hour) are shared by
 the whole fleet, and a lost worker is noticed within the heartbeat timeout: the server then
 retries the activity on another worker, which resumes from the heartbeated policy state.
 Protections themselves hold no timers while protected.
 
 Instances are discovered through Temporal visibility (free of actions): running
-``InstanceProtectionWorkflow`` executions and the spec each carries in its memo.
+``InstanceProtectionWorkflow`` executions and the spec each carries in its memo. Each one is
+decided with its own policy (the spec's threshold, hysteresis, cooldown, advisory flag and
+profile, kept current by ``set_policy``) within the fleet's budget. The watcher samples the node
+the router currently sends traffic to, with its data directory's disk and any metric overlay
+installed for that node (``infra/local/metric_overlay.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,15 +34,25 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.converter import value_to_type
 
-from activities.scoring import MetricWindow, ScoreInstancesInput, ScoringActivities
+from activities.scoring import (
+    InstanceScore,
+    MetricWindow,
+    ScoreInstancesInput,
+    ScoringActivities,
+)
+from infra.errors import InfraError
 from infra.local.haproxy import HAProxyManager
+from infra.local.metric_overlay import overlay_path
 from infra.local.metrics import LocalMetricsCollector
 from infra.local.postgres import PgEndpoint
+from infra.local.spec import LocalShadowSpec
 from models.metrics import MetricSample, samples_to_arrays
 from models.policy import PolicyConfig, PolicyState
+from workers.observability import observe_replication, observe_scores, set_model_version
 
 PROTECTION_QUERY = "WorkflowType = 'InstanceProtectionWorkflow' AND ExecutionStatus = 'Running'"
-READINESS_BAND = 10.0
+READINESS_STEP = 10.0
+"""Points a score must move from the last reported value before it is reported again."""
 
 
 @dataclass
@@ -74,9 +91,14 @@ class WatchFleetResult:
 @dataclass
 class _Watched:
     workflow_id: str
+    spec: LocalShadowSpec
+    port: int
     collector: LocalMetricsCollector
     samples: deque[MetricSample]
-    last_band: float | None = None
+    profile: str
+    policy: PolicyConfig
+    last_reported: float | None = None
+    """Score last signalled (NaN: "no score" was signalled; ``None``: nothing yet)."""
     last_decision: str = "hold"
 
 
@@ -87,6 +109,7 @@ class WatchActivities:
         self._client = client
         self._scoring = scoring
         self._state_dir = state_dir
+        self._haproxy = HAProxyManager(state_dir / "haproxy")
 
     @activity.defn
     async def watch_fleet(self, request: WatchFleetInput) -> WatchFleetResult:
@@ -100,7 +123,7 @@ class WatchActivities:
         samples = signals = 0
         while time.monotonic() - started < request.max_duration_s:
             if time.monotonic() >= next_discovery:
-                await self._discover(watched, request.window_samples)
+                await self._discover(watched, request)
                 next_discovery = time.monotonic() + request.discovery_interval_s
             if watched:
                 policy_state, sent = await self._sample_and_decide(watched, request, policy_state)
@@ -110,7 +133,9 @@ class WatchActivities:
             await asyncio.sleep(request.sample_interval_s)
         return WatchFleetResult(policy_state, samples, signals)
 
-    async def _discover(self, watched: dict[str, _Watched], window: int) -> None:
+    async def _discover(self, watched: dict[str, _Watched], request: WatchFleetInput) -> None:
+        """Refresh the list of protections and each one's policy from the spec in its memo
+        (``set_policy`` rewrites the memo, and visibility reads cost no actions)."""
         seen: set[str] = set()
         async for execution in self._client.list_workflows(PROTECTION_QUERY):
             memo = await execution.memo()
@@ -118,61 +143,143 @@ class WatchActivities:
             instance_id = spec.get("instance_id")
             if not instance_id or spec.get("platform", "local") != "local":
                 continue
-            seen.add(instance_id)
-            if instance_id not in watched:
-                watched[instance_id] = _Watched(
-                    workflow_id=execution.id,
-                    collector=LocalMetricsCollector(
-                        instance_id,
-                        PgEndpoint(port=int(spec["primary_port"])),
-                        haproxy=HAProxyManager(self._state_dir / "haproxy"),
-                    ),
-                    samples=deque(maxlen=window),
+            try:
+                profile, policy = instance_policy(spec.get("policy") or {}, request)
+                local = LocalShadowSpec(
+                    instance_id=instance_id, primary_port=int(spec["primary_port"]),
+                    shadow_port=int(spec["shadow_port"]), router_port=int(spec["router_port"]),
+                    state_dir=self._state_dir,
                 )
+            except (KeyError, TypeError, ValueError, InfraError) as err:
+                activity.logger.warning("Not watching %s: unusable spec (%s).", execution.id, err)
+                continue
+            seen.add(instance_id)
+            item = watched.get(instance_id)
+            if item is None:
+                watched[instance_id] = self._watch(execution.id, local, local.primary_port,
+                                                   request.window_samples, profile, policy)
+            else:
+                item.profile, item.policy = profile, policy
         for gone in set(watched) - seen:
             del watched[gone]
+
+    def _watch(self, workflow_id: str, spec: LocalShadowSpec, port: int, window: int,
+               profile: str, policy: PolicyConfig) -> _Watched:
+        collector = LocalMetricsCollector(
+            spec.instance_id, PgEndpoint(port=port), haproxy=self._haproxy,
+            server_name=spec.primary_node if port == spec.primary_port else spec.shadow_node,
+            overlay=overlay_path(self._state_dir, port),
+        )
+        return _Watched(workflow_id, spec, port, collector, deque(maxlen=window), profile, policy)
+
+    async def _follow_primary(self, item: _Watched) -> _Watched:
+        """Sample whichever node the router sends traffic to: after a cutover the instance is
+        the former shadow, a different host with a history of its own (fresh window)."""
+        port = await asyncio.to_thread(self._serving_port, item.spec)
+        if port is None or port == item.port:
+            return item
+        fresh = self._watch(item.workflow_id, item.spec, port, item.samples.maxlen or 1,
+                            item.profile, item.policy)
+        fresh.last_reported, fresh.last_decision = item.last_reported, item.last_decision
+        activity.logger.info("%s is now served by port %s; watching it.", item.spec.instance_id,
+                             port)
+        return fresh
+
+    def _serving_port(self, spec: LocalShadowSpec) -> int | None:
+        try:
+            weights = self._haproxy.weights(spec.instance_id)
+        except InfraError:
+            return None
+        live = [node for node, weight in weights.items() if weight > 0]
+        if len(live) != 1:
+            return None  # no traffic, or mid-shift: keep watching the same node
+        ports = {spec.primary_node: spec.primary_port, spec.shadow_node: spec.shadow_port}
+        return ports.get(live[0])
 
     async def _sample_and_decide(
         self, watched: dict[str, _Watched], request: WatchFleetInput, policy_state: PolicyState
     ) -> tuple[PolicyState, int]:
-        for item in watched.values():
-            item.samples.append(await asyncio.to_thread(item.collector.sample))
-        windows = [_window(instance_id, item.samples) for instance_id, item in watched.items()]
-        result = await asyncio.to_thread(
-            self._scoring.score_instances,
-            ScoreInstancesInput(
-                windows, time.time(), request.profile, request.policy, policy_state
-            ),
-        )
+        for instance_id in list(watched):
+            item = watched[instance_id] = await self._follow_primary(watched[instance_id])
+            sample = await asyncio.to_thread(item.collector.sample)
+            if item.samples and sample.timestamp < item.samples[-1].timestamp:
+                item.samples.clear()  # a replayed trace ended: its virtual clock was ahead
+            item.samples.append(sample)
+            observe_replication(instance_id, sample.replication_lag_bytes)
+        groups: dict[tuple[object, ...], list[str]] = {}
+        for instance_id, item in watched.items():
+            key = (item.profile, item.policy.threshold, item.policy.consecutive_readings,
+                   item.policy.cooldown_s, item.policy.advisory)
+            groups.setdefault(key, []).append(instance_id)
         sent = 0
-        for score in result.scores:
-            item = watched[score.instance_id]
-            band = _band(score.readiness_score)
-            decision = score.decision if score.act else "hold"
-            if band == item.last_band and decision == item.last_decision:
-                continue  # nothing a protection needs to know
-            item.last_band, item.last_decision = band, decision
-            handle = self._client.get_workflow_handle(item.workflow_id)
-            await handle.signal(
-                "report_risk",
-                {
-                    "readiness_score": score.readiness_score if band is not None else 0.0,
-                    "failure_probability": _finite(score.failure_probability),
-                    "decision": decision,
-                    "at": time.time(),
-                },
+        for members in groups.values():
+            first = watched[members[0]]
+            # One batch per distinct policy; the memory (and the fleet budget in it) is shared.
+            result = await asyncio.to_thread(
+                self._scoring.score_instances,
+                ScoreInstancesInput(
+                    [_window(i, watched[i].samples) for i in members], time.time(),
+                    first.profile, first.policy, policy_state,
+                ),
             )
-            sent += 1
-        return result.policy_state, sent
+            policy_state = result.policy_state
+            set_model_version(result.model_sha256)
+            for score in result.scores:
+                observe_scores(score.instance_id, score.readiness_score, score.failure_probability)
+                sent += await self._signal_on_change(watched[score.instance_id], score)
+        return policy_state, sent
+
+    async def _signal_on_change(self, item: _Watched, score: InstanceScore) -> int:
+        decision = score.decision if score.act else "hold"
+        if not _worth_reporting(item, score.readiness_score, decision):
+            return 0  # nothing a protection needs to know
+        item.last_reported, item.last_decision = score.readiness_score, decision
+        handle = self._client.get_workflow_handle(item.workflow_id)
+        await handle.signal(
+            "report_risk",
+            {
+                "readiness_score": _finite(score.readiness_score),
+                "failure_probability": _finite(score.failure_probability),
+                "decision": decision,
+                "at": time.time(),
+            },
+        )
+        return 1
+
+
+def _worth_reporting(item: _Watched, score: float, decision: str) -> bool:
+    """A new decision, a threshold crossing, a 10-point move, or a score appearing/vanishing."""
+    last = item.last_reported
+    if last is None or decision != item.last_decision:
+        return True
+    known, was_known = score == score, last == last  # NaN != NaN: no score
+    if known != was_known:
+        return True
+    if not known:
+        return False
+    threshold = item.policy.threshold
+    return (score >= threshold) != (last >= threshold) or abs(score - last) >= READINESS_STEP
+
+
+def instance_policy(spec_policy: dict[str, Any], request: WatchFleetInput) -> tuple[str,
+                                                                                     PolicyConfig]:
+    """The readiness profile and policy of one protection: its spec's threshold, hysteresis,
+    cooldown and advisory flag over the fleet's budget and maintenance windows."""
+    fleet = request.policy
+    policy = dataclasses.replace(
+        fleet,
+        threshold=float(spec_policy.get("threshold", fleet.threshold)),
+        consecutive_readings=int(
+            spec_policy.get("consecutive_readings", fleet.consecutive_readings)),
+        cooldown_s=float(spec_policy.get("cooldown_s", fleet.cooldown_s)),
+        advisory=bool(spec_policy.get("advisory", False)) or fleet.advisory,
+    )
+    return str(spec_policy.get("profile", request.profile)), policy
 
 
 def _window(instance_id: str, samples: deque[MetricSample]) -> MetricWindow:
     times, values = samples_to_arrays(list(samples))
     return MetricWindow(instance_id, times.tolist(), values)
-
-
-def _band(score: float) -> float | None:
-    return None if score != score else float(int(score // READINESS_BAND)) * READINESS_BAND
 
 
 def _finite(value: float) -> float:

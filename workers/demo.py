@@ -1,142 +1,95 @@
-"""``make demo``: start a dev server with its Web UI and a worker, run the skeleton end to end.
+"""``make demo``: the product's main job on this machine, end to end, in about four minutes.
 
-Everything it starts is stopped when it exits, Ctrl-C included: the dev server is owned by
-``WorkflowEnvironment`` and the worker runs in a process group of its own.
+Phases (one progress line each): record the failure trace and check the model on it offline →
+start the Temporal dev server (Web UI link printed), HAProxy and a primary PostgreSQL → start
+a worker → client writes through HAProxy → protect the primary (tier 1 shadow through Pulumi)
+→ steady state, Temporal actions counted → a recorded disk degradation replays into the
+primary's metrics (metric overlay, the real collector path) → the fleet watcher's model
+predicts and the protection cuts over → the primary's host fails at the end of the trace
+(kill -9 if it still served) → the former primary rejoins as the shadow → every acknowledged
+write checked → ``demo-out/summary.json`` (also on stdout) and ``demo-out/timeline.png``.
+
+Everything it starts is stopped on the way out, on success, failure and Ctrl-C (exit 130).
+``--healthy-hours`` shortens the steady state (the test runs the demo with 4).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import os
-import shutil
 import signal
-import subprocess
 import sys
-import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
-
-from infra.local.ports import free_port, port_free
+from workers.demo_run import DemoOptions, run_demo, write_summary
+from workers.demo_services import dev_server, fresh_state_dir, local_service, say
+from workers.demo_trace import build_trace
+from workers.demo_watch import Interrupted
 from workers.process_exit import exit_process
 from workers.settings import REPO_ROOT
-from workflows.smoke import SmokeInput, SmokeResult, SmokeWorkflow
 
-DEMO_DIR = REPO_ROOT / ".state" / "demo"
-TASK_QUEUE = "shadowshift-demo"
-
-
-def _port(preferred: int) -> int:
-    """``preferred`` if nothing listens there, else any free port."""
-    return preferred if port_free(preferred) else free_port()
+STATE_DIR = REPO_ROOT / ".state" / "demo"
+OUT_DIR = REPO_ROOT / "demo-out"
 
 
-def say(message: str) -> None:
-    """Progress for the person watching."""
-    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-@asynccontextmanager
-async def dev_server() -> AsyncIterator[tuple[Client, str]]:
-    """A Temporal dev server with the Web UI; yields a client and the UI's base URL."""
-    temporal = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    port, ui_port = _port(7233), _port(8233)
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal,
-        port=port,
-        ui=True,
-        ui_port=ui_port,
-        dev_server_log_level="error",
-    )
-    try:
-        yield env.client, f"http://localhost:{ui_port}"
-    finally:
-        say("Stopping the Temporal dev server.")
-        await env.shutdown()
-
-
-@asynccontextmanager
-async def worker_process(address: str) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """``python -m workers.main`` against ``address``, in its own process group."""
-    passphrase = REPO_ROOT / ".state" / "pulumi-passphrase"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
-    env.update(
-        SHADOWSHIFT_TEMPORAL_ADDRESS=address,
-        SHADOWSHIFT_TASK_QUEUE=TASK_QUEUE,
-        SHADOWSHIFT_STATE_DIR=str(DEMO_DIR),
-        SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(passphrase),
-        SHADOWSHIFT_LOG_LEVEL="WARNING",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "workers.main"], cwd=REPO_ROOT, env=env, start_new_session=True
-    )
-    try:
-        yield process
-    finally:
-        say("Stopping the worker.")
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-class Interrupted(Exception):
-    """The operator pressed Ctrl-C (or sent SIGTERM)."""
-
-
-async def run_demo() -> SmokeResult:
-    """Start everything, run the skeleton workflow and print where to look."""
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+async def demo(options: DemoOptions, state_dir: Path = STATE_DIR,
+               out_dir: Path = OUT_DIR) -> dict[str, Any]:
+    """Run the demo; returns the summary (also written to ``out_dir``)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with dev_server() as (client, ui_url):
-        address = client.service_client.config.target_host
-        say(f"Temporal dev server at {address}; Web UI at {ui_url}")
-        async with worker_process(address) as worker:
-            workflow_id = f"skeleton-{uuid.uuid4().hex[:8]}"
-            target = DEMO_DIR / "skeleton" / f"{workflow_id}.txt"
-            say(f"Starting workflow {workflow_id}")
-            say(f"Watch it: {ui_url}/namespaces/default/workflows/{workflow_id}")
-            handle = await client.start_workflow(
-                SmokeWorkflow.run,
-                SmokeInput(stack_name=workflow_id, path=str(target)),
-                id=workflow_id,
-                task_queue=TASK_QUEUE,
-            )
-            result_task = asyncio.ensure_future(handle.result())
-            while not result_task.done():
-                if stop.is_set():
-                    result_task.cancel()
-                    raise Interrupted
-                if worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited with code {worker.returncode}")
-                await asyncio.wait({result_task}, timeout=0.5)
-            result = result_task.result()
-    say(
-        f"Pulumi created {result.stack.path} (sha256 {result.stack.sha256[:12]}...), "
-        f"LightGBM scored {result.probability:.3f}, destroy removed it: {result.destroyed}"
-    )
-    return result
-
-
-def main() -> int:
-    """Entry point for ``make demo``."""
     try:
-        asyncio.run(run_demo())
+        fresh_state_dir(state_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        say("Recording the failure trace: a host whose disk degrades for ~2 h, then fails.")
+        trace = build_trace(out_dir, options.healthy_hours)
+        async with dev_server() as server:
+            say(f"Temporal dev server at {server.address}; Web UI at {server.ui_url}")
+            with local_service(state_dir) as service:
+                say(f"Primary PostgreSQL {service.instance_id} on port {service.primary.port}, "
+                    f"HAProxy frontend on port {service.router_port}.")
+                summary = await run_demo(options, trace, server, service, state_dir, out_dir,
+                                         stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    write_summary(out_dir, summary)
+    say(f"Summary in {out_dir / 'summary.json'}, timeline in {out_dir / 'timeline.png'}.")
+    return summary
+
+
+def parse_options(argv: list[str] | None) -> DemoOptions:
+    """Command-line knobs (all optional)."""
+    parser = argparse.ArgumentParser(prog="python -m workers.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = DemoOptions()
+    parser.add_argument("--healthy-hours", type=float, default=defaults.healthy_hours,
+                        help="trace hours before the degradation (steady state); default "
+                             "%(default)s")
+    parser.add_argument("--recovery-timeout", type=float, default=defaults.recovery_timeout_s,
+                        help="seconds to wait for the former primary to rejoin")
+    args = parser.parse_args(argv)
+    if not 2 <= args.healthy_hours <= 48:
+        parser.error("--healthy-hours must be within 2..48")
+    return DemoOptions(healthy_hours=args.healthy_hours,
+                       recovery_timeout_s=args.recovery_timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``make demo``: 0 when the demo ran, 130 on Ctrl-C, 1 on failure."""
+    options = parse_options(argv)
+    try:
+        asyncio.run(demo(options))
     except (KeyboardInterrupt, Interrupted):
         say("Interrupted; everything started by the demo was stopped.")
         return 130
+    except Exception as err:  # the context managers already cleaned up
+        say(f"The demo failed: {type(err).__name__}: {err}")
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    exit_process(main(sys.argv[1:]))

@@ -11,14 +11,20 @@ Sources, each read once per sample:
   restarts;
 - HAProxy: bytes in and out of the instance's server (HAProxy accounts a TCP session's bytes
   when it closes, so long-lived connections show up late);
-- the shadow's replication lag, when a status function is given.
+- replication lag: bytes the node's standbys have yet to replay (``pg_stat_replication``),
+  unless a status function is given;
+- an optional metric overlay (``infra/local/metric_overlay.py``) that replays a recorded
+  failure trace over the real reading, for demos and tests.
 
-Rates need two readings, so the first sample of a collector leaves them empty (the model copes
-with missing metrics). Anything unreachable is simply absent from the sample.
+The data directory, which selects the disk, is asked of the server itself when not given (the
+fleet watcher knows ports, not paths). Rates need two readings, so the first sample of a
+collector leaves them empty (the model copes with missing metrics). Anything unreachable is
+simply absent from the sample.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -29,8 +35,20 @@ import psutil
 import psycopg
 
 from infra.local.haproxy import HAProxyManager
+from infra.local.metric_overlay import OverlayReader
 from infra.local.postgres import PgEndpoint
 from models.metrics import MetricSample
+from models.trace import TraceError
+
+log = logging.getLogger(__name__)
+
+_QUERY = (
+    "SELECT sum(xact_commit), sum(xact_rollback), pg_postmaster_start_time()::text,"
+    " pg_backend_pid(),"
+    " CASE WHEN pg_is_in_recovery() THEN NULL ELSE (SELECT max(pg_wal_lsn_diff("
+    "pg_current_wal_lsn(), replay_lsn)) FROM pg_stat_replication) END"
+    " FROM pg_stat_database"
+)
 
 
 @dataclass
@@ -57,6 +75,7 @@ class LocalMetricsCollector:
         haproxy: HAProxyManager | None = None,
         server_name: str | None = None,
         replication_lag: Callable[[], int | None] | None = None,
+        overlay: Path | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.endpoint = endpoint
@@ -64,6 +83,8 @@ class LocalMetricsCollector:
         self.haproxy = haproxy
         self.server_name = server_name or instance_id
         self.replication_lag = replication_lag
+        self.overlay = OverlayReader(overlay) if overlay is not None else None
+        self._data_dir_asked = data_dir is not None
         self._previous: _Counters | None = None
         self._start_time: str | None = None
         self.restarts = 0
@@ -74,7 +95,7 @@ class LocalMetricsCollector:
         database = self._database()
         if database is None:
             return MetricSample(timestamp=now, instance_id=self.instance_id)
-        latency_ms, commits, rollbacks, start_time, backend_pid = database
+        latency_ms, commits, rollbacks, start_time, backend_pid, standby_lag = database
         if self._start_time is not None and start_time != self._start_time:
             self.restarts += 1
         self._start_time = start_time
@@ -87,7 +108,9 @@ class LocalMetricsCollector:
             "memory_percent": 100.0 * rss / psutil.virtual_memory().total,
             "request_latency_ms": latency_ms,
             "restarts": float(self.restarts),
-            "replication_lag_bytes": _optional(self.replication_lag),
+            "replication_lag_bytes": (
+                _optional(self.replication_lag) if self.replication_lag else standby_lag
+            ),
         }
         if previous is not None and current.at > previous.at:
             elapsed = current.at - previous.at
@@ -105,24 +128,43 @@ class LocalMetricsCollector:
             values["error_rate"] = failed / transactions if transactions > 0 else 0.0
             values["network_in_bytes"] = current.bytes_in - previous.bytes_in
             values["network_out_bytes"] = current.bytes_out - previous.bytes_out
-        return MetricSample(timestamp=now, instance_id=self.instance_id, **values)
+        timestamp = self._apply_overlay(now, values)
+        return MetricSample(timestamp=timestamp, instance_id=self.instance_id, **values)
 
-    def _database(self) -> tuple[float, float, float, str, int] | None:
+    def _apply_overlay(self, now: float, values: dict[str, float | None]) -> float:
+        """Replace the metrics a replayed trace carries; returns the sample's timestamp."""
+        if self.overlay is None:
+            return now
+        try:
+            reading = self.overlay.read(now)
+        except TraceError as err:
+            log.warning("Ignoring the metric overlay of %s: %s", self.instance_id, err)
+            return now
+        if reading is None:
+            return now
+        for metric, value in reading.values.items():
+            if metric == "network_bytes":  # the trace has the sum; keep the split consistent
+                values["network_in_bytes"], values["network_out_bytes"] = value, 0.0
+            else:
+                values[metric] = value
+        return reading.timestamp
+
+    def _database(self) -> tuple[float, float, float, str, int, float | None] | None:
         try:
             started = time.perf_counter()
             with self.endpoint.connect(timeout_s=2) as conn:
                 conn.execute("SELECT 1").fetchone()
                 latency_ms = (time.perf_counter() - started) * 1000
-                row = conn.execute(
-                    "SELECT sum(xact_commit), sum(xact_rollback),"
-                    " pg_postmaster_start_time()::text, pg_backend_pid()"
-                    " FROM pg_stat_database"
-                ).fetchone()
+                row = conn.execute(_QUERY).fetchone()
+                if not self._data_dir_asked:
+                    self._data_dir_asked = True
+                    self.data_dir = _data_directory(conn)
         except psycopg.Error:
             return None
         if row is None:
             return None
-        return latency_ms, float(row[0] or 0), float(row[1] or 0), str(row[2]), int(row[3])
+        lag = float(row[4]) if row[4] is not None else None
+        return latency_ms, float(row[0] or 0), float(row[1] or 0), str(row[2]), int(row[3]), lag
 
     def _router_bytes(self) -> tuple[float, float]:
         if self.haproxy is None:
@@ -132,6 +174,15 @@ class LocalMetricsCollector:
         except Exception:
             return 0.0, 0.0
         return (float(stats.bytes_in), float(stats.bytes_out)) if stats else (0.0, 0.0)
+
+
+def _data_directory(conn: psycopg.Connection) -> Path | None:
+    """The server's data directory; ``None`` for a role not allowed to read it."""
+    try:
+        row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return Path(row[0]) if row and row[0] else None
 
 
 def _tree_usage(backend_pid: int) -> tuple[float, float]:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+import pytest
 
 from bench.workload import Writer, prepare_table
+from infra.local.metric_overlay import OverlayReader, overlay_path, remove_overlay, write_overlay
 from infra.local.metrics import LocalMetricsCollector
 from models.metrics import samples_to_arrays, sanitize_all
+from models.trace import TraceError
 from tests.conftest import LocalService
 
 
@@ -51,3 +56,68 @@ def test_samples_reflect_load_and_restarts(local_service: LocalService) -> None:
     _, columns = samples_to_arrays([first, loaded, down])
     sanitize_all(columns, counts)
     assert counts["negative"] == 0 and counts["absurd"] == 0
+
+
+def test_data_directory_is_asked_of_the_server(local_service: LocalService) -> None:
+    """A collector given only a port (as the fleet watcher's are) finds the data directory
+    through the server and reports the disk's I/O latency from its second sample on."""
+    request = local_service.request
+    collector = LocalMetricsCollector(request.instance_id, local_service.primary.endpoint)
+    prepare_table(local_service.router)
+    collector.sample()
+    assert collector.data_dir is not None
+    assert collector.data_dir.resolve() == local_service.primary.data_dir.resolve()
+    with Writer(local_service.router, rate=100):
+        time.sleep(1.5)
+        with local_service.primary.endpoint.connect() as conn:
+            conn.execute("CHECKPOINT")  # forces writes to the data directory's disk
+        loaded = collector.sample()
+    assert loaded.disk_latency_ms is not None and loaded.disk_latency_ms >= 0.0
+
+
+def test_overlay_replays_a_trace_over_real_readings(
+    local_service: LocalService, tmp_path: Path
+) -> None:
+    """An installed overlay replaces the metrics its trace carries and stamps the sample with
+    the trace's compressed clock; the rest stays real; removing it restores real time."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "timestamp,cpu,disk\n"
+        "1700000000,10,1.5\n1700000300,50,5\n1700000600,90,80\n"
+    )
+    state_dir = tmp_path / "state-overlay"
+    port = local_service.request.primary_port
+    now = time.time()
+    write_overlay(state_dir, port, trace, {"cpu": "cpu_percent", "disk": "disk_latency_ms"},
+                  speedup=300.0, wall_start=now - 1.5)
+    reader = OverlayReader(overlay_path(state_dir, port))
+    reading = reader.read(now)
+    assert reading is not None
+    assert reading.values == {"cpu_percent": 50.0, "disk_latency_ms": 5.0}  # row at +450 s
+    assert reading.timestamp == (now - 1.5) + 1.5 * 300.0
+    assert reader.read(now - 2.0) is None  # not started yet
+    held = reader.read(now + 100)
+    assert held is not None and held.values["cpu_percent"] == 90.0  # last row is held
+
+    # Started ten seconds ago: 3,000 trace seconds in, past the last row.
+    write_overlay(state_dir, port, trace, {"cpu": "cpu_percent", "disk": "disk_latency_ms"},
+                  speedup=300.0, wall_start=time.time() - 10)
+    collector = LocalMetricsCollector(
+        local_service.request.instance_id, local_service.primary.endpoint,
+        overlay=overlay_path(state_dir, port),
+    )
+    sample = collector.sample()
+    assert sample.timestamp > time.time() + 2500  # the virtual clock runs ahead
+    assert sample.cpu_percent == 90.0 and sample.disk_latency_ms == 80.0
+    assert sample.request_latency_ms is not None and sample.request_latency_ms < 1000  # real
+    remove_overlay(state_dir, port)
+    assert collector.sample().timestamp <= time.time()
+
+
+def test_a_bad_overlay_is_refused_when_installed(tmp_path: Path) -> None:
+    """Installing an overlay whose trace lacks a column fails at once, naming the column."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("timestamp,cpu\n1700000000,10\n")
+    with pytest.raises(TraceError, match="'disk' not found"):
+        write_overlay(tmp_path, 5432, trace, {"disk": "disk_latency_ms"}, speedup=300.0,
+                      wall_start=time.time())

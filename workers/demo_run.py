@@ -1,0 +1,206 @@
+"""The end-to-end demo, phase by phase (``make demo``; the entry point is ``workers.demo``).
+
+Protect a primary PostgreSQL under client load, replay a recorded disk degradation into its
+metrics, let the fleet watcher's model predict, cut over before the primary fails, fail it at
+the end of the trace, let the former primary rejoin as the shadow, then measure and report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from activities.watch import WatchFleetInput
+from bench.cutover_monitor import blackout_ms, failures_between
+from bench.workload import Writer, prepare_table, wait_until_present
+from infra.local.metric_overlay import remove_overlay, write_overlay
+from models.policy import PolicyConfig
+from models.predictor import DEFAULT_MODEL_PATH, Predictor
+from workers import demo_report as report
+from workers.demo_services import DevServer, LocalService, say, worker_process
+from workers.demo_trace import COLUMNS, DemoTrace, OfflineVerdict, offline_verdict
+from workers.demo_watch import LagRecorder, Progress
+from workers.protect import ensure_fleet_watcher, start_protection
+from workflows.cutover import cutover_workflow_id
+from workflows.protection_spec import PolicySpec, ProtectionSpec
+
+TASK_QUEUE = "shadowshift-demo"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Knobs of one demo run; the defaults are ``make demo``'s."""
+
+    healthy_hours: float = 12.0
+    """Trace hours before the degradation: provisioning plus the steady-state window."""
+    speedup: float = 300.0
+    """Trace seconds per wall second (one watcher sample = one 5-minute trace step)."""
+    sample_interval_s: float = 1.0
+    """The fleet watcher's sampling interval."""
+    write_rate: float = 50.0
+    """Client transactions per second through HAProxy."""
+    tier: int = 1
+    """Shadow tier (1: synchronous, no acknowledged write can be lost)."""
+    threshold: float = 60.0
+    """The protection's readiness threshold."""
+    consecutive_readings: int = 3
+    """High readings in a row before migrating."""
+    recovery_timeout_s: float = 90.0
+    """How long to wait for the former primary to rejoin as the shadow."""
+
+
+async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
+                   service: LocalService, state_dir: Path, out_dir: Path,
+                   stop: asyncio.Event) -> dict[str, Any]:
+    """Everything after the services are up; returns the summary."""
+    client = server.client
+    policy = PolicySpec(threshold=options.threshold,
+                        consecutive_readings=options.consecutive_readings)
+    verdict = offline_verdict(trace, Predictor.load(DEFAULT_MODEL_PATH),
+                              PolicyConfig(threshold=policy.threshold,
+                                           consecutive_readings=policy.consecutive_readings), 48)
+    _say_verdict(verdict, options)
+    async with worker_process(server.address, state_dir, TASK_QUEUE) as worker:
+        progress = Progress(client, service.instance_id, worker, stop)
+        prepare_table(service.router)
+        writer = Writer(service.router, rate=options.write_rate).start()
+        lag = LagRecorder(service).start()
+        mono_offset = time.monotonic() - time.time()
+        try:
+            say(f"Client load: {options.write_rate:g} writes/s through HAProxy on port "
+                f"{service.router_port}, every acknowledged commit recorded.")
+            wall_start = time.time()
+            write_overlay(state_dir, service.primary.port, trace.csv_path, COLUMNS,
+                          speedup=options.speedup, wall_start=wall_start)
+            onset_wall = trace.wall_time(trace.onset, wall_start, options.speedup)
+            failure_wall = trace.wall_time(trace.failure_at, wall_start, options.speedup)
+            spec = ProtectionSpec(service.instance_id, "local", options.tier,
+                                  service.primary.port, service.shadow_port,
+                                  service.router_port, policy)
+            handle = await start_protection(client, spec, task_queue=TASK_QUEUE)
+            watch = WatchFleetInput(sample_interval_s=options.sample_interval_s,
+                                    discovery_interval_s=2.0)
+            await ensure_fleet_watcher(client, task_queue=TASK_QUEUE, request=watch)
+            say(f"Protecting {service.instance_id} (tier {options.tier}, threshold "
+                f"{options.threshold:g}). Watch it: {server.ui_url}/namespaces/default/"
+                f"workflows/{spec.workflow_id}")
+            protected_at = await progress.wait_for_phase({"protected"}, deadline=onset_wall)
+            say(f"Shadow in sync: protected after {protected_at - wall_start:.1f} s. Steady "
+                f"state until the degradation starts ({onset_wall - time.time():.0f} s).")
+            steady = await _steady_state(server, progress, protected_at, onset_wall)
+            say("Degradation starts on the primary: its disk latency climbs (replayed trace).")
+            cutover = await progress.wait_for_cutover(deadline=failure_wall)
+            # The recovery runs on its own schedule: it may finish before or after the failure.
+            recovery = asyncio.ensure_future(progress.wait_for_recovery(
+                failure_wall - time.time() + options.recovery_timeout_s) if cutover else
+                asyncio.sleep(0, result=None))
+            try:
+                await progress.sleep_until(failure_wall)
+                killed = _fail_primary(service)
+                remove_overlay(state_dir, service.primary.port)
+                rejoined_at = await recovery
+            finally:
+                recovery.cancel()
+        finally:
+            stats = writer.stop()
+            lag.stop()
+            await progress.stop_workflows()
+        say("Checking every acknowledged write on the current primary.")
+        missing = await asyncio.to_thread(wait_until_present, service.router, stats.acked_ids,
+                                          timeout_s=30)
+        history = [event async for event in handle.fetch_history_events()]
+    cutover_window = (cutover[0] + mono_offset, cutover[1] + mono_offset) if cutover else None
+    summary: dict[str, Any] = {
+        "lead_time_s": round(failure_wall - cutover[0], 2) if cutover else None,
+        "lead_time_trace_s": (round((failure_wall - cutover[0]) * options.speedup)
+                              if cutover else None),
+        "blackout_ms": (blackout_ms(stats.ack_times, *cutover_window)
+                        if cutover_window else None),
+        "lost_acked_writes": len(missing),
+        "acked_writes": len(stats.acked_ids),
+        "failed_client_ops": stats.failed_ops,
+        "failed_client_ops_during_cutover": (
+            failures_between(stats.failure_times, *cutover_window) if cutover_window else None),
+        "cutovers": _count_cutovers(history),
+        "primary_killed_while_serving": killed,
+        "former_primary_rejoined_as_shadow": rejoined_at is not None,
+        "rejoined_after_cutover_s": (round(rejoined_at - cutover[1], 1)
+                                     if rejoined_at is not None and cutover else None),
+        **steady,
+        "offline_verdict": asdict(verdict),
+        "trace": {"file": str(trace.csv_path), "mode": "disk_degradation",
+                  "speedup": options.speedup,
+                  "precursor_trace_s": round(trace.failure_at - trace.onset)},
+        "web_ui": f"{server.ui_url}/namespaces/default/workflows/{spec.workflow_id}",
+    }
+    report.plot_timeline(out_dir / "timeline.png", scores=report.risk_reports(history),
+                         threshold=options.threshold, lag=lag.samples, cutover=cutover,
+                         onset_at=onset_wall, failure_at=failure_wall, origin=wall_start)
+    return summary
+
+
+async def _steady_state(server: DevServer, progress: Progress, protected_at: float,
+                        onset_wall: float) -> dict[str, Any]:
+    """Count actions between ``protected`` and the degradation's onset."""
+    before = await asyncio.to_thread(report.server_actions, server.metrics_url)
+    start = max(time.time(), protected_at)
+    await progress.sleep_until(onset_wall)
+    end = time.time()
+    after = await asyncio.to_thread(report.server_actions, server.metrics_url)
+    count = await report.count_history_actions(server.client, start, end)
+    count.heartbeats = after.get(report.HEARTBEAT_ACTION, 0) - before.get(
+        report.HEARTBEAT_ACTION, 0)
+    count.server_by_type = {kind: value - before.get(kind, 0.0) for kind, value in after.items()
+                            if value != before.get(kind, 0.0)}
+    measured = report.per_instance_hour(count, 1, WatchFleetInput().max_duration_s)
+    say(f"Steady state: {count.total:.0f} billable actions in {count.window_s:.0f} s → "
+        f"{measured['temporal_actions_per_instance_hour']} per instance-hour.")
+    return measured
+
+
+def _fail_primary(service: LocalService) -> bool:
+    """The end of the trace: the old primary's host fails. kill -9 it if it still serves."""
+    serving = service.serving_node()
+    if serving == service.instance_id and service.primary.running():
+        say("The trace ends in failure and the primary still serves traffic: kill -9.")
+        service.primary.kill()
+        return True
+    say(f"The trace ends in failure: the old primary's host fails now, but traffic is "
+        f"already on {serving}.")
+    return False
+
+
+def _count_cutovers(history: list[Any]) -> int:
+    from temporalio.api.enums.v1 import EventType
+
+    return sum(
+        1 for event in history
+        if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED
+        and event.child_workflow_execution_completed_event_attributes.workflow_execution
+        .workflow_id.startswith(cutover_workflow_id(""))
+    )
+
+
+def _say_verdict(verdict: OfflineVerdict, options: DemoOptions) -> None:
+    if verdict.lead_time_s is None:
+        say("Offline, the model does not fire on this trace; the demo will show a miss.")
+        return
+    say(f"Offline check of the trace: the model fires {verdict.lead_time_s / 3600:.2f} trace "
+        f"hours ({verdict.lead_time_s / options.speedup:.1f} s of demo) before the failure; "
+        f"healthy part peaks at score {verdict.healthy_max_score:.0f}.")
+
+
+def write_summary(out_dir: Path, summary: dict[str, Any],
+                  emit: Callable[[str], None] = print) -> Path:
+    """``demo-out/summary.json`` and the same JSON on stdout."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "summary.json"
+    text = json.dumps(summary, indent=2)
+    path.write_text(text + "\n")
+    emit(text)
+    return path

@@ -1,0 +1,159 @@
+"""The demo's eyes: waiting for phases through Temporal, recording replication lag.
+
+Progress is read with ``DescribeWorkflowExecution`` (the ``ShadowShiftPhase`` search attribute
+and the cutover child's start and close times), which is not a billable action, so watching
+the demo does not inflate the steady-state count. Every wait gives up on Ctrl-C and when the
+worker process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+from contextlib import suppress
+
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from infra.local.postgres import PgEndpoint
+from workers.demo_services import LocalService, say
+from workflows import search_attributes
+from workflows.cutover import cutover_workflow_id
+from workflows.fleet_watcher import WATCHER_ID
+from workflows.protection import InstanceProtectionWorkflow
+
+POLL_S = 0.25
+
+
+class Interrupted(Exception):
+    """The operator pressed Ctrl-C (or sent SIGTERM)."""
+
+
+class Progress:
+    """Waits on the protection of one instance."""
+
+    def __init__(self, client: Client, instance_id: str, worker: subprocess.Popen[bytes],
+                 stop: asyncio.Event) -> None:
+        self.client = client
+        self.instance_id = instance_id
+        self.worker = worker
+        self.stop = stop
+        self.workflow_id = f"protect-{instance_id}"
+        self._last_phase: str | None = None
+
+    async def tick(self) -> None:
+        """One polling pause; raises when the demo must end."""
+        if self.stop.is_set():
+            raise Interrupted
+        if self.worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {self.worker.returncode} "
+                               "(see .state/demo/worker.log)")
+        await asyncio.sleep(POLL_S)
+
+    async def sleep_until(self, moment: float) -> None:
+        """Wait for the wall-clock ``moment``."""
+        while time.time() < moment:
+            await self.tick()
+
+    async def phase(self) -> str | None:
+        """The protection's phase as published in its search attributes."""
+        description = await self.client.get_workflow_handle(self.workflow_id).describe()
+        phase = description.typed_search_attributes.get(search_attributes.PHASE)
+        if phase != self._last_phase:
+            say(f"Protection phase: {phase}.")
+            self._last_phase = phase
+        return phase
+
+    async def wait_for_phase(self, phases: set[str], *, deadline: float) -> float:
+        """Wall time at which the protection reached one of ``phases``."""
+        while await self.phase() not in phases:
+            if time.time() > deadline:
+                raise RuntimeError(f"the protection did not reach {sorted(phases)} in time; "
+                                   "raise --healthy-hours on a slow machine")
+            await self.tick()
+        return time.time()
+
+    async def wait_for_cutover(self, *, deadline: float) -> tuple[float, float] | None:
+        """Start and end (wall time) of the instance's cutover, if one starts by ``deadline``."""
+        handle = self.client.get_workflow_handle(cutover_workflow_id(self.instance_id))
+        while True:
+            await self.phase()
+            try:
+                description = await handle.describe()
+            except RPCError:
+                description = None  # not started yet
+            if description is not None:
+                break
+            if time.time() > deadline:
+                say("No cutover before the failure: the model did not fire in time.")
+                return None
+            await self.tick()
+        say(f"The model predicted the failure: cutover started ({description.id}).")
+        while description.close_time is None:
+            await self.tick()
+            description = await handle.describe()
+        start = description.start_time.timestamp()
+        end = description.close_time.timestamp()
+        say(f"Cutover {description.status.name.lower() if description.status else 'done'} "
+            f"in {end - start:.2f} s; {deadline - start:.1f} s before the failure.")
+        return start, end
+
+    async def wait_for_recovery(self, timeout_s: float) -> float | None:
+        """Wall time at which the protection is protected again with a healthy shadow (the
+        former primary rejoined), or ``None`` after ``timeout_s``."""
+        handle = self.client.get_workflow_handle(self.workflow_id)
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if await self.phase() == "protected":
+                status = await handle.query(InstanceProtectionWorkflow.status)
+                if status.shadow_healthy and status.cutovers >= 1:
+                    say("The former primary rejoined as the shadow: protected again.")
+                    return time.time()
+            await self.tick()
+        say(f"The former primary did not rejoin within {timeout_s:.0f} s "
+            f"(phase {self._last_phase}).")
+        return None
+
+    async def stop_workflows(self) -> None:
+        """Terminate the watcher and the protection so the worker can stop promptly."""
+        for workflow_id in (WATCHER_ID, self.workflow_id):
+            with suppress(RPCError):
+                await self.client.get_workflow_handle(workflow_id).terminate("demo over")
+
+
+class LagRecorder:
+    """Samples the serving node's replication lag (bytes its standby has yet to replay)."""
+
+    def __init__(self, service: LocalService, interval_s: float = 0.5) -> None:
+        self.service = service
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-lag", daemon=True)
+
+    def start(self) -> LagRecorder:
+        """Start sampling in the background."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        ports = {self.service.instance_id: self.service.primary.port,
+                 f"{self.service.instance_id}-shadow": self.service.shadow_port}
+        while not self._stop.wait(self.interval_s):
+            node = self.service.serving_node()
+            if node not in ports:
+                continue
+            with suppress(Exception):
+                with PgEndpoint(port=ports[node]).connect(timeout_s=1) as conn:
+                    row = conn.execute(
+                        "SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))"
+                        " FROM pg_stat_replication").fetchone()
+                if row and row[0] is not None:
+                    self.samples.append((time.time(), float(row[0])))
