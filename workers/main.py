@@ -19,6 +19,7 @@ from workers import observability
 from workers.logging_config import configure_logging
 from workers.process_exit import exit_process
 from workers.registry import new_worker
+from workers.schedules import ScheduleConfig, ensure_schedules
 from workers.settings import Settings, SettingsError, load_settings
 from workers.telemetry import Telemetry, start_telemetry
 
@@ -79,6 +80,10 @@ async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event) 
             worker = new_worker(client, settings, pool)
         except ModelError as err:
             raise StartupError(f"the failure model cannot be loaded: {err}") from err
+        # The feedback loop's schedules (outcome probes, retraining) exist once per task
+        # queue; every worker start makes sure of it and leaves existing ones untouched.
+        await ensure_schedules(client, settings.task_queue,
+                               ScheduleConfig(prefix=settings.task_queue))
         log.info(
             "Worker polling %s on %s (namespace %s).",
             settings.task_queue,

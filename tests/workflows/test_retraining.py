@@ -9,7 +9,7 @@ import uuid
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.client import Client, ScheduleHandle
+from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, ScheduleHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.scoring import MetricWindow, ScoreInstancesInput, ScoreInstancesResult
@@ -47,7 +47,7 @@ def _request() -> ScoreInstancesInput:
 async def _score(client: Client, task_queue: str) -> ScoreInstancesResult:
     return await client.execute_workflow(
         ScoreOnceWorkflow.run, _request(), id=f"score-{uuid.uuid4().hex[:8]}",
-        task_queue=task_queue, result_type=ScoreInstancesResult)
+        task_queue=task_queue)
 
 
 async def _trigger_and_wait(client: Client, handle: ScheduleHandle) -> RetrainingResult:
@@ -61,6 +61,7 @@ async def _trigger_and_wait(client: Client, handle: ScheduleHandle) -> Retrainin
                 break
             await asyncio.sleep(0.2)
     started = actions[-1].action
+    assert isinstance(started, ScheduleActionExecutionStartWorkflow)
     run = client.get_workflow_handle(started.workflow_id, run_id=started.first_execution_run_id,
                                      result_type=RetrainingResult)
     async with asyncio.timeout(180):

@@ -1,0 +1,133 @@
+"""Outcome records: stored once, observed on real PostgreSQL, resolved after their horizon,
+and fed to the challenger's training."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.outcomes import (
+    OutcomeActivities,
+    OutcomeEvidence,
+    OutcomeRecorder,
+    RecordOutcomeInput,
+    ResolveOutcomesInput,
+)
+from activities.outcomes_store import OutcomeRecord, OutcomeStore
+from activities.retraining import RetrainingActivities, TrainChallengerInput
+from infra.local.ports import free_port
+from infra.local.postgres import PgEndpoint, PgServer
+from models.registry import ModelRegistry
+from models.retraining import RetrainingConfig, build
+from workers.settings import Settings
+
+T0 = 1_800_000_000.0
+HOUR = 3600.0
+
+
+def _window(at: float, cpu: float) -> dict[str, object]:
+    times = [at - 300.0 * i for i in range(11, -1, -1)]
+    return {"timestamps": times, "values": {"cpu_percent": [cpu] * 12,
+                                            "memory_percent": [cpu / 2] * 12}}
+
+
+def test_records_are_idempotent_and_resolve_to_the_worst_evidence(tmp_path: Path) -> None:
+    """A record is stored once; after its horizon the worst observation inside the horizon
+    is its outcome; evidence outside the horizon does not count; no evidence is unknown."""
+    store = OutcomeStore(tmp_path / "outcomes.sqlite")
+    activities = OutcomeActivities(store)
+    env = ActivityEnvironment()
+    cutover = RecordOutcomeInput("wf:cutover:1", "db-1", "cutover", T0, port=5999,
+                                 horizon_s=HOUR)
+    assert env.run(activities.record_outcome, cutover) is True
+    assert env.run(activities.record_outcome, cutover) is False
+    env.run(activities.record_outcome,
+            RecordOutcomeInput("wf:refused:1", "db-2", "refused", T0, horizon_s=HOUR))
+    for at, status in ((T0 + 60, "healthy"), (T0 + 600, "degraded"), (T0 + 2 * HOUR, "failed")):
+        store.observe("wf:cutover:1", at, status, "probe")
+    assert env.run(activities.report_outcome_evidence,
+                   OutcomeEvidence("db-1", "healthy", T0 + 900, "recovery")) == 1
+    assert env.run(activities.resolve_outcomes, ResolveOutcomesInput(T0 + HOUR - 1)) == {
+        "healthy": 0, "degraded": 0, "failed": 0, "unknown": 0}
+    assert env.run(activities.resolve_outcomes, ResolveOutcomesInput(T0 + HOUR)) == {
+        "healthy": 0, "degraded": 1, "failed": 0, "unknown": 1}
+    assert [(r.record_id, r.outcome) for r in store.all()] == [
+        ("wf:cutover:1", "degraded"), ("wf:refused:1", "unknown")]
+    with pytest.raises(ApplicationError, match="use one of cutover, refused, near_miss"):
+        env.run(activities.record_outcome, RecordOutcomeInput("x", "db-3", "maybe", T0))
+
+
+async def test_probes_tell_a_live_instance_from_a_dead_one(
+    tmp_path: Path, settings: Settings,
+) -> None:
+    """The observer probes each open record's endpoint: a running PostgreSQL is healthy, a
+    port where nothing answers is failed; both outcomes follow after the horizon."""
+    server = PgServer(home=settings.state_dir / "pg", port=free_port())
+    server.init()
+    server.start()
+    try:
+        store = OutcomeStore(tmp_path / "outcomes.sqlite")
+        activities = OutcomeActivities(store)
+        env = ActivityEnvironment()
+        now = time.time()
+        env.run(activities.record_outcome, RecordOutcomeInput(
+            "live", "db-live", "cutover", now, port=server.port, horizon_s=HOUR))
+        env.run(activities.record_outcome, RecordOutcomeInput(
+            "dead", "db-dead", "cutover", now, port=free_port(), horizon_s=HOUR))
+        result = await env.run(activities.observe_outcomes)
+        assert result.probed == 2
+        assert result.statuses == {"healthy": 1, "degraded": 0, "failed": 1}
+        env.run(activities.resolve_outcomes, ResolveOutcomesInput(now + HOUR + 1))
+        assert {r.record_id: r.outcome for r in store.all()} == {"live": "healthy",
+                                                                 "dead": "failed"}
+    finally:
+        server.stop(mode="immediate")
+
+
+def test_near_misses_are_recorded_once_and_windows_reach_later_records(tmp_path: Path) -> None:
+    """A hold just under the threshold is a near miss (once per horizon); far below or a
+    migrate decision is not; a cutover recorded without a window gets the remembered one."""
+    store = OutcomeStore(tmp_path / "outcomes.sqlite")
+    recorder = OutcomeRecorder(store, margin=20.0, horizon_s=HOUR)
+    endpoint = PgEndpoint(port=5432)
+    assert recorder.note_risk("db-1", T0, 35.0, "hold", 50.0, _window(T0, 70.0), endpoint)
+    assert not recorder.note_risk("db-1", T0 + 60, 40.0, "hold", 50.0, _window(T0, 75), endpoint)
+    assert not recorder.note_risk("db-2", T0, 10.0, "hold", 50.0, _window(T0, 20.0), endpoint)
+    assert not recorder.note_risk("db-2", T0 + 30, 55.0, "migrate", 50.0, _window(T0, 90.0),
+                                  endpoint)
+    store.add(OutcomeRecord("wf:cutover:1", "db-2", "cutover", T0 + 60, HOUR))
+    records = {r.record_id: r for r in store.all()}
+    assert set(records) == {"db-1:near_miss:1800000000", "wf:cutover:1"}
+    assert records["db-1:near_miss:1800000000"].readiness_score == 35.0
+    cutover_window = records["wf:cutover:1"].window
+    assert cutover_window is not None and cutover_window["values"]["cpu_percent"][0] == 90.0
+
+
+def test_resolved_outcomes_become_training_rows(tmp_path: Path) -> None:
+    """Resolved records with a window are rows of the challenger's data; unknown outcomes
+    and records without a window are not; a retried training returns the same challenger."""
+    store = OutcomeStore(tmp_path / "outcomes.sqlite")
+    for i in range(10):
+        at = T0 + i * HOUR
+        store.add(OutcomeRecord(f"r{i}", f"db-{i}", "cutover", at, HOUR,
+                                window=_window(at, 95.0 if i % 2 else 30.0)))
+        if i < 8:
+            store.observe(f"r{i}", at + 60, "failed" if i % 2 else "healthy", "probe")
+    store.add(OutcomeRecord("no-window", "db-x", "cutover", T0, HOUR))
+    store.observe("no-window", T0 + 60, "failed", "probe")
+    store.resolve(T0 + 20 * HOUR)
+    assert sum(r.outcome == "unknown" for r in store.all()) == 2
+    retraining = RetrainingActivities(ModelRegistry(tmp_path / "models"), store)
+    config = RetrainingConfig(instances=20, days=2.0, seed=3, use_nab=False, num_threads=1)
+    env = ActivityEnvironment()
+    challenger = env.run(retraining.train_challenger, TrainChallengerInput("run-1", config))
+    assert challenger.outcome_rows == 8
+    assert challenger.rows == build(config, []).labels.size + 8
+    assert challenger.heldout_rows > 0 and math.isfinite(challenger.training_s)
+    again = env.run(retraining.train_challenger, TrainChallengerInput("run-1", config))
+    assert again == challenger

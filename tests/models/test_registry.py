@@ -1,0 +1,73 @@
+"""The model registry swaps versions atomically and idempotently, and scoring follows it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from activities.scoring import MetricWindow, ScoreInstancesInput, ScoringActivities
+from models.predictor import DEFAULT_MODEL_PATH, ModelError, metadata_path_for
+from models.registry import ModelRegistry
+
+
+def _copy_model(folder: Path, corrupt: bool = False) -> Path:
+    folder.mkdir(parents=True)
+    model = folder / "pae.txt"
+    shutil.copyfile(DEFAULT_MODEL_PATH, model)
+    shutil.copyfile(metadata_path_for(DEFAULT_MODEL_PATH), metadata_path_for(model))
+    if corrupt:
+        text = model.read_text()
+        model.write_text(text.replace("tree", "free", 1))
+    return model
+
+
+def test_promotion_is_versioned_idempotent_and_refuses_stale_or_bad(tmp_path: Path) -> None:
+    """Each promotion adds one version and repoints; repeating a candidate changes nothing;
+    a stale comparison or a corrupt file is refused and leaves the pointer as it was."""
+    registry = ModelRegistry(tmp_path / "models")
+    assert registry.current().version == 0 and registry.pointer_stamp() is None
+    first = registry.promote(_copy_model(tmp_path / "a"), candidate_id="run-a",
+                             metric="average_precision", champion_score=0.1,
+                             challenger_score=0.2, expected_version=0)
+    assert first.version == 1 and Path(first.model_path).is_file()
+    assert registry.promote(_copy_model(tmp_path / "a2"), candidate_id="run-a") == first
+    stamp = registry.pointer_stamp()
+    with pytest.raises(ModelError, match="moved from v0 to v1"):
+        registry.promote(_copy_model(tmp_path / "b"), candidate_id="run-b", expected_version=0)
+    with pytest.raises(ModelError, match="does not match its metadata"):
+        registry.promote(_copy_model(tmp_path / "c", corrupt=True), candidate_id="run-c")
+    assert registry.pointer_stamp() == stamp and registry.current() == first
+    assert sorted(p.name for p in (registry.root / "versions").iterdir()) == ["run-a"]
+    second = registry.promote(_copy_model(tmp_path / "d"), candidate_id="run-d")
+    assert second.version == 2
+    logged = registry.decisions()
+    assert [(d["decision"], d["version"]) for d in logged] == [("promoted", 1), ("promoted", 2)]
+    assert logged[0]["champion_score"] == 0.1 and logged[0]["challenger_score"] == 0.2
+
+
+def test_scoring_follows_the_pointer_and_keeps_its_model_on_a_bad_file(tmp_path: Path) -> None:
+    """Scoring picks up a promotion at its next batch; a pointer to a damaged file is refused
+    and the previous model keeps scoring; a broken current model at start falls back to the
+    shipped default."""
+    registry = ModelRegistry(tmp_path / "models")
+    scoring = ScoringActivities.from_registry(registry)
+    request = ScoreInstancesInput(
+        [MetricWindow("db-1", [1.0e9, 1.0e9 + 300], {"cpu_percent": [50.0, 60.0]})], 1.0e9 + 300)
+    assert scoring.score_instances(request).model_version == 0
+    promoted = registry.promote(_copy_model(tmp_path / "a"), candidate_id="run-a")
+    result = scoring.score_instances(request)
+    assert result.model_version == promoted.version == 1
+    assert scoring.predictor.source == Path(promoted.model_path)
+
+    damaged = _copy_model(tmp_path / "bad", corrupt=True)
+    pointer = json.loads(registry.pointer_path.read_text())
+    registry.pointer_path.write_text(json.dumps({**pointer, "version": 2,
+                                                 "model_path": str(damaged)}))
+    result = scoring.score_instances(request)
+    assert result.model_version == 1 and scoring.predictor.source == Path(promoted.model_path)
+
+    restarted = ScoringActivities.from_registry(registry)
+    assert restarted.model_version == 0 and restarted.predictor.source == DEFAULT_MODEL_PATH
