@@ -28,6 +28,7 @@ from activities.outcomes_store import KINDS, STATUSES, OutcomeRecord, OutcomeSto
 from infra.local.metrics import LocalMetricsCollector
 from infra.local.postgres import PgEndpoint
 from models.metrics import MetricSample
+from workers.observability import count_false_migration
 
 DEFAULT_HORIZON_S = 7200.0
 """The shipped model's horizon: an outcome looks this far past the decision."""
@@ -217,7 +218,14 @@ class OutcomeActivities:
     @activity.defn
     def resolve_outcomes(self, request: ResolveOutcomesInput) -> dict[str, int]:
         """Decide outcomes whose horizon has passed; counts by outcome."""
-        counts = self._store.resolve(request.now if request.now is not None else time.time())
+        now = request.now if request.now is not None else time.time()
+        cutovers_due = [r for r in self._store.all() if r.kind == "cutover"
+                        and r.outcome is None and r.at + r.horizon_s <= now]
+        counts = self._store.resolve(now)
+        for record in cutovers_due:  # a former primary that stayed healthy: a false migration
+            resolved = self._store.get(record.record_id)
+            if resolved is not None and resolved.outcome == "healthy":
+                count_false_migration(record.instance_id)
         if any(counts.values()):
             activity.logger.info("Outcomes resolved: %s", counts)
         return counts

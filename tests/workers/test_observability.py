@@ -242,3 +242,32 @@ def test_otlp_export_of_metrics_and_spans(settings: Settings) -> None:
         assert receiver.metric_names == []
     finally:
         receiver.server.stop(grace=None)
+
+
+def test_false_migrations_are_counted_when_outcomes_resolve(
+    observed: Observed, tmp_path: Path
+) -> None:
+    """A cutover whose former primary stayed healthy through the horizon counts as a false
+    migration, once; one that degraded does not, nor does a refused cutover."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.outcomes import OutcomeActivities, RecordOutcomeInput, ResolveOutcomesInput
+    from activities.outcomes_store import OutcomeStore
+
+    t0, hour = 1_800_000_000.0, 3600.0
+    store = OutcomeStore(tmp_path / "outcomes.sqlite")
+    activities = OutcomeActivities(store)
+    env = ActivityEnvironment()
+    for record_id, instance, kind, status in (
+        ("wf:1", "db-fine", "cutover", "healthy"),
+        ("wf:2", "db-sick", "cutover", "degraded"),
+        ("wf:3", "db-fine", "refused", "healthy"),
+    ):
+        env.run(activities.record_outcome,
+                RecordOutcomeInput(record_id, instance, kind, t0, horizon_s=hour))
+        store.observe(record_id, t0 + 60, status, "probe")
+    env.run(activities.resolve_outcomes, ResolveOutcomesInput(t0 + hour))
+    env.run(activities.resolve_outcomes, ResolveOutcomesInput(t0 + 2 * hour))  # nothing new
+    samples = scrape(observed.port)
+    assert sample_value(samples, "shadowshift_false_migrations_total", instance="db-fine") == 1
+    assert sample_value(samples, "shadowshift_false_migrations_total", instance="db-sick") is None
