@@ -34,6 +34,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.converter import value_to_type
 
+from activities.outcomes import OutcomeRecorder
 from activities.scoring import (
     InstanceScore,
     MetricWindow,
@@ -105,10 +106,12 @@ class _Watched:
 class WatchActivities:
     """The fleet watcher activity and what it needs: a client, the model, the state dir."""
 
-    def __init__(self, client: Client, scoring: ScoringActivities, state_dir: Path) -> None:
+    def __init__(self, client: Client, scoring: ScoringActivities, state_dir: Path,
+                 outcomes: OutcomeRecorder | None = None) -> None:
         self._client = client
         self._scoring = scoring
         self._state_dir = state_dir
+        self._outcomes = outcomes
         self._haproxy = HAProxyManager(state_dir / "haproxy")
 
     @activity.defn
@@ -244,6 +247,13 @@ class WatchActivities:
                 "at": time.time(),
             },
         )
+        if self._outcomes is not None:  # feedback loop: windows for records, near misses
+            window = _window(score.instance_id, item.samples)
+            await asyncio.to_thread(
+                self._outcomes.note_risk, score.instance_id, time.time(),
+                score.readiness_score, decision, item.policy.threshold,
+                {"timestamps": window.timestamps, "values": window.values},
+                PgEndpoint(port=item.port))
         return 1
 
 

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cutover import CutoverActivities
-from activities.outcomes import OutcomeActivities
+from activities.outcomes import OutcomeActivities, OutcomeRecorder
 from activities.outcomes_store import OutcomeStore
 from activities.recovery import RecoveryActivities
 from activities.retraining import RetrainingActivities
@@ -66,7 +66,7 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
     retraining = RetrainingActivities(models, outcome_store)
     observability.set_model_version(scoring.predictor.model_sha256)
     cutover = CutoverActivities(driver, settings.state_dir)
-    watch = WatchActivities(client, scoring, settings.state_dir)
+    watch = WatchActivities(client, scoring, settings.state_dir, OutcomeRecorder(outcome_store))
     return [
         scoring.score_instances,
         watch.watch_fleet,
