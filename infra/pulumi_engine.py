@@ -158,25 +158,51 @@ class StackDriver:
 
         Used to keep a stack's configuration in step with changes made outside Pulumi (the
         AWS weight fast path), so a later ``up`` does not revert them. Setting the same values
-        again changes nothing.
+        again changes nothing. Keys without ``project:`` get the project's namespace.
+
+        The values go straight into the stack's settings file (``Pulumi.<stack>.yaml`` in its
+        work dir, where ``pulumi config set`` writes them on a file backend) through the
+        workspace's own reader and writer: milliseconds instead of two CLI runs (1.5-3 s on
+        a busy 2-core machine), which matters inside a cutover's heartbeat window.
 
         Raises:
             InvalidRequestError: the stack does not exist (config alone never creates one).
         """
         if not self.exists(stack_name):
             raise InvalidRequestError(f"stack {stack_name} does not exist; create it with up")
-        self._stack(stack_name, _no_program, values)
+        workspace = self._settings_workspace(stack_name)
+        try:
+            settings = workspace.stack_settings(stack_name)
+        except FileNotFoundError:
+            settings = auto.StackSettings()
+        config = dict(settings.config or {})
+        config.update({self._config_key(k): v for k, v in values.items()})
+        settings.config = config
+        workspace.save_stack_settings(stack_name, settings)
 
     def get_config(self, stack_name: str, key: str) -> str | None:
-        """A config value of the stack (``project:key`` or ``key``); ``None`` when unset or
-        when there is no such stack."""
+        """A plain config value of the stack (``project:key`` or ``key``); ``None`` when unset,
+        secret, or when there is no such stack."""
         if not self.exists(stack_name):
             return None
-        stack = self._stack(stack_name, _no_program, None)
         try:
-            return stack.get_config(key).value
-        except auto.CommandError:
-            return None  # Pulumi reports a missing key as a failed command
+            settings = self._settings_workspace(stack_name).stack_settings(stack_name)
+        except FileNotFoundError:
+            return None
+        value = (settings.config or {}).get(self._config_key(key))
+        return value if isinstance(value, str) else None
+
+    def _settings_workspace(self, stack_name: str) -> auto.LocalWorkspace:
+        """The stack's workspace for reading and writing its settings file (runs no CLI)."""
+        validate_stack_name(stack_name)
+        return auto.LocalWorkspace(
+            work_dir=str(self._work_dir(stack_name)),
+            pulumi_command=self._pulumi_command(),
+            env_vars=self._env(),
+        )
+
+    def _config_key(self, key: str) -> str:
+        return key if ":" in key else f"{self._config.project_name}:{key}"
 
     def exists(self, stack_name: str) -> bool:
         """Whether the backend has a stack of that name."""
