@@ -92,6 +92,9 @@ class OutcomeEvidence:
     """Who says so, e.g. ``recovery``."""
     detail: str = ""
     """One sentence."""
+    final: bool = False
+    """The instance's endpoint is going away on purpose (e.g. retired after a cutover):
+    stop probing it, so its closed port is not taken for a failure."""
 
 
 @dataclass
@@ -189,6 +192,8 @@ class OutcomeActivities:
             if record.instance_id == evidence.instance_id and record.at <= evidence.at:
                 self._store.observe(record.record_id, evidence.at, evidence.status,
                                     evidence.source, evidence.detail)
+                if evidence.final:
+                    self._store.stop_probing(record.record_id)
                 attached += 1
         return attached
 

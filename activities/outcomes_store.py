@@ -143,6 +143,12 @@ class OutcomeStore:
                                 (record_id, at, source, status, detail))
             return cursor.rowcount == 1
 
+    def stop_probing(self, record_id: str) -> None:
+        """Probe the record's endpoint no more (the node was retired on purpose: a dead port
+        from then on says nothing about its health)."""
+        with self._connect() as db:
+            db.execute("UPDATE records SET port = NULL WHERE record_id = ?", (record_id,))
+
     def pending(self, now: float) -> list[OutcomeRecord]:
         """Unresolved records whose horizon is still open at ``now``."""
         return self._select("WHERE outcome IS NULL AND at + horizon_s > ?", (now,))

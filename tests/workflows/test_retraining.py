@@ -12,13 +12,16 @@ from temporalio import workflow
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, ScheduleHandle
 from temporalio.testing import WorkflowEnvironment
 
+from activities.outcomes import OutcomeEvidence, RecordOutcomeInput
 from activities.scoring import MetricWindow, ScoreInstancesInput, ScoreInstancesResult
+from infra.local.ports import free_port
 from models.registry import ModelRegistry
 from models.retraining import RetrainingConfig, train_candidate
-from workers.registry import model_registry, new_worker
+from workers.registry import model_registry, new_worker, outcomes_store
 from workers.schedules import ScheduleConfig, ensure_schedules
 from workers.settings import Settings
 from workflows.retraining import RetrainingResult
+from workflows.retraining_hooks import record_outcome, report_outcome_evidence
 
 # Small enough to train in a few seconds, large enough (≈ 350 held-out failures) to compare.
 SMALL = RetrainingConfig(instances=60, days=3.0, seed=11, use_nab=False, num_threads=1)
@@ -36,6 +39,23 @@ class ScoreOnceWorkflow:
         return await workflow.execute_activity(
             "score_instances", request, result_type=ScoreInstancesResult,
             start_to_close_timeout=timedelta(minutes=1))
+
+
+@workflow.defn(sandboxed=False)
+class CutoverThenRetireWorkflow:
+    """Test driver: what the protection does after a cutover whose former primary is then
+    retired on purpose."""
+
+    @workflow.run
+    async def run(self, port: int) -> None:
+        """Record the cutover twice (a retry), then report final evidence."""
+        now = workflow.now().timestamp()
+        record = RecordOutcomeInput("wf:cutover:1", "db-1", "cutover", now, "test", 62.0,
+                                    0.7, port=port, horizon_s=3600.0)
+        await record_outcome(record)
+        await record_outcome(record)
+        await report_outcome_evidence(
+            OutcomeEvidence("db-1", "healthy", now + 1, "recovery", "retired alive", final=True))
 
 
 def _request() -> ScoreInstancesInput:
@@ -117,3 +137,22 @@ async def test_schedule_promotes_better_refuses_worse_and_worker_reloads(
     last = decisions[-1]
     assert last["champion_score"] == refused.evaluation.champion_score
     assert last["challenger_score"] == refused.evaluation.challenger_score
+
+
+async def test_protection_hooks_record_once_and_stop_probing_a_retired_node(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+) -> None:
+    """The hooks store a cutover once however often they are called; final evidence from the
+    recovery path stops the probes, so the retired node's closed port is not a failure."""
+    client = temporal_env.client
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue,
+                              extra_workflows=[CutoverThenRetireWorkflow]):
+            await client.execute_workflow(CutoverThenRetireWorkflow.run, free_port(),
+                                          id=f"hooks-{uuid.uuid4().hex[:8]}",
+                                          task_queue=task_queue)
+    store = outcomes_store(settings)
+    [record] = store.all()
+    assert (record.record_id, record.kind, record.port) == ("wf:cutover:1", "cutover", None)
+    store.resolve(record.at + record.horizon_s)
+    assert store.get("wf:cutover:1").outcome == "healthy"  # type: ignore[union-attr]

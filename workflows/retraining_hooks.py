@@ -1,0 +1,59 @@
+"""Feedback-loop calls for workflow code: one line each where the protection acts.
+
+The protection workflow records every cutover (and every cutover that was asked for but did
+not happen) with :func:`record_outcome`, and the recovery path tells what it learned about a
+former primary with :func:`report_outcome_evidence` — in particular before retiring it, with
+``final=True``, so the closed port of a node destroyed on purpose is not taken for a failure.
+
+Both are guarded by one ``workflow.patched`` id, so protections whose histories were written
+before the feedback loop existed replay unchanged. Failures to record are logged and never
+fail the protection: losing one training row is better than losing the instance's watch.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.errors import NON_RETRYABLE_TYPES
+    from activities.outcomes import OutcomeEvidence, RecordOutcomeInput
+
+PATCH_ID = "record-outcomes"
+"""``workflow.patched`` id of the feedback-loop calls."""
+
+_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=NON_RETRYABLE_TYPES,
+)
+
+
+async def record_outcome(record: RecordOutcomeInput) -> None:
+    """Store a cutover, refusal or near miss (idempotent by ``record.record_id``)."""
+    if not workflow.patched(PATCH_ID):
+        return
+    try:
+        await workflow.execute_activity(
+            "record_outcome", record, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_RETRY)
+    except ActivityError as err:
+        workflow.logger.warning("Outcome record %s not stored: %s", record.record_id,
+                                err.cause or err)
+
+
+async def report_outcome_evidence(evidence: OutcomeEvidence) -> None:
+    """Attach what the caller knows about an instance's health to its open records."""
+    if not workflow.patched(PATCH_ID):
+        return
+    try:
+        await workflow.execute_activity(
+            "report_outcome_evidence", evidence, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_RETRY)
+    except ActivityError as err:
+        workflow.logger.warning("Outcome evidence for %s not stored: %s", evidence.instance_id,
+                                err.cause or err)
