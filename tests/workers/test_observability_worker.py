@@ -9,7 +9,11 @@ import concurrent.futures
 import dataclasses
 import io
 import logging
+import os
 import re
+import signal
+import socket
+import sys
 from collections.abc import Awaitable, Callable
 
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -28,7 +32,7 @@ from workers import observability
 from workers.logging_config import LOG_FORMAT, TraceContextFilter
 from workers.protect import ensure_fleet_watcher, start_protection
 from workers.registry import new_worker
-from workers.settings import Settings
+from workers.settings import REPO_ROOT, Settings
 from workers.telemetry import start_telemetry
 from workflows.cutover import CutoverResult, cutover_workflow_id
 from workflows.protection import CutoverRequest, InstanceProtectionWorkflow
@@ -162,3 +166,73 @@ async def test_worker_run_exports_metrics_spans_and_traced_logs(
         (line,) = [x for x in logged if re.search(rf"Cutover step {step} of {instance} ", x)]
         assert f"trace_id={span.context.trace_id:032x}" in line
         assert f"span_id={span.context.span_id:016x}" in line
+
+
+def _worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
+    env.update(SHADOWSHIFT_STATE_DIR=str(settings.state_dir),
+               SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(settings.pulumi_passphrase_file),
+               **overrides)
+    return env
+
+
+async def _health(env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.health", cwd=REPO_ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    return process.returncode or 0, out.decode().strip()
+
+
+async def test_health_command_follows_the_real_worker(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str
+) -> None:
+    """The image's health check (`python -m workers.health`) fails before the worker runs,
+    passes while `python -m workers.main` polls, and fails again once it has stopped."""
+    env = _worker_env(
+        settings,
+        SHADOWSHIFT_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
+        SHADOWSHIFT_TASK_QUEUE=task_queue,
+        SHADOWSHIFT_PROMETHEUS_PORT=str(free_port()),
+    )
+    code, said = await _health(env)
+    assert code == 1 and "no metrics endpoint" in said
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.main", cwd=REPO_ROOT, env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async def healthy() -> bool:
+            return (await _health(env))[0] == 0
+
+        await _until(healthy, 90, "healthy")
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), timeout=60) == 0
+        assert worker.stderr is not None
+        log_text = (await worker.stderr.read()).decode()
+        # The worker's own lines use the traced format.
+        assert re.search(r"INFO shadowshift\.worker \[trace_id=- span_id=-\] Worker polling",
+                         log_text), log_text[-2000:]
+        code, said = await _health(env)
+        assert code == 1 and "no metrics endpoint" in said
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+
+
+async def test_metrics_port_in_use_is_a_one_line_startup_error(settings: Settings) -> None:
+    """A taken metrics port stops the worker with exit code 2 and names the variable."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        env = _worker_env(settings, SHADOWSHIFT_PROMETHEUS_PORT=str(taken.getsockname()[1]))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workers.main", cwd=REPO_ROOT, env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    message = err.decode().strip()
+    assert message.count("\n") == 0 and "SHADOWSHIFT_PROMETHEUS_PORT" in message, message
