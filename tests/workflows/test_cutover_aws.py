@@ -1,0 +1,209 @@
+"""The real CutoverWorkflow on the AWS platform, against a moto_server process.
+
+The two EC2 instances are moto instances whose ``shadowshift:endpoint`` tags point at a real
+local PostgreSQL primary and its streaming standby (provisioned as in the local tests), so the
+cutover moves real data while ALB forward weights, Route 53 weighted records, role tags and
+instance state go through moto. Clients resolve the weighted record on every (re)connect, as
+with a zero TTL. What moto does not emulate (traffic through the ALB, resolver caching, the
+software on a stopped instance) is listed in docs/aws/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import psycopg
+import pulumi
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from activities.shadow import ShadowRequest
+from bench.workload import Writer, missing_acked
+from infra.aws.clients import AwsClients
+from infra.aws.discovery import ROLE_TAG
+from infra.aws.stack_config import recorded_weights
+from infra.pulumi_engine import StackDriver
+from tests.conftest import LocalService
+from tests.infra.aws.conftest import REGION, make_clients, start_moto, stop_moto
+from tests.infra.aws.pg_world import (
+    PgWorld,
+    ResolvingEndpoint,
+    alb_weights,
+    build_pg_world,
+    dns_weights,
+)
+from tests.workflows.test_cutover import Protected, protect, run_cutover
+from workers.settings import Settings
+from workflows.cutover import CutoverInput
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """One moto_server process for this module."""
+    process, url = start_moto()
+    try:
+        yield url
+    finally:
+        stop_moto(process)
+
+
+@pytest.fixture
+def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
+    """An empty moto account; boto3's own variables point the worker's clients at it."""
+    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return make_clients(moto_url)
+
+
+async def _on_aws(
+    service: LocalService, settings: Settings, clients: AwsClients, tier: int
+) -> tuple[Protected, PgWorld, ShadowRequest]:
+    """A streaming pair at ``tier``, its moto world, and the AWS request for the workflow."""
+    protected = await protect(service, settings, tier)
+    local = service.request
+    world = build_pg_world(clients, local.instance_id, local.primary_port, local.shadow_port)
+    request = ShadowRequest(
+        local.instance_id, local.primary_port, local.shadow_port, local.router_port, tier=tier,
+        platform="aws", platform_spec=world.platform_spec(),
+    )
+    return protected, world, request
+
+
+def _role(clients: AwsClients, ec2_id: str) -> str:
+    tags = clients.ec2.describe_tags(Filters=[
+        {"Name": "resource-id", "Values": [ec2_id]}, {"Name": "key", "Values": [ROLE_TAG]},
+    ])["Tags"]
+    return str(tags[0]["Value"]) if tags else ""
+
+
+def _state(clients: AwsClients, ec2_id: str) -> str:
+    reservations = clients.ec2.describe_instances(InstanceIds=[ec2_id])["Reservations"]
+    return str(reservations[0]["Instances"][0]["State"]["Name"])
+
+
+async def _first_write_after(writer: Writer, moment: float, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(t > moment for t in writer.stats.ack_times):
+        assert time.monotonic() < deadline, "no write was acknowledged after the cutover"
+        await asyncio.sleep(0.1)
+
+
+def _weights_program() -> None:
+    """Stands in for the AWS shadow program (no AWS provider plugin here): it keeps the
+    weights config, which is what a later ``up`` of the real program would read."""
+    raw = pulumi.Config("shadowshift").get("weights")
+    pulumi.export("weights", json.loads(raw) if raw else {})
+
+
+async def test_planned_cutover_on_aws_moves_weights_and_data(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService, aws: AwsClients, stack_driver: StackDriver,
+) -> None:
+    """Planned, tier 1, under writes: ALB and Route 53 send everything to the shadow (read
+    back with boto3), the stack config records it, every acknowledged write is on the new
+    primary, writes resume there, and no moment shows two writable primaries."""
+    protected, world, request = await _on_aws(local_service, settings, aws, tier=1)
+    primary, shadow = world.nodes
+    stack = f"aws-shadow-{request.instance_id}"
+    await asyncio.to_thread(stack_driver.up, stack, _weights_program)
+    with (
+        Writer(ResolvingEndpoint(aws, world), rate=60) as writer,  # type: ignore[arg-type]
+        protected.monitor() as monitor,
+    ):
+        await asyncio.sleep(1.0)
+        result = await run_cutover(temporal_env.client, settings, task_queue,
+                                   CutoverInput(request, reason="maintenance"))
+        ended = time.monotonic()
+        await _first_write_after(writer, ended)
+    assert result.outcome == "completed", result.detail
+    assert (result.former_primary, result.primary) == (primary, shadow)
+    assert result.possible_loss_bytes == 0
+    assert {"fence_primary", "catch_up", "promote", "shift_traffic", "verify"} <= set(
+        result.step_ms
+    )
+    assert alb_weights(aws, world) == {primary: 0, shadow: 100}
+    assert dns_weights(aws, world) == {primary: 0, shadow: 100}
+    assert recorded_weights(stack_driver, stack) == {primary: 0, shadow: 100}
+    assert (_role(aws, world.primary_ec2), _role(aws, world.shadow_ec2)) == ("fenced", "primary")
+    assert _state(aws, world.primary_ec2) == "running"  # fenced in the database, kept to rejoin
+    stats = writer.stats
+    assert len(stats.acked_ids) > 50
+    assert missing_acked(local_service.shadow, stats.acked_ids) == []
+    assert monitor.report.samples > 100 and monitor.report.split_brain_observations == 0
+    with local_service.primary.endpoint.connect() as conn:
+        row = conn.execute("SELECT current_setting('default_transaction_read_only')").fetchone()
+    assert row == ("on",)
+    print(f"AWS planned cutover: steps {result.step_ms}, failed client ops {stats.failed_ops}")
+    protected.platform.close()
+
+
+async def test_stuck_shadow_compensates_weights_back_on_aws(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService, aws: AwsClients,
+) -> None:
+    """The shadow's WAL replay is paused, so it can never reach the fenced primary's final
+    position: catch-up fails before promotion, and the saga puts ALB and Route 53 weights,
+    the role tag and the primary's writability back; writes resume with nothing lost."""
+    protected, world, request = await _on_aws(local_service, settings, aws, tier=1)
+    primary, shadow = world.nodes
+    with local_service.shadow.connect() as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+    with (
+        Writer(ResolvingEndpoint(aws, world), rate=60) as writer,  # type: ignore[arg-type]
+        protected.monitor() as monitor,
+    ):
+        await asyncio.sleep(1.0)
+        result = await run_cutover(temporal_env.client, settings, task_queue,
+                                   CutoverInput(request, catch_up_timeout_s=1.5))
+        ended = time.monotonic()
+        await _first_write_after(writer, ended)
+    assert result.outcome == "compensated", result
+    assert "behind" in result.detail and result.primary == primary
+    assert alb_weights(aws, world) == {primary: 100, shadow: 0}
+    assert dns_weights(aws, world) == {primary: 100, shadow: 0}
+    assert (_role(aws, world.primary_ec2), _role(aws, world.shadow_ec2)) == ("primary", "shadow")
+    with local_service.shadow.connect() as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+    assert missing_acked(local_service.primary.endpoint, writer.stats.acked_ids) == []
+    assert monitor.report.split_brain_observations == 0
+    protected.platform.close()
+
+
+async def test_emergency_cutover_on_aws_with_the_primary_instance_stopped(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService, aws: AwsClients,
+) -> None:
+    """The primary instance stops (EC2 stop in moto; its PostgreSQL is killed with -9, as the
+    machine's software dies with it) under tier-1 writes: the emergency cutover fences at the
+    routers, promotes the shadow, and every acknowledged write is on it."""
+    protected, world, request = await _on_aws(local_service, settings, aws, tier=1)
+    primary, shadow = world.nodes
+    with Writer(ResolvingEndpoint(aws, world), rate=60) as writer:  # type: ignore[arg-type]
+        await asyncio.sleep(1.0)
+        failed_at = time.monotonic()
+        aws.ec2.stop_instances(InstanceIds=[world.primary_ec2])
+        local_service.primary.kill()
+        result = await run_cutover(
+            temporal_env.client, settings, task_queue,
+            CutoverInput(request, mode="emergency", reason="instance stopped"),
+        )
+        await _first_write_after(writer, failed_at)
+    assert result.outcome == "completed", result.detail
+    assert result.primary == shadow and result.possible_loss_bytes == 0
+    assert "fence_router" in result.step_ms and "stop_primary" in result.step_ms
+    assert alb_weights(aws, world) == {primary: 0, shadow: 100}
+    assert dns_weights(aws, world) == {primary: 0, shadow: 100}
+    assert _state(aws, world.primary_ec2) == "stopped" and _role(aws, world.shadow_ec2) == "primary"
+    assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
+    with pytest.raises(psycopg.OperationalError):
+        local_service.primary.endpoint.connect(timeout_s=1).close()
+    protected.platform.close()
