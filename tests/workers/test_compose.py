@@ -199,3 +199,15 @@ def test_haproxy_config_is_valid_for_the_real_haproxy() -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "Configuration file is valid" in done.stdout + done.stderr
+
+
+def test_build_context_leaves_out_state_and_tools() -> None:
+    """The passphrase and data directories under .state, and local venv and tools, never enter
+    the build context; every folder the Dockerfile copies does."""
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".state", ".venv", ".tools", ".git"} <= ignored
+    copied = re.findall(r"^COPY (?!--from)(\S+)", (REPO_ROOT / "Dockerfile").read_text(), re.M)
+    assert copied and not set(copied) & ignored
+    for source in copied:
+        assert (REPO_ROOT / source).exists(), source
