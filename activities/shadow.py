@@ -48,6 +48,10 @@ class ShadowRequest:
     """Where the instance runs; picks the platform object (see ``infra.factory``)."""
     platform_spec: dict[str, Any] = field(default_factory=dict)
     """Non-local platforms: their spec as plain data (e.g. the AWS spec's fields)."""
+    serving_node: str = ""
+    """Node that is the primary now (empty: the original); a cutover swaps the roles."""
+    original_home: str = ""
+    """Folder of the original primary's data directory, for when it is the standby."""
 
 
 @dataclass

@@ -15,6 +15,11 @@ done
 if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
   missing+=(haproxy)
 fi
+# promtool (Debian's prometheus package) checks the compose stack's Prometheus config and the
+# Grafana dashboard's queries (tests/workers/test_compose.py).
+if ! command -v promtool >/dev/null 2>&1; then
+  missing+=(prometheus)
+fi
 if ! command -v chromium >/dev/null 2>&1; then
   missing+=(chromium)
 fi

@@ -13,145 +13,43 @@ query ``status``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from dataclasses import asdict
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.errors import NON_RETRYABLE_TYPES
-    from activities.shadow import ShadowRequest, WaitForSyncRequest
-    from infra.platform import ReplicationStatus
+    from activities.shadow import ShadowRequest
     from workflows import search_attributes
-    from workflows.cutover import (
-        CutoverInput,
-        CutoverResult,
-        CutoverWorkflow,
-        cutover_workflow_id,
+    from workflows.protection_phases import ProtectionPhases
+    from workflows.protection_spec import PolicySpec, SpecError, validate_policy
+    from workflows.protection_state import (
+        CONTINUE_AS_NEW_EVENTS,
+        EVENT_POINTS,
+        HISTORY_KEPT,
+        CutoverRequest,
+        ExternalEvent,
+        ProtectionState,
+        ProtectionStatus,
+        RiskReport,
+        UnprotectRequest,
     )
-    from workflows.protection_spec import (
-        PolicySpec,
-        ProtectionSpec,
-        SpecError,
-        validate_policy,
-    )
+    from workflows.recovery import RecoveryPhase
 
-CONTINUE_AS_NEW_EVENTS = 4000
-"""Continue as new before the history grows past Temporal's suggested size."""
-HISTORY_KEPT = 50
-EVENT_POINTS = 50.0
-"""Readiness points an external event of severity 1.0 adds to the latest score."""
-"""Decision log lines kept in state (and carried across continue-as-new)."""
-
-_ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    maximum_interval=timedelta(minutes=1),
-    non_retryable_error_types=NON_RETRYABLE_TYPES,
-)
-
-
-@dataclass
-class RiskReport:
-    """A scoring result the fleet watcher sends when it matters."""
-
-    readiness_score: float
-    """Migration Readiness Score, 0..100."""
-    failure_probability: float
-    """Model probability of failure within the horizon, 0..1."""
-    decision: str
-    """The policy's decision: ``hold`` or ``migrate``."""
-    at: float
-    """When it was scored (epoch seconds)."""
-
-
-@dataclass
-class ExternalEvent:
-    """An alert from another service: scheduled maintenance, a hardware warning..."""
-
-    kind: str
-    """Short name, e.g. ``system-maintenance``, ``instance-retirement``, ``disk-smart``."""
-    detail: str = ""
-    """Free text for the operator."""
-    severity: float = 0.5
-    """0..1; the fleet watcher adds it to the instance's risk."""
-
-
-@dataclass
-class CutoverRequest:
-    """An operator's or service's request to move traffic now."""
-
-    reason: str = "operator request"
-    """Why, for the record."""
-    force: bool = False
-    """Skip the cooldown check (never skips the health checks)."""
-
-
-@dataclass
-class UnprotectRequest:
-    """An operator's request to end the protection and destroy the shadow."""
-
-    reason: str = "operator request"
-    """Why, for the record."""
-
-
-@dataclass
-class ProtectionState:
-    """Everything the workflow knows; handed over intact on continue-as-new."""
-
-    spec: ProtectionSpec
-    """What is protected and how."""
-    phase: str = "provisioning"
-    """provisioning, syncing, protected, cutting_over, recovering, degraded."""
-    paused: bool = False
-    """Paused protections never act on their own."""
-    shadow_healthy: bool = False
-    """Whether the shadow reached its tier's sync bound."""
-    latest_risk: RiskReport | None = None
-    """Most recent scoring result."""
-    events: list[ExternalEvent] = field(default_factory=list)
-    """External alerts not yet cleared."""
-    pending_cutover: CutoverRequest | None = None
-    """A cutover that was asked for and has not run yet."""
-    last_cutover_at: float | None = None
-    """When the last cutover finished (workflow time, epoch seconds)."""
-    cutovers: int = 0
-    """Cutovers done."""
-    replication: ReplicationStatus | None = None
-    """Last replication status seen."""
-    log: list[str] = field(default_factory=list)
-    """Plain sentences about decisions, newest last."""
-    events_seen: int = 0
-    """External events received over the protection's whole life."""
-    continue_as_new_events: int = CONTINUE_AS_NEW_EVENTS
-    """History length after which the workflow continues as new (lowered by tests)."""
-    unprotect: UnprotectRequest | None = None
-    """Set by the ``unprotect`` update: destroy the shadow, then end the workflow."""
-
-
-@dataclass
-class ProtectionStatus:
-    """What ``status`` answers."""
-
-    instance_id: str
-    phase: str
-    paused: bool
-    shadow_healthy: bool
-    readiness_score: float | None
-    failure_probability: float | None
-    lag_bytes: int | None
-    cutovers: int
-    last_cutover_at: float | None
-    next_action: str
-    log: list[str]
-    events_seen: int = 0
-    policy: PolicySpec | None = None
+__all__ = [
+    "CONTINUE_AS_NEW_EVENTS",
+    "CutoverRequest",
+    "ExternalEvent",
+    "InstanceProtectionWorkflow",
+    "ProtectionState",
+    "ProtectionStatus",
+    "RiskReport",
+    "UnprotectRequest",
+]
 
 
 @workflow.defn
-class InstanceProtectionWorkflow:
-    """Protect one instance for as long as the workflow runs."""
+class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase):
+    """Protect one instance for as long as the workflow runs (phases in the mixins)."""
 
     @workflow.init
     def __init__(self, state: ProtectionState) -> None:
@@ -166,6 +64,8 @@ class InstanceProtectionWorkflow:
         self._upsert_search_attributes()
         if state.phase in ("provisioning", "syncing"):
             await self._provision()
+        elif state.phase == "recovering" and state.recovering:
+            await self._recover()
         while True:
             await workflow.wait_condition(
                 lambda: (
@@ -183,87 +83,6 @@ class InstanceProtectionWorkflow:
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(self.state)
-
-    # -- steps -----------------------------------------------------------------------------
-
-    async def _provision(self) -> None:
-        state = self._state
-        self._set_phase("provisioning")
-        request = self._shadow_request()
-        await workflow.execute_activity(
-            "provision_shadow",
-            request,
-            start_to_close_timeout=timedelta(minutes=60),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=_ACTIVITY_RETRY,
-        )
-        self._set_phase("syncing")
-        state.replication = await workflow.execute_activity(
-            "wait_for_sync",
-            WaitForSyncRequest(request),
-            result_type=ReplicationStatus,
-            start_to_close_timeout=timedelta(hours=6),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=_ACTIVITY_RETRY,
-        )
-        state.shadow_healthy = True
-        self._set_phase("protected")
-        self._note(f"Shadow of {state.spec.instance_id} is in sync. Protected.")
-
-    async def _cut_over(self) -> None:
-        """Run the cutover saga as a child workflow, then record its outcome.
-
-        A completed or forward-recovered cutover leaves the instance without a shadow (the
-        former one is now the primary), so the protection reports itself degraded until the
-        former primary is recovered as the new shadow.
-        """
-        state = self._state
-        request = state.pending_cutover or CutoverRequest("policy decided to migrate")
-        self._set_phase("cutting_over")
-        self._note(f"Cutting over: {request.reason}.")
-        try:
-            result: CutoverResult = await workflow.execute_child_workflow(
-                CutoverWorkflow.run,
-                CutoverInput(self._shadow_request(), mode="planned", reason=request.reason),
-                id=cutover_workflow_id(state.spec.instance_id),
-            )
-        except ChildWorkflowError as err:
-            state.pending_cutover = None
-            self._set_phase("protected")
-            self._note(f"Cutover failed and changed nothing: {err.cause or err}.")
-            return
-        state.pending_cutover = None
-        if result.outcome == "compensated":
-            self._set_phase("protected")
-            self._note(f"Cutover compensated; traffic stays on {result.former_primary}.")
-            return
-        state.cutovers += 1
-        state.last_cutover_at = workflow.now().timestamp()
-        state.shadow_healthy = False
-        self._set_phase("degraded")
-        self._note(
-            f"Traffic moved from {result.former_primary} to {result.primary} "
-            f"({result.outcome}, critical path {result.critical_path_ms:.0f} ms). "
-            "No healthy shadow until the former primary is recovered."
-        )
-
-    async def _unprotect(self) -> None:
-        """Destroy the shadow through Pulumi (router entry, standby, data, slot) and end.
-
-        Traffic never moves: the primary keeps serving, only the shadow goes away."""
-        state = self._state
-        self._set_phase("unprotecting")
-        await workflow.execute_activity(
-            "destroy_shadow",
-            self._shadow_request(),
-            start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=_ACTIVITY_RETRY,
-        )
-        state.shadow_healthy = False
-        self._set_phase("unprotected")
-        self._note(f"Shadow of {state.spec.instance_id} destroyed. Protection ended.")
-        await workflow.wait_condition(workflow.all_handlers_finished)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -380,6 +199,8 @@ class InstanceProtectionWorkflow:
             log=list(state.log[-10:]),
             events_seen=state.events_seen,
             policy=state.spec.policy,
+            primary_node=state.serving_node or state.spec.instance_id,
+            recoveries=list(state.recoveries),
         )
 
     # -- helpers ---------------------------------------------------------------------------
@@ -410,6 +231,9 @@ class InstanceProtectionWorkflow:
 
     def _next_action(self) -> str:
         state = self._state
+        if state.phase == "recovering":
+            verb = "resume to recover" if state.paused else "recover"
+            return f"{verb} {state.recovering} as the shadow"
         if state.phase != "protected":
             return f"finish {state.phase}"
         if state.pending_cutover:
@@ -417,9 +241,11 @@ class InstanceProtectionWorkflow:
         return "advise only" if state.paused or state.spec.policy.advisory else "watch"
 
     def _shadow_request(self) -> ShadowRequest:
-        spec = self._state.spec
+        state = self._state
+        spec = state.spec
         return ShadowRequest(
-            spec.instance_id, spec.primary_port, spec.shadow_port, spec.router_port, tier=spec.tier
+            spec.instance_id, spec.primary_port, spec.shadow_port, spec.router_port,
+            tier=spec.tier, serving_node=state.serving_node, original_home=state.original_home,
         )
 
     def _set_phase(self, phase: str) -> None:

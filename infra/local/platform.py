@@ -61,7 +61,8 @@ class LocalPlatform(Platform):
                 ).fetchone()
         except psycopg.OperationalError as err:
             raise InvalidRequestError(
-                f"primary {spec.instance_id} is unreachable at 127.0.0.1:{spec.primary_port}: "
+                f"primary {spec.current_primary} is unreachable at "
+                f"127.0.0.1:{spec.port_of(spec.current_primary)}: "
                 f"{str(err).strip().splitlines()[0]}"
             ) from err
         if not can_replicate or not can_replicate[0]:
@@ -78,18 +79,18 @@ class LocalPlatform(Platform):
             raise InvalidRequestError(
                 "tier 3 ships archived WAL: set archive_mode=on on the primary and restart it"
             )
-        standby = PgServer(home=spec.shadow_home, port=spec.shadow_port)
-        if not standby.running() and not port_free(spec.shadow_port):
-            raise InvalidRequestError(f"shadow port {spec.shadow_port} is already in use")
+        standby = PgServer(home=spec.standby_home, port=spec.standby_port)
+        if not standby.running() and not port_free(spec.standby_port):
+            raise InvalidRequestError(f"shadow port {spec.standby_port} is already in use")
         if not self.haproxy.running() or spec.instance_id not in self.haproxy.services():
             raise InvalidRequestError(
                 f"service {spec.instance_id} is not behind HAProxy; register it first"
             )
         needed = int((db_bytes or 0) * _SPACE_MARGIN) + _SPACE_FLOOR_BYTES
-        free = shutil.disk_usage(_existing_ancestor(spec.shadow_home)).free
+        free = shutil.disk_usage(_existing_ancestor(spec.standby_home)).free
         if not standby.initialised() and free < needed:
             raise InvalidRequestError(
-                f"not enough disk for the shadow in {spec.shadow_home}: "
+                f"not enough disk for the shadow in {spec.standby_home}: "
                 f"{free // 2**20} MiB free, {needed // 2**20} MiB needed"
             )
 
@@ -109,16 +110,19 @@ class LocalPlatform(Platform):
             self.destroy_shadow(on_progress)
             raise InvalidRequestError(
                 f"the shadow's disk filled up while copying {self.spec.instance_id}; "
-                f"free space under {self.spec.shadow_home} and retry"
+                f"free space under {self.spec.standby_home} and retry"
             ) from err
-        return ShadowInfo(self.spec.instance_id, self.spec.shadow_node, result.outputs)
+        return ShadowInfo(self.spec.instance_id, self.spec.standby_node, result.outputs)
 
     def destroy_shadow(self, on_progress: ProgressCallback | None = None) -> bool:
-        """``pulumi destroy``: router entry, settings, standby, data directory, slot."""
+        """``pulumi destroy``: router entry, settings, standby, data directory, slot.
+
+        What goes is the standby of the current roles (``spec.serving_node``), never the
+        node that serves."""
         destroyed = self.driver.destroy(
             self.spec.stack_name, shadow_program(self.spec), on_progress=on_progress
         )
-        shutil.rmtree(self.spec.shadow_home, ignore_errors=True)
+        shutil.rmtree(self.spec.standby_home, ignore_errors=True)
         return destroyed
 
     # -- replication -----------------------------------------------------------------------
@@ -133,7 +137,7 @@ class LocalPlatform(Platform):
                 " extract(epoch FROM replay_lag), replay_lsn::text,"
                 " pg_wal_lsn_diff(sent_lsn, %s::pg_lsn)"
                 " FROM pg_stat_replication WHERE application_name = %s",
-                (self._seed_position(), spec.shadow_node),
+                (self._seed_position(), spec.standby_node),
             ).fetchone()
             sync_names = conn.execute("SHOW synchronous_standby_names").fetchone()
         primary_lsn = current[0] if current else None
@@ -154,7 +158,7 @@ class LocalPlatform(Platform):
 
     def _seed_position(self) -> str:
         """WAL position the shadow's copy started from ('0/0' if it was not recorded)."""
-        seed_file = self.spec.shadow_home / SEED_POSITION_FILE
+        seed_file = self.spec.standby_home / SEED_POSITION_FILE
         try:
             return seed_file.read_text().strip() or "0/0"
         except OSError:
@@ -197,7 +201,7 @@ class LocalPlatform(Platform):
 
     def restore_sync(self) -> None:
         """Tier 1: require the shadow's acknowledgement again."""
-        names = f'FIRST 1 ("{self.spec.shadow_node}")'
+        names = f'FIRST 1 ("{self.spec.standby_node}")'
         with self.spec.primary.connect() as conn:
             alter_system(conn, "synchronous_standby_names", names)
             conn.execute("SELECT pg_reload_conf()")
@@ -326,11 +330,7 @@ class LocalPlatform(Platform):
     # -- helpers ---------------------------------------------------------------------------
 
     def _endpoint(self, node: str) -> PgEndpoint:
-        if node == self.spec.primary_node:
-            return self.spec.primary
-        if node == self.spec.shadow_node:
-            return self.spec.shadow
-        raise InvalidRequestError(f"unknown node {node!r} of {self.spec.instance_id}")
+        return self.spec.endpoint_of(node)  # by name: roles swap, ports stay
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -248,6 +248,9 @@ class PgServer:
             "synchronous_standby_names": "''",
             "archive_mode": "off",
             "wal_receiver_status_interval": "1s",
+            # Once promoted, this node is the one a later recovery rewinds: pg_rewind needs
+            # wal_log_hints from the start (the copy's own auto.conf is replaced here).
+            "wal_log_hints": "on",
             **extra,
         }
         auto_conf = self.data_dir / "postgresql.auto.conf"

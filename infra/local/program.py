@@ -8,6 +8,12 @@ Resources and their order (Pulumi deletes in reverse):
 4. tier settings on the primary (synchronous standby only once the standby streams, so
    writes never wait for a shadow that is still copying);
 5. the shadow's HAProxy entry at weight 0.
+
+The resources describe the *standby of the current roles* (``spec.serving_node``): after a
+cutover the same logical resources point at the other node. Every resource carries a
+``roles`` input; when only the roles changed, providers update in place (never replace), so
+an ``up`` after a cutover neither stops the new primary, nor deletes its data, nor copies
+again: it records where things now are and converges what is safe to converge.
 """
 
 from __future__ import annotations
@@ -31,19 +37,23 @@ def shadow_program(spec: LocalShadowSpec) -> Callable[[], None]:
 
     def program() -> None:
         streaming = spec.tier in (1, 2)
+        roles = f"{spec.current_primary}>{spec.standby_node}"
         depends: list[pulumi.Resource] = []
         if streaming:
-            slot = ReplicationSlot("slot", conninfo=spec.primary.conninfo(), slot=spec.slot_name)
+            slot = ReplicationSlot(
+                "slot", conninfo=spec.primary.conninfo(), slot=spec.standby_slot, roles=roles
+            )
             depends.append(slot)
         data = ShadowDataDir(
             "data",
             {
-                "home": str(spec.shadow_home),
-                "port": spec.shadow_port,
+                "home": str(spec.standby_home),
+                "port": spec.standby_port,
                 "tier": spec.tier,
-                "slot": spec.slot_name if streaming else "",
+                "slot": spec.standby_slot if streaming else "",
                 "compression": spec.compression,
-                "standby_name": spec.shadow_node,
+                "standby_name": spec.standby_node,
+                "roles": roles,
                 "archive_dir": str(spec.archive_dir),
                 "replication_conninfo": spec.replication.conninfo(),
             },
@@ -51,18 +61,20 @@ def shadow_program(spec: LocalShadowSpec) -> Callable[[], None]:
         )
         standby = StandbyProcess(
             "standby",
-            home=str(spec.shadow_home),
-            port=spec.shadow_port,
+            home=str(spec.standby_home),
+            port=spec.standby_port,
             data_dir=data.out_data_dir,
+            roles=roles,
         )
         settings = PrimarySettings(
             "primary-settings",
             {
                 "conninfo": spec.primary.conninfo(),
                 "tier": spec.tier,
-                "standby_name": spec.shadow_node,
+                "standby_name": spec.standby_node,
                 "archive_dir": str(spec.archive_dir),
                 "archive_interval_s": spec.archive_interval_s,
+                "roles": roles,
             },
             pulumi.ResourceOptions(depends_on=[standby]),
         )
@@ -71,13 +83,15 @@ def shadow_program(spec: LocalShadowSpec) -> Callable[[], None]:
             {
                 "haproxy_dir": str(spec.haproxy_dir),
                 "service": spec.instance_id,
-                "server": spec.shadow_node,
-                "port": spec.shadow_port,
+                "server": spec.standby_node,
+                "port": spec.standby_port,
+                "roles": roles,
             },
             pulumi.ResourceOptions(depends_on=[settings]),
         )
-        pulumi.export("shadow_node", spec.shadow_node)
-        pulumi.export("shadow_port", spec.shadow_port)
+        pulumi.export("shadow_node", spec.standby_node)
+        pulumi.export("shadow_port", spec.standby_port)
+        pulumi.export("primary_node", spec.current_primary)
         pulumi.export("data_dir", data.out_data_dir)
         pulumi.export("seed_seconds", data.out_seed_seconds)
         pulumi.export("tier", spec.tier)

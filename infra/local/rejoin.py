@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 
 def standby_slot(platform: LocalPlatform, standby: str) -> str:
     """Replication slot on the primary for ``standby`` (the shadow keeps its provisioned one)."""
-    spec = platform.spec
-    return spec.slot_name if standby == spec.shadow_node else f"{spec.slot_name}_primary"
+    return platform.spec.slot_for(standby)
 
 
 def rejoin_as_standby(platform: LocalPlatform, former: str, data_dir: str | None = None) -> str:
@@ -99,8 +98,10 @@ def _write_standby_config(
     server: PgServer, platform: LocalPlatform, standby: str, primary: str, slot: str
 ) -> None:
     """Replace the (rewound) auto.conf: it came from the primary, with the primary's port."""
-    primary_ep = platform.endpoint(primary)
-    conninfo = primary_ep.conninfo(application_name=standby)
+    # The replication role and the same string the shadow program writes, so a later stack
+    # update that rewrites these settings changes nothing (no walreceiver restart).
+    replication = platform.spec.endpoint_of(primary, platform.spec.replication_user)
+    conninfo = replication.conninfo() + f" application_name={standby}"
     server.write_standby_config({
         "recovery_target_timeline": "'latest'",
         "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",

@@ -40,13 +40,24 @@ def _connect(conninfo: str) -> psycopg.Connection:
     return psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
 
 
+def _roles_moved(olds: dict[str, Any], news: dict[str, Any]) -> bool:
+    """Whether a cutover swapped the pair's roles since the resource was last written."""
+    return olds.get("roles") != news.get("roles")
+
+
 class _Provider(ResourceProvider):
-    """Every input change replaces the resource: these are small, idempotent objects."""
+    """Every input change replaces the resource: these are small, idempotent objects.
+
+    Except a change of roles (a cutover happened): replacing would delete the old
+    description's object, which now belongs to the serving primary, so it is an in-place
+    :meth:`update` that follows the new roles instead.
+    """
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Replace on any input change; outputs (``out_*``) do not count."""
+        """Replace on any input change; outputs (``out_*``) do not count; roles update."""
         changed = [k for k, v in news.items() if not k.startswith("out_") and olds.get(k) != v]
-        return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=True)
+        replaces = [] if _roles_moved(olds, news) else changed
+        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
 
 
 # -- replication slot ----------------------------------------------------------------------
@@ -67,26 +78,44 @@ class ReplicationSlotProvider(_Provider):
                 )
         return CreateResult(id_=props["slot"], outs=props)
 
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Roles moved: the slot lives on the new primary; the old one holds no WAL for a node
+        that is not its standby any more (dropped if that server answers and nobody uses it)."""
+        self.create(news)
+        if (olds.get("conninfo"), olds.get("slot")) != (news["conninfo"], news["slot"]):
+            try:
+                with _connect(olds["conninfo"]) as conn:
+                    conn.execute(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                        " WHERE slot_name = %s AND NOT active",
+                        (olds["slot"],),
+                    )
+            except psycopg.Error:
+                pass  # the former primary is down or read-only: its slot goes with it
+        return UpdateResult(outs=news)
+
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """The slot as the primary sees it."""
+        slot = props.get("slot", id_)  # after a role update the id names the first slot
         with _connect(props["conninfo"]) as conn:
             row = conn.execute(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (id_,)
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)
             ).fetchone()
         return ReadResult(id_=id_ if row else None, outs=props if row else {})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         """Drop the slot once no standby uses it (the standby is stopped before this runs)."""
+        slot = props.get("slot", id_)
         deadline = time.monotonic() + 30
         with _connect(props["conninfo"]) as conn:
             while True:
                 row = conn.execute(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (id_,)
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
                 ).fetchone()
                 if row is None:
                     return
                 if not row[0] or time.monotonic() > deadline:
-                    conn.execute("SELECT pg_drop_replication_slot(%s)", (id_,))
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
                     return
                 time.sleep(0.2)
 
@@ -95,10 +124,19 @@ class ReplicationSlot(Resource):
     """See :class:`ReplicationSlotProvider`."""
 
     def __init__(
-        self, name: str, *, conninfo: str, slot: str, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        *,
+        conninfo: str,
+        slot: str,
+        roles: str = "",
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(
-            ReplicationSlotProvider(), name, {"conninfo": conninfo, "slot": slot}, opts
+            ReplicationSlotProvider(),
+            name,
+            {"conninfo": conninfo, "slot": slot, "roles": roles},
+            opts,
         )
 
 
@@ -109,7 +147,9 @@ class ShadowDataDirProvider(_Provider):
     """The shadow's data directory, seeded by a full copy (``pg_basebackup``).
 
     A tier change is an in-place update (new standby settings, then a reload), not a re-copy:
-    only a new home, port or primary replaces the data directory.
+    only a new home, port or primary replaces the data directory. A change of roles (after a
+    cutover) is in place too: the resource now describes the former primary's data directory,
+    which the recovery rewinds (or retires with ``destroy`` and copies afresh).
     """
 
     _REPLACING = ("home", "port", "replication_conninfo")
@@ -117,17 +157,23 @@ class ShadowDataDirProvider(_Provider):
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Replace for a new location or primary; update in place for anything else."""
         changed = [k for k, v in news.items() if not k.startswith("out_") and olds.get(k) != v]
-        replaces = [k for k in changed if k in self._REPLACING]
+        replaces = [] if _roles_moved(olds, news) else [k for k in changed if k in self._REPLACING]
         return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Rewrite the standby settings for the new tier and make a running standby reload."""
+        """Rewrite the standby settings for the new tier and make a running standby reload.
+
+        After a role change the settings are written only into a data directory that is a
+        standby's already (rewound): a former primary that is not one yet is only recorded,
+        never turned into a standby behind the recovery's back."""
         server = PgServer(home=Path(news["home"]), port=int(news["port"]))
+        outs = {**news, "out_data_dir": str(server.data_dir),
+                "out_seed_seconds": olds.get("out_seed_seconds")}
+        if _roles_moved(olds, news) and not _is_standby(server):
+            return UpdateResult(outs=outs)
         _write_standby_settings(server, news)
         if server.running():
             server.reload()
-        outs = {**news, "out_data_dir": olds.get("out_data_dir"),
-                "out_seed_seconds": olds.get("out_seed_seconds")}
         return UpdateResult(outs=outs)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -135,7 +181,7 @@ class ShadowDataDirProvider(_Provider):
         home = Path(props["home"])
         server = PgServer(home=home, port=int(props["port"]))
         started = time.monotonic()
-        if not (server.initialised() and (server.data_dir / "standby.signal").exists()):
+        if not _is_standby(server):
             partial = home / "data.partial"
             shutil.rmtree(partial, ignore_errors=True)
             shutil.rmtree(server.data_dir, ignore_errors=True)
@@ -174,12 +220,17 @@ class ShadowDataDirProvider(_Provider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Present while the data directory holds a cluster."""
-        exists = (Path(id_) / "PG_VERSION").exists()
+        data_dir = Path(props["home"]) / "data" if props.get("home") else Path(id_)
+        exists = (data_dir / "PG_VERSION").exists()
         return ReadResult(id_=id_ if exists else None, outs=props if exists else {})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         """Remove the data directory and the shadow's home."""
         shutil.rmtree(props["home"], ignore_errors=True)
+
+
+def _is_standby(server: PgServer) -> bool:
+    return server.initialised() and (server.data_dir / "standby.signal").exists()
 
 
 SEED_POSITION_FILE = "seed_lsn"
@@ -241,6 +292,15 @@ class StandbyProcessProvider(_Provider):
         server.start()
         return CreateResult(id_=f"{props['home']}:{props['port']}", outs=props)
 
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Roles moved: the process is now the former primary's. Started only once its data
+        directory is a standby's (a former primary never starts writable from here); the
+        node that serves now is never stopped."""
+        server = PgServer(home=Path(news["home"]), port=int(news["port"]))
+        if _is_standby(server):
+            server.start()
+        return UpdateResult(outs=news)
+
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Present while the postmaster runs."""
         server = PgServer(home=Path(props["home"]), port=int(props["port"]))
@@ -262,11 +322,11 @@ class StandbyProcess(Resource):
         home: str,
         port: int,
         data_dir: pulumi.Input[str],
+        roles: str = "",
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__(
-            StandbyProcessProvider(), name, {"home": home, "port": port, "data_dir": data_dir}, opts
-        )
+        props = {"home": home, "port": port, "data_dir": data_dir, "roles": roles}
+        super().__init__(StandbyProcessProvider(), name, props, opts)
 
 
 # -- replication settings on the primary ---------------------------------------------------
@@ -277,24 +337,15 @@ class PrimarySettingsProvider(_Provider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Apply the tier once the standby streams (tier 1 would block writes before)."""
-        tier = int(props["tier"])
-        with _connect(props["conninfo"]) as conn:
-            alter_system(conn, "wal_compression", "lz4")
-            if tier == 1:
-                _wait_streaming(conn, props["standby_name"], timeout_s=120)
-                names = f'FIRST 1 ("{props["standby_name"]}")'
-                alter_system(conn, "synchronous_standby_names", names)
-                alter_system(conn, "synchronous_commit", "on")
-            else:
-                alter_system(conn, "synchronous_standby_names", None)
-            if tier == 3:
-                archive = props["archive_dir"]
-                prepare_dir(Path(archive), mode=0o750)
-                command = f"test ! -f {archive}/%f && cp %p {archive}/%f"
-                alter_system(conn, "archive_command", command)
-                alter_system(conn, "archive_timeout", str(int(props["archive_interval_s"])))
-            conn.execute("SELECT pg_reload_conf()")
+        _apply_tier(props, wait_s=120)
         return CreateResult(id_=f"{props['standby_name']}-settings", outs=props)
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Roles moved: the settings belong on the new primary, applied now if the former
+        primary already streams to it (rewound), else left to the recovery (tier 1 must not
+        make commits wait for a standby that is not there)."""
+        _apply_tier(news, wait_s=0)
+        return UpdateResult(outs=news)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Always present: settings cannot vanish without an operator."""
@@ -310,6 +361,37 @@ class PrimarySettingsProvider(_Provider):
             conn.execute("SELECT pg_reload_conf()")
         if int(props["tier"]) == 3:
             shutil.rmtree(props["archive_dir"], ignore_errors=True)
+
+
+def _apply_tier(props: dict[str, Any], *, wait_s: float) -> None:
+    """Tier settings on the primary; tier 1's synchronous standby only once it streams
+    (``wait_s`` 0: if it does not stream now, leave the synchronous setting alone)."""
+    tier = int(props["tier"])
+    with _connect(props["conninfo"]) as conn:
+        alter_system(conn, "wal_compression", "lz4")
+        if tier == 1:
+            if wait_s > 0:
+                _wait_streaming(conn, props["standby_name"], timeout_s=wait_s)
+            if wait_s > 0 or _streams(conn, props["standby_name"]):
+                names = f'FIRST 1 ("{props["standby_name"]}")'
+                alter_system(conn, "synchronous_standby_names", names)
+                alter_system(conn, "synchronous_commit", "on")
+        else:
+            alter_system(conn, "synchronous_standby_names", None)
+        if tier == 3:
+            archive = props["archive_dir"]
+            prepare_dir(Path(archive), mode=0o750)
+            command = f"test ! -f {archive}/%f && cp %p {archive}/%f"
+            alter_system(conn, "archive_command", command)
+            alter_system(conn, "archive_timeout", str(int(props["archive_interval_s"])))
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def _streams(conn: psycopg.Connection, standby_name: str) -> bool:
+    row = conn.execute(
+        "SELECT state FROM pg_stat_replication WHERE application_name = %s", (standby_name,)
+    ).fetchone()
+    return bool(row and row[0] == "streaming")
 
 
 def _wait_streaming(conn: psycopg.Connection, standby_name: str, *, timeout_s: float) -> None:
@@ -349,6 +431,12 @@ class RouterEntryProvider(_Provider):
             weight=0,
         )
         return CreateResult(id_=f"{props['service']}/{props['server']}", outs=props)
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Roles moved: the entry is now the former primary's, which keeps its weight (0 after
+        the cutover); the new primary's entry stays untouched (it carries the traffic)."""
+        self.create(news)
+        return UpdateResult(outs=news)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Present while the running HAProxy has the server."""

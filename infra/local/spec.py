@@ -39,6 +39,12 @@ class LocalShadowSpec:
     """Tier 3: longest time before a WAL segment is shipped."""
     sync_degrade_after_s: float = 10.0
     """Tier 1: how long writes may wait for a lost shadow before relaxing to async."""
+    serving_node: str = ""
+    """Node that is the primary now (empty: the original primary). Every cutover swaps the
+    roles while the node names, ports and homes stay; see :attr:`current_primary`."""
+    original_home: str = ""
+    """Folder holding the original primary's ``data`` directory, needed once it is the standby
+    (rewound or re-seeded); empty: ``instances/<id>/original`` under the state dir."""
 
     def __post_init__(self) -> None:
         validate_instance_id(self.instance_id)
@@ -60,6 +66,11 @@ class LocalShadowSpec:
             raise InvalidRequestError(f"ports must differ: {ports}")
         if not 1 <= self.archive_interval_s <= 3600:
             raise InvalidRequestError("archive_interval_s must be within 1..3600")
+        if self.serving_node not in ("", self.primary_node, self.shadow_node):
+            raise InvalidRequestError(
+                f"serving_node {self.serving_node!r} is not one of "
+                f"{self.primary_node!r}, {self.shadow_node!r}"
+            )
 
     @property
     def stack_name(self) -> str:
@@ -82,12 +93,16 @@ class LocalShadowSpec:
 
     @property
     def slot_name(self) -> str:
-        """Replication slot that keeps WAL for the shadow (tiers 1 and 2)."""
+        """Replication slot that keeps WAL for the shadow node (tiers 1 and 2)."""
         return f"shadowshift_{self.instance_id.replace('-', '_')}"
+
+    def slot_for(self, node: str) -> str:
+        """Slot on the primary that keeps WAL for standby ``node``."""
+        return self.slot_name if node == self.shadow_node else f"{self.slot_name}_primary"
 
     @property
     def shadow_home(self) -> Path:
-        """Folder of the shadow's data directory and log."""
+        """Folder of the shadow node's data directory and log."""
         return self.state_dir / "instances" / self.instance_id / "shadow"
 
     @property
@@ -100,17 +115,67 @@ class LocalShadowSpec:
         """The local platform's HAProxy folder (one HAProxy per state dir)."""
         return self.state_dir / "haproxy"
 
+    # -- nodes by name (fixed) -------------------------------------------------------------
+
+    def port_of(self, node: str) -> int:
+        """Port of ``node``."""
+        return self.shadow_port if self._check(node) == self.shadow_node else self.primary_port
+
+    def home_of(self, node: str) -> Path:
+        """Folder of ``node``'s data directory (the original's only as far as it is known)."""
+        if self._check(node) == self.shadow_node:
+            return self.shadow_home
+        if self.original_home:
+            return Path(self.original_home)
+        return self.state_dir / "instances" / self.instance_id / "original"
+
+    def endpoint_of(self, node: str, user: str | None = None) -> PgEndpoint:
+        """Endpoint of ``node`` (superuser unless ``user`` is given)."""
+        return PgEndpoint(port=self.port_of(node), user=user or self.superuser)
+
+    # -- roles (follow the cutovers) -------------------------------------------------------
+
+    @property
+    def current_primary(self) -> str:
+        """Node that is the primary now."""
+        return self.serving_node or self.primary_node
+
+    @property
+    def standby_node(self) -> str:
+        """Node that is (or is to become) the standby: the shadow of the current primary."""
+        return self.other_node(self.current_primary)
+
+    @property
+    def standby_port(self) -> int:
+        """Port of the standby node."""
+        return self.port_of(self.standby_node)
+
+    @property
+    def standby_home(self) -> Path:
+        """Folder of the standby node's data directory."""
+        return self.home_of(self.standby_node)
+
+    @property
+    def standby_slot(self) -> str:
+        """Slot on the current primary for the standby node."""
+        return self.slot_for(self.standby_node)
+
     @property
     def primary(self) -> PgEndpoint:
-        """Superuser endpoint of the primary."""
-        return PgEndpoint(port=self.primary_port, user=self.superuser)
+        """Superuser endpoint of the current primary."""
+        return self.endpoint_of(self.current_primary)
 
     @property
     def replication(self) -> PgEndpoint:
-        """Replication endpoint of the primary."""
-        return PgEndpoint(port=self.primary_port, user=self.replication_user)
+        """Replication endpoint of the current primary."""
+        return self.endpoint_of(self.current_primary, self.replication_user)
 
     @property
     def shadow(self) -> PgEndpoint:
-        """Superuser endpoint of the shadow."""
-        return PgEndpoint(port=self.shadow_port, user=self.superuser)
+        """Superuser endpoint of the current standby."""
+        return self.endpoint_of(self.standby_node)
+
+    def _check(self, node: str) -> str:
+        if node not in (self.primary_node, self.shadow_node):
+            raise InvalidRequestError(f"unknown node {node!r} of {self.instance_id}")
+        return node

@@ -1,0 +1,223 @@
+"""The whole protection lifecycle on real PostgreSQL, HAProxy, Pulumi and Temporal.
+
+protect → sync → predicted cutover under writes → the former primary rejoins as the shadow
+→ cutover back → it rejoins again; and the other ending of a recovery: a former primary whose
+data directory is gone is retired through ``pulumi destroy`` and a fresh shadow is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import shutil
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.shadow import ShadowRequest
+from bench.workload import Writer, missing_acked, prepare_table
+from infra.factory import platform_for
+from infra.local.platform import LocalPlatform
+from infra.local.postgres import PgEndpoint, alter_system
+from infra.local.program import shadow_program
+from infra.pulumi_engine import StackDriver
+from tests.conftest import LocalService
+from workers.registry import new_worker, pulumi_config
+from workers.settings import Settings
+from workflows.protection import (
+    CutoverRequest,
+    InstanceProtectionWorkflow,
+    ProtectionState,
+    ProtectionStatus,
+    RiskReport,
+)
+from workflows.protection_spec import PolicySpec, ProtectionSpec
+
+MIGRATE = RiskReport(readiness_score=82.0, failure_probability=0.91, decision="migrate", at=0.0)
+
+
+def _rewindable(service: LocalService) -> None:
+    """pg_rewind needs wal_log_hints (or checksums); it takes a restart."""
+    with service.primary.endpoint.connect() as conn:
+        alter_system(conn, "wal_log_hints", "on")
+    service.primary.stop()
+    service.primary.start()
+
+
+def _spec(service: LocalService) -> ProtectionSpec:
+    request = service.request
+    return ProtectionSpec(request.instance_id, "local", 1, request.primary_port,
+                          request.shadow_port, request.router_port,
+                          policy=PolicySpec(threshold=60, cooldown_s=0))
+
+
+def _platform(settings: Settings, service: LocalService, serving: str) -> LocalPlatform:
+    request = ShadowRequest(service.request.instance_id, service.request.primary_port,
+                            service.request.shadow_port, service.request.router_port, tier=1,
+                            serving_node=serving, original_home=str(service.primary.home))
+    platform = platform_for(request, StackDriver(pulumi_config(settings)), settings.state_dir)
+    assert isinstance(platform, LocalPlatform)
+    return platform
+
+
+class PhaseLog:
+    """Polls ``status`` and keeps every phase change it sees."""
+
+    def __init__(self, handle: WorkflowHandle) -> None:
+        self.handle = handle
+        self.phases: list[str] = []
+        self.latest: ProtectionStatus | None = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                status = await self.handle.query(InstanceProtectionWorkflow.status)
+            except Exception:  # the worker is starting; ask again
+                await asyncio.sleep(0.1)
+                continue
+            self.latest = status
+            if not self.phases or self.phases[-1] != status.phase:
+                self.phases.append(status.phase)
+            await asyncio.sleep(0.05)
+
+    async def until(self, check: object, timeout_s: float = 180) -> ProtectionStatus:
+        """Wait until ``check(status)`` holds."""
+        assert callable(check)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.latest is None or not check(self.latest):
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise AssertionError(f"phases {self.phases}, last status {self.latest}") from None
+        return self.latest
+
+
+@asynccontextmanager
+async def _protection(
+    client: Client, settings: Settings, task_queue: str, spec: ProtectionSpec,
+) -> AsyncIterator[tuple[WorkflowHandle, PhaseLog]]:
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await client.start_workflow(
+                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
+                id=spec.workflow_id, task_queue=task_queue,
+            )
+            phases = PhaseLog(handle)
+            poller = asyncio.create_task(phases.run())
+            try:
+                yield handle, phases
+            finally:
+                poller.cancel()
+                await handle.terminate("test over")
+
+
+def _stream_state(primary: PgEndpoint, standby: str) -> tuple[str, str, str] | None:
+    with primary.connect() as conn:
+        row = conn.execute(
+            "SELECT state, sync_state, current_setting('synchronous_standby_names')"
+            " FROM pg_stat_replication WHERE application_name = %s", (standby,),
+        ).fetchone()
+    return (str(row[0]), str(row[1]), str(row[2])) if row else None
+
+
+async def test_cutover_rejoin_and_back_under_writes(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """Under ~100 writes/s a predicted cutover moves traffic to the shadow, the former primary
+    is rewound into the new shadow (synchronous again), the stack follows the roles, a cutover
+    back works and the second recovery rejoins too; not one acknowledged write is lost."""
+    _rewindable(local_service)
+    spec = _spec(local_service)
+    original, shadow = spec.instance_id, f"{spec.instance_id}-shadow"
+    async with _protection(temporal_env.client, settings, task_queue, spec) as (handle, log):
+        await log.until(lambda s: s.phase == "protected")
+        prepare_table(local_service.router)
+        with Writer(local_service.router, rate=100) as writer:
+            await asyncio.sleep(1.0)
+            # What the fleet watcher sends when the score crosses the threshold.
+            await handle.signal(InstanceProtectionWorkflow.report_risk, MIGRATE)
+            first = await log.until(lambda s: s.recoveries == ["rejoined"]
+                                    and s.phase == "protected", timeout_s=240)
+            assert first.cutovers == 1 and first.primary_node == shadow and first.shadow_healthy
+            weights = local_service.haproxy.weights(spec.instance_id)
+            assert weights == {original: 0, shadow: 100}
+            # Tier 1 on the NEW primary: commits wait for the rewound former primary.
+            assert _stream_state(local_service.shadow, original) == (
+                "streaming", "sync", f'FIRST 1 ("{original}")')
+
+            # The stack records the roles: another `up` converges in place (no re-copy, no
+            # revert) and says which node is which.
+            swapped = _platform(settings, local_service, shadow)
+            result = await asyncio.to_thread(
+                swapped.driver.up, swapped.spec.stack_name, shadow_program(swapped.spec))
+            swapped.close()
+            assert set(result.summary) == {"same"}, result.summary
+            assert result.outputs["primary_node"] == shadow
+            assert result.outputs["shadow_node"] == original
+
+            await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
+                                        CutoverRequest("move back"))
+            second = await log.until(lambda s: s.recoveries == ["rejoined", "rejoined"]
+                                     and s.phase == "protected", timeout_s=240)
+            await asyncio.sleep(1.0)
+        stats = writer.stats
+        assert second.cutovers == 2 and second.primary_node == original
+        assert local_service.haproxy.weights(spec.instance_id) == {original: 100, shadow: 0}
+        assert _stream_state(local_service.router, shadow) == (
+            "streaming", "sync", f'FIRST 1 ("{shadow}")')
+        assert len(stats.acked_ids) > 300
+        assert missing_acked(local_service.router, stats.acked_ids) == []
+        print(f"acked {len(stats.acked_ids)}, failed ops {stats.failed_ops}, "
+              f"phases {log.phases}")
+        assert log.phases[log.phases.index("cutting_over"):].count("cutting_over") == 2
+        after_first = log.phases[log.phases.index("cutting_over"):]
+        assert after_first[:3] == ["cutting_over", "recovering", "protected"], log.phases
+        assert any("rejoined as the shadow" in line for line in second.log)
+
+
+async def test_former_primary_without_data_is_retired_and_replaced(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """A former primary whose data directory is gone cannot rejoin: it is retired through
+    `pulumi destroy` and a fresh shadow is copied from the new primary, with no operator
+    action beyond resuming the paused protection."""
+    _rewindable(local_service)
+    spec = _spec(local_service)
+    original, shadow = spec.instance_id, f"{spec.instance_id}-shadow"
+    async with _protection(temporal_env.client, settings, task_queue, spec) as (handle, log):
+        await log.until(lambda s: s.phase == "protected")
+        prepare_table(local_service.router)
+        with Writer(local_service.router, rate=50) as writer:
+            await asyncio.sleep(1.0)
+            await handle.signal(InstanceProtectionWorkflow.report_risk, MIGRATE)
+            await handle.signal(InstanceProtectionWorkflow.pause)
+            waiting = await log.until(lambda s: s.phase == "recovering" and s.paused)
+            assert waiting.next_action == f"resume to recover {original} as the shadow"
+            # The former primary dies and its data directory is lost.
+            local_service.primary.stop(mode="immediate")
+            shutil.rmtree(local_service.primary.data_dir)
+            await handle.signal(InstanceProtectionWorkflow.resume)
+            done = await log.until(lambda s: s.phase == "protected" and s.recoveries,
+                                   timeout_s=240)
+            await asyncio.sleep(0.5)
+        assert done.recoveries == ["retired"] and done.primary_node == shadow
+        text = "\n".join(done.log)
+        assert "missing or damaged" in text and "retired through pulumi destroy" in text
+        # The fresh shadow sits where the former primary was, streams synchronously, and
+        # holds every acknowledged write.
+        assert local_service.primary.initialised()
+        with PgEndpoint(port=spec.primary_port).connect() as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+        assert _stream_state(local_service.shadow, original) == (
+            "streaming", "sync", f'FIRST 1 ("{original}")')
+        assert local_service.haproxy.weights(spec.instance_id) == {original: 0, shadow: 100}
+        deadline = time.monotonic() + 10
+        while missing_acked(PgEndpoint(port=spec.primary_port), writer.stats.acked_ids):
+            assert time.monotonic() < deadline, "acknowledged writes missing on the new shadow"
+            await asyncio.sleep(0.2)
+        assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
