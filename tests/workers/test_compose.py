@@ -211,3 +211,39 @@ def test_build_context_leaves_out_state_and_tools() -> None:
     assert copied and not set(copied) & ignored
     for source in copied:
         assert (REPO_ROOT / source).exists(), source
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if not found:
+        pytest.fail("promtool is missing: run `make setup` (scripts/setup-system.sh installs "
+                    "Debian's prometheus package)")
+    return found
+
+
+def test_prometheus_config_passes_promtool() -> None:
+    """The real `promtool check config` accepts the stack's Prometheus config."""
+    done = subprocess.run([_promtool(), "check", "config", "--syntax-only",
+                           str(REPO_ROOT / "deploy/prometheus/prometheus.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
+    """Every dashboard query, with Grafana's variables filled in, is valid PromQL to the real
+    Prometheus parser (as recording rules checked by `promtool check rules`)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    grafana_variables = {"$__rate_interval": "1m", "$__range": "6h", "$instance": ".*"}
+    rules = []
+    for number, expr in enumerate(exprs):
+        for variable, value in grafana_variables.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, f"unhandled Grafana variable in {expr}"
+        rules.append({"record": f"shadowshift:dashboard_query_{number}", "expr": expr})
+    rule_file = tmp_path / "dashboard-rules.yml"
+    rule_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run([_promtool(), "check", "rules", str(rule_file)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout
