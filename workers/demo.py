@@ -41,7 +41,7 @@ async def demo(options: DemoOptions, state_dir: Path = STATE_DIR,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        fresh_state_dir(state_dir)
+        fresh_state_dir(state_dir, owned=state_dir == STATE_DIR)
         out_dir.mkdir(parents=True, exist_ok=True)
         say("Recording the failure trace: a host whose disk degrades for ~2 h, then fails.")
         trace = build_trace(out_dir, options.healthy_hours)
@@ -60,7 +60,7 @@ async def demo(options: DemoOptions, state_dir: Path = STATE_DIR,
     return summary
 
 
-def parse_options(argv: list[str] | None) -> DemoOptions:
+def parse_options(argv: list[str] | None) -> tuple[DemoOptions, Path, Path]:
     """Command-line knobs (all optional)."""
     parser = argparse.ArgumentParser(prog="python -m workers.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,18 +70,22 @@ def parse_options(argv: list[str] | None) -> DemoOptions:
                              "%(default)s")
     parser.add_argument("--recovery-timeout", type=float, default=defaults.recovery_timeout_s,
                         help="seconds to wait for the former primary to rejoin")
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
+                        help="working folder, emptied first (default %(default)s)")
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR,
+                        help="where summary.json and timeline.png go (default %(default)s)")
     args = parser.parse_args(argv)
     if not 2 <= args.healthy_hours <= 48:
         parser.error("--healthy-hours must be within 2..48")
     return DemoOptions(healthy_hours=args.healthy_hours,
-                       recovery_timeout_s=args.recovery_timeout)
+                       recovery_timeout_s=args.recovery_timeout), args.state_dir, args.out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``make demo``: 0 when the demo ran, 130 on Ctrl-C, 1 on failure."""
-    options = parse_options(argv)
+    options, state_dir, out_dir = parse_options(argv)
     try:
-        asyncio.run(demo(options))
+        asyncio.run(demo(options, state_dir.resolve(), out_dir.resolve()))
     except (KeyboardInterrupt, Interrupted):
         say("Interrupted; everything started by the demo was stopped.")
         return 130

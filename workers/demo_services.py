@@ -174,8 +174,20 @@ def local_service(state_dir: Path) -> Iterator[LocalService]:
             haproxy.stop()
 
 
-def fresh_state_dir(state_dir: Path) -> Path:
-    """Empty ``state_dir`` after stopping any server a previous, killed run left there."""
+MARKER = ".shadowshift-demo"
+
+
+def fresh_state_dir(state_dir: Path, *, owned: bool = False) -> Path:
+    """Empty ``state_dir`` after stopping any server a previous, killed run left there.
+
+    Raises:
+        RuntimeError: the folder holds files and was not made by the demo (no marker file,
+            and not ``owned`` like the default ``.state/demo``), so it is left alone.
+    """
+    made_by_demo = owned or (state_dir / MARKER).exists()
+    if state_dir.is_dir() and any(state_dir.iterdir()) and not made_by_demo:
+        raise RuntimeError(f"{state_dir} is not empty and was not made by the demo; "
+                           "choose another --state-dir")
     instances = state_dir / "instances"
     if instances.is_dir():
         for home in (*instances.glob("*/original"), *instances.glob("*/shadow")):
@@ -187,4 +199,5 @@ def fresh_state_dir(state_dir: Path) -> Path:
         HAProxyManager(state_dir / "haproxy").stop()
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True, mode=0o755)
+    (state_dir / MARKER).touch()
     return state_dir

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.watch import WatchFleetInput
@@ -16,7 +19,7 @@ from workers.protect import ensure_fleet_watcher, start_protection
 from workers.registry import new_worker
 from workers.settings import Settings
 from workflows.protection import InstanceProtectionWorkflow
-from workflows.protection_spec import ProtectionSpec
+from workflows.protection_spec import PolicySpec, ProtectionSpec
 
 
 async def test_watcher_reports_risk_on_change_only(
@@ -55,5 +58,48 @@ async def test_watcher_reports_risk_on_change_only(
                 if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
             ]
             assert 1 <= len(signals) <= 4, len(signals)
+            await watcher.terminate("test over")
+            await handle.terminate("test over")
+
+
+async def _risk_decisions(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    decisions = []
+    async for event in handle.fetch_history_events():
+        attributes = event.workflow_execution_signaled_event_attributes
+        if (event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+                and attributes.signal_name == "report_risk"):
+            decisions.append(json.loads(attributes.input.payloads[0].data)["decision"])
+    return decisions
+
+
+async def test_watcher_decides_with_each_instance_policy(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """The watcher decides with the protection's own policy, and set_policy reaches it: a
+    threshold of 100 holds; lowered to 0 with one reading, the next signal says migrate,
+    which the fleet's own policy (threshold 50) would never say for this idle instance."""
+    client = temporal_env.client
+    request = local_service.request
+    spec = ProtectionSpec(request.instance_id, "local", 2, request.primary_port,
+                          request.shadow_port, request.router_port,
+                          PolicySpec(threshold=100, consecutive_readings=1))
+    watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=90,
+                            policy=PolicyConfig(threshold=50))
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await start_protection(client, spec, task_queue=task_queue)
+            await handle.signal(InstanceProtectionWorkflow.pause)  # decide, never act
+            watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=watch)
+            async with asyncio.timeout(60):
+                while not await _risk_decisions(handle):
+                    await asyncio.sleep(0.5)
+            await asyncio.sleep(3)
+            assert set(await _risk_decisions(handle)) == {"hold"}
+            await handle.execute_update(InstanceProtectionWorkflow.set_policy,
+                                        PolicySpec(threshold=0, consecutive_readings=1))
+            async with asyncio.timeout(30):
+                while "migrate" not in await _risk_decisions(handle):
+                    await asyncio.sleep(0.5)
             await watcher.terminate("test over")
             await handle.terminate("test over")

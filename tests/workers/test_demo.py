@@ -1,0 +1,124 @@
+"""The end-to-end demo, compressed: real dev server, worker process, PostgreSQL, HAProxy, Pulumi.
+
+The steady state is shortened to four trace hours (``--healthy-hours 4``); everything else
+(trace replay speed, sampling, the model, the policy, the cutover) is what ``make demo`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from models.policy import PolicyConfig
+from models.predictor import DEFAULT_MODEL_PATH, Predictor
+from workers.demo import demo
+from workers.demo_run import DemoOptions
+from workers.demo_trace import build_trace, offline_verdict
+from workers.settings import REPO_ROOT
+
+
+def _processes_under(folder: Path) -> list[str]:
+    """Live processes that belong to a demo run in ``folder``: PostgreSQL and HAProxy name it
+    on their command line, the worker and its Pulumi children carry it in their environment."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        line = " ".join(process.info["cmdline"] or [])
+        try:
+            environment = process.environ()
+        except psutil.Error:
+            environment = {}
+        if str(folder) in line or str(folder) in environment.get("SHADOWSHIFT_STATE_DIR", ""):
+            found.append(line)
+    return found
+
+
+def _listening(port: int) -> bool:
+    return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+               for c in psutil.net_connections("tcp"))
+
+
+def test_the_trace_is_one_the_model_predicts(tmp_path: Path) -> None:
+    """Offline, on the very CSV the demo replays: the healthy part stays far below the
+    threshold and the policy fires before the recorded failure."""
+    trace = build_trace(tmp_path, healthy_hours=4)
+    assert trace.start < trace.onset < trace.failure_at <= trace.end
+    verdict = offline_verdict(trace, Predictor.load(DEFAULT_MODEL_PATH),
+                              PolicyConfig(threshold=60, consecutive_readings=3), 48)
+    assert verdict.healthy_max_score < 60
+    assert verdict.first_migrate_at is not None
+    assert trace.onset < verdict.first_migrate_at < trace.failure_at
+    with pytest.raises(ValueError, match="healthy_hours"):
+        build_trace(tmp_path, healthy_hours=500)
+
+
+async def test_demo_end_to_end(tmp_path: Path) -> None:
+    """Protect a loaded primary, replay the degradation, cut over before the failure, rejoin:
+    every figure of the summary comes from what happened, and nothing is left running."""
+    state_dir, out_dir = tmp_path / "state", tmp_path / "out"
+    tmp_path.chmod(0o755)
+    started = time.monotonic()
+    summary = await asyncio.wait_for(
+        demo(DemoOptions(healthy_hours=4, recovery_timeout_s=60), state_dir, out_dir), 240)
+    took = time.monotonic() - started
+
+    assert json.loads((out_dir / "summary.json").read_text()) == summary
+    assert summary["cutovers"] == 1
+    # Before the failure, by at least one trace step, and no more than the precursor allows.
+    assert 0 < summary["lead_time_s"] < took
+    assert summary["lead_time_trace_s"] >= 300
+    assert summary["primary_killed_while_serving"] is False
+    assert summary["lost_acked_writes"] == 0
+    assert summary["acked_writes"] > 1000
+    assert 0 < summary["blackout_ms"] < 10_000
+    assert summary["failed_client_ops"] >= summary["failed_client_ops_during_cutover"] >= 0
+    assert summary["former_primary_rejoined_as_shadow"] is True
+    # The cost figure is the window's count extrapolated: recompute it from its parts.
+    window = summary["steady_state_window_s"]
+    assert window > 10
+    counted = sum(summary["actions_in_window"].values())
+    expected = counted * 3600 / window + summary["watcher_restarts_per_hour_added"]
+    assert summary["temporal_actions_per_instance_hour"] == pytest.approx(expected, abs=0.1)
+    png = (out_dir / "timeline.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert _processes_under(state_dir) == []
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """SIGINT while the shadow is being provisioned: exit 130, no server, HAProxy, worker or
+    Pulumi process of the demo left behind."""
+    tmp_path.chmod(0o755)
+    state_dir, out_dir = tmp_path / "state", tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.demo", "--healthy-hours", "4",
+         "--state-dir", str(state_dir), "--out-dir", str(out_dir)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    lines = []
+    server_port = 0
+    for line in process.stdout:
+        lines.append(line)
+        if "Temporal dev server at" in line:
+            server_port = int(line.split("Temporal dev server at ")[1].split(";")[0].split(":")[1])
+        if "Protection phase: provisioning" in line:
+            break
+    else:
+        pytest.fail("the demo never started protecting:\n" + "".join(lines))
+    assert _processes_under(state_dir), "the demo's processes should be running now"
+    os.kill(process.pid, signal.SIGINT)
+    rest, _ = process.communicate(timeout=90)
+    assert process.returncode == 130, "".join(lines) + rest
+    assert "Interrupted" in rest
+    time.sleep(1)  # immediate-mode PostgreSQL children exit right after their postmaster
+    assert _processes_under(state_dir) == []
+    assert server_port and not _listening(server_port)  # the dev server is gone too
