@@ -79,24 +79,24 @@ def hot_reload(folder: Path, instances: int, repeat: int) -> dict[str, Any]:
     registry = ModelRegistry(folder / "registry")
     scoring = ScoringActivities.from_registry(registry)
     request = _batch(instances)
-    checks = []
+    checks: list[int] = []
     for _ in range(repeat * 100):
-        started = time.perf_counter_ns()
+        started_ns = time.perf_counter_ns()
         scoring.refresh()
-        checks.append(time.perf_counter_ns() - started)
-    batches = []
+        checks.append(time.perf_counter_ns() - started_ns)
+    batches: list[float] = []
     for _ in range(repeat):
         started = time.perf_counter()
         scoring.score_instances(request)
         batches.append(time.perf_counter() - started)
-    pickups = []
+    pickups: list[float] = []
     for i in range(repeat):
         registry.promote(DEFAULT_MODEL_PATH, candidate_id=f"bench-{i}")
         started = time.perf_counter()
         result = scoring.score_instances(request)
         pickups.append(time.perf_counter() - started)
         assert result.model_version == i + 1, "the promoted model was not picked up"
-    loads = []
+    loads: list[float] = []
     for _ in range(repeat):
         started = time.perf_counter()
         Predictor.load(DEFAULT_MODEL_PATH)
