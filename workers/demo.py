@@ -83,7 +83,8 @@ def parse_options(argv: list[str] | None) -> tuple[DemoOptions, Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``make demo``: 0 when the demo ran, 130 on Ctrl-C, 1 on failure."""
-    options, state_dir, out_dir = parse_options(argv)
+    # ``shadowshift demo`` calls main() with its own sys.argv: no arguments means defaults.
+    options, state_dir, out_dir = parse_options(argv if argv is not None else [])
     try:
         asyncio.run(demo(options, state_dir.resolve(), out_dir.resolve()))
     except (KeyboardInterrupt, Interrupted):

@@ -10,7 +10,9 @@ Actions per protected instance-hour (DESIGN.md §2 cost model) are *counted*, no
 2. Heartbeats are not in histories. They come from the dev server's own ``action`` counter
    (the metric Temporal bills from), ``action_type="grpc_RecordActivityTaskHeartbeat"``,
    read at both ends of the window. The counter's total over the window is reported as a
-   cross-check (it also counts the demo's own client calls, so it is not used for the figure).
+   cross-check only: it also counts the demo's own client calls, and the server flushes it
+   periodically, so actions from just before the window (the phase upserts on reaching
+   ``protected``) can land in it.
 3. The count is extrapolated linearly to one hour and divided by the protected instances.
    A bounded watcher run restarts once per ``max_duration_s`` (one activity start per hour by
    default), which a window of a minute or two cannot contain; that term is added as

@@ -127,6 +127,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
         "failed_client_ops_during_cutover": (
             failures_between(stats.failure_times, *cutover_window) if cutover_window else None),
         "cutovers": _count_cutovers(history),
+        "last_score_before_failure": _last_score_before(history, failure_wall),
         "primary_killed_while_serving": killed,
         "former_primary_rejoined_as_shadow": rejoined_at is not None,
         "rejoined_after_cutover_s": (round(rejoined_at - cutover[1], 1)
@@ -184,6 +185,13 @@ def _count_cutovers(history: list[Any]) -> int:
         and event.child_workflow_execution_completed_event_attributes.workflow_execution
         .workflow_id.startswith(cutover_workflow_id(""))
     )
+
+
+def _last_score_before(history: list[Any], moment: float) -> float | None:
+    """The last readiness score reported to the protection before ``moment``: after a
+    cutover it comes from the new primary (the watcher follows the router)."""
+    before = [score for at, score, _ in report.risk_reports(history) if at < moment]
+    return round(before[-1], 1) if before else None
 
 
 def _say_verdict(verdict: OfflineVerdict, options: DemoOptions) -> None:

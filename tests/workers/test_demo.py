@@ -81,6 +81,10 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     assert 0 < summary["blackout_ms"] < 10_000
     assert summary["failed_client_ops"] >= summary["failed_client_ops_during_cutover"] >= 0
     assert summary["former_primary_rejoined_as_shadow"] is True
+    # Between the cutover and the failure the watcher scores the new, healthy primary (the
+    # old one still replays the degradation until it fails).
+    assert summary["last_score_before_failure"] is not None
+    assert summary["last_score_before_failure"] < 60
     # The cost figure is the window's count extrapolated: recompute it from its parts.
     window = summary["steady_state_window_s"]
     assert window > 10
