@@ -17,12 +17,14 @@ import shutil
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 from opentelemetry import trace
 from pulumi import automation as auto
+from pulumi.automation._stack import StackInitMode  # not re-exported; see _FileBackendStack
 
 from infra.errors import InfraError, InvalidRequestError, StackBusyError, StackProgramError
 from infra.names import validate_stack_name
@@ -230,24 +232,26 @@ class StackDriver:
         backend = self._backend_dir()
         if backend is not None:
             backend.mkdir(parents=True, exist_ok=True)
-        opts = auto.LocalWorkspaceOptions(
-            work_dir=str(work_dir),
-            pulumi_command=self._pulumi_command(),
-            env_vars=self._env(),
-            project_settings=auto.ProjectSettings(
-                name=self._config.project_name,
-                runtime="python",
-                backend=auto.ProjectBackend(url=self._config.backend_url),
-            ),
-            secrets_provider="passphrase",
+        settings = auto.ProjectSettings(
+            name=self._config.project_name,
+            runtime="python",
+            backend=auto.ProjectBackend(url=self._config.backend_url),
+            main=os.getcwd(),  # what create_or_select_stack sets for inline programs
         )
         try:
-            stack = auto.create_or_select_stack(
-                stack_name,
-                project_name=self._config.project_name,
+            workspace = auto.LocalWorkspace(
+                work_dir=str(work_dir),
                 program=program,
-                opts=opts,
+                pulumi_command=self._pulumi_command(),
+                env_vars=self._env(),
+                project_settings=settings,
+                secrets_provider="passphrase",
             )
+            files = _BackendFiles(
+                checkpoint=self._stack_state_file(stack_name),
+                history_dir=self._history_dir(stack_name),
+            )
+            stack = _FileBackendStack(stack_name, workspace, files)
             if config:
                 stack.set_all_config({k: auto.ConfigValue(v) for k, v in config.items()})
         except auto.CommandError as err:
@@ -297,6 +301,12 @@ class StackDriver:
         stacks = backend / ".pulumi" / "stacks" / self._config.project_name
         return stacks / f"{stack_name}.json"
 
+    def _history_dir(self, stack_name: str) -> Path:
+        backend = self._backend_dir()
+        if backend is None:
+            raise InfraError("only file:// backends are supported by this driver today")
+        return backend / ".pulumi" / "history" / self._config.project_name / stack_name
+
     def _clear_stale_locks(self, stack_name: str) -> None:
         """Remove lock files whose holder provably died (same host, pid gone).
 
@@ -333,6 +343,85 @@ class StackDriver:
 
 def _no_program() -> None:
     """Config operations never run the program; the Automation API still wants one."""
+
+
+SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"
+"""Key that marks an encrypted (secret) value in a Pulumi checkpoint."""
+
+
+@dataclass(frozen=True)
+class _BackendFiles:
+    """Where a ``file://`` backend keeps one stack's state and update history."""
+
+    checkpoint: Path
+    """The stack's checkpoint (``.pulumi/stacks/<project>/<stack>.json``)."""
+    history_dir: Path
+    """One ``<stack>-<unix nanoseconds>.history.json`` per update."""
+
+
+class _FileBackendStack(auto.Stack):
+    """A stack of a ``file://`` backend that reads outputs and the last update from its files.
+
+    Why: ``Stack.up`` and ``Stack.destroy`` follow the engine run with ``stack output`` (twice,
+    masked and unmasked) and ``stack history``: three more CLI processes, each opening the
+    backend and two of them deriving the passphrase key (PBKDF2, 10^6 rounds); about 1.1 s on
+    this machine, after the work is done. The backend keeps both as plain JSON; reading them
+    takes milliseconds. Anything unexpected (no file, another format, a secret output, which
+    is encrypted there) falls back to the CLI.
+
+    Selecting an existing stack runs no ``stack select`` either: every command the SDK runs
+    names the stack (``--stack``), so selecting it in the workspace only cost a CLI start.
+    """
+
+    def __init__(self, name: str, workspace: auto.Workspace, files: _BackendFiles) -> None:
+        self._files = files
+        if files.checkpoint.exists():
+            # What Stack.__init__ keeps, without its `stack select` (see the class docstring).
+            self.name, self.workspace, self._mode = name, workspace, StackInitMode.SELECT
+            return
+        try:
+            super().__init__(name, workspace, StackInitMode.CREATE)
+        except auto.StackAlreadyExistsError:  # created meanwhile by a concurrent caller
+            super().__init__(name, workspace, StackInitMode.SELECT)
+
+    def outputs(self) -> auto.OutputMap:
+        """The stack resource's outputs from the checkpoint (the CLI for secret ones)."""
+        try:
+            data = json.loads(self._files.checkpoint.read_text())
+            resources = data["checkpoint"]["latest"].get("resources") or []
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return super().outputs()
+        for resource in resources:
+            if resource.get("type") == "pulumi:pulumi:Stack":
+                values = resource.get("outputs") or {}
+                if SECRET_SIGNATURE in json.dumps(values):
+                    return super().outputs()
+                return {k: auto.OutputValue(value=v, secret=False) for k, v in values.items()}
+        return {}
+
+    def info(self, show_secrets: bool = True) -> auto.UpdateSummary | None:
+        """The last update's summary from the newest history file (the CLI if unreadable)."""
+        try:
+            newest = max(self._files.history_dir.glob("*.history.json"), key=_history_stamp)
+            entry = json.loads(newest.read_text())
+            return auto.UpdateSummary(
+                kind=entry["kind"],
+                start_time=datetime.fromtimestamp(entry["startTime"], tz=UTC),
+                message=entry.get("message", ""),
+                environment=entry.get("environment") or {},
+                config={},
+                result=entry["result"],
+                end_time=datetime.fromtimestamp(entry["endTime"], tz=UTC),
+                version=entry.get("version"),
+                resource_changes=entry.get("resourceChanges") or {},
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return super().info(show_secrets)
+
+
+def _history_stamp(path: Path) -> int:
+    """The update's time in nanoseconds, from ``<stack>-<nanoseconds>.history.json``."""
+    return int(path.name.removesuffix(".history.json").rsplit("-", 1)[1])
 
 
 def _changes(resource_changes: Mapping[Any, int] | None) -> dict[str, int]:

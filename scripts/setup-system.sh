@@ -23,6 +23,10 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
   missing+=(chromium)
 fi
+# Tier 3 compresses the WAL segments it ships with zstd (archive/restore commands).
+if ! command -v zstd >/dev/null 2>&1; then
+  missing+=(zstd)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

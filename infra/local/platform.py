@@ -10,12 +10,12 @@ from pathlib import Path
 import psycopg
 
 from infra.errors import InvalidRequestError, StackProgramError
-from infra.local import fencing
+from infra.local import archiving, fencing
 from infra.local.haproxy import HAProxyManager
 from infra.local.ports import port_free
 from infra.local.postgres import PgEndpoint, PgServer, alter_system, query_one
-from infra.local.program import shadow_program
-from infra.local.resources import SEED_POSITION_FILE
+from infra.local.program import data_dir_props, shadow_program
+from infra.local.seed import SEED_POSITION_FILE, EarlySeed, drop_idle_slot
 from infra.local.spec import LocalShadowSpec
 from infra.platform import Health, Platform, ProgressCallback, ReplicationStatus, ShadowInfo
 from infra.pulumi_engine import StackDriver
@@ -79,6 +79,8 @@ class LocalPlatform(Platform):
             raise InvalidRequestError(
                 "tier 3 ships archived WAL: set archive_mode=on on the primary and restart it"
             )
+        if spec.tier == 3:
+            archiving.check_tools()
         standby = PgServer(home=spec.standby_home, port=spec.standby_port)
         if not standby.running() and not port_free(spec.standby_port):
             raise InvalidRequestError(f"shadow port {spec.standby_port} is already in use")
@@ -97,11 +99,15 @@ class LocalPlatform(Platform):
     def provision_shadow(self, on_progress: ProgressCallback | None = None) -> ShadowInfo:
         """Preflight, then ``pulumi up``; a failure retrying cannot fix leaves nothing behind."""
         self.preflight()
+        # The copy starts now and overlaps Pulumi's start; the data resource adopts it.
+        early = EarlySeed.start_if_needed(data_dir_props(self.spec))
         try:
             result = self.driver.up(
                 self.spec.stack_name, shadow_program(self.spec), on_progress=on_progress
             )
         except StackProgramError as err:
+            if early:
+                early.join()
             if "No space left on device" not in str(err):
                 raise
             log.warning(
@@ -112,6 +118,9 @@ class LocalPlatform(Platform):
                 f"the shadow's disk filled up while copying {self.spec.instance_id}; "
                 f"free space under {self.spec.standby_home} and retry"
             ) from err
+        finally:
+            if early:
+                early.join()  # never leave a copy running behind the caller's back
         return ShadowInfo(self.spec.instance_id, self.spec.standby_node, result.outputs)
 
     def destroy_shadow(self, on_progress: ProgressCallback | None = None) -> bool:
@@ -123,6 +132,9 @@ class LocalPlatform(Platform):
             self.spec.stack_name, shadow_program(self.spec), on_progress=on_progress
         )
         shutil.rmtree(self.spec.standby_home, ignore_errors=True)
+        # An early copy creates the slot before the stack records it; a worker killed in
+        # between leaves a slot no stack knows, which would hold WAL forever.
+        drop_idle_slot(self.spec.primary.conninfo(), self.spec.standby_slot)
         return destroyed
 
     # -- replication -----------------------------------------------------------------------

@@ -235,10 +235,11 @@ class PgServer:
             tail_log=self.log_file,
         )
 
-    def write_standby_config(self, extra: dict[str, str]) -> None:
+    def write_standby_config(self, extra: dict[str, str], *, data_dir: Path | None = None) -> None:
         """Make the data directory a standby's: our settings in ``postgresql.auto.conf``
         (replacing whatever a copy or a rewind brought from the primary) plus
-        ``standby.signal``. ``extra`` holds the replication source settings (quoted values)."""
+        ``standby.signal``. ``extra`` holds the replication source settings (quoted values);
+        ``data_dir`` writes them into a copy not yet in place (default: :attr:`data_dir`)."""
         settings = {
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",
@@ -253,12 +254,13 @@ class PgServer:
             "wal_log_hints": "on",
             **extra,
         }
-        auto_conf = self.data_dir / "postgresql.auto.conf"
+        target = data_dir or self.data_dir
+        auto_conf = target / "postgresql.auto.conf"
         auto_conf.write_text(
             "# written by shadowshift\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
         )
         give_to_server_user(auto_conf)
-        signal_file = self.data_dir / "standby.signal"
+        signal_file = target / "standby.signal"
         signal_file.touch()
         give_to_server_user(signal_file)
 
@@ -297,10 +299,18 @@ class PgServer:
         )
 
 
-def run_server_tool(argv: list[str], *, tail_log: Path | None = None) -> str:
+def run_server_tool(
+    argv: list[str], *, tail_log: Path | None = None, pass_fds: tuple[int, ...] = ()
+) -> str:
+    """Run a server tool as the server's OS user; ``pass_fds`` stay open in the tool."""
     try:
         done = subprocess.run(
-            as_server_user(argv), capture_output=True, text=True, timeout=600, check=False
+            as_server_user(argv),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            pass_fds=pass_fds,
         )
     except FileNotFoundError as err:
         raise InfraError(f"cannot run {argv[0]}: {err}") from err

@@ -19,6 +19,7 @@ again: it records where things now are and converges what is safe to converge.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pulumi
 
@@ -30,6 +31,23 @@ from infra.local.resources import (
     StandbyProcess,
 )
 from infra.local.spec import LocalShadowSpec
+
+
+def data_dir_props(spec: LocalShadowSpec) -> dict[str, Any]:
+    """Inputs of the data directory resource (also what an early copy is started with)."""
+    streaming = spec.tier in (1, 2)
+    return {
+        "home": str(spec.standby_home),
+        "port": spec.standby_port,
+        "tier": spec.tier,
+        "slot": spec.standby_slot if streaming else "",
+        "compression": spec.compression,
+        "standby_name": spec.standby_node,
+        "roles": f"{spec.current_primary}>{spec.standby_node}",
+        "archive_dir": str(spec.archive_dir),
+        "replication_conninfo": spec.replication.conninfo(),
+        "primary_conninfo": spec.primary.conninfo(),
+    }
 
 
 def shadow_program(spec: LocalShadowSpec) -> Callable[[], None]:
@@ -46,17 +64,7 @@ def shadow_program(spec: LocalShadowSpec) -> Callable[[], None]:
             depends.append(slot)
         data = ShadowDataDir(
             "data",
-            {
-                "home": str(spec.standby_home),
-                "port": spec.standby_port,
-                "tier": spec.tier,
-                "slot": spec.standby_slot if streaming else "",
-                "compression": spec.compression,
-                "standby_name": spec.standby_node,
-                "roles": roles,
-                "archive_dir": str(spec.archive_dir),
-                "replication_conninfo": spec.replication.conninfo(),
-            },
+            data_dir_props(spec),
             pulumi.ResourceOptions(depends_on=depends),
         )
         standby = StandbyProcess(

@@ -26,14 +26,10 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from infra.local import archiving
 from infra.local.haproxy import HAProxyManager, ServerEntry
-from infra.local.postgres import (
-    PgServer,
-    alter_system,
-    pg_bin,
-    prepare_dir,
-    run_server_tool,
-)
+from infra.local.postgres import PgServer, alter_system
+from infra.local.seed import ensure_slot, seed_data_dir, seed_seconds, write_standby_settings
 
 
 def _connect(conninfo: str) -> psycopg.Connection:
@@ -67,15 +63,8 @@ class ReplicationSlotProvider(_Provider):
     """A physical replication slot on the primary, so it keeps WAL the shadow still needs."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        """Create the slot unless it exists."""
-        with _connect(props["conninfo"]) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (props["slot"],)
-            ).fetchone()
-            if not exists:
-                conn.execute(
-                    "SELECT pg_create_physical_replication_slot(%s, true)", (props["slot"],)
-                )
+        """Create the slot unless it exists (an early copy may have made it already)."""
+        ensure_slot(props["conninfo"], props["slot"])
         return CreateResult(id_=props["slot"], outs=props)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -171,50 +160,26 @@ class ShadowDataDirProvider(_Provider):
                 "out_seed_seconds": olds.get("out_seed_seconds")}
         if _roles_moved(olds, news) and not _is_standby(server):
             return UpdateResult(outs=outs)
-        _write_standby_settings(server, news)
+        write_standby_settings(server, news)
         if server.running():
             server.reload()
         return UpdateResult(outs=outs)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        """Copy the primary (compressed on the server side) and write the standby settings."""
+        """Copy the primary (compressed on the server side) and write the standby settings.
+
+        An early copy (:class:`infra.local.seed.EarlySeed`) may be under way or done: this
+        waits for it and adopts it, or copies itself when there is none.
+        """
         home = Path(props["home"])
         server = PgServer(home=home, port=int(props["port"]))
         started = time.monotonic()
-        if not _is_standby(server):
-            partial = home / "data.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.rmtree(server.data_dir, ignore_errors=True)
-            prepare_dir(home, mode=0o755)
-            prepare_dir(partial)
-            argv = [
-                pg_bin("pg_basebackup"),
-                "-d",
-                props["replication_conninfo"],
-                "-D",
-                str(partial),
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-                "--no-sync",
-            ]
-            if props["slot"]:
-                argv += ["-S", props["slot"]]
-            if props["compression"] != "none":
-                argv += [f"--compress=server-{props['compression']}:1"]
-            try:
-                run_server_tool(argv)
-            except Exception:
-                shutil.rmtree(partial, ignore_errors=True)
-                raise
-            _record_seed_position(partial, home)
-            partial.rename(server.data_dir)
-        _write_standby_settings(server, props)
+        seed_data_dir(props)
+        write_standby_settings(server, props)
         outs = {
             **props,
             "out_data_dir": str(server.data_dir),
-            "out_seed_seconds": round(time.monotonic() - started, 3),
+            "out_seed_seconds": seed_seconds(home) or round(time.monotonic() - started, 3),
         }
         return CreateResult(id_=str(server.data_dir), outs=outs)
 
@@ -231,36 +196,6 @@ class ShadowDataDirProvider(_Provider):
 
 def _is_standby(server: PgServer) -> bool:
     return server.initialised() and (server.data_dir / "standby.signal").exists()
-
-
-SEED_POSITION_FILE = "seed_lsn"
-"""File in the shadow's home holding the WAL position its copy started from."""
-
-
-def _record_seed_position(copy_dir: Path, home: Path) -> None:
-    """Keep the copy's start position, so "bytes shipped since seeded" can be computed."""
-    label = copy_dir / "backup_label"
-    for line in label.read_text().splitlines() if label.exists() else []:
-        if line.startswith("START WAL LOCATION:"):
-            (home / SEED_POSITION_FILE).write_text(line.split()[3] + "\n")
-            return
-
-
-def _write_standby_settings(server: PgServer, props: dict[str, Any]) -> None:
-    if int(props["tier"]) == 3:
-        archive = props["archive_dir"]
-        source = {
-            "primary_conninfo": "''",
-            "restore_command": f"'cp {archive}/%f %p'",
-            "recovery_target_timeline": "'latest'",
-        }
-    else:
-        conninfo = props["replication_conninfo"] + f" application_name={props['standby_name']}"
-        source = {
-            "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",
-            "primary_slot_name": f"'{props['slot']}'",
-        }
-    server.write_standby_config(source)
 
 
 class ShadowDataDir(Resource):
@@ -337,36 +272,42 @@ class PrimarySettingsProvider(_Provider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Apply the tier once the standby streams (tier 1 would block writes before)."""
-        _apply_tier(props, wait_s=120)
-        return CreateResult(id_=f"{props['standby_name']}-settings", outs=props)
+        previous = _apply_tier(props, wait_s=120)
+        outs = {**props, "out_previous_archiving": previous}
+        return CreateResult(id_=f"{props['standby_name']}-settings", outs=outs)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Roles moved: the settings belong on the new primary, applied now if the former
         primary already streams to it (rewound), else left to the recovery (tier 1 must not
         make commits wait for a standby that is not there)."""
-        _apply_tier(news, wait_s=0)
-        return UpdateResult(outs=news)
+        previous = _apply_tier(news, wait_s=0)
+        kept = olds.get("out_previous_archiving") or previous
+        return UpdateResult(outs={**news, "out_previous_archiving": kept})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Always present: settings cannot vanish without an operator."""
         return ReadResult(id_=id_, outs=props)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        """Stop waiting for this standby and stop archiving for it."""
+        """Stop waiting for this standby; give the primary its own archiving settings back."""
         with _connect(props["conninfo"]) as conn:
             alter_system(conn, "synchronous_standby_names", None)
             if int(props["tier"]) == 3:
-                alter_system(conn, "archive_command", None)
-                alter_system(conn, "archive_timeout", None)
+                previous = props.get("out_previous_archiving")
+                archiving.disable(conn, Path(props["archive_dir"]), previous)
             conn.execute("SELECT pg_reload_conf()")
         if int(props["tier"]) == 3:
             shutil.rmtree(props["archive_dir"], ignore_errors=True)
 
 
-def _apply_tier(props: dict[str, Any], *, wait_s: float) -> None:
+def _apply_tier(props: dict[str, Any], *, wait_s: float) -> dict[str, Any] | None:
     """Tier settings on the primary; tier 1's synchronous standby only once it streams
-    (``wait_s`` 0: if it does not stream now, leave the synchronous setting alone)."""
+    (``wait_s`` 0: if it does not stream now, leave the synchronous setting alone).
+
+    Returns the primary's archiving settings from before tier 3 (``None`` for tiers 1-2).
+    """
     tier = int(props["tier"])
+    previous = None
     with _connect(props["conninfo"]) as conn:
         alter_system(conn, "wal_compression", "lz4")
         if tier == 1:
@@ -379,12 +320,10 @@ def _apply_tier(props: dict[str, Any], *, wait_s: float) -> None:
         else:
             alter_system(conn, "synchronous_standby_names", None)
         if tier == 3:
-            archive = props["archive_dir"]
-            prepare_dir(Path(archive), mode=0o750)
-            command = f"test ! -f {archive}/%f && cp %p {archive}/%f"
-            alter_system(conn, "archive_command", command)
-            alter_system(conn, "archive_timeout", str(int(props["archive_interval_s"])))
+            interval_s = int(props["archive_interval_s"])
+            previous = archiving.enable(conn, Path(props["archive_dir"]), interval_s)
         conn.execute("SELECT pg_reload_conf()")
+    return previous
 
 
 def _streams(conn: psycopg.Connection, standby_name: str) -> bool:

@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from infra.local.postgres import PgServer, query_one
 from tests.activities.test_shadow import ProvisionAndSync, ProvisionInput
 from tests.conftest import LocalService
-from workers.registry import new_worker
+from workers.registry import new_worker, pulumi_config
 from workers.settings import REPO_ROOT, Settings
 
 
@@ -58,12 +58,14 @@ def _basebackups(home: Path) -> list[psutil.Process]:
     return found
 
 
-async def test_sigkill_mid_copy_converges(
+async def test_sigkill_mid_update_converges(
     temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
     local_service: LocalService, workers: list[subprocess.Popen[bytes]],
 ) -> None:
-    """The worker dies while pg_basebackup copies; a new worker's retry clears the stale
-    Pulumi lock (its holder is provably dead), redoes the copy and reaches sync."""
+    """The worker dies while its ``pulumi up`` holds the stack's lock (the copy, started
+    early, may be running or done); a new worker's retry clears the stale Pulumi lock (its
+    holder is provably dead), finishes or redoes the copy and reaches sync. A copy whose
+    caller died mid-way is covered in tests/infra/local/test_seed.py."""
     with local_service.primary.endpoint.connect() as conn:
         conn.execute("CREATE TABLE filler AS SELECT g, repeat('x', 400) AS pad "
                      "FROM generate_series(1, 250000) g")
@@ -72,6 +74,9 @@ async def test_sigkill_mid_copy_converges(
     request = local_service.request
     shadow_home = settings.state_dir / "instances" / request.instance_id / "shadow"
     partial = shadow_home / "data.partial"
+    backend = Path(pulumi_config(settings).backend_url.removeprefix("file://"))
+    locks = backend / ".pulumi" / "locks" / "organization" / "shadowshift"
+    locks = locks / f"shadow-{request.instance_id}"
 
     workers.append(_start_worker(settings, address, activity_queue, settings.state_dir / "w1.log"))
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -82,8 +87,8 @@ async def test_sigkill_mid_copy_converges(
                 id=f"crash-{uuid.uuid4()}", task_queue=task_queue,
             )
             deadline = time.monotonic() + 120
-            while not partial.exists():
-                assert time.monotonic() < deadline, "the copy never started"
+            while not list(locks.glob("*.json")):
+                assert time.monotonic() < deadline, "pulumi up never took the stack's lock"
                 await asyncio.sleep(0.02)
             os.killpg(workers[0].pid, signal.SIGKILL)
             workers[0].wait()

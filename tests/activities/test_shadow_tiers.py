@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from pathlib import Path
 
 from temporalio.testing import ActivityEnvironment
 
 from activities.shadow import ShadowActivities, WaitForSyncRequest
 from bench.workload import Writer, prepare_table, wait_until_present
-from infra.local.postgres import query_one
+from infra.local.postgres import PgEndpoint, query_one
 from infra.pulumi_engine import StackDriver
 from tests.conftest import LocalService
 from workers.registry import pulumi_config
@@ -44,3 +46,52 @@ def test_tier_changes_update_in_place(settings: Settings, local_service: LocalSe
     assert writer.stats.failed_ops == 0
     assert wait_until_present(local_service.shadow, writer.stats.acked_ids, timeout_s=30) == []
     env.run(activities.destroy_shadow, dataclasses.replace(base, tier=2))
+
+
+def _archiving(endpoint: PgEndpoint) -> dict[str, tuple[str, str]]:
+    with endpoint.connect() as conn:
+        rows = conn.execute(
+            "SELECT name, setting, coalesce(sourcefile, '') FROM pg_settings"
+            " WHERE name IN ('archive_command', 'archive_timeout')"
+        ).fetchall()
+    return {name: (value, Path(source).name) for name, value, source in rows}
+
+
+def test_tier3_ships_compressed_segments_and_gives_archiving_back(
+    settings: Settings, local_service: LocalService
+) -> None:
+    """Tier 3 archives zstd-compressed segments the standby restores; leaving tier 3 (by a
+    tier change, then by destroy) puts back the primary's own archive_command from ALTER
+    SYSTEM and its default archive_timeout, instead of an empty command that keeps WAL."""
+    activities = ShadowActivities(StackDriver(pulumi_config(settings)), settings.state_dir)
+    env = ActivityEnvironment()
+    primary = local_service.primary.endpoint
+    own_command = "test -f %p"  # the operator's, set with ALTER SYSTEM before we came
+    with primary.connect() as conn:
+        conn.execute(f"ALTER SYSTEM SET archive_command = '{own_command}'")
+        conn.execute("SELECT pg_reload_conf()")
+    before = _archiving(primary)
+    assert before["archive_command"] == (own_command, "postgresql.auto.conf")
+    prepare_table(local_service.router)
+    tier3 = dataclasses.replace(local_service.request, tier=3, archive_interval_s=1)
+    archive = settings.state_dir / "instances" / tier3.instance_id / "wal-archive"
+
+    for leave in ("tier change", "destroy"):
+        env.run(activities.provision_shadow, tier3)
+        assert _archiving(primary)["archive_command"][0].startswith(f"test ! -f {archive}/")
+        with Writer(local_service.router, rate=100) as writer:
+            time.sleep(3)
+        env.run(activities.wait_for_sync, WaitForSyncRequest(tier3, poll_interval_s=0.2))
+        assert wait_until_present(local_service.shadow, writer.stats.acked_ids, timeout_s=30) == []
+        segments = [f for f in archive.iterdir() if f.name[:8].isdigit()]
+        assert segments and all(f.name.endswith(".zst") for f in segments)
+        # A 16 MiB segment closed early by archive_timeout is mostly empty: well under 1 MiB.
+        assert max(f.stat().st_size for f in segments) < 2**20
+
+        if leave == "tier change":
+            env.run(activities.provision_shadow, dataclasses.replace(tier3, tier=2))
+        else:
+            env.run(activities.destroy_shadow, tier3)
+        assert _archiving(primary) == before
+        assert not archive.exists()
+    assert query_one(primary, "SELECT count(*) FROM pg_replication_slots") == 0

@@ -1,0 +1,122 @@
+"""The full copy's hand-off between the early copy, the provider and a copy whose caller died.
+
+Real PostgreSQL and ``pg_basebackup``; the seed functions are the ones the provider and
+``LocalPlatform.provision_shadow`` call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from infra.local.postgres import PgServer, query_one
+from infra.local.program import data_dir_props
+from infra.local.seed import SEED_SECONDS_FILE, copy_complete, seed_data_dir
+from infra.local.spec import LocalShadowSpec
+from tests.conftest import LocalService
+from workers.settings import REPO_ROOT, Settings
+
+FILLER_ROWS = 600_000
+"""About 260 MB: a copy long enough to be caught while it runs, even on a fast machine."""
+
+
+def _props(settings: Settings, service: LocalService) -> dict[str, Any]:
+    request = service.request
+    spec = LocalShadowSpec(
+        instance_id=request.instance_id, primary_port=request.primary_port,
+        shadow_port=request.shadow_port, router_port=request.router_port,
+        state_dir=settings.state_dir, tier=2,
+    )
+    return data_dir_props(spec)
+
+
+def _fill(service: LocalService) -> None:
+    with service.primary.endpoint.connect() as conn:
+        conn.execute("CREATE TABLE filler AS SELECT g, repeat('x', 400) AS pad "
+                     f"FROM generate_series(1, {FILLER_ROWS}) g")
+
+
+def _wait_for(condition: Any, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def _copies(home: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline and Path(cmdline[0]).name == "pg_basebackup" and str(home) in " ".join(cmdline):
+            found.append(process)
+    return found
+
+
+def _check_copy(home: Path, port: int) -> None:
+    """The copy is a complete standby holding every filler row."""
+    server = PgServer(home=home, port=port)
+    assert copy_complete(server) and not (home / "data.partial").exists()
+    server.start()
+    try:
+        assert query_one(server.endpoint, "SELECT count(*) FROM filler") == FILLER_ROWS
+    finally:
+        server.stop(mode="immediate")
+
+
+def test_second_caller_waits_and_adopts(settings: Settings, local_service: LocalService) -> None:
+    """The early copy and the provider at once: one copies, the other waits for that copy to
+    finish and adopts it instead of starting over."""
+    _fill(local_service)
+    props = _props(settings, local_service)
+    home = Path(props["home"])
+    first = threading.Thread(target=seed_data_dir, args=(props,))
+    first.start()
+    _wait_for((home / "data.partial").exists, "the first copy never started")
+    partial_inode = (home / "data.partial").stat().st_ino
+
+    seed_data_dir(props)  # blocks on the first copy's lock
+
+    first.join(timeout=30)
+    assert not first.is_alive()
+    assert (home / SEED_SECONDS_FILE).exists()
+    # The rename keeps the inode: this is still the first caller's copy, not a second one.
+    assert (home / "data").stat().st_ino == partial_inode
+    _check_copy(home, local_service.request.shadow_port)
+
+
+def test_copy_orphaned_by_a_killed_caller_is_waited_for(
+    settings: Settings, local_service: LocalService
+) -> None:
+    """The caller is SIGKILLed mid-copy and its pg_basebackup lives on, holding the lock it
+    inherited: the next caller waits for that copy to end (never deletes files under it),
+    then copies afresh, since the orphan's copy was never renamed into place."""
+    _fill(local_service)
+    props = _props(settings, local_service)
+    home = Path(props["home"])
+    code = "import json, sys; from infra.local.seed import seed_data_dir; " \
+           "seed_data_dir(json.loads(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    caller = subprocess.Popen([sys.executable, "-c", code, json.dumps(props)], cwd=REPO_ROOT,
+                              env=env)
+    try:
+        _wait_for(lambda: (home / "data.partial").exists() and _copies(home),
+                  "the caller's copy never started")
+    finally:
+        caller.send_signal(signal.SIGKILL)
+        caller.wait()
+    orphans = _copies(home)
+    assert orphans, "the copy ended with its caller; nothing left to wait for"
+
+    seed_data_dir(props)
+
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
+    _check_copy(home, local_service.request.shadow_port)
