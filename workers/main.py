@@ -60,6 +60,12 @@ def start_worker_telemetry(settings: Settings) -> Telemetry:
         ) from err
     # Library spans (Pulumi operations) use the global provider.
     trace.set_tracer_provider(telemetry.tracer_provider)
+    if settings.prometheus_port:
+        log.info("ShadowShift metrics on :%d/metrics.", settings.prometheus_port)
+    if settings.temporal_metrics_port:
+        log.info("Temporal SDK metrics on :%d/metrics.", settings.temporal_metrics_port)
+    if settings.otlp_endpoint:
+        log.info("Sending traces over OTLP to %s.", settings.otlp_endpoint)
     return telemetry
 
 

@@ -214,6 +214,7 @@ async def test_health_command_follows_the_real_worker(
         # The worker's own lines use the traced format.
         assert re.search(r"INFO shadowshift\.worker \[trace_id=- span_id=-\] Worker polling",
                          log_text), log_text[-2000:]
+        assert f"ShadowShift metrics on :{env['SHADOWSHIFT_PROMETHEUS_PORT']}/metrics." in log_text
         code, said = await _health(env)
         assert code == 1 and "no metrics endpoint" in said
     finally:
