@@ -1,0 +1,133 @@
+"""``shadowshift protect SPEC.yaml`` and ``shadowshift unprotect INSTANCE``.
+
+``protect`` starts the instance's protection or joins the one already running (never two per
+instance) and follows its phase until it is protected, unless ``--no-wait``. ``unprotect``
+asks the protection to destroy its shadow and end, then waits for the workflow to complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from workers.cli_base import (
+    NOT_FOUND,
+    OK,
+    REFUSED,
+    CliError,
+    Subcommand,
+    add_connection_arguments,
+    connect,
+    existing_protection,
+    print_json,
+    run_async,
+    say,
+    settings_task_queue,
+)
+from workers.cli_follow import follow_phase, send_update
+from workers.cli_spec import load_spec_file
+from workflows.protection import InstanceProtectionWorkflow, UnprotectRequest
+from workflows.protection_spec import ProtectionSpec
+
+
+def _add_protect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", type=Path, metavar="SPEC.yaml", help="what to protect (YAML)")
+    parser.add_argument("--task-queue", help="the workers' task queue "
+                        "(default: SHADOWSHIFT_TASK_QUEUE or shadowshift)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="return once started instead of following it until protected")
+    parser.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS",
+                        help="stop following after this long (exit 6; it keeps going)")
+    add_connection_arguments(parser)
+
+
+def _run_protect(args: argparse.Namespace) -> int:
+    spec = load_spec_file(args.spec)  # bad input is reported before any connection
+    return run_async(_protect(args, spec))
+
+
+async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
+    # Imported here: it pulls in the fleet watcher's model libraries (seconds to import).
+    from workers.protect import start_protection
+
+    client = await connect(args)
+    task_queue = args.task_queue or settings_task_queue()
+    joined = False
+    try:
+        running = await client.get_workflow_handle(spec.workflow_id).describe()
+        if running.status == WorkflowExecutionStatus.RUNNING:
+            joined = True
+            current = await running.memo_value("spec", default=None)
+            if current is not None and current != dataclasses.asdict(spec):
+                raise CliError(
+                    f"{spec.instance_id} is already protected with a different spec; nothing "
+                    f"changed (to change it: `shadowshift unprotect {spec.instance_id}`, then "
+                    "protect again; the policy alone: the set_policy update)",
+                    REFUSED,
+                )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+    handle = await start_protection(client, spec, task_queue=task_queue)
+    if not args.json:
+        verb = "Joined the running" if joined else "Started"
+        say(f"{verb} protection of {spec.instance_id} (workflow {handle.id}, "
+            f"task queue {task_queue}).")
+    phase = "provisioning"
+    if not args.no_wait:
+        phase = await follow_phase(handle, {"protected"}, timeout_s=args.timeout,
+                                   quiet=args.json)
+    if args.json:
+        print_json({"instance_id": spec.instance_id, "workflow_id": handle.id,
+                    "joined": joined, "phase": phase, "waited": not args.no_wait})
+    elif not args.no_wait:
+        say(f"{spec.instance_id} is protected.")
+    return OK
+
+
+def _add_unprotect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("instance", help="instance id")
+    parser.add_argument("--reason", default="operator request", help="why, for the record")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="return once accepted instead of waiting for the shadow's removal")
+    parser.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                        help="stop waiting after this long (exit 6)")
+    add_connection_arguments(parser)
+
+
+def _run_unprotect(args: argparse.Namespace) -> int:
+    return run_async(_unprotect(args))
+
+
+async def _unprotect(args: argparse.Namespace) -> int:
+    client = await connect(args)
+    handle = await existing_protection(client, args.instance)
+    description = await handle.describe()
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        status = description.status.name if description.status else "?"
+        raise CliError(f"{args.instance} is not protected (its protection is {status})",
+                       NOT_FOUND)
+    await send_update(handle, InstanceProtectionWorkflow.unprotect,
+                      UnprotectRequest(args.reason), timeout_s=min(args.timeout, 60.0),
+                      task_queue=description.task_queue)
+    phase = "unprotecting"
+    if not args.no_wait:
+        phase = await follow_phase(handle, set(), timeout_s=args.timeout, quiet=args.json,
+                                   until_closed=True)
+    if args.json:
+        print_json({"instance_id": args.instance, "workflow_id": handle.id, "phase": phase})
+    elif not args.no_wait:
+        say(f"{args.instance} is no longer protected; its shadow was destroyed.")
+    return OK
+
+
+SUBCOMMANDS = [
+    Subcommand("protect", "start (or join) the protection of the instance a YAML spec names",
+               _add_protect_arguments, _run_protect),
+    Subcommand("unprotect", "end an instance's protection and destroy its shadow",
+               _add_unprotect_arguments, _run_unprotect),
+]
