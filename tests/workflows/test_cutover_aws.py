@@ -11,6 +11,7 @@ software on a stopped instance) is listed in docs/aws/README.md.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 import urllib.request
@@ -20,6 +21,7 @@ import psycopg
 import pulumi
 import pytest
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.shadow import ShadowRequest
 from bench.workload import Writer, missing_acked
@@ -37,8 +39,9 @@ from tests.infra.aws.pg_world import (
     dns_weights,
 )
 from tests.workflows.test_cutover import Protected, protect, run_cutover
+from tests.workflows.test_cutover_crash import ActivityWorkers, _wait_until_terminated
 from workers.settings import Settings
-from workflows.cutover import CutoverInput
+from workflows.cutover import CutoverInput, CutoverWorkflow, cutover_workflow_id
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +79,17 @@ async def _on_aws(
         platform="aws", platform_spec=world.platform_spec(),
     )
     return protected, world, request
+
+
+@pytest.fixture
+def activity_workers(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str
+) -> Iterator[ActivityWorkers]:
+    """Subprocess workers (they inherit the AWS_* variables set by ``aws``)."""
+    address = temporal_env.client.service_client.config.target_host
+    workers = ActivityWorkers(settings, address, f"{task_queue}-activities")
+    yield workers
+    workers.stop_all()
 
 
 def _role(clients: AwsClients, ec2_id: str) -> str:
@@ -206,4 +220,46 @@ async def test_emergency_cutover_on_aws_with_the_primary_instance_stopped(
     assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
     with pytest.raises(psycopg.OperationalError):
         local_service.primary.endpoint.connect(timeout_s=1).close()
+    protected.platform.close()
+
+
+async def test_worker_sigkilled_inside_the_aws_switch_over_resumes(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService, aws: AwsClients, activity_workers: ActivityWorkers,
+) -> None:
+    """The activity worker (``python -m workers.main``, reaching moto through boto3's own
+    variables) is SIGKILLed inside ``switch_over`` right after the database fence ended client
+    sessions; the retry on a new worker re-runs the idempotent AWS steps and completes."""
+    protected, world, request = await _on_aws(local_service, settings, aws, tier=2)
+    primary, shadow = world.nodes
+    client = temporal_env.client
+    activity_workers.start()
+    await asyncio.sleep(3)  # let the worker start polling before the window opens
+    watcher = psycopg.connect(local_service.primary.endpoint.conninfo(), autocommit=True)
+    with (
+        Writer(ResolvingEndpoint(aws, world), rate=60) as writer,  # type: ignore[arg-type]
+        concurrent.futures.ThreadPoolExecutor(4) as pool,
+    ):
+        async with Worker(client, task_queue=task_queue, workflows=[CutoverWorkflow],
+                          activities=[], activity_executor=pool):
+            handle = await client.start_workflow(
+                CutoverWorkflow.run,
+                CutoverInput(request, activity_task_queue=activity_workers.task_queue),
+                id=cutover_workflow_id(request.instance_id), task_queue=task_queue,
+            )
+            await asyncio.to_thread(_wait_until_terminated, watcher)
+            activity_workers.kill()
+            activity_workers.start()
+            result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.outcome == "completed", result.detail
+    assert alb_weights(aws, world) == {primary: 0, shadow: 100}
+    assert dns_weights(aws, world) == {primary: 0, shadow: 100}
+    assert (_role(aws, world.primary_ec2), _role(aws, world.shadow_ec2)) == ("fenced", "primary")
+    attempts = [
+        event.activity_task_started_event_attributes.attempt
+        async for event in handle.fetch_history_events()
+        if event.HasField("activity_task_started_event_attributes")
+    ]
+    assert max(attempts) >= 2, "switch_over was expected to be retried after the kill"
+    assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
     protected.platform.close()
