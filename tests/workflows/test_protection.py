@@ -106,8 +106,10 @@ async def test_requested_cutover_moves_traffic_to_the_shadow(
     temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
     local_service: LocalService,
 ) -> None:
-    """request_cutover runs the cutover saga as a child: traffic ends on the former shadow,
-    the protection counts the cutover and says it has no healthy shadow for now."""
+    """request_cutover runs the cutover saga as a child: traffic ends on the former shadow.
+    The primary has neither wal_log_hints nor checksums, which preflight says with the fix,
+    so the former primary is retired (pulumi destroy) and a fresh shadow is copied in its
+    place: protected again, with the roles swapped."""
     client: Client = temporal_env.client
     spec = _spec(local_service)
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
@@ -117,15 +119,24 @@ async def test_requested_cutover_moves_traffic_to_the_shadow(
                 id=spec.workflow_id, task_queue=task_queue,
             )
             await _wait_for_phase(handle, "protected")
+            status = await handle.query(InstanceProtectionWorkflow.status)
+            assert any("wal_log_hints = on" in line for line in status.log), status.log
             answer = await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
                                                  CutoverRequest("test switchover"))
             assert answer == "scheduled"
             with pytest.raises(WorkflowUpdateFailedError):  # one cutover at a time
                 await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
                                             CutoverRequest("again", force=True))
-            await _wait_for_phase(handle, "degraded")
+            async with asyncio.timeout(180):
+                while not (status := await handle.query(InstanceProtectionWorkflow.status)) \
+                        .recoveries:
+                    await asyncio.sleep(0.2)
+            await _wait_for_phase(handle, "protected")
             status = await handle.query(InstanceProtectionWorkflow.status)
-            assert status.cutovers == 1 and not status.shadow_healthy
             shadow_node = f"{spec.instance_id}-shadow"
-            assert local_service.haproxy.weights(spec.instance_id)[shadow_node] == 100
+            assert status.cutovers == 1 and status.shadow_healthy
+            assert status.recoveries == ["retired"] and status.primary_node == shadow_node
+            assert any("cannot be rewound" in line for line in status.log), status.log
+            weights = local_service.haproxy.weights(spec.instance_id)
+            assert weights == {spec.instance_id: 0, shadow_node: 100}
             await handle.terminate("test over")
