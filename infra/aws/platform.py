@@ -121,12 +121,12 @@ class AwsPlatform(Platform):
             record_weights(self.driver, self.spec.stack_name, weights)
 
     def routes_service(self) -> bool:
-        """The listener and/or the weighted records exist and route the primary node."""
-        try:
-            return self.spec.primary_node in self.router.get()
-        except InfraError as err:
-            log.warning("The routers of %s cannot be read: %s", self.spec.instance_id, err)
-            return False
+        """The listener and/or the weighted records route the primary node.
+
+        A listener or hosted zone that does not exist raises ``InvalidRequestError`` naming
+        the spec field; AWS being unavailable raises a retryable ``InfraError``, never "no".
+        """
+        return self.spec.primary_node in self.router.get()
 
     def write_through_router(self, check_id: str) -> str:
         """Write to the node the routers' configuration sends all traffic to; return it.

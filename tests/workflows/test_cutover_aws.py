@@ -20,6 +20,8 @@ from collections.abc import Iterator
 import psycopg
 import pulumi
 import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -263,3 +265,25 @@ async def test_worker_sigkilled_inside_the_aws_switch_over_resumes(
     assert max(attempts) >= 2, "switch_over was expected to be retried after the kill"
     assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
     protected.platform.close()
+
+
+async def test_aws_cutover_naming_a_missing_listener_is_refused(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str, aws: AwsClients,
+) -> None:
+    """A well-formed listener ARN that does not exist: preflight refuses the cutover, naming
+    the spec field, and no weight or tag changes (no database is needed to get there)."""
+    world = build_pg_world(aws, "orders-db", 5432, 5433)
+    primary, shadow = world.nodes
+    missing = ("arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/db/"
+               "0123456789abcdef/0123456789abcdef")
+    alb = {**world.platform_spec()["alb"], "listener_arn": missing}
+    request = ShadowRequest("orders-db", 5432, 5433, 5434, tier=1, platform="aws",
+                            platform_spec=world.platform_spec(alb=alb))
+    with pytest.raises(WorkflowFailureError) as failed:
+        await run_cutover(temporal_env.client, settings, task_queue, CutoverInput(request))
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "CutoverRejected"
+    assert "alb.listener_arn" in cause.message and "does not exist" in cause.message
+    assert alb_weights(aws, world) == {primary: 100, shadow: 0}
+    assert dns_weights(aws, world) == {primary: 100, shadow: 0}
+    assert (_role(aws, world.primary_ec2), _role(aws, world.shadow_ec2)) == ("primary", "shadow")

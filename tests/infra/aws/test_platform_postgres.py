@@ -47,11 +47,18 @@ def _aws_platform(world: PgWorld, driver: StackDriver, **spec: object) -> AwsPla
     return build_aws_platform(request, driver, Path("/nonexistent"))  # AWS keeps no files
 
 
+def _sync_names(service: LocalService) -> str:
+    with service.primary.endpoint.connect() as conn:
+        row = conn.execute("SHOW synchronous_standby_names").fetchone()
+    return str(row[0]) if row else ""
+
+
 async def test_planned_steps_move_real_data_and_weights(
     aws_env: str, clients: AwsClients, settings: Settings, local_service: LocalService,
     stack_driver: StackDriver,
 ) -> None:
-    """Fence, catch up, promote, shift on the AWS platform: the fenced primary refuses writes,
+    """Tier-1 sync relaxed and restored; fence, catch up, promote, shift on the AWS platform:
+    the fenced primary refuses writes,
     the shadow holds every committed row and takes writes, moto holds the new weights, and the
     verify refuses a DNS record that points at another address."""
     await protect(local_service, settings, tier=1)
@@ -66,6 +73,10 @@ async def test_planned_steps_move_real_data_and_weights(
     assert standby.reachable and standby.in_recovery and not standby.writable
     status = platform.replication_between(primary, shadow)
     assert (status.state, status.sync_state) == ("streaming", "sync")
+    platform.relax_sync()  # tier 1 degrade and back, on the node labelled primary
+    assert _sync_names(local_service) == ""
+    platform.restore_sync()
+    assert _sync_names(local_service) == f'FIRST 1 ("{shadow}")'
 
     with local_service.primary.endpoint.connect() as conn:
         conn.execute("CREATE TABLE aws_rows (id int PRIMARY KEY)")
