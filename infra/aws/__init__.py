@@ -12,6 +12,10 @@ Modules, each with one job:
   weights and its reconciliation into the stack's configuration;
 - :mod:`~infra.aws.metrics`, :mod:`~infra.aws.events`, :mod:`~infra.aws.fencing`: CloudWatch
   samples, EC2 scheduled events, stopping and starting nodes;
+- :mod:`~infra.aws.application` and :mod:`~infra.aws.nodes`: the database on the instances
+  (PostgreSQL streaming for tiers 1-2: fence, positions, promotion) and where to reach it;
+- :mod:`~infra.aws.routing_check`: which node the routers' configuration serves (verify);
 - :mod:`~infra.aws.platform`: :class:`~infra.aws.platform.AwsPlatform`, the
-  :class:`~infra.platform.Platform` built from the above.
+  :class:`~infra.platform.Platform` built from the above;
+- :mod:`~infra.aws.factory`: builds it from a protection request (``infra.factory``'s "aws").
 """

@@ -194,9 +194,8 @@ class AwsPlatform(Platform):
         if self.application is not None:
             return self.application.health(self.directory.address(node))
         role = self.control.role(ec2_id) or self._default_role(node)
-        writable = role == "primary"
-        return Health(True, writable, "" if writable else f"{ec2_id} is {role}",
-                      in_recovery=role == "shadow")
+        detail = "" if role == "primary" else f"{ec2_id} is {role}"
+        return Health(True, role == "primary", detail, in_recovery=role == "shadow")
 
     # -- cutover support -------------------------------------------------------------------
 
