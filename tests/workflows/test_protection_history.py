@@ -24,14 +24,17 @@ async def test_continue_as_new_keeps_state_and_messages(
     local_service: LocalService,
 ) -> None:
     """Signals and an update sent while the history crosses its limit all count, and the
-    protection carries its state (phase, policy, log) into the new run."""
+    protection carries its state (phase, policy, log, which node serves) into the new run."""
     client: Client = temporal_env.client
     request = local_service.request
     spec = ProtectionSpec(request.instance_id, "local", 2, request.primary_port,
                           request.shadow_port, request.router_port)
     # Already protected: this test is about history, not provisioning.
+    # After a cutover: the shadow node serves and the original primary is its shadow.
     state = ProtectionState(spec=spec, phase="protected", shadow_healthy=True,
-                            continue_as_new_events=60)
+                            continue_as_new_events=60, cutovers=1,
+                            serving_node=f"{spec.instance_id}-shadow",
+                            original_home="/srv/original", recoveries=["rejoined"])
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
@@ -56,4 +59,6 @@ async def test_continue_as_new_keeps_state_and_messages(
                     await asyncio.sleep(0.2)
             assert status.phase == "protected" and status.shadow_healthy
             assert status.policy is not None and status.policy.threshold == 75
+            assert status.primary_node == f"{spec.instance_id}-shadow"
+            assert status.cutovers == 1 and status.recoveries == ["rejoined"]
             await latest.terminate("test over")
