@@ -17,6 +17,9 @@ follows the cutover in place instead of reverting it (see ``infra.local.program`
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +108,11 @@ class RecoveryActivities:
             finally:
                 platform.close()
         data_dir, hints, checksums = row if row else ("", "off", "off")
+        if Path(data_dir).name != "data":
+            # Local servers are managed as <home>/data (PgServer); another layout is not
+            # guessed at: such a node is re-seeded in a home of ours instead.
+            return NodeFacts(request.node, True, "", False,
+                             f"{request.node}: its data directory {data_dir} is not <home>/data")
         rewindable = "on" in (hints, checksums)
         advice = "" if rewindable else f"{request.node}: {REWIND_ADVICE}"
         return NodeFacts(request.node, True, str(Path(data_dir).parent), rewindable, advice)
@@ -131,7 +139,8 @@ class RecoveryActivities:
                 streaming = platform.replication_between(primary, request.former).state
                 if streaming != "streaming":
                     _require_rewindable(request.former, data_dir)
-                done = platform.rejoin(request.former, str(data_dir))
+                with _heartbeating(f"rewinding {request.former}"):
+                    done = platform.rejoin(request.former, str(data_dir))
                 activity.heartbeat("rejoined; recording the roles in the stack")
                 platform.provision_shadow(heartbeat_callback())
             finally:
@@ -171,6 +180,26 @@ class RecoveryActivities:
             "%s retired through pulumi destroy; a fresh shadow follows.", request.former
         )
         return existed
+
+
+@contextmanager
+def _heartbeating(detail: str, every_s: float = 10.0) -> Iterator[None]:
+    """Beat from a thread while a silent step runs: pg_rewind prints nothing for minutes on a
+    big database, and the heartbeat timeout should only fire for a dead worker."""
+    beat = heartbeat_callback(min_interval_s=0)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            beat(detail)
+
+    thread = threading.Thread(target=loop, name="recovery-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _local(platform: Platform) -> LocalPlatform:
