@@ -1,7 +1,9 @@
 """Feedback-loop activities: record cutovers and near misses, observe their fate, resolve them.
 
 - ``record_outcome`` (from the protection workflow after a cutover or a refused one):
-  idempotent by ``record_id``.
+  idempotent by ``record_id``. A cutover stops the probes of the instance's open records,
+  because the cutover itself stops the former primary; the recovery path points them at the
+  node again once it has rejoined (``report_outcome_evidence`` with ``probe_port``).
 - ``observe_outcomes`` (scheduled, every few minutes): probes the endpoint of every record
   whose horizon is still open and stores what it saw — down, degraded or healthy
   (:class:`DegradationThresholds` says when a reading counts as degraded).
@@ -95,6 +97,11 @@ class OutcomeEvidence:
     final: bool = False
     """The instance's endpoint is going away on purpose (e.g. retired after a cutover):
     stop probing it, so its closed port is not taken for a failure."""
+    probe_port: int | None = None
+    """Probe the open records of the instance here from now on (e.g. a former primary that
+    rejoined as the shadow and can be watched again)."""
+    probe_host: str = "127.0.0.1"
+    """Host of ``probe_port``."""
 
 
 @dataclass
@@ -174,6 +181,10 @@ class OutcomeActivities:
         if not (request.horizon_s > 0 and math.isfinite(request.at)):
             raise ApplicationError("horizon_s must be > 0 and at a finite epoch time",
                                    type="InvalidRequest", non_retryable=True)
+        if request.kind == "cutover":
+            # The cutover stops the former primary on purpose: until the recovery path says
+            # where it can be watched again, a closed port says nothing about its health.
+            self._store.probe_instance_at(request.instance_id, request.at, None, None)
         return self._store.add(OutcomeRecord(
             record_id=request.record_id, instance_id=request.instance_id, kind=request.kind,
             at=request.at, horizon_s=request.horizon_s, readiness_score=request.readiness_score,
@@ -195,6 +206,9 @@ class OutcomeActivities:
                 if evidence.final:
                     self._store.stop_probing(record.record_id)
                 attached += 1
+        if evidence.probe_port and not evidence.final:
+            self._store.probe_instance_at(evidence.instance_id, evidence.at,
+                                          evidence.probe_host, evidence.probe_port)
         return attached
 
     @activity.defn

@@ -149,6 +149,16 @@ class OutcomeStore:
         with self._connect() as db:
             db.execute("UPDATE records SET port = NULL WHERE record_id = ?", (record_id,))
 
+    def probe_instance_at(self, instance_id: str, now: float, host: str | None,
+                          port: int | None) -> int:
+        """Point the probes of every open record of the instance at ``host:port`` (None:
+        stop probing them); returns how many records changed."""
+        with self._connect() as db:
+            cursor = db.execute(
+                "UPDATE records SET host = ?, port = ? WHERE instance_id = ? AND outcome IS NULL"
+                " AND at <= ? AND at + horizon_s > ?", (host, port, instance_id, now, now))
+            return cursor.rowcount
+
     def pending(self, now: float) -> list[OutcomeRecord]:
         """Unresolved records whose horizon is still open at ``now``."""
         return self._select("WHERE outcome IS NULL AND at + horizon_s > ?", (now,))

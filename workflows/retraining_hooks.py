@@ -13,6 +13,7 @@ fail the protection: losing one training row is better than losing the instance'
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Protocol
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -21,6 +22,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE_TYPES
     from activities.outcomes import OutcomeEvidence, RecordOutcomeInput
+    from workflows.protection_spec import ProtectionSpec
 
 PATCH_ID = "record-outcomes"
 """``workflow.patched`` id of the feedback-loop calls."""
@@ -31,6 +33,47 @@ _RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=NON_RETRYABLE_TYPES,
 )
+
+
+class _Risk(Protocol):
+    readiness_score: float
+    failure_probability: float
+
+
+def cutover_record(spec: ProtectionSpec, cutovers: int, at: float, reason: str,
+                   risk: _Risk | None) -> RecordOutcomeInput:
+    """The record of the protection's ``cutovers``-th cutover (unique and replay-stable).
+
+    It has no endpoint to probe: the cutover stops the former primary on purpose; the
+    recovery path says where to watch it again (:func:`rejoined_evidence`)."""
+    return RecordOutcomeInput(
+        f"{workflow.info().workflow_id}:cutover:{cutovers}", spec.instance_id, "cutover", at,
+        reason, risk.readiness_score if risk else None,
+        risk.failure_probability if risk else None, port=None)
+
+
+def refused_record(spec: ProtectionSpec, serving_node: str, at: float, reason: str,
+                   risk: _Risk | None) -> RecordOutcomeInput:
+    """The record of a cutover that was attempted and changed nothing; the serving node
+    (still the primary) is probed over the horizon."""
+    return RecordOutcomeInput(
+        f"{workflow.info().workflow_id}:refused:{int(at)}", spec.instance_id, "refused", at,
+        reason, risk.readiness_score if risk else None,
+        risk.failure_probability if risk else None, port=_port_of(spec, serving_node))
+
+
+def rejoined_evidence(spec: ProtectionSpec, former: str, at: float) -> OutcomeEvidence:
+    """The former primary rejoined as the shadow: healthy now, and watched from now on."""
+    return OutcomeEvidence(spec.instance_id, "healthy", at, "recovery",
+                           f"{former} rejoined as the shadow", probe_port=_port_of(spec, former))
+
+
+def _port_of(spec: ProtectionSpec, node: str) -> int | None:
+    """Port of a node of the local pair (the original primary is named after the instance);
+    other platforms have no port to probe."""
+    if spec.platform != "local":
+        return None
+    return spec.primary_port if node in ("", spec.instance_id) else spec.shadow_port
 
 
 async def record_outcome(record: RecordOutcomeInput) -> None:
