@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         cutover_workflow_id,
     )
     from workflows.protection_state import CutoverRequest, ProtectionState
+    from workflows.retraining_hooks import cutover_record, record_outcome, refused_record
 
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -134,17 +135,25 @@ class ProtectionPhases:
             state.pending_cutover = None
             self._set_phase("protected")
             self._note(f"Cutover failed and changed nothing: {err.cause or err}.")
+            await record_outcome(refused_record(state.spec, state.serving_node,
+                                                workflow.now().timestamp(), request.reason,
+                                                state.latest_risk))
             return
         state.pending_cutover = None
         if result.outcome == "compensated":
             self._set_phase("protected")
             self._note(f"Cutover compensated; traffic stays on {result.former_primary}.")
+            await record_outcome(refused_record(state.spec, state.serving_node,
+                                                workflow.now().timestamp(), request.reason,
+                                                state.latest_risk))
             return
         state.cutovers += 1
         state.last_cutover_at = workflow.now().timestamp()
         state.shadow_healthy = False
         state.serving_node = result.primary
         state.recovering = result.former_primary
+        await record_outcome(cutover_record(state.spec, state.cutovers, state.last_cutover_at,
+                                            request.reason, state.latest_risk))
         self._note(
             f"Traffic moved from {result.former_primary} to {result.primary} "
             f"({result.outcome}, critical path {result.critical_path_ms:.0f} ms). "

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.recovery import NodeFacts, RecoverRequest
     from activities.shadow import ShadowRequest
     from workflows.protection_state import ProtectionState
+    from workflows.retraining_hooks import rejoined_evidence, report_outcome_evidence
 
 REJOIN_ATTEMPTS = 3
 """Tries of a rejoin that fails for a reason retrying might fix, before retiring instead."""
@@ -79,6 +80,9 @@ class RecoveryPhase:
             self._set_phase("degraded")
             self._note(f"No shadow for {state.spec.instance_id}: {err.cause or err}.")
             return
+        if how == "rejoined":  # feedback loop: the former primary can be watched again
+            await report_outcome_evidence(
+                rejoined_evidence(state.spec, former, workflow.now().timestamp()))
         state.recoveries = [*state.recoveries, how]
         state.recovering = ""
         self._set_phase("protected")

@@ -1,0 +1,71 @@
+"""A protection's cutover becomes an outcome record that is watched and resolved (real
+PostgreSQL, HAProxy, Pulumi and Temporal)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import uuid
+
+from temporalio.testing import WorkflowEnvironment
+
+from activities.outcomes_store import OutcomeRecord
+from infra.local.postgres import alter_system
+from tests.conftest import LocalService
+from workers.registry import new_worker, outcomes_store
+from workers.settings import Settings
+from workflows.protection import InstanceProtectionWorkflow, ProtectionState, RiskReport
+from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workflows.retraining import ObserveOutcomesWorkflow
+
+MIGRATE = RiskReport(readiness_score=82.0, failure_probability=0.91, decision="migrate", at=0.0)
+
+
+async def test_cutover_is_recorded_then_watched_after_the_rejoin(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """A predicted cutover is recorded once with the score that caused it and no endpoint
+    (the cutover stops the former primary on purpose); once the former primary rejoins as the
+    shadow the recovery points the probes at it, the observer finds it healthy, and after the
+    horizon the outcome is healthy."""
+    with local_service.primary.endpoint.connect() as conn:
+        alter_system(conn, "wal_log_hints", "on")  # so the former primary can rejoin
+    local_service.primary.stop()
+    local_service.primary.start()
+    request = local_service.request
+    spec = ProtectionSpec(request.instance_id, "local", 2, request.primary_port,
+                          request.shadow_port, request.router_port,
+                          policy=PolicySpec(threshold=60, cooldown_s=0))
+    client = temporal_env.client
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await client.start_workflow(
+                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
+                id=spec.workflow_id, task_queue=task_queue)
+            try:
+                async with asyncio.timeout(240):
+                    while (await handle.query(InstanceProtectionWorkflow.status)).phase \
+                            != "protected":
+                        await asyncio.sleep(0.2)
+                    await handle.signal(InstanceProtectionWorkflow.report_risk, MIGRATE)
+                    while True:
+                        status = await handle.query(InstanceProtectionWorkflow.status)
+                        if status.recoveries and status.phase == "protected":
+                            break
+                        await asyncio.sleep(0.2)
+                assert status.recoveries == ["rejoined"], status.log
+                observed = await client.execute_workflow(
+                    ObserveOutcomesWorkflow.run, id=f"observe-{uuid.uuid4().hex[:8]}",
+                    task_queue=task_queue)
+            finally:
+                await handle.terminate("test over")
+    store = outcomes_store(settings)
+    [record] = store.all()
+    assert (record.record_id, record.kind) == (f"{spec.workflow_id}:cutover:1", "cutover")
+    assert (record.readiness_score, record.failure_probability) == (82.0, 0.91)
+    assert record.port == request.primary_port  # the former primary, watched again
+    assert observed["observed_healthy"] == 1 and observed["observed_failed"] == 0
+    store.resolve(record.at + record.horizon_s)
+    resolved = store.get(record.record_id)
+    assert isinstance(resolved, OutcomeRecord) and resolved.outcome == "healthy"
