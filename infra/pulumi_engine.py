@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -180,7 +181,15 @@ class StackDriver:
         config = dict(settings.config or {})
         config.update({self._config_key(k): v for k, v in values.items()})
         settings.config = config
-        workspace.save_stack_settings(stack_name, settings)
+        # The workspace writes the file in place; a worker killed mid-write would leave it
+        # truncated (and the passphrase salt with it). Write a copy beside it, then rename.
+        work_dir = Path(workspace.work_dir)
+        with tempfile.TemporaryDirectory(dir=work_dir, prefix=".config-") as scratch:
+            self._settings_workspace(stack_name, Path(scratch)).save_stack_settings(
+                stack_name, settings
+            )
+            for written in Path(scratch).glob("Pulumi.*"):
+                os.replace(written, work_dir / written.name)
 
     def get_config(self, stack_name: str, key: str) -> str | None:
         """A plain config value of the stack (``project:key`` or ``key``); ``None`` when unset,
@@ -194,11 +203,13 @@ class StackDriver:
         value = (settings.config or {}).get(self._config_key(key))
         return value if isinstance(value, str) else None
 
-    def _settings_workspace(self, stack_name: str) -> auto.LocalWorkspace:
+    def _settings_workspace(
+        self, stack_name: str, work_dir: Path | None = None
+    ) -> auto.LocalWorkspace:
         """The stack's workspace for reading and writing its settings file (runs no CLI)."""
         validate_stack_name(stack_name)
         return auto.LocalWorkspace(
-            work_dir=str(self._work_dir(stack_name)),
+            work_dir=str(work_dir or self._work_dir(stack_name)),
             pulumi_command=self._pulumi_command(),
             env_vars=self._env(),
         )
