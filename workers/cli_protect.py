@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -62,11 +63,13 @@ async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
         if running.status == WorkflowExecutionStatus.RUNNING:
             joined = True
             current = await running.memo_value("spec", default=None)
-            if current is not None and current != dataclasses.asdict(spec):
+            differ = _differences(current, dataclasses.asdict(spec)) if current else []
+            if differ:
                 raise CliError(
-                    f"{spec.instance_id} is already protected with a different spec; nothing "
-                    f"changed (to change it: `shadowshift unprotect {spec.instance_id}`, then "
-                    "protect again; the policy alone: the set_policy update)",
+                    f"{spec.instance_id} is already protected with a different spec "
+                    f"({', '.join(differ)}); nothing changed. To change it: `shadowshift "
+                    f"unprotect {spec.instance_id}`, then protect again (the policy alone: "
+                    "the set_policy update)",
                     REFUSED,
                 )
     except RPCError as err:
@@ -87,6 +90,17 @@ async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
     elif not args.no_wait:
         say(f"{spec.instance_id} is protected.")
     return OK
+
+
+def _differences(running: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ, e.g. ``policy.threshold 60 -> 70``."""
+    found = []
+    for name, value in wanted.items():
+        if isinstance(value, dict):
+            found += _differences(running.get(name) or {}, value, f"{prefix}{name}.")
+        elif running.get(name) != value:
+            found.append(f"{prefix}{name} {running.get(name)!r} -> {value!r}")
+    return found
 
 
 def _add_unprotect_arguments(parser: argparse.ArgumentParser) -> None:

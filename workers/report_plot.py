@@ -21,6 +21,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from activities.cutover import EMERGENCY_STEPS, PLANNED_STEPS
 from workers.report_history import CutoverTimeline, ProtectionHistory
 
 READINESS_PNG, CUTOVERS_PNG, LAG_PNG, REPORT_JSON = (
@@ -39,6 +40,13 @@ def _save(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def _time_axis(ax: Any) -> None:
+    """Tick labels that stay readable from seconds to months."""
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
 
 def _empty(axes: Any, message: str) -> None:
@@ -82,7 +90,7 @@ def plot_readiness(history: ProtectionHistory, path: Path) -> Path:
             ax.axvline(_dates([event.at])[0], color="tab:orange", linestyle=":")
         ax.legend(loc="upper left", fontsize="small")
         ax.grid(alpha=0.3)
-    prob_ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+    _time_axis(prob_ax)
     prob_ax.set_xlabel("time (UTC); black: cutover start, orange: external event")
     return _save(figure, path)
 
@@ -112,13 +120,15 @@ def _timeline(ax: Any, cutover: CutoverTimeline) -> None:
                 fontsize="small")
         labels.append(span.name + (f" (x{span.attempts})" if span.attempts > 1 else ""))
         if span.name == "switch_over" and cutover.step_ms:
+            # The steps measured inside the activity, end to end from its start; named in
+            # the legend because the short ones are too thin to label.
             left = span.start_s * 1000
-            for step, ms in cutover.step_ms.items():
-                if step == "verify":
-                    continue
-                ax.barh(row + 0.3, ms, left=left, height=0.3, edgecolor="black")
-                ax.text(left, row + 0.55, f"{step} {ms:.0f}", fontsize="x-small")
+            for step, ms in _in_step_order(cutover.step_ms):
+                ax.barh(row + 0.3, max(ms, 0.5), left=left, height=0.3, edgecolor="black",
+                        label=f"{step} {ms:.1f} ms")
                 left += ms
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small",
+                      title="inside switch_over", title_fontsize="x-small")
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     critical = "-" if cutover.critical_path_ms is None else f"{cutover.critical_path_ms:.0f} ms"
@@ -126,6 +136,14 @@ def _timeline(ax: Any, cutover: CutoverTimeline) -> None:
     ax.set_title(f"{started}: {cutover.outcome}, critical path {critical}", fontsize="medium")
     ax.set_xlabel("ms since the cutover started")
     ax.grid(axis="x", alpha=0.3)
+
+
+def _in_step_order(step_ms: dict[str, float]) -> list[tuple[str, float]]:
+    """The critical-path steps in the order the saga runs them (the result's dict arrives
+    with its keys sorted); ``verify`` runs after ``switch_over`` and is left out."""
+    order = [*EMERGENCY_STEPS[:2], *PLANNED_STEPS]
+    known = [(step, step_ms[step]) for step in order if step in step_ms]
+    return known + [(s, ms) for s, ms in step_ms.items() if s not in order and s != "verify"]
 
 
 def plot_lag(history: ProtectionHistory, path: Path) -> Path:
@@ -138,7 +156,7 @@ def plot_lag(history: ProtectionHistory, path: Path) -> Path:
     times = mdates.date2num(_dates([p.at for p in history.lag]))
     ax.plot(times, [p.lag_bytes for p in history.lag], marker="o", drawstyle="steps-post")
     ax.set_ylabel("lag (bytes)")
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+    _time_axis(ax)
     ax.grid(alpha=0.3)
     return _save(figure, path)
 

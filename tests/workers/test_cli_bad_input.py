@@ -88,13 +88,13 @@ async def test_unreachable_temporal_and_unknown_instance(
 ) -> None:
     """Nothing listening: exit 3 with one line naming the address. Unknown instance: exit 4."""
     dead = f"127.0.0.1:{free_port()}"
-    for args in (["status"], ["cutover", "db-x"], ["report", "--fleet"]):
+    for args in (["status"], ["cutover", "db-x"]):
         result = await shadowshift(*args, "--address", dead)
         assert result.returncode == UNREACHABLE, result.stderr
         assert result.stderr.count("\n") == 1 and f"cannot reach Temporal at {dead}" in \
             result.stderr
     address = temporal_env.client.service_client.config.target_host
-    for args in (["pause", "db-nosuch"], ["report", "db-nosuch"], ["unprotect", "db-nosuch"]):
+    for args in (["report", "db-nosuch"], ["unprotect", "db-nosuch"]):
         result = await shadowshift(*args, "--address", address)
         assert result.returncode == NOT_FOUND, result.stderr
         assert result.stderr == ("shadowshift: error: unknown instance 'db-nosuch': no "

@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import json
 import struct
+import time
 from pathlib import Path
 
 from temporalio.client import Client
@@ -35,9 +36,10 @@ async def test_protect_status_cutover_and_report(
     temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
     local_service: LocalService, tmp_path: Path,
 ) -> None:
-    """The CLI protects from YAML and follows the phase, joins a second protect, lists and
-    details the protection, pauses (a cutover is then refused, exit 5), resumes, cuts over
-    for real, and reports PNGs whose series equal what the workflow history holds."""
+    """The CLI protects from YAML and follows the phase, joins a second protect (and refuses
+    one whose spec differs from the running policy), lists and details the protection, pauses
+    (a cutover is then refused, exit 5), resumes, cuts over for real, and reports PNGs whose
+    series equal what the workflow history holds."""
     client: Client = temporal_env.client
     address = client.service_client.config.target_host
     conn = ["--address", address]
@@ -70,9 +72,14 @@ async def test_protect_status_cutover_and_report(
             handle = client.get_workflow_handle(f"protect-{instance}")
             for score, probability, decision in RISK:
                 await handle.signal(InstanceProtectionWorkflow.report_risk,
-                                    RiskReport(score, probability, decision, at=1.8e9 + score))
+                                    RiskReport(score, probability, decision, at=time.time()))
+                await asyncio.sleep(0.5)
             await handle.execute_update(InstanceProtectionWorkflow.set_policy,
                                         PolicySpec(threshold=70.0, advisory=True))
+
+            changed = await shadowshift("protect", str(spec), "--task-queue", task_queue, *conn)
+            assert changed.returncode == REFUSED, changed.stderr
+            assert "policy.threshold 70.0 -> 60.0" in changed.stderr
 
             assert (await shadowshift("pause", instance, *conn)).returncode == 0
             refused = await shadowshift("cutover", instance, *conn)
