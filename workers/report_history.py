@@ -111,7 +111,7 @@ def _time(event: HistoryEvent) -> float:
     return event.event_time.seconds + event.event_time.nanos / 1e9
 
 
-async def _events(client: Client, workflow_id: str, run_id: str | None) -> list[HistoryEvent]:
+async def _events(client: Client, workflow_id: str, run_id: str) -> list[HistoryEvent]:
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     return list((await handle.fetch_history()).events)
 
@@ -121,11 +121,11 @@ async def read_history(
 ) -> ProtectionHistory:
     """Collect the report's series from the protection's runs (newest ``max_runs``)."""
     runs: list[tuple[str, list[HistoryEvent]]] = []
-    run_id: str | None = None
+    run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
     while len(runs) < max_runs:
         events = await _events(client, workflow_id, run_id)
         started = events[0].workflow_execution_started_event_attributes
-        runs.insert(0, (run_id or "", events))
+        runs.insert(0, (run_id, events))
         if not started.continued_execution_run_id:
             break
         run_id = started.continued_execution_run_id
