@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from temporalio import activity
@@ -40,3 +41,26 @@ def heartbeat_callback(
         context.copy().run(activity.heartbeat, detail)
 
     return on_progress
+
+
+@contextmanager
+def heartbeating(detail: str, every_s: float = 10.0) -> Iterator[None]:
+    """Heartbeat the current activity from a thread every ``every_s`` while the block runs.
+
+    For long blocking calls that report no progress (LightGBM training, pg_rewind): a steady
+    beat lets the workflow set a short heartbeat timeout and notice a dead worker quickly.
+    """
+    beat = heartbeat_callback(min_interval_s=0)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            beat(detail)
+
+    thread = threading.Thread(target=loop, name="activity-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

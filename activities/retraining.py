@@ -19,6 +19,7 @@ import numpy as np
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from activities.outcomes_store import OutcomeStore
 from models.predictor import ModelError, Predictor
 from models.registry import MODEL_FILE, ModelRegistry
@@ -134,8 +135,8 @@ class RetrainingActivities:
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         started = time.monotonic()
-        activity.heartbeat("training")
-        candidate = train_candidate(request.config, examples, partial / MODEL_FILE)
+        with heartbeating(f"training {request.candidate_id}", _beat_every()):
+            candidate = train_candidate(request.config, examples, partial / MODEL_FILE)
         result = Challenger(
             candidate_id=request.candidate_id,
             model_sha256=Predictor.load(candidate.model_path).model_sha256,
@@ -161,8 +162,9 @@ class RetrainingActivities:
             candidate = Predictor.load(folder / MODEL_FILE)
             with np.load(folder / "heldout.npz") as heldout:
                 features, labels = heldout["features"], heldout["labels"]
-            champion_score = score(champion, features, labels)
-            challenger_score = score(candidate, features, labels)
+            with heartbeating(f"evaluating {challenger.candidate_id}", _beat_every()):
+                champion_score = score(champion, features, labels)
+                challenger_score = score(candidate, features, labels)
         except (ModelError, OSError, ValueError) as err:
             raise ApplicationError(f"cannot evaluate {challenger.candidate_id}: {err}",
                                    type="InvalidRequest", non_retryable=True) from err
@@ -206,3 +208,10 @@ class RetrainingActivities:
         activity.logger.info("Challenger %s promoted to %s: %s.", evaluation.candidate_id,
                              pointer.label, reason)
         return PromotionResult(True, pointer.version, reason)
+
+
+def _beat_every() -> float:
+    """A third of the activity's heartbeat timeout (10 s without one), so one late beat is
+    not taken for a dead worker."""
+    timeout = activity.info().heartbeat_timeout
+    return min(10.0, timeout.total_seconds() / 3) if timeout else 10.0

@@ -42,6 +42,10 @@ class RetrainingInput:
 
     config: RetrainingConfig = field(default_factory=RetrainingConfig)
     """Data and promotion rule."""
+    heartbeat_timeout_s: float = 60.0
+    """Training and evaluation beat from a thread (a third of this apart): a lost worker is
+    noticed within this long and the step retried on another (a finished candidate is reused,
+    an unfinished one retrained)."""
 
 
 @dataclass
@@ -69,6 +73,7 @@ class ModelRetrainingWorkflow:
         """Resolve outcomes → train → evaluate → promote or refuse."""
         info = workflow.info()
         candidate_id = f"{info.workflow_id}-{info.run_id[:8]}"
+        heartbeat_timeout = timedelta(seconds=request.heartbeat_timeout_s)
         resolved: dict[str, int] = await workflow.execute_activity(
             "resolve_outcomes", ResolveOutcomesInput(workflow.now().timestamp()),
             result_type=dict[str, int], start_to_close_timeout=timedelta(minutes=5),
@@ -77,11 +82,12 @@ class ModelRetrainingWorkflow:
         challenger: Challenger = await workflow.execute_activity(
             "train_challenger", TrainChallengerInput(candidate_id, request.config),
             result_type=Challenger, start_to_close_timeout=timedelta(hours=1),
-            retry_policy=_RETRY,
+            heartbeat_timeout=heartbeat_timeout, retry_policy=_RETRY,
         )
         evaluation: Evaluation = await workflow.execute_activity(
             "evaluate_challenger", challenger, result_type=Evaluation,
-            start_to_close_timeout=timedelta(minutes=15), retry_policy=_RETRY,
+            start_to_close_timeout=timedelta(minutes=15), heartbeat_timeout=heartbeat_timeout,
+            retry_policy=_RETRY,
         )
         promotion: PromotionResult = await workflow.execute_activity(
             "promote_challenger", PromoteInput(evaluation, request.config),
