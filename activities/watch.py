@@ -245,6 +245,9 @@ class WatchActivities:
                 "failure_probability": _finite(score.failure_probability),
                 "decision": decision,
                 "at": time.time(),
+                # Which node was scored (after a cutover, the former shadow); extra keys are
+                # ignored by the protection's RiskReport, and show in the history.
+                "node": item.collector.server_name,
             },
         )
         if self._outcomes is not None:  # feedback loop: windows for records, near misses

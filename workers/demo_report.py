@@ -131,7 +131,7 @@ def per_instance_hour(count: ActionCount, instances: int, watcher_max_duration_s
 
 
 def risk_reports(events: list[HistoryEvent]) -> list[tuple[float, float, str]]:
-    """``(time, readiness_score, decision)`` of every ``report_risk`` signal in a history."""
+    """``(time, readiness_score, node)`` of every ``report_risk`` signal in a history."""
     reports = []
     for event in events:
         if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
@@ -141,7 +141,7 @@ def risk_reports(events: list[HistoryEvent]) -> list[tuple[float, float, str]]:
             continue
         body = json.loads(attributes.input.payloads[0].data)
         reports.append((event.event_time.ToDatetime().timestamp(),
-                        float(body["readiness_score"]), str(body["decision"])))
+                        float(body["readiness_score"]), str(body.get("node", ""))))
     return reports
 
 

@@ -127,7 +127,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
         "failed_client_ops_during_cutover": (
             failures_between(stats.failure_times, *cutover_window) if cutover_window else None),
         "cutovers": _count_cutovers(history),
-        "last_score_before_failure": _last_score_before(history, failure_wall),
+        "last_report_before_failure": _last_report_before(history, failure_wall),
         "primary_killed_while_serving": killed,
         "former_primary_rejoined_as_shadow": rejoined_at is not None,
         "rejoined_after_cutover_s": (round(rejoined_at - cutover[1], 1)
@@ -187,11 +187,11 @@ def _count_cutovers(history: list[Any]) -> int:
     )
 
 
-def _last_score_before(history: list[Any], moment: float) -> float | None:
-    """The last readiness score reported to the protection before ``moment``: after a
-    cutover it comes from the new primary (the watcher follows the router)."""
-    before = [score for at, score, _ in report.risk_reports(history) if at < moment]
-    return round(before[-1], 1) if before else None
+def _last_report_before(history: list[Any], moment: float) -> dict[str, Any] | None:
+    """The last score reported to the protection before ``moment`` and the node it was
+    computed on: after a cutover, the new primary (the watcher follows the router)."""
+    before = [(score, node) for at, score, node in report.risk_reports(history) if at < moment]
+    return {"readiness_score": round(before[-1][0], 1), "node": before[-1][1]} if before else None
 
 
 def _say_verdict(verdict: OfflineVerdict, options: DemoOptions) -> None:

@@ -94,7 +94,9 @@ class LocalMetricsCollector:
         now = time.time()
         database = self._database()
         if database is None:
-            return MetricSample(timestamp=now, instance_id=self.instance_id)
+            # Nothing to read, but keep the overlay's clock (if any) so the window stays ordered.
+            stamp = self._apply_overlay(now, {})
+            return MetricSample(timestamp=stamp, instance_id=self.instance_id)
         latency_ms, commits, rollbacks, start_time, backend_pid, standby_lag = database
         if self._start_time is not None and start_time != self._start_time:
             self.restarts += 1
@@ -142,6 +144,8 @@ class LocalMetricsCollector:
             return now
         if reading is None:
             return now
+        if not values:
+            return reading.timestamp  # an unreachable node: no values to replace
         for metric, value in reading.values.items():
             if metric == "network_bytes":  # the trace has the sum; keep the split consistent
                 values["network_in_bytes"], values["network_out_bytes"] = value, 0.0
