@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ MODEL_FILE = "pae.txt"
 
 DEFAULT_VERSION = 0
 """Version number of the shipped default model (no pointer yet)."""
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,8 @@ class ModelRegistry:
                     "during the evaluation; evaluate again"
                 )
             loaded = Predictor.load(model_path)  # refuse a bad model before anything moves
-            target = self.root / "versions" / (candidate_id or f"v{current.version + 1}")
+            name = _SAFE.sub("_", candidate_id) or f"v{current.version + 1}"
+            target = self.root / "versions" / name
             if not target.exists():
                 partial = target.with_name(target.name + ".partial")
                 shutil.rmtree(partial, ignore_errors=True)

@@ -41,8 +41,9 @@ def test_promotion_is_versioned_idempotent_and_refuses_stale_or_bad(tmp_path: Pa
         registry.promote(_copy_model(tmp_path / "c", corrupt=True), candidate_id="run-c")
     assert registry.pointer_stamp() == stamp and registry.current() == first
     assert sorted(p.name for p in (registry.root / "versions").iterdir()) == ["run-a"]
-    second = registry.promote(_copy_model(tmp_path / "d"), candidate_id="run-d")
+    second = registry.promote(_copy_model(tmp_path / "d"), candidate_id="sched/run-d:2026")
     assert second.version == 2
+    assert Path(second.model_path).parent == registry.root / "versions" / "sched_run-d_2026"
     logged = registry.decisions()
     assert [(d["decision"], d["version"]) for d in logged] == [("promoted", 1), ("promoted", 2)]
     assert logged[0]["champion_score"] == 0.1 and logged[0]["challenger_score"] == 0.2
