@@ -37,6 +37,9 @@ from infra.local.program import shadow_program
 from infra.platform import Platform
 from infra.pulumi_engine import StackDriver
 
+HEARTBEAT_EVERY_S = 5.0
+"""Beat interval of the rejoin and retire activities (the workflow allows 30 s of silence)."""
+
 REWIND_ADVICE = (
     "set wal_log_hints = on (ALTER SYSTEM SET wal_log_hints = on, then restart the server) or "
     "initialise it with data checksums, so a former primary can be rewound instead of copied"
@@ -139,10 +142,9 @@ class RecoveryActivities:
                 streaming = platform.replication_between(primary, request.former).state
                 if streaming != "streaming":
                     _require_rewindable(request.former, data_dir)
-                with _heartbeating(f"rewinding {request.former}"):
+                with _heartbeating(f"rejoining {request.former}"):
                     done = platform.rejoin(request.former, str(data_dir))
-                activity.heartbeat("rejoined; recording the roles in the stack")
-                platform.provision_shadow(heartbeat_callback())
+                    platform.provision_shadow()  # records the roles in the stack, in place
             finally:
                 platform.close()
         activity.logger.info("%s rejoined as the shadow of %s: %s.", request.former, primary, done)
@@ -168,11 +170,11 @@ class RecoveryActivities:
                         f"{request.former} is not the standby of the roles given "
                         f"(serving_node {spec.current_primary})"
                     )
-                progress = heartbeat_callback()
-                existed = self._driver.exists(spec.stack_name)
-                if existed:
-                    self._driver.up(spec.stack_name, shadow_program(spec), on_progress=progress)
-                platform.destroy_shadow(progress)
+                with _heartbeating(f"retiring {request.former}"):
+                    existed = self._driver.exists(spec.stack_name)
+                    if existed:
+                        self._driver.up(spec.stack_name, shadow_program(spec))
+                    platform.destroy_shadow()
             finally:
                 platform.close()
         activity.heartbeat("destroyed")
@@ -183,9 +185,10 @@ class RecoveryActivities:
 
 
 @contextmanager
-def _heartbeating(detail: str, every_s: float = 10.0) -> Iterator[None]:
-    """Beat from a thread while a silent step runs: pg_rewind prints nothing for minutes on a
-    big database, and the heartbeat timeout should only fire for a dead worker."""
+def _heartbeating(detail: str, every_s: float = HEARTBEAT_EVERY_S) -> Iterator[None]:
+    """Beat from a thread while a step runs: pg_rewind prints nothing for minutes on a big
+    database, so beating on output would let the heartbeat timeout fire for a live worker;
+    a steady beat lets the workflow use a short timeout and notice a dead worker quickly."""
     beat = heartbeat_callback(min_interval_s=0)
     stop = threading.Event()
 

@@ -33,6 +33,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.protection_state import ProtectionState
     from workflows.retraining_hooks import rejoined_evidence, report_outcome_evidence
 
+RECOVERY_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+"""Rejoin and retire beat every few seconds from a thread, so 30 s of silence means the
+worker died: the activity is retried on another one without a long wait."""
 REJOIN_ATTEMPTS = 3
 """Tries of a rejoin that fails for a reason retrying might fix, before retiring instead."""
 
@@ -96,7 +99,7 @@ class RecoveryPhase:
                 request,
                 result_type=str,
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=2),
+                heartbeat_timeout=RECOVERY_HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=2),
                     maximum_attempts=REJOIN_ATTEMPTS,
@@ -116,7 +119,7 @@ class RecoveryPhase:
             request,
             result_type=bool,
             start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(minutes=2),
+            heartbeat_timeout=RECOVERY_HEARTBEAT_TIMEOUT,
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=2),
                 maximum_interval=timedelta(minutes=1),
