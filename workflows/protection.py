@@ -2,9 +2,16 @@
 
 It owns the instance's lifecycle (and is the only writer of its Pulumi stack, so the workflow
 id doubles as the stack's mutex): provisioning → syncing → protected, then cutting over when
-the policy or an operator asks. It keeps no timers while protected: watching is done by the
-fleet watcher, which signals ``report_risk`` only when something changes, so an idle
-protection costs no Temporal actions at all.
+the policy or an operator asks, then recovering the former primary as the new shadow (rewound,
+or retired and re-seeded) and protected again, ready for a cutover back. It keeps no timers
+while protected: watching is done by the fleet watcher, which signals ``report_risk`` only
+when something changes, so an idle protection costs no Temporal actions at all.
+
+Which node serves is part of the state (``serving_node``) and of every activity request, so
+the shadow stack and every check follow the roles across continue-as-new and worker crashes.
+This module holds the loop, the messages and the status; the phases that run activities are
+in ``protection_phases`` (provision, cut over, unprotect) and ``recovery``, the data types in
+``protection_state``.
 
 Messages: updates ``request_cutover``, ``set_policy`` and ``unprotect`` (validated before
 anything is recorded), signals ``report_risk``, ``report_event``, ``pause``, ``resume``,

@@ -1,4 +1,11 @@
-"""What a local shadow is made of: the validated description of one protected PostgreSQL."""
+"""What a local shadow is made of: the validated description of one protected PostgreSQL.
+
+Two nodes carry fixed names, ports and homes: the original primary (named after the instance)
+and the shadow (``<id>-shadow``). Cutovers swap their roles: ``serving_node`` says which one is
+the primary now, and the role properties (``primary``, ``standby_node``, ``standby_home``...)
+follow it, so the shadow program, replication status and sync settings always describe the
+standby of the current roles. Name-based lookups (``endpoint_of``, ``home_of``) never move.
+"""
 
 from __future__ import annotations
 
