@@ -27,7 +27,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from workers.settings import SettingsError, load_settings
@@ -153,6 +158,23 @@ async def existing_protection(client: Client, instance_id: str) -> WorkflowHandl
             ) from err
         raise
     return handle
+
+
+async def running_protection(
+    client: Client, instance_id: str
+) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
+    """The running protection of ``instance_id`` and its description.
+
+    Raises:
+        CliError: unknown, or its protection has ended (exit code 4).
+    """
+    handle = await existing_protection(client, instance_id)
+    description = await handle.describe()
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        status = description.status.name if description.status else "?"
+        raise CliError(f"{instance_id} is not protected (its protection is {status}); "
+                       f"`{PROG} protect SPEC.yaml` protects it again", NOT_FOUND)
+    return handle, description
 
 
 def run_async(coroutine: Coroutine[Any, Any, int]) -> int:

@@ -15,21 +15,20 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workers.cli_base import (
     FAILED,
-    NOT_FOUND,
     OK,
     TIMED_OUT,
     CliError,
     Subcommand,
     add_connection_arguments,
     connect,
-    existing_protection,
     print_json,
     run_async,
+    running_protection,
     say,
     table,
 )
@@ -94,12 +93,7 @@ async def query_status(client: Client, instance_id: str, timeout_s: float) -> Pr
     Raises:
         CliError: unknown (4), not running (4), or no worker answered in time (6).
     """
-    handle = await existing_protection(client, instance_id)
-    description = await handle.describe()
-    if description.status != WorkflowExecutionStatus.RUNNING:
-        status = description.status.name if description.status else "?"
-        raise CliError(f"{instance_id} is not protected (its protection is {status})",
-                       NOT_FOUND)
+    handle, description = await running_protection(client, instance_id)
     try:
         async with asyncio.timeout(timeout_s):
             result: ProtectionStatus = await handle.query(InstanceProtectionWorkflow.status)
@@ -165,8 +159,7 @@ def _run_cutover(args: argparse.Namespace) -> int:
 
 async def _cutover(args: argparse.Namespace) -> int:
     client = await connect(args)
-    handle = await existing_protection(client, args.instance)
-    description = await handle.describe()
+    handle, description = await running_protection(client, args.instance)
     child = client.get_workflow_handle(cutover_workflow_id(args.instance))
     previous_run = await _run_id(child)
     await send_update(handle, InstanceProtectionWorkflow.request_cutover,
@@ -242,7 +235,7 @@ def _run_resume(args: argparse.Namespace) -> int:
 
 async def _pause_or_resume(args: argparse.Namespace, *, paused: bool) -> int:
     client = await connect(args)
-    handle = await existing_protection(client, args.instance)
+    handle, _ = await running_protection(client, args.instance)
     signal = InstanceProtectionWorkflow.pause if paused else InstanceProtectionWorkflow.resume
     await handle.signal(signal)
     deadline = time.monotonic() + args.timeout
@@ -260,13 +253,15 @@ async def _pause_or_resume(args: argparse.Namespace, *, paused: bool) -> int:
 
 
 def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser  # no options: the demo starts everything it needs
+    parser.add_argument("demo_args", nargs=argparse.REMAINDER, metavar="...",
+                        help="options of the demo (see `python -m workers.demo --help`)")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from workers.demo import main as demo_main
+    from workers.demo import main as demo_main  # the demo's own imports are heavy
 
-    return demo_main()
+    code: int = demo_main(list(args.demo_args))
+    return code
 
 
 SUBCOMMANDS = [

@@ -16,16 +16,15 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from workers.cli_base import (
-    NOT_FOUND,
     OK,
     REFUSED,
     CliError,
     Subcommand,
     add_connection_arguments,
     connect,
-    existing_protection,
     print_json,
     run_async,
+    running_protection,
     say,
     settings_task_queue,
 )
@@ -119,12 +118,7 @@ def _run_unprotect(args: argparse.Namespace) -> int:
 
 async def _unprotect(args: argparse.Namespace) -> int:
     client = await connect(args)
-    handle = await existing_protection(client, args.instance)
-    description = await handle.describe()
-    if description.status != WorkflowExecutionStatus.RUNNING:
-        status = description.status.name if description.status else "?"
-        raise CliError(f"{args.instance} is not protected (its protection is {status})",
-                       NOT_FOUND)
+    handle, description = await running_protection(client, args.instance)
     await send_update(handle, InstanceProtectionWorkflow.unprotect,
                       UnprotectRequest(args.reason), timeout_s=min(args.timeout, 60.0),
                       task_queue=description.task_queue)

@@ -67,6 +67,8 @@ async def test_protect_status_cutover_and_report(
             detail = json.loads((await shadowshift("status", instance, "--json", *conn)).stdout)
             assert detail["phase"] == "protected" and detail["shadow_healthy"] is True
             assert detail["policy"]["threshold"] == 60
+            text = (await shadowshift("status", instance, *conn)).stdout
+            assert "protected" in text and "(threshold 60)" in text and "next action" in text
 
             # What the fleet watcher would send, and a policy change, for the report.
             handle = client.get_workflow_handle(f"protect-{instance}")
@@ -190,5 +192,5 @@ async def test_unprotect_destroys_the_shadow(
                 assert conn_db.execute("SELECT NOT pg_is_in_recovery()").fetchone() == (True,)
             handle = client.get_workflow_handle(f"protect-{instance}")
             await asyncio.wait_for(handle.result(), timeout=10)
-            gone = await shadowshift("unprotect", instance, *conn)
+            gone = await shadowshift("pause", instance, *conn)
             assert gone.returncode == NOT_FOUND and "not protected" in gone.stderr
