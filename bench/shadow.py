@@ -2,12 +2,16 @@
 
 One primary (``pgbench -i``, about ``--size-gb``) runs behind HAProxy in ``.state/bench-shadow/``.
 
-- ``provision_s`` vs ``pg_basebackup_s``: ``LocalPlatform.provision_shadow`` (preflight and a
-  full ``pulumi up``: slot, copy, standby, tier settings, router entry) against a plain
-  ``pg_basebackup`` with the provider's flags (``-X stream -c fast --no-sync
-  --compress=server-lz4:1``; a temporary slot instead of the stack's). Runs alternate which goes
-  first, the shadow is destroyed between runs; ``provision_ratio`` is the ratio of the medians
-  (goal <= 1.2).
+- ``provision_s`` vs ``pg_basebackup_s``: ``LocalPlatform.provision_shadow`` (preflight, the
+  copy started at once, ``pulumi up``: slot, data directory adopting the copy, standby started
+  and accepting connections, tier settings, router entry) against a plain ``pg_basebackup``
+  with the provider's flags (``-X stream -c fast --compress=server-lz4:1``, synced; a temporary
+  slot instead of the stack's). ``pg_basebackup_nosync_s`` adds ``--no-sync``, the baseline of
+  the first results: it leaves the copy's durability to the standby's first start (PostgreSQL
+  fsyncs every file of a copy before it recovers), which provisioning cannot skip. Runs rotate
+  which goes first, the shadow is destroyed between runs; ratios are of the medians (goal
+  ``provision_ratio`` <= 1.2). With ``--uncached`` the same runs are repeated with the OS page
+  cache dropped before each timed operation (``uncached``).
 - Load phases (no shadow, then tiers 1, 2, 3 by in-place stack updates of one shadow): the
   workload ``Writer`` commits at ``--rate`` tx/s through HAProxy for ``--load-s`` seconds.
   ``commit_latency_ms`` is its INSERT+COMMIT latency. ``replication_lag_ms`` for tiers 1-2 is
@@ -22,7 +26,7 @@ One primary (``pgbench -i``, about ``--size-gb``) runs behind HAProxy in ``.stat
 - ``lost_acked_writes``: after each phase the poller runs until the shadow caught up, then
   ``wait_until_present`` counts acked ids missing on the shadow (must be 0).
 - ``wal_bytes_shipped``: growth of ``ReplicationStatus.bytes_shipped`` over a phase (WAL sent
-  for tiers 1-2; archived segment files, 16 MiB each, for tier 3).
+  for tiers 1-2; for tier 3 the archive's files: 16 MiB segments, zstd-compressed).
 
 Everything it starts lives in one run folder, removed at exit (Ctrl-C and SIGTERM included).
 Usage: ``python -m bench.shadow [--size-gb 1.0] [--quick] [--output PATH]``.
@@ -99,6 +103,8 @@ class BenchConfig:
     """Server-side compression of the full copy, as the provider uses it."""
     quick: bool = False
     """Smoke-run mode (small database, short phases)."""
+    uncached: bool = False
+    """Also time provisioning with the OS page cache dropped before each operation."""
 
 
 class Lab:
@@ -156,13 +162,15 @@ class Lab:
             archive_interval_s=self.config.archive_interval_s)
         return LocalPlatform(spec, self.driver)
 
-    def time_basebackup(self) -> float:
+    def time_basebackup(self, *, sync: bool = True) -> float:
         """Seconds for a plain ``pg_basebackup`` with the provider's flags (copy removed)."""
         home = prepare_dir(self.work_dir / "scratch", mode=0o755)
         target = prepare_dir(home / "data")
         spec = self.platform(2).spec
         argv = [pg_bin("pg_basebackup"), "-d", spec.replication.conninfo(), "-D", str(target),
-                "-X", "stream", "-c", "fast", "--no-sync"]
+                "-X", "stream", "-c", "fast"]
+        if not sync:
+            argv.append("--no-sync")
         if self.config.compression != "none":
             argv.append(f"--compress=server-{self.config.compression}:1")
         started = time.perf_counter()
@@ -308,20 +316,43 @@ def _shadow_figures(poller: _Poller, stats: WorkloadStats) -> dict[str, Any]:
     }
 
 
-def measure_provisioning(lab: Lab) -> list[dict[str, Any]]:
-    """``repeats`` rounds of a plain copy and a full provisioning, alternating which is first
-    so warm caches and the neighbours' load favour neither."""
+PROVISION_OPS = ("provision", "pg_basebackup", "pg_basebackup_nosync")
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def measure_provisioning(lab: Lab, *, uncached: bool = False) -> list[dict[str, Any]]:
+    """``repeats`` rounds of provisioning and the two plain copies, rotating which goes first
+    so warm caches and the neighbours' load favour none. Before each timed operation the
+    dirty pages earlier ones left are flushed; ``uncached`` also drops the page cache."""
     runs: list[dict[str, Any]] = []
     for index in range(lab.config.repeats):
-        timings: dict[str, Any] = {"provision_first": index % 2 == 1}
-        if timings["provision_first"]:
-            timings.update(lab.time_provision())
-        timings["pg_basebackup_s"] = round(lab.time_basebackup(), 3)
-        if not timings["provision_first"]:
-            timings.update(lab.time_provision())
-        log.info("Provisioning run %s: %s", index + 1, timings)
+        shift = index % len(PROVISION_OPS)
+        order = PROVISION_OPS[shift:] + PROVISION_OPS[:shift]
+        timings: dict[str, Any] = {"order": list(order)}
+        for op in order:
+            os.sync()
+            if uncached:
+                DROP_CACHES.write_text("1\n")
+            if op == "provision":
+                timings.update(lab.time_provision())
+            elif op == "pg_basebackup":
+                timings["pg_basebackup_s"] = round(lab.time_basebackup(), 3)
+            else:
+                timings["pg_basebackup_nosync_s"] = round(lab.time_basebackup(sync=False), 3)
+        timings["load_average_1m"] = round(os.getloadavg()[0], 2)
+        log.info("Provisioning run %s%s: %s", index + 1, " (uncached)" if uncached else "",
+                 timings)
         runs.append(timings)
     return runs
+
+
+def can_drop_caches() -> str | None:
+    """``None`` if this process may drop the page cache, else why not."""
+    if not DROP_CACHES.exists():
+        return f"{DROP_CACHES} does not exist"
+    if not os.access(DROP_CACHES, os.W_OK):
+        return f"{DROP_CACHES} is not writable (needs root outside a read-only /proc/sys)"
+    return None
 
 
 def measure_phases(lab: Lab) -> dict[str, Any]:
@@ -351,22 +382,41 @@ def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
         db_bytes = int(query_one(lab.primary.endpoint, "SELECT pg_database_size('postgres')"))
         log.info("Primary loaded: pgbench scale %s, %.2f GiB.", scale, db_bytes / 2**30)
         runs = measure_provisioning(lab)
+        why_not = can_drop_caches() if config.uncached else "not asked for (--uncached)"
+        uncached: dict[str, Any] = {"skipped": why_not}
+        if why_not is None:
+            uncached_runs = measure_provisioning(lab, uncached=True)
+            uncached = {**_provision_summary(uncached_runs), "runs": uncached_runs}
         phases = measure_phases(lab)
         machine["postgresql"] = query_one(lab.primary.endpoint, "SHOW server_version")
     finally:
         lab.close()
-    return _report(config, machine, scale, db_bytes, runs, phases)
+    return _report(config, machine, scale, db_bytes, runs, uncached, phases)
 
 
-def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: int,
-            runs: list[dict[str, Any]], phases: dict[str, Any]) -> dict[str, Any]:
+def _provision_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the provisioning runs and their ratios."""
     def median_of(key: str) -> float | None:
         return rounded(percentile([r[key] for r in runs], 50))
 
-    basebackup_s, provision_s = median_of("pg_basebackup_s"), median_of("provision_s")
+    def ratio(numerator: float | None, denominator: float | None) -> float | None:
+        return round(numerator / denominator, 3) if numerator and denominator else None
+
     for timings in runs:
-        # What provisioning adds to the copy: Pulumi, standby start, settings, router entry.
+        # What provisioning adds to its own copy (which overlaps Pulumi's start).
         timings["overhead_s"] = round(timings["provision_s"] - timings["seed_s"], 3)
+    provision_s = median_of("provision_s")
+    synced, nosync = median_of("pg_basebackup_s"), median_of("pg_basebackup_nosync_s")
+    return {"pg_basebackup_s": synced, "pg_basebackup_nosync_s": nosync,
+            "provision_s": provision_s, "provision_ratio": ratio(provision_s, synced),
+            "provision_ratio_nosync": ratio(provision_s, nosync),
+            "provision_seed_s": median_of("seed_s"),
+            "provision_overhead_s": median_of("overhead_s")}
+
+
+def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: int,
+            runs: list[dict[str, Any]], uncached: dict[str, Any],
+            phases: dict[str, Any]) -> dict[str, Any]:
     tiers = ("tier1", "tier2", "tier3")
     return {
         "benchmark": "shadow",
@@ -375,13 +425,9 @@ def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: 
         "parameters": {**asdict(config), "pgbench_scale": scale, "db_bytes": db_bytes,
                        "poll_s": POLL_S, "status_interval_s": STATUS_INTERVAL_S},
         "method": _method_notes(),
-        "pg_basebackup_s": basebackup_s,
-        "provision_s": provision_s,
-        "provision_ratio": (round(provision_s / basebackup_s, 3)
-                            if provision_s and basebackup_s else None),
-        "provision_seed_s": median_of("seed_s"),
-        "provision_overhead_s": median_of("overhead_s"),
+        **_provision_summary(runs),
         "provision_runs": runs,
+        "uncached": uncached,
         "replication_lag_ms": {t: phases[t]["replication_lag_ms"] for t in tiers},
         "replication_lag_source": {t: phases[t]["replication_lag_source"] for t in tiers},
         "visibility_lag_ms": {t: phases[t]["visibility_lag_ms"] for t in tiers},
@@ -416,7 +462,15 @@ def _summary(result: dict[str, Any]) -> str:
     params = result["parameters"]
     lines = [f"{params['db_bytes'] / 2**30:.2f} GiB primary, medians of "
              f"{params['repeats']} runs: pg_basebackup {result['pg_basebackup_s']} s, provision "
-             f"{result['provision_s']} s, ratio {result['provision_ratio']} (goal <= 1.2)",
+             f"{result['provision_s']} s, ratio {result['provision_ratio']} (goal <= 1.2); "
+             f"pg_basebackup --no-sync {result['pg_basebackup_nosync_s']} s, ratio "
+             f"{result['provision_ratio_nosync']}",
+             "uncached: " + (f"pg_basebackup {result['uncached']['pg_basebackup_s']} s, "
+                             f"provision {result['uncached']['provision_s']} s, ratio "
+                             f"{result['uncached']['provision_ratio']}; --no-sync ratio "
+                             f"{result['uncached']['provision_ratio_nosync']}"
+                             if "skipped" not in result["uncached"]
+                             else f"skipped: {result['uncached']['skipped']}"),
              f"{params['rate']} tx/s for {params['load_s']} s per phase (ms, p50 / p99):"]
     lines += [f"  commit latency  {name:<9} {st['p50']} / {st['p99']}"
               for name, st in result["commit_latency_ms"].items()]
@@ -435,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 0.05 GB, 10 s phases, 2 s tier-3 interval")
+    parser.add_argument("--uncached", action="store_true",
+                        help="also time provisioning with the OS page cache dropped (root)")
     for flag, kind in (("--size-gb", float), ("--repeats", int), ("--load-s", float),
                        ("--rate", float), ("--archive-interval-s", int)):
         parser.add_argument(flag, type=kind, help="overrides the BenchConfig default")
@@ -442,7 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = (BenchConfig(size_gb=0.05, load_s=10.0, archive_interval_s=2, quick=True)
             if args.quick else BenchConfig())
     overrides = {k: v for k, v in vars(args).items()
-                 if k in BenchConfig.__dataclass_fields__ and v is not None and k != "quick"}
+                 if k in BenchConfig.__dataclass_fields__ and v is not None
+                 and k not in ("quick", "uncached")}
+    overrides["uncached"] = args.uncached
     config = BenchConfig(**{**asdict(base), **overrides})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     BENCH_ROOT.mkdir(parents=True, exist_ok=True)

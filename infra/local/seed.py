@@ -80,8 +80,10 @@ def seed_data_dir(props: dict[str, Any]) -> None:
         prepare_dir(partial)
         if props["slot"]:
             ensure_slot(props["primary_conninfo"], props["slot"])
+        # Synced (no --no-sync): the standby's first start fsyncs every file of a copy
+        # anyway (PostgreSQL's crash-recovery sync); done here, it overlaps Pulumi's start.
         argv = [pg_bin("pg_basebackup"), "-d", props["replication_conninfo"], "-D", str(partial),
-                "-X", "stream", "-c", "fast", "--no-sync"]
+                "-X", "stream", "-c", "fast"]
         if props["slot"]:
             argv += ["-S", props["slot"]]
         if props["compression"] != "none":
