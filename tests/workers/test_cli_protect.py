@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import struct
 import time
 from pathlib import Path
@@ -178,7 +179,8 @@ async def test_unprotect_destroys_the_shadow(
         async with new_worker(client, settings, pool, task_queue=task_queue):
             early = await early_call
             assert early.returncode == REFUSED, early.stderr
-            assert "cannot unprotect in phase provisioning" in early.stderr
+            # (A very slow CLI start may meet it syncing instead; both are refusals.)
+            assert re.search(r"cannot unprotect in phase (provisioning|syncing)", early.stderr)
             waited = await shadowshift("protect", str(spec), "--task-queue", task_queue, *conn)
             assert waited.returncode == 0, waited.stderr
             assert f"{instance}-shadow" in local_service.haproxy.weights(instance)
