@@ -13,7 +13,8 @@
 
 Near misses come from the fleet watcher, which sees every score: :meth:`OutcomeRecorder.note_risk`
 remembers the window behind each reported score and records a near miss when an instance's
-score enters the band just below the threshold without a migrate decision.
+score enters the band just below the threshold without a migrate decision, or a refused
+cutover when the score is at or above it and the policy still held.
 """
 
 from __future__ import annotations
@@ -145,21 +146,24 @@ class OutcomeRecorder:
 
     def note_risk(self, instance_id: str, at: float, readiness_score: float, decision: str,
                   threshold: float, window: dict[str, object], endpoint: PgEndpoint) -> bool:
-        """Remember the window behind a reported score; record a near miss when the score is
-        within the margin under the threshold and the decision is to hold (at most one per
-        instance per horizon). Returns whether a near miss was recorded."""
+        """Remember the window behind a reported score, and record what a held decision near
+        or above the threshold means: a near miss (within the margin under it) or a refused
+        cutover (at or above it, but the policy held: hysteresis, cooldown, fleet budget,
+        maintenance or advisory mode). At most one of each per instance per horizon.
+        Returns whether a record was made."""
         self._store.remember_window(instance_id, at, window)
-        near = threshold - self._margin <= readiness_score < threshold
-        if decision != "hold" or not near:
+        if decision != "hold" or not readiness_score >= threshold - self._margin:
             return False
-        if self._store.has_recent(instance_id, "near_miss", at - self._horizon_s):
+        kind = "refused" if readiness_score >= threshold else "near_miss"
+        if self._store.has_recent(instance_id, kind, at - self._horizon_s):
             return False
+        reason = (f"score {readiness_score:.0f} within {self._margin:g} of threshold "
+                  f"{threshold:g}, held" if kind == "near_miss" else
+                  f"score {readiness_score:.0f} >= threshold {threshold:g}, the policy held")
         return self._store.add(OutcomeRecord(
-            record_id=f"{instance_id}:near_miss:{int(at)}", instance_id=instance_id,
-            kind="near_miss", at=at, horizon_s=self._horizon_s,
-            readiness_score=readiness_score, reason=f"score {readiness_score:.0f} within "
-            f"{self._margin:g} of threshold {threshold:g}, held", host=endpoint.host,
-            port=endpoint.port, window=window))
+            record_id=f"{instance_id}:{kind}:{int(at)}", instance_id=instance_id, kind=kind,
+            at=at, horizon_s=self._horizon_s, readiness_score=readiness_score, reason=reason,
+            host=endpoint.host, port=endpoint.port, window=window))
 
 
 class OutcomeActivities:

@@ -90,19 +90,23 @@ async def test_probes_tell_a_live_instance_from_a_dead_one(
 
 
 def test_near_misses_are_recorded_once_and_windows_reach_later_records(tmp_path: Path) -> None:
-    """A hold just under the threshold is a near miss (once per horizon); far below or a
-    migrate decision is not; a cutover recorded without a window gets the remembered one."""
+    """A hold just under the threshold is a near miss (once per horizon), a hold above it a
+    refused cutover; far below or a migrate decision is neither; a cutover recorded without a
+    window gets the remembered one."""
     store = OutcomeStore(tmp_path / "outcomes.sqlite")
     recorder = OutcomeRecorder(store, margin=20.0, horizon_s=HOUR)
     endpoint = PgEndpoint(port=5432)
     assert recorder.note_risk("db-1", T0, 35.0, "hold", 50.0, _window(T0, 70.0), endpoint)
     assert not recorder.note_risk("db-1", T0 + 60, 40.0, "hold", 50.0, _window(T0, 75), endpoint)
     assert not recorder.note_risk("db-2", T0, 10.0, "hold", 50.0, _window(T0, 20.0), endpoint)
+    assert recorder.note_risk("db-3", T0, 70.0, "hold", 50.0, _window(T0, 95.0), endpoint)
     assert not recorder.note_risk("db-2", T0 + 30, 55.0, "migrate", 50.0, _window(T0, 90.0),
                                   endpoint)
     store.add(OutcomeRecord("wf:cutover:1", "db-2", "cutover", T0 + 60, HOUR))
     records = {r.record_id: r for r in store.all()}
-    assert set(records) == {"db-1:near_miss:1800000000", "wf:cutover:1"}
+    assert set(records) == {"db-1:near_miss:1800000000", "db-3:refused:1800000000",
+                            "wf:cutover:1"}
+    assert records["db-3:refused:1800000000"].kind == "refused"
     assert records["db-1:near_miss:1800000000"].readiness_score == 35.0
     cutover_window = records["wf:cutover:1"].window
     assert cutover_window is not None and cutover_window["values"]["cpu_percent"][0] == 90.0
