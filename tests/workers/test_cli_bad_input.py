@@ -100,3 +100,15 @@ async def test_unreachable_temporal_and_unknown_instance(
         assert result.stderr == ("shadowshift: error: unknown instance 'db-nosuch': no "
                                  "protection (workflow protect-db-nosuch) in this namespace; "
                                  "`shadowshift status` lists them\n")
+
+
+def test_readme_spec_example_loads(tmp_path: Path) -> None:
+    """The spec file shown in the README's CLI section is valid as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The `shadowshift` CLI"):]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    example = section[start:section.index("```\n", start)]
+    path = tmp_path / "spec.yaml"
+    path.write_text(example)
+    spec = load_spec_file(path)
+    assert (spec.instance_id, spec.tier, spec.policy.threshold) == ("db-orders", 1, 60.0)
