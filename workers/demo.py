@@ -41,23 +41,33 @@ async def demo(options: DemoOptions, state_dir: Path = STATE_DIR,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        fresh_state_dir(state_dir, owned=state_dir == STATE_DIR)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        say("Recording the failure trace: a host whose disk degrades for ~2 h, then fails.")
-        trace = build_trace(out_dir, options.healthy_hours)
-        async with dev_server() as server:
-            say(f"Temporal dev server at {server.address}; Web UI at {server.ui_url}")
-            with local_service(state_dir) as service:
-                say(f"Primary PostgreSQL {service.instance_id} on port {service.primary.port}, "
-                    f"HAProxy frontend on port {service.router_port}.")
-                summary = await run_demo(options, trace, server, service, state_dir, out_dir,
-                                         stop)
+        summary = await _run(options, state_dir, out_dir, stop)
+    except Exception as err:
+        # A terminal's Ctrl-C reaches the whole process group: the dev server and PostgreSQL
+        # may die before the demo notices the signal, so an error after it is an interruption.
+        if stop.is_set():
+            raise Interrupted from err
+        raise
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     write_summary(out_dir, summary)
     say(f"Summary in {out_dir / 'summary.json'}, timeline in {out_dir / 'timeline.png'}.")
     return summary
+
+
+async def _run(options: DemoOptions, state_dir: Path, out_dir: Path,
+               stop: asyncio.Event) -> dict[str, Any]:
+    fresh_state_dir(state_dir, owned=state_dir == STATE_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    say("Recording the failure trace: a host whose disk degrades for ~2 h, then fails.")
+    trace = build_trace(out_dir, options.healthy_hours)
+    async with dev_server() as server:
+        say(f"Temporal dev server at {server.address}; Web UI at {server.ui_url}")
+        with local_service(state_dir) as service:
+            say(f"Primary PostgreSQL {service.instance_id} on port {service.primary.port}, "
+                f"HAProxy frontend on port {service.router_port}.")
+            return await run_demo(options, trace, server, service, state_dir, out_dir, stop)
 
 
 def parse_options(argv: list[str] | None) -> tuple[DemoOptions, Path, Path]:

@@ -15,10 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from temporalio.api.enums.v1 import EventType
+
 from activities.watch import WatchFleetInput
 from bench.cutover_monitor import blackout_ms, failures_between
 from bench.workload import Writer, prepare_table, wait_until_present
 from infra.local.metric_overlay import remove_overlay, write_overlay
+from infra.local.postgres import PgEndpoint
 from models.policy import PolicyConfig
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers import demo_report as report
@@ -96,9 +100,10 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             say("Degradation starts on the primary: its disk latency climbs (replayed trace).")
             cutover = await progress.wait_for_cutover(deadline=failure_wall)
             # The recovery runs on its own schedule: it may finish before or after the failure.
-            recovery = asyncio.ensure_future(progress.wait_for_recovery(
-                failure_wall - time.time() + options.recovery_timeout_s) if cutover else
-                asyncio.sleep(0, result=None))
+            recovery = asyncio.ensure_future(
+                progress.wait_for_recovery(failure_wall - time.time()
+                                           + options.recovery_timeout_s)
+                if cutover else _nothing())
             try:
                 await progress.sleep_until(failure_wall)
                 killed = _fail_primary(service)
@@ -111,8 +116,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             lag.stop()
             await progress.stop_workflows()
         say("Checking every acknowledged write on the current primary.")
-        missing = await asyncio.to_thread(wait_until_present, service.router, stats.acked_ids,
-                                          timeout_s=30)
+        missing = await asyncio.to_thread(_missing_writes, service, stats.acked_ids)
         history = [event async for event in handle.fetch_history_events()]
     cutover_window = (cutover[0] + mono_offset, cutover[1] + mono_offset) if cutover else None
     summary: dict[str, Any] = {
@@ -176,15 +180,33 @@ def _fail_primary(service: LocalService) -> bool:
     return False
 
 
-def _count_cutovers(history: list[Any]) -> int:
-    from temporalio.api.enums.v1 import EventType
+async def _nothing() -> None:
+    return None
 
-    return sum(
-        1 for event in history
-        if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED
-        and event.child_workflow_execution_completed_event_attributes.workflow_execution
-        .workflow_id.startswith(cutover_workflow_id(""))
-    )
+
+def _missing_writes(service: LocalService, acked_ids: list[int]) -> list[int]:
+    """Acknowledged ids absent from the current primary (through the router), or from the
+    shadow when nothing answers behind the router (the primary failed before any cutover)."""
+    try:
+        return wait_until_present(service.router, acked_ids, timeout_s=30)
+    except psycopg.Error:
+        say("Nothing answers behind the router; checking the shadow itself.")
+        return wait_until_present(PgEndpoint(port=service.shadow_port), acked_ids, timeout_s=30)
+
+
+def _count_cutovers(history: list[Any]) -> int:
+    """Cutover children that moved traffic (a compensated one changed nothing)."""
+    count = 0
+    for event in history:
+        if event.event_type != EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+            continue
+        attributes = event.child_workflow_execution_completed_event_attributes
+        if not attributes.workflow_execution.workflow_id.startswith(cutover_workflow_id("")):
+            continue
+        payloads = attributes.result.payloads
+        outcome = json.loads(payloads[0].data).get("outcome") if payloads else None
+        count += outcome != "compensated"
+    return count
 
 
 def _last_report_before(history: list[Any], moment: float) -> dict[str, Any] | None:

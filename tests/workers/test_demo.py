@@ -99,8 +99,8 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    """SIGINT while the shadow is being provisioned: exit 130, no server, HAProxy, worker or
-    Pulumi process of the demo left behind."""
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while the shadow is
+    being provisioned: exit 130, no server, HAProxy, worker or Pulumi process left behind."""
     tmp_path.chmod(0o755)
     state_dir, out_dir = tmp_path / "state", tmp_path / "out"
     process = subprocess.Popen(
@@ -121,7 +121,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     else:
         pytest.fail("the demo never started protecting:\n" + "".join(lines))
     assert _processes_under(state_dir), "the demo's processes should be running now"
-    os.kill(process.pid, signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # its own session: the group is the demo's
     rest, _ = process.communicate(timeout=90)
     assert process.returncode == 130, "".join(lines) + rest
     assert "Interrupted" in rest
