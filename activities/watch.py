@@ -234,7 +234,8 @@ class WatchActivities:
 
     async def _signal_on_change(self, item: _Watched, score: InstanceScore) -> int:
         decision = score.decision if score.act else "hold"
-        if not _worth_reporting(item, score.readiness_score, decision):
+        if not worth_reporting(item.last_reported, item.last_decision, item.policy.threshold,
+                               score.readiness_score, decision):
             return 0  # nothing a protection needs to know
         item.last_reported, item.last_decision = score.readiness_score, decision
         handle = self._client.get_workflow_handle(item.workflow_id)
@@ -260,18 +261,20 @@ class WatchActivities:
         return 1
 
 
-def _worth_reporting(item: _Watched, score: float, decision: str) -> bool:
-    """A new decision, a threshold crossing, a 10-point move, or a score appearing/vanishing."""
-    last = item.last_reported
-    if last is None or decision != item.last_decision:
+def worth_reporting(last_reported: float | None, last_decision: str, threshold: float,
+                    score: float, decision: str) -> bool:
+    """Whether a protection needs to hear about ``score``: a new decision, a threshold
+    crossing, a 10-point move from the last score reported, or a score appearing or vanishing
+    (NaN = no score)."""
+    if last_reported is None or decision != last_decision:
         return True
-    known, was_known = score == score, last == last  # NaN != NaN: no score
+    known, was_known = score == score, last_reported == last_reported  # NaN != NaN
     if known != was_known:
         return True
     if not known:
         return False
-    threshold = item.policy.threshold
-    return (score >= threshold) != (last >= threshold) or abs(score - last) >= READINESS_STEP
+    crossed = (score >= threshold) != (last_reported >= threshold)
+    return crossed or abs(score - last_reported) >= READINESS_STEP
 
 
 def instance_policy(spec_policy: dict[str, Any], request: WatchFleetInput) -> tuple[str,

@@ -11,7 +11,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.watch import WatchFleetInput
+from activities.watch import WatchFleetInput, worth_reporting
 from bench.workload import Writer, prepare_table
 from models.policy import PolicyConfig
 from tests.conftest import LocalService
@@ -103,3 +103,19 @@ async def test_watcher_decides_with_each_instance_policy(
                     await asyncio.sleep(0.5)
             await watcher.terminate("test over")
             await handle.terminate("test over")
+
+
+def test_reporting_rule() -> None:
+    """A score hovering at a band edge is not news; a decision, a threshold crossing, a
+    10-point move or a score appearing or vanishing is."""
+    nan = float("nan")
+    assert worth_reporting(None, "hold", 60, 9.5, "hold")
+    assert not worth_reporting(9.5, "hold", 60, 10.5, "hold")  # band edge: silent
+    assert not worth_reporting(10.0, "hold", 60, 19.9, "hold")
+    assert worth_reporting(10.0, "hold", 60, 20.0, "hold")
+    assert worth_reporting(58.0, "hold", 60, 61.0, "hold")  # crosses the threshold
+    assert worth_reporting(61.0, "hold", 60, 59.0, "hold")
+    assert worth_reporting(61.0, "hold", 60, 61.0, "migrate")
+    assert worth_reporting(nan, "hold", 60, 5.0, "hold") and worth_reporting(5.0, "hold", 60, nan,
+                                                                               "hold")
+    assert not worth_reporting(nan, "hold", 60, nan, "hold")
