@@ -47,10 +47,16 @@ def _aws_platform(world: PgWorld, driver: StackDriver, **spec: object) -> AwsPla
     return build_aws_platform(request, driver, Path("/nonexistent"))  # AWS keeps no files
 
 
-def _sync_names(service: LocalService) -> str:
-    with service.primary.endpoint.connect() as conn:
-        row = conn.execute("SHOW synchronous_standby_names").fetchone()
-    return str(row[0]) if row else ""
+def _sync_names(service: LocalService, expected: str) -> str:
+    """The primary's setting once it shows ``expected`` (a reload lands asynchronously)."""
+    deadline = time.monotonic() + 10
+    while True:
+        with service.primary.endpoint.connect() as conn:
+            row = conn.execute("SHOW synchronous_standby_names").fetchone()
+        value = str(row[0]) if row else ""
+        if value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
 
 
 async def test_planned_steps_move_real_data_and_weights(
@@ -74,9 +80,10 @@ async def test_planned_steps_move_real_data_and_weights(
     status = platform.replication_between(primary, shadow)
     assert (status.state, status.sync_state) == ("streaming", "sync")
     platform.relax_sync()  # tier 1 degrade and back, on the node labelled primary
-    assert _sync_names(local_service) == ""
+    assert _sync_names(local_service, "") == ""
     platform.restore_sync()
-    assert _sync_names(local_service) == f'FIRST 1 ("{shadow}")'
+    names = f'FIRST 1 ("{shadow}")'
+    assert _sync_names(local_service, names) == names
 
     with local_service.primary.endpoint.connect() as conn:
         conn.execute("CREATE TABLE aws_rows (id int PRIMARY KEY)")
