@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -193,8 +194,10 @@ def fresh_state_dir(state_dir: Path, *, owned: bool = False) -> Path:
         for home in (*instances.glob("*/original"), *instances.glob("*/shadow")):
             pid_file = home / "data" / "postmaster.pid"
             with suppress(Exception):
-                pid = int(pid_file.read_text().split()[0])
-                os.kill(pid, signal.SIGKILL)
+                server = psutil.Process(int(pid_file.read_text().split()[0]))
+                # Only a postmaster of this very data directory: a stale pid may be reused.
+                if str(home / "data") in " ".join(server.cmdline()):
+                    server.kill()
     with suppress(Exception):
         HAProxyManager(state_dir / "haproxy").stop()
     shutil.rmtree(state_dir, ignore_errors=True)

@@ -18,10 +18,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from infra.local.ports import free_port
+from infra.local.postgres import PgServer
 from models.policy import PolicyConfig
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers.demo import demo
 from workers.demo_run import DemoOptions
+from workers.demo_services import fresh_state_dir, instance_homes
 from workers.demo_trace import build_trace, offline_verdict
 from workers.settings import REPO_ROOT
 
@@ -128,3 +131,24 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     time.sleep(1)  # immediate-mode PostgreSQL children exit right after their postmaster
     assert _processes_under(state_dir) == []
     assert server_port and not _listening(server_port)  # the dev server is gone too
+
+
+def test_a_killed_demo_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
+    """A PostgreSQL left running by a demo that was SIGKILLed is stopped, and its folder
+    emptied, by the next run; a folder the demo did not make is refused and left alone."""
+    tmp_path.chmod(0o755)
+    state_dir = fresh_state_dir(tmp_path / "state")
+    home = instance_homes(state_dir, "demo-left")[0]
+    server = PgServer(home=home, port=free_port())
+    server.init()
+    server.start()
+    assert server.running()
+    fresh_state_dir(state_dir)
+    time.sleep(0.5)
+    assert not server.running() and not home.exists()
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(RuntimeError, match="not made by the demo"):
+        fresh_state_dir(other)
+    assert (other / "notes.txt").read_text() == "keep me"
