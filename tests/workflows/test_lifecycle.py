@@ -123,6 +123,12 @@ def _stream_state(primary: PgEndpoint, standby: str) -> tuple[str, str, str] | N
     return (str(row[0]), str(row[1]), str(row[2])) if row else None
 
 
+def _slots(endpoint: PgEndpoint) -> list[str]:
+    with endpoint.connect() as conn:
+        return [str(row[0]) for row in conn.execute(
+            "SELECT slot_name FROM pg_replication_slots ORDER BY 1").fetchall()]
+
+
 async def test_cutover_rejoin_and_back_under_writes(
     temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
     local_service: LocalService,
@@ -169,6 +175,10 @@ async def test_cutover_rejoin_and_back_under_writes(
         assert local_service.haproxy.weights(spec.instance_id) == {original: 100, shadow: 0}
         assert _stream_state(local_service.router, shadow) == (
             "streaming", "sync", f'FIRST 1 ("{shadow}")')
+        # Slots follow the roles too: only the primary keeps one, for its standby (a stale one
+        # on the standby would hold its WAL forever).
+        assert _slots(local_service.router) == [f"shadowshift_{original.replace('-', '_')}"]
+        assert _slots(local_service.shadow) == []
         assert len(stats.acked_ids) > 300
         assert missing_acked(local_service.router, stats.acked_ids) == []
         print(f"acked {len(stats.acked_ids)}, failed ops {stats.failed_ops}, "
