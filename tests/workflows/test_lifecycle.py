@@ -69,6 +69,7 @@ class PhaseLog:
     def __init__(self, handle: WorkflowHandle) -> None:
         self.handle = handle
         self.phases: list[str] = []
+        self.changed_at: list[float] = []
         self.latest: ProtectionStatus | None = None
 
     async def run(self) -> None:
@@ -81,7 +82,14 @@ class PhaseLog:
             self.latest = status
             if not self.phases or self.phases[-1] != status.phase:
                 self.phases.append(status.phase)
+                self.changed_at.append(time.monotonic())
             await asyncio.sleep(0.05)
+
+    def seconds_in(self, phase: str) -> list[float]:
+        """How long each finished stay in ``phase`` lasted (as polled, ~50 ms resolution)."""
+        ends = self.changed_at[1:]
+        return [round(end - start, 1) for name, start, end
+                in zip(self.phases, self.changed_at, ends, strict=False) if name == phase]
 
     async def until(self, check: object, timeout_s: float = 180) -> ProtectionStatus:
         """Wait until ``check(status)`` holds."""
@@ -182,7 +190,8 @@ async def test_cutover_rejoin_and_back_under_writes(
         assert len(stats.acked_ids) > 300
         assert missing_acked(local_service.router, stats.acked_ids) == []
         print(f"acked {len(stats.acked_ids)}, failed ops {stats.failed_ops}, "
-              f"phases {log.phases}")
+              f"phases {log.phases}, recovering s {log.seconds_in('recovering')}, "
+              f"cutting over s {log.seconds_in('cutting_over')}")
         assert log.phases[log.phases.index("cutting_over"):].count("cutting_over") == 2
         after_first = log.phases[log.phases.index("cutting_over"):]
         assert after_first[:3] == ["cutting_over", "recovering", "protected"], log.phases
@@ -215,6 +224,7 @@ async def test_former_primary_without_data_is_retired_and_replaced(
             done = await log.until(lambda s: s.phase == "protected" and s.recoveries,
                                    timeout_s=240)
             await asyncio.sleep(0.5)
+        print(f"retire path: recovering s {log.seconds_in('recovering')}")
         assert done.recoveries == ["retired"] and done.primary_node == shadow
         text = "\n".join(done.log)
         assert "missing or damaged" in text and "retired through pulumi destroy" in text
