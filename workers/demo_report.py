@@ -13,14 +13,18 @@ Actions per protected instance-hour (DESIGN.md §2 cost model) are *counted*, no
    cross-check only: it also counts the demo's own client calls, and the server flushes it
    periodically, so actions from just before the window (the phase upserts on reaching
    ``protected``) can land in it.
-3. The count is extrapolated linearly to one hour and divided by the protected instances.
+3. Heartbeats per hour come from the measured interval between the watcher's heartbeats as
+   the server recorded them (polled with ``DescribeWorkflowExecution``, which is free), over
+   the whole demo; the window's own count is the fallback when fewer than two were seen.
+4. The rest is extrapolated linearly to one hour, and the sum divided by the protected
+   instances.
    A bounded watcher run restarts once per ``max_duration_s`` (one activity start per hour by
    default), which a window of a minute or two cannot contain; that term is added as
    ``3600 / max_duration_s`` and shown separately.
 
-Heartbeats reach the server at most every 96 s (80 % of the watcher's 2-minute heartbeat
-timeout), so a window of W seconds holds one heartbeat more or less than its share: the figure
-carries a quantisation error of up to ``3600 / W`` actions per hour, reported beside it.
+Why intervals: heartbeats reach the server at most every 96 s (80 % of the watcher's 2-minute
+heartbeat timeout), so a window of W seconds holds one heartbeat more or less than its share,
+an error of up to ``3600 / W`` actions per hour (reported when the fallback is used).
 """
 
 from __future__ import annotations
@@ -112,19 +116,30 @@ def _billable(event: HistoryEvent) -> str | None:
     return kind
 
 
-def per_instance_hour(count: ActionCount, instances: int, watcher_max_duration_s: float
-                      ) -> dict[str, Any]:
-    """Extrapolate ``count`` to one hour per protected instance (see the module docstring)."""
+def per_instance_hour(count: ActionCount, instances: int, watcher_max_duration_s: float,
+                      heartbeats_per_hour: float | None = None) -> dict[str, Any]:
+    """Extrapolate ``count`` to one hour per protected instance (see the module docstring).
+
+    ``heartbeats_per_hour`` measured from the intervals between heartbeats (see
+    ``workers.demo_watch.HeartbeatClock``) replaces the window's whole-number count when given.
+    """
     hours = count.window_s / 3600.0
     restarts_per_hour = 3600.0 / watcher_max_duration_s
-    measured = count.total / hours
+    history_per_hour = sum(count.by_kind.values()) / hours
+    counted = heartbeats_per_hour is None
+    heartbeat_rate = count.heartbeats / hours if counted else heartbeats_per_hour
+    assert heartbeat_rate is not None
+    total = (history_per_hour + heartbeat_rate + restarts_per_hour) / instances
     return {
-        "temporal_actions_per_instance_hour": round((measured + restarts_per_hour) / instances, 1),
+        "temporal_actions_per_instance_hour": round(total, 1),
         "actions_in_window": {**count.by_kind, "heartbeat": count.heartbeats},
         "actions_by_workflow": count.by_workflow,
         "steady_state_window_s": round(count.window_s, 1),
+        "history_actions_per_hour": round(history_per_hour, 1),
+        "heartbeats_per_hour": round(heartbeat_rate, 1),
+        "heartbeats_per_hour_from": "window count" if counted else "measured intervals",
+        "heartbeat_quantisation_per_hour": round(3600.0 / count.window_s, 1) if counted else 0.0,
         "watcher_restarts_per_hour_added": round(restarts_per_hour, 2),
-        "heartbeat_quantisation_per_hour": round(3600.0 / count.window_s / instances, 1),
         "server_action_counter_in_window": count.server_by_type,
         "protected_instances": instances,
     }

@@ -28,7 +28,7 @@ from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers import demo_report as report
 from workers.demo_services import DevServer, LocalService, say, worker_process
 from workers.demo_trace import COLUMNS, DemoTrace, OfflineVerdict, offline_verdict
-from workers.demo_watch import LagRecorder, Progress
+from workers.demo_watch import HeartbeatClock, LagRecorder, Progress
 from workers.protect import ensure_fleet_watcher, start_protection
 from workflows.cutover import cutover_workflow_id
 from workflows.protection_spec import PolicySpec, ProtectionSpec
@@ -74,6 +74,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
         prepare_table(service.router)
         writer = Writer(service.router, rate=options.write_rate).start()
         lag = LagRecorder(service).start()
+        heartbeats = HeartbeatClock(client)
         mono_offset = time.monotonic() - time.time()
         try:
             say(f"Client load: {options.write_rate:g} writes/s through HAProxy on port "
@@ -90,6 +91,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             watch = WatchFleetInput(sample_interval_s=options.sample_interval_s,
                                     discovery_interval_s=2.0)
             await ensure_fleet_watcher(client, task_queue=TASK_QUEUE, request=watch)
+            heartbeats.start()
             say(f"Protecting {service.instance_id} (tier {options.tier}, threshold "
                 f"{options.threshold:g}). Watch it: {server.ui_url}/namespaces/default/"
                 f"workflows/{spec.workflow_id}")
@@ -114,6 +116,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
         finally:
             stats = writer.stop()
             lag.stop()
+            heartbeats.stop()
             await progress.stop_workflows()
         say("Checking every acknowledged write on the current primary.")
         missing = await asyncio.to_thread(_missing_writes, service, stats.acked_ids)
@@ -136,13 +139,17 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
         "former_primary_rejoined_as_shadow": rejoined_at is not None,
         "rejoined_after_cutover_s": (round(rejoined_at - cutover[1], 1)
                                      if rejoined_at is not None and cutover else None),
-        **steady,
+        **report.per_instance_hour(steady, 1, watch.max_duration_s, heartbeats.per_hour()),
+        "watcher_heartbeats_seen": len(heartbeats.times),
         "offline_verdict": asdict(verdict),
         "trace": {"file": str(trace.csv_path), "mode": "disk_degradation",
                   "speedup": options.speedup,
                   "precursor_trace_s": round(trace.failure_at - trace.onset)},
         "web_ui": f"{server.ui_url}/namespaces/default/workflows/{spec.workflow_id}",
     }
+    say(f"Temporal actions per protected instance-hour in steady state: "
+        f"{summary['temporal_actions_per_instance_hour']} (heartbeats "
+        f"{summary['heartbeats_per_hour']}/h from {summary['heartbeats_per_hour_from']}).")
     report.plot_timeline(out_dir / "timeline.png", scores=report.risk_reports(history),
                          threshold=options.threshold, lag=lag.samples, cutover=cutover,
                          onset_at=onset_wall, failure_at=failure_wall, origin=wall_start)
@@ -150,7 +157,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
 
 
 async def _steady_state(server: DevServer, progress: Progress, protected_at: float,
-                        onset_wall: float) -> dict[str, Any]:
+                        onset_wall: float) -> report.ActionCount:
     """Count actions between ``protected`` and the degradation's onset."""
     before = await asyncio.to_thread(report.server_actions, server.metrics_url)
     start = max(time.time(), protected_at)
@@ -162,10 +169,9 @@ async def _steady_state(server: DevServer, progress: Progress, protected_at: flo
         report.HEARTBEAT_ACTION, 0)
     count.server_by_type = {kind: value - before.get(kind, 0.0) for kind, value in after.items()
                             if value != before.get(kind, 0.0)}
-    measured = report.per_instance_hour(count, 1, WatchFleetInput().max_duration_s)
-    say(f"Steady state: {count.total:.0f} billable actions in {count.window_s:.0f} s → "
-        f"{measured['temporal_actions_per_instance_hour']} per instance-hour.")
-    return measured
+    say(f"Steady state: {sum(count.by_kind.values())} billable history events and "
+        f"{count.heartbeats:.0f} heartbeats in {count.window_s:.0f} s.")
+    return count
 
 
 def _fail_primary(service: LocalService) -> bool:

@@ -9,6 +9,7 @@ worker process dies.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import threading
 import time
@@ -157,3 +158,46 @@ class LagRecorder:
                         " FROM pg_stat_replication").fetchone()
                 if row and row[0] is not None:
                     self.samples.append((time.time(), float(row[0])))
+
+
+class HeartbeatClock:
+    """When the fleet watcher's heartbeats reach the server, read from the server itself.
+
+    ``DescribeWorkflowExecution`` (not a billable action) shows the pending activity's last
+    heartbeat time; polling it once a second records every heartbeat that reached the server,
+    so the interval between them is measured rather than inferred from a count in a short
+    window.
+    """
+
+    def __init__(self, client: Client, interval_s: float = 1.0) -> None:
+        self.client = client
+        self.interval_s = interval_s
+        self.times: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> HeartbeatClock:
+        """Start polling in the background."""
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    def stop(self) -> None:
+        """Stop polling."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def per_hour(self) -> float | None:
+        """Heartbeats per hour from the median interval (``None``: fewer than two seen)."""
+        gaps = sorted(b - a for a, b in itertools.pairwise(self.times))
+        return 3600.0 / gaps[len(gaps) // 2] if gaps else None
+
+    async def _run(self) -> None:
+        handle = self.client.get_workflow_handle(WATCHER_ID)
+        while True:
+            with suppress(RPCError):
+                description = await handle.describe()
+                for pending in description.raw_description.pending_activities:
+                    if pending.HasField("last_heartbeat_time"):
+                        moment = pending.last_heartbeat_time.ToDatetime().timestamp()
+                        if not self.times or moment > self.times[-1]:
+                            self.times.append(moment)
+            await asyncio.sleep(self.interval_s)
