@@ -44,7 +44,7 @@ lint: python-deps
 test: setup lint
 	@bash scripts/run-tests.sh
 
-# The end-to-end demo (about 4 minutes): DEMO_ARGS="--healthy-hours 4" shortens its steady state.
+# The end-to-end demo (about 3¼ minutes): DEMO_ARGS="--healthy-hours 4" shortens its steady state.
 DEMO_ARGS ?=
 demo: setup
 	$(PY) -m workers.demo $(DEMO_ARGS)
