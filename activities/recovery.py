@@ -17,9 +17,6 @@ follows the cutover in place instead of reverting it (see ``infra.local.program`
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +24,7 @@ import psycopg
 from temporalio import activity
 
 from activities.errors import translated_errors
-from activities.heartbeat import heartbeat_callback
+from activities.heartbeat import heartbeating
 from activities.shadow import ShadowRequest
 from infra.errors import InfraError, InvalidRequestError
 from infra.factory import platform_for
@@ -142,7 +139,7 @@ class RecoveryActivities:
                 streaming = platform.replication_between(primary, request.former).state
                 if streaming != "streaming":
                     _require_rewindable(request.former, data_dir)
-                with _heartbeating(f"rejoining {request.former}"):
+                with heartbeating(f"rejoining {request.former}", HEARTBEAT_EVERY_S):
                     done = platform.rejoin(request.former, str(data_dir))
                     platform.provision_shadow()  # records the roles in the stack, in place
             finally:
@@ -170,7 +167,7 @@ class RecoveryActivities:
                         f"{request.former} is not the standby of the roles given "
                         f"(serving_node {spec.current_primary})"
                     )
-                with _heartbeating(f"retiring {request.former}"):
+                with heartbeating(f"retiring {request.former}", HEARTBEAT_EVERY_S):
                     existed = self._driver.exists(spec.stack_name)
                     if existed:
                         self._driver.up(spec.stack_name, shadow_program(spec))
@@ -182,27 +179,6 @@ class RecoveryActivities:
             "%s retired through pulumi destroy; a fresh shadow follows.", request.former
         )
         return existed
-
-
-@contextmanager
-def _heartbeating(detail: str, every_s: float = HEARTBEAT_EVERY_S) -> Iterator[None]:
-    """Beat from a thread while a step runs: pg_rewind prints nothing for minutes on a big
-    database, so beating on output would let the heartbeat timeout fire for a live worker;
-    a steady beat lets the workflow use a short timeout and notice a dead worker quickly."""
-    beat = heartbeat_callback(min_interval_s=0)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every_s):
-            beat(detail)
-
-    thread = threading.Thread(target=loop, name="recovery-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _local(platform: Platform) -> LocalPlatform:
