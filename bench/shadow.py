@@ -10,8 +10,8 @@ One primary (``pgbench -i``, about ``--size-gb``) runs behind HAProxy in ``.stat
   the first results: it leaves the copy's durability to the standby's first start (PostgreSQL
   fsyncs every file of a copy before it recovers), which provisioning cannot skip. Runs rotate
   which goes first, the shadow is destroyed between runs; ratios are of the medians (goal
-  ``provision_ratio`` <= 1.2). With ``--uncached`` the same runs are repeated with the OS page
-  cache dropped before each timed operation (``uncached``).
+  ``provision_ratio`` <= 1.2). With ``--uncached`` up to three more rounds run with the OS
+  page cache dropped (machine-wide) before each timed operation (``uncached``).
 - Load phases (no shadow, then tiers 1, 2, 3 by in-place stack updates of one shadow): the
   workload ``Writer`` commits at ``--rate`` tx/s through HAProxy for ``--load-s`` seconds.
   ``commit_latency_ms`` is its INSERT+COMMIT latency. ``replication_lag_ms`` for tiers 1-2 is
@@ -318,6 +318,8 @@ def _shadow_figures(poller: _Poller, stats: WorkloadStats) -> dict[str, Any]:
 
 PROVISION_OPS = ("provision", "pg_basebackup", "pg_basebackup_nosync")
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+UNCACHED_REPEATS = 3
+"""Most runs with the page cache dropped (one per operation order)."""
 
 
 def measure_provisioning(lab: Lab, *, uncached: bool = False) -> list[dict[str, Any]]:
@@ -325,7 +327,9 @@ def measure_provisioning(lab: Lab, *, uncached: bool = False) -> list[dict[str, 
     so warm caches and the neighbours' load favour none. Before each timed operation the
     dirty pages earlier ones left are flushed; ``uncached`` also drops the page cache."""
     runs: list[dict[str, Any]] = []
-    for index in range(lab.config.repeats):
+    # Each drop empties the page cache of the whole machine, neighbours' included: fewer runs.
+    repeats = min(lab.config.repeats, UNCACHED_REPEATS) if uncached else lab.config.repeats
+    for index in range(repeats):
         shift = index % len(PROVISION_OPS)
         order = PROVISION_OPS[shift:] + PROVISION_OPS[:shift]
         timings: dict[str, Any] = {"order": list(order)}
@@ -447,7 +451,7 @@ def _method_notes() -> list[str]:
 def _machine() -> dict[str, Any]:
     def git(*argv: str) -> str:
         return subprocess.run(["git", "-C", str(REPO_ROOT), *argv], capture_output=True,
-                              text=True, check=False).stdout.strip()
+                              text=True, check=False).stdout.rstrip()
 
     # Others' uncommitted edits to the code under test would make the commit hash a half-truth.
     dirty = git("status", "--porcelain", "--", "infra", "bench/workload.py", "bench/shadow.py")

@@ -100,7 +100,7 @@ class LocalPlatform(Platform):
         """Preflight, then ``pulumi up``; a failure retrying cannot fix leaves nothing behind."""
         self.preflight()
         # The copy starts now and overlaps Pulumi's start; the data resource adopts it.
-        early = EarlySeed.start_if_needed(data_dir_props(self.spec))
+        early = EarlySeed.start_if_needed(data_dir_props(self.spec), on_progress)
         try:
             result = self.driver.up(
                 self.spec.stack_name, shadow_program(self.spec), on_progress=on_progress

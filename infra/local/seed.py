@@ -24,7 +24,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -149,32 +149,67 @@ def write_standby_settings(
 class EarlySeed:
     """Runs :func:`seed_data_dir` in a thread while the caller starts ``pulumi up``.
 
-    A failure here is only logged: the data directory resource copies again and reports
-    the error itself, with the stack's usual clean-up.
+    While it copies, ``on_progress`` hears how far it got every few seconds, so an activity
+    keeps heartbeating through a long copy (Pulumi prints nothing while a resource waits).
+    A failure here is only logged: the data directory resource copies again and reports the
+    error itself, with the stack's usual clean-up.
     """
 
-    def __init__(self, props: dict[str, Any]) -> None:
+    PROGRESS_INTERVAL_S = 2.0
+
+    def __init__(
+        self, props: dict[str, Any], on_progress: Callable[[str], None] | None = None
+    ) -> None:
         self._props = props
+        self._on_progress = on_progress
         self._thread = threading.Thread(target=self._run, name="early-seed", daemon=True)
+        self._ticker = threading.Thread(target=self._tick, name="early-seed-progress",
+                                        daemon=True)
 
     @classmethod
-    def start_if_needed(cls, props: dict[str, Any]) -> EarlySeed | None:
+    def start_if_needed(
+        cls, props: dict[str, Any], on_progress: Callable[[str], None] | None = None
+    ) -> EarlySeed | None:
         """Start a copy when the shadow has no data directory at all (a new shadow)."""
         if (Path(props["home"]) / "data").exists():
             return None  # a tier change, a retry past the copy, or a promoted shadow
-        seed = cls(props)
+        seed = cls(props, on_progress)
         seed._thread.start()
+        if on_progress is not None:
+            seed._ticker.start()
         return seed
 
     def join(self) -> None:
         """Wait for the copy (the provider already waited for it on success)."""
         self._thread.join()
+        if self._ticker.is_alive():
+            self._ticker.join()
 
     def _run(self) -> None:
         try:
             seed_data_dir(self._props)
         except Exception as err:  # the provider redoes it and reports
             log.warning("Early copy for %s failed: %s", self._props["home"], err)
+
+    def _tick(self) -> None:
+        partial = Path(self._props["home"]) / "data.partial"
+        while not _joined(self._thread, self.PROGRESS_INTERVAL_S) and self._on_progress:
+            self._on_progress(f"copying the primary: {_tree_bytes(partial) // 2**20} MiB")
+
+
+def _joined(thread: threading.Thread, timeout_s: float) -> bool:
+    thread.join(timeout_s)
+    return not thread.is_alive()
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes in the files under ``root`` (0 once it is gone or renamed)."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(folder, name)).st_size
+    return total
 
 
 def drop_idle_slot(conninfo: str, slot: str) -> None:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import psutil
 
 from infra.local.postgres import PgServer, query_one
 from infra.local.program import data_dir_props
-from infra.local.seed import SEED_SECONDS_FILE, copy_complete, seed_data_dir
+from infra.local.seed import SEED_SECONDS_FILE, EarlySeed, copy_complete, seed_data_dir
 from infra.local.spec import LocalShadowSpec
 from tests.conftest import LocalService
 from workers.settings import REPO_ROOT, Settings
@@ -72,22 +71,31 @@ def _check_copy(home: Path, port: int) -> None:
         server.stop(mode="immediate")
 
 
+class _ChattyEarlySeed(EarlySeed):
+    PROGRESS_INTERVAL_S = 0.05
+
+
 def test_second_caller_waits_and_adopts(settings: Settings, local_service: LocalService) -> None:
-    """The early copy and the provider at once: one copies, the other waits for that copy to
-    finish and adopts it instead of starting over."""
+    """The early copy and the provider at once: the early copy copies (telling its caller how
+    far it got, for heartbeats), the provider waits for it to finish and adopts it instead of
+    starting over."""
     _fill(local_service)
     props = _props(settings, local_service)
     home = Path(props["home"])
-    first = threading.Thread(target=seed_data_dir, args=(props,))
-    first.start()
-    _wait_for((home / "data.partial").exists, "the first copy never started")
+    heard: list[str] = []
+    first = _ChattyEarlySeed.start_if_needed(props, heard.append)
+    assert first is not None
+    _wait_for((home / "data.partial").exists, "the early copy never started")
     partial_inode = (home / "data.partial").stat().st_ino
 
-    seed_data_dir(props)  # blocks on the first copy's lock
+    seed_data_dir(props)  # the provider's call: blocks on the early copy's lock
 
-    first.join(timeout=30)
-    assert not first.is_alive()
+    first.join()
     assert (home / SEED_SECONDS_FILE).exists()
+    assert heard and all(line.startswith("copying the primary: ") for line in heard)
+    assert max(int(line.split()[-2]) for line in heard) > 0  # MiB copied so far
+    # A shadow with a data directory gets no early copy (tier changes, retries past it).
+    assert _ChattyEarlySeed.start_if_needed(props, heard.append) is None
     # The rename keeps the inode: this is still the first caller's copy, not a second one.
     assert (home / "data").stat().st_ino == partial_inode
     _check_copy(home, local_service.request.shadow_port)
