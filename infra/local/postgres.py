@@ -208,6 +208,8 @@ class PgServer:
             return None
         except PermissionError:
             return pid
+        if _zombie(pid):  # killed, not yet reaped (our PID 1 may never reap it): not running
+            return None
         return pid
 
     def running(self) -> bool:
@@ -322,3 +324,12 @@ def run_server_tool(
             raise InvalidRequestError(f"{Path(argv[0]).name}: port already in use: {detail}")
         raise InfraError(f"{Path(argv[0]).name} failed: {detail}")
     return done.stdout
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited but was not reaped yet (state ``Z`` in ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
