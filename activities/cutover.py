@@ -125,6 +125,8 @@ class CutoverActivities:
                 record = self._record(request.shadow)
                 plan = plan_cutover(platform, request, record.lock_holder())
                 record.take_lock(request.workflow_id)
+                if plan.mode == "planned":
+                    platform.prepare_cutover(plan.source)
                 return plan
             finally:
                 platform.close()

@@ -138,6 +138,12 @@ class Platform(abc.ABC):
         primary, shadow = self.nodes()
         return shadow if node == primary else primary
 
+    def prepare_cutover(self, source: str) -> None:
+        """Work that shortens the cutover's later steps but changes nothing clients see (a
+        checkpoint on the serving ``source``, say), run by preflight so it stays out of the
+        critical window. Optional and idempotent; the default does nothing."""
+        return None
+
     def routes_service(self) -> bool:
         """Whether the router is up and has this instance's service (its entry point)."""
         raise NotImplementedError(f"{self.name} cannot inspect its router")

@@ -31,6 +31,13 @@ log = logging.getLogger(__name__)
 
 MAX_WEIGHT = 256
 """HAProxy's largest server weight."""
+SERVER_OPTIONS = (
+    "inter 500 fall 2 rise 1 on-marked-down shutdown-sessions"
+    " observe layer4 error-limit 1 on-error mark-down"
+)
+"""Health checking of every server: checks every 500 ms, and a refused connection of live
+traffic marks the server down at once (a killed primary is out of the rotation after one
+client's attempt instead of two failed checks), closing what it still holds."""
 
 
 @dataclass
@@ -198,9 +205,10 @@ class HAProxyManager:
             self._save_topology(topology)
         if server.name in self.server_names(service):
             return  # already there: its weight may have moved on (a cutover), keep it
+        # Dynamic servers do not inherit ``default-server``: repeat its settings here.
         self.command(
             f"add server be_{service}/{server.name} {server.address}:{server.port} "
-            f"weight {weight} check inter 500 fall 2 rise 1"
+            f"weight {weight} check {SERVER_OPTIONS}"
         )
         self.command(f"enable health be_{service}/{server.name}")
         self.command(f"enable server be_{service}/{server.name}")
@@ -227,14 +235,30 @@ class HAProxyManager:
 
     def set_weight(self, service: str, server_name: str, weight: int) -> None:
         """Set a server's weight absolutely (0..256)."""
-        if not 0 <= weight <= MAX_WEIGHT:
-            raise InvalidRequestError(f"weight {weight} is outside 0..{MAX_WEIGHT}")
-        self.command(f"set server be_{service}/{server_name} weight {weight}")
+        self.command(self.weight_command(service, server_name, weight))
 
     def set_enabled(self, service: str, server_name: str, enabled: bool) -> None:
         """Put a server in or out of maintenance (no new connections while out)."""
-        state = "ready" if enabled else "maint"
-        self.command(f"set server be_{service}/{server_name} state {state}")
+        self.command(self.state_command(service, server_name, enabled))
+
+    @staticmethod
+    def weight_command(service: str, server_name: str, weight: int) -> str:
+        """The runtime-API line setting a server's weight absolutely (0..256)."""
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise InvalidRequestError(f"weight {weight} is outside 0..{MAX_WEIGHT}")
+        return f"set server be_{service}/{server_name} weight {weight}"
+
+    @staticmethod
+    def state_command(service: str, server_name: str, enabled: bool) -> str:
+        """The runtime-API line putting a server in or out of maintenance."""
+        return f"set server be_{service}/{server_name} state {'ready' if enabled else 'maint'}"
+
+    def commands(self, lines: list[str]) -> str:
+        """Send several commands in one runtime-API round trip (``;``-separated, run in
+        order); any refusal raises ``InfraError`` like :meth:`command`."""
+        if any(";" in line for line in lines):
+            raise InvalidRequestError(f"a runtime-API command cannot contain ';': {lines}")
+        return self.command("; ".join(lines)) if lines else ""
 
     def shutdown_sessions(self, service: str, server_name: str) -> None:
         """Close every client session currently attached to a server."""
@@ -335,7 +359,13 @@ class HAProxyManager:
             "    maxconn 4096",
             "defaults",
             "    mode tcp",
-            "    timeout connect 2s",
+            # A refused connect is retried after min(timeout connect, 1 s), on another server
+            # each time (redispatch 1): a client that reaches a dead primary waits ~100 ms for
+            # the cutover's new weights instead of 1 s per retry. Local servers answer a SYN in
+            # microseconds, so 100 ms only ever expires for a server that is gone.
+            "    timeout connect 100ms",
+            "    retries 3",
+            "    option redispatch 1",
             "    timeout client 1h",
             "    timeout server 1h",
             "    load-server-state-from-file global",
@@ -348,7 +378,7 @@ class HAProxyManager:
                 f"backend be_{service.name}",
                 "    balance roundrobin",
                 "    option pgsql-check user postgres",
-                "    default-server inter 500 fall 2 rise 1 on-marked-down shutdown-sessions",
+                f"    default-server {SERVER_OPTIONS}",
             ]
             lines += [
                 f"    server {s.name} {s.address}:{s.port} weight 0 check" for s in service.servers

@@ -234,10 +234,12 @@ class LocalPlatform(Platform):
             if not 0 <= weight <= 100:
                 raise InvalidRequestError(f"weight {weight} for {node} is outside 0..100")
         service = self.spec.instance_id
-        for node, weight in weights.items():
-            self.haproxy.set_weight(service, node, weight)
+        lines: list[str] = []
+        for node, weight in weights.items():  # in the caller's order: lower before raise
+            lines.append(self.haproxy.weight_command(service, node, weight))
             if weight > 0:
-                self.haproxy.set_enabled(service, node, True)
+                lines.append(self.haproxy.state_command(service, node, True))
+        self.haproxy.commands(lines)  # one runtime-API round trip for all of them
 
     def fence(self, node: str) -> None:
         """Out of the router (weight 0), read-only confirmed, client sessions ended.
@@ -246,9 +248,6 @@ class LocalPlatform(Platform):
         reload nothing changes for clients, so the slow part stays out of their blackout.
         """
         endpoint = self._endpoint(node)
-        # A checkpoint first (clients notice nothing yet): it becomes the last one both sides
-        # share, so a later pg_rewind of this node reads little WAL that is surely still there.
-        self.sessions.run(endpoint, "CHECKPOINT")
         fencing.persist_read_only(self.sessions, endpoint, True)
         self.haproxy.set_weight(self.spec.instance_id, node, 0)
         fencing.reload_read_only(self.sessions, endpoint, True)
@@ -279,9 +278,11 @@ class LocalPlatform(Platform):
     def fence_router(self, node: str) -> None:
         """Weight 0, maintenance, router sessions closed: needs nothing from the node."""
         service = self.spec.instance_id
-        self.haproxy.set_weight(service, node, 0)
-        self.haproxy.set_enabled(service, node, False)
-        self.haproxy.shutdown_sessions(service, node)
+        self.haproxy.commands([
+            self.haproxy.weight_command(service, node, 0),
+            self.haproxy.state_command(service, node, False),
+            f"shutdown sessions server be_{service}/{node}",
+        ])
 
     def close_router_sessions(self, node: str) -> None:
         """Close sessions HAProxy still holds to ``node``."""
@@ -313,6 +314,12 @@ class LocalPlatform(Platform):
     def nodes(self) -> tuple[str, str]:
         """``(primary node, shadow node)`` as provisioned."""
         return self.spec.primary_node, self.spec.shadow_node
+
+    def prepare_cutover(self, source: str) -> None:
+        """``CHECKPOINT`` on the source while clients still write: it becomes the last one
+        both sides share, so a later ``pg_rewind`` of the former primary reads little WAL,
+        and its I/O burst is over before the fence (it used to sit right before the window)."""
+        self.sessions.run(self._endpoint(source), "CHECKPOINT")
 
     def routes_service(self) -> bool:
         """HAProxy runs and has this instance's service."""
