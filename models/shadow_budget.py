@@ -77,6 +77,9 @@ class FleetMember:
     """Latest score (NaN: none yet)."""
     has_shadow: bool
     """A shadow exists or is being provisioned."""
+    standing: bool = False
+    """Keeps its shadow whatever the planner says (counted against the budget, never
+    released)."""
 
 
 @dataclass
@@ -136,7 +139,7 @@ def plan_shadows(state: ShadowBudgetState, config: ShadowBudgetConfig,
 def _existing(member: FleetMember, config: ShadowBudgetConfig, calm_since: dict[str, float],
               now: float) -> ShadowDecision:
     iid = member.instance_id
-    if member.tier in CRITICAL_TIERS:
+    if member.tier in CRITICAL_TIERS or member.standing:
         return ShadowDecision(iid, "keep", f"Tier {member.tier} keeps a standing shadow.")
     score = member.readiness_score
     if math.isfinite(score) and score >= config.release_below:

@@ -1,0 +1,88 @@
+"""A tier-3 protection without a standing shadow gets one when the fleet watcher's planner
+grants it and gives it back when released (real PostgreSQL, HAProxy, Pulumi, Temporal)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import socket
+import uuid
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.watch import WatchFleetInput
+from models.policy import PolicyConfig
+from models.shadow_budget import ShadowBudgetConfig
+from tests.conftest import LocalService
+from workers.protect import start_protection
+from workers.registry import new_worker
+from workers.settings import Settings
+from workflows.fleet_watcher import FleetWatcherWorkflow
+from workflows.protection import InstanceProtectionWorkflow, ProtectionStatus
+from workflows.protection_spec import ProtectionSpec, SpecError, validate_spec
+
+# Any score grants a shadow at once; then any score below 100 releases it at once.
+GRANT = ShadowBudgetConfig(tier3_threshold=0.0, release_below=0.0, tier3_readings=1)
+RELEASE = ShadowBudgetConfig(tier3_threshold=100.0, release_below=100.0, release_after_s=0.0)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def _until(handle: WorkflowHandle, check: object, timeout_s: float = 180) -> ProtectionStatus:
+    assert callable(check)
+    async with asyncio.timeout(timeout_s):
+        while not check(status := await handle.query(InstanceProtectionWorkflow.status)):
+            await asyncio.sleep(0.2)
+    return status
+
+
+async def _watch(client: Client, task_queue: str, budget: ShadowBudgetConfig) -> WorkflowHandle:
+    return await client.start_workflow(
+        FleetWatcherWorkflow.run,
+        WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=120,
+                        policy=PolicyConfig(advisory=True), shadow_budget=budget),
+        id=f"watcher-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+
+
+def test_standing_shadow_off_needs_tier_3() -> None:
+    """Tiers 1 and 2 always keep a shadow; asking otherwise names the fix."""
+    with pytest.raises(SpecError, match="standing_shadow false needs tier 3"):
+        validate_spec(ProtectionSpec("db-x", "local", 2, 5001, 5002, 5003, standing_shadow=False))
+
+
+async def test_tier3_shadow_follows_the_planner(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """Unshadowed at start (no standby process); the watcher's planner grants a shadow, which
+    is provisioned and synced; a later plan releases it and the standby is destroyed."""
+    client = temporal_env.client
+    request = local_service.request
+    spec = ProtectionSpec(request.instance_id, "local", 3, request.primary_port,
+                          request.shadow_port, request.router_port, standing_shadow=False)
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await start_protection(client, spec, task_queue=task_queue)
+            watcher = None
+            try:
+                await _until(handle, lambda s: s.phase == "unshadowed")
+                assert not _listening(request.shadow_port)
+                watcher = await _watch(client, task_queue, GRANT)
+                status = await _until(handle, lambda s: s.phase == "protected"
+                                      and s.shadow_healthy)
+                assert _listening(request.shadow_port)
+                assert any("Shadow wanted" in line for line in status.log), status.log
+                await watcher.terminate("next plan")
+                watcher = await _watch(client, task_queue, RELEASE)
+                status = await _until(handle, lambda s: s.phase == "unshadowed")
+                assert not status.shadow_healthy and not _listening(request.shadow_port)
+                assert any("shadow released" in line for line in status.log), status.log
+            finally:
+                if watcher is not None:
+                    await watcher.terminate("test over")
+                await handle.terminate("test over")
