@@ -41,6 +41,7 @@ from activities.scoring import (
     ScoreInstancesInput,
     ScoringActivities,
 )
+from activities.shadow_planner import ShadowPlanner
 from infra.errors import InfraError
 from infra.local.haproxy import HAProxyManager
 from infra.local.metric_overlay import overlay_path
@@ -49,6 +50,7 @@ from infra.local.postgres import PgEndpoint
 from infra.local.spec import LocalShadowSpec
 from models.metrics import MetricSample, samples_to_arrays
 from models.policy import PolicyConfig, PolicyState
+from models.shadow_budget import ShadowBudgetConfig
 from workers.observability import observe_replication, observe_scores, set_model_version
 
 PROTECTION_QUERY = "WorkflowType = 'InstanceProtectionWorkflow' AND ExecutionStatus = 'Running'"
@@ -75,6 +77,8 @@ class WatchFleetInput:
     """Fleet policy (threshold, hysteresis, cooldown, budget...)."""
     policy_state: PolicyState = field(default_factory=PolicyState)
     """Policy memory handed over from the previous run."""
+    shadow_budget: ShadowBudgetConfig = field(default_factory=ShadowBudgetConfig)
+    """Fleet shadow budget and the tier-3 trigger (``models/shadow_budget.py``)."""
 
 
 @dataclass
@@ -107,11 +111,13 @@ class WatchActivities:
     """The fleet watcher activity and what it needs: a client, the model, the state dir."""
 
     def __init__(self, client: Client, scoring: ScoringActivities, state_dir: Path,
-                 outcomes: OutcomeRecorder | None = None) -> None:
+                 outcomes: OutcomeRecorder | None = None,
+                 shadows: ShadowPlanner | None = None) -> None:
         self._client = client
         self._scoring = scoring
         self._state_dir = state_dir
         self._outcomes = outcomes
+        self._shadows = shadows
         self._haproxy = HAProxyManager(state_dir / "haproxy")
 
     @activity.defn
@@ -157,6 +163,8 @@ class WatchActivities:
                 activity.logger.warning("Not watching %s: unusable spec (%s).", execution.id, err)
                 continue
             seen.add(instance_id)
+            if self._shadows is not None:  # risk-triggered shadows: tier and standing flag
+                self._shadows.track(execution.id, spec)
             item = watched.get(instance_id)
             if item is None:
                 watched[instance_id] = self._watch(execution.id, local, local.primary_port,
@@ -230,6 +238,10 @@ class WatchActivities:
             for score in result.scores:
                 observe_scores(score.instance_id, score.readiness_score, score.failure_probability)
                 sent += await self._signal_on_change(watched[score.instance_id], score)
+                if self._shadows is not None:
+                    self._shadows.note_score(score.instance_id, score.readiness_score)
+        if self._shadows is not None:
+            sent += await self._shadows.update(list(watched), time.time(), request.shadow_budget)
         return policy_state, sent
 
     async def _signal_on_change(self, item: _Watched, score: InstanceScore) -> int:

@@ -21,6 +21,7 @@ from activities.recovery import RecoveryActivities
 from activities.retraining import RetrainingActivities
 from activities.scoring import ScoringActivities
 from activities.shadow import ShadowActivities
+from activities.shadow_planner import ShadowPlanner
 from activities.smoke import SmokeActivities
 from activities.watch import WatchActivities
 from infra.pulumi_engine import PulumiConfig, StackDriver
@@ -66,7 +67,8 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
     retraining = RetrainingActivities(models, outcome_store)
     observability.set_model_version(scoring.predictor.model_sha256)
     cutover = CutoverActivities(driver, settings.state_dir)
-    watch = WatchActivities(client, scoring, settings.state_dir, OutcomeRecorder(outcome_store))
+    watch = WatchActivities(client, scoring, settings.state_dir, OutcomeRecorder(outcome_store),
+                            ShadowPlanner(client))
     return [
         scoring.score_instances,
         watch.watch_fleet,

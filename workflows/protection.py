@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         UnprotectRequest,
     )
     from workflows.recovery import RecoveryPhase
+    from workflows.shadow_on_demand import UNSHADOWED, ShadowOnDemand
 
 __all__ = [
     "CONTINUE_AS_NEW_EVENTS",
@@ -55,7 +56,7 @@ __all__ = [
 
 
 @workflow.defn
-class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase):
+class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand):
     """Protect one instance for as long as the workflow runs (phases in the mixins)."""
 
     @workflow.init
@@ -69,7 +70,9 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase):
     async def run(self, state: ProtectionState) -> None:
         """Provision and sync the shadow, then wait for reasons to act."""
         self._upsert_search_attributes()
-        if state.phase in ("provisioning", "syncing"):
+        if state.phase == "provisioning" and self._starts_unshadowed():
+            self._set_phase(UNSHADOWED)  # tier 3 without a standing shadow: on demand
+        elif state.phase in ("provisioning", "syncing"):
             await self._provision()
         elif state.phase == "recovering" and state.recovering:
             await self._recover()
@@ -77,6 +80,7 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase):
             await workflow.wait_condition(
                 lambda: (
                     self._cutover_due()
+                    or self._shadow_change_due()
                     or self._state.unprotect is not None
                     or workflow.info().is_continue_as_new_suggested()
                     or workflow.info().get_current_history_length() > state.continue_as_new_events
@@ -87,6 +91,9 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase):
                 return
             if self._cutover_due():
                 await self._cut_over()
+                continue
+            if self._shadow_change_due():
+                await self._apply_shadow_change()
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(self.state)
@@ -145,7 +152,7 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase):
         state = self._state
         if state.unprotect is not None:
             raise ValueError("unprotect is already in progress")
-        if state.phase != "protected" or state.pending_cutover is not None:
+        if state.phase not in ("protected", UNSHADOWED) or state.pending_cutover is not None:
             raise ValueError(
                 f"cannot unprotect in phase {state.phase}: retry once it is protected"
             )

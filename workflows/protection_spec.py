@@ -54,6 +54,9 @@ class ProtectionSpec:
     """Local platform: HAProxy frontend port of the service."""
     policy: PolicySpec = field(default_factory=PolicySpec)
     """Decision policy."""
+    standing_shadow: bool = True
+    """False (tier 3 only): no shadow until the fleet's shadow planner grants one when the
+    instance's risk rises (``workflows/shadow_on_demand.py``)."""
 
     @property
     def workflow_id(self) -> str:
@@ -87,6 +90,9 @@ def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
         raise SpecError(f"platform {spec.platform!r}: allowed values are {', '.join(PLATFORMS)}")
     if spec.tier not in TIERS:
         raise SpecError(f"tier {spec.tier!r}: allowed values are 1, 2, 3")
+    if not spec.standing_shadow and spec.tier != 3:
+        raise SpecError(f"standing_shadow false needs tier 3 (tier {spec.tier} instances always "
+                        "keep a shadow); set tier: 3 or standing_shadow: true")
     if spec.platform == "local":
         ports = {
             "primary_port": spec.primary_port,

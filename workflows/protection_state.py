@@ -110,6 +110,8 @@ class ProtectionState:
     """Former primary being recovered (phase ``recovering``)."""
     recoveries: list[str] = field(default_factory=list)
     """How each recovery ended (``rejoined`` or ``retired``), oldest first."""
+    shadow_wanted: bool | None = None
+    """Without a standing shadow: the shadow planner's last word (None: nothing yet)."""
 
 
 @dataclass
