@@ -6,8 +6,9 @@
 - Actions: ``workers.demo_report`` counts billable history events in the window (and takes
   heartbeats from the dev server's ``action`` counter), the same rule as ``make demo``.
 - Latency: from the protection's own history, the ``report_risk`` signal that first carried a
-  score at or above the threshold after the injection, the one that carried ``migrate``, and
-  the ``ChildWorkflowExecutionStarted`` event of the cutover.
+  score at or above the threshold after the injection (and the last upward crossing before
+  ``migrate``, when the score dipped in between), the one that carried ``migrate``, and the
+  ``ChildWorkflowExecutionStarted`` event of the cutover.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ class CrossingTimes:
     """Watcher's clock when it sent the first score at or above the threshold."""
     crossing_signalled_at: float | None = None
     """Server time of that signal in the protection's history."""
+    final_crossed_at: float | None = None
+    """Watcher's clock of the upward crossing that began the run of high readings which led
+    to ``migrate`` (later than ``crossed_at`` when the score dipped below in between, which
+    restarts the policy's count of consecutive readings)."""
     migrate_signalled_at: float | None = None
     """Server time of the first ``migrate`` decision's signal."""
     cutover_started_at: float | None = None
@@ -101,6 +106,7 @@ async def crossing_times(client: Client, workflow_id: str, instance_id: str, sin
     """Read the protection's history for the moments after ``since``."""
     result = CrossingTimes(instance_id)
     handle = client.get_workflow_handle(workflow_id)
+    was_high = False
     async for event in handle.fetch_history_events():
         moment = event.event_time.ToDatetime().timestamp()
         if moment < since:
@@ -110,8 +116,12 @@ async def crossing_times(client: Client, workflow_id: str, instance_id: str, sin
             if attributes.signal_name != "report_risk" or not attributes.input.payloads:
                 continue
             body = json.loads(attributes.input.payloads[0].data)
-            if result.crossed_at is None and float(body["readiness_score"]) >= threshold:
+            high = float(body["readiness_score"]) >= threshold
+            if result.crossed_at is None and high:
                 result.crossed_at, result.crossing_signalled_at = float(body["at"]), moment
+            if high and not was_high and result.migrate_signalled_at is None:
+                result.final_crossed_at = float(body["at"])
+            was_high = high
             if result.migrate_signalled_at is None and body["decision"] == "migrate":
                 result.migrate_signalled_at = moment
         elif (event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
@@ -131,6 +141,7 @@ def latency_summary(rows: list[CrossingTimes], injected_at: float) -> dict[str, 
 
     return {
         "crossing_to_cutover_start_s": legs("crossed_at", "cutover_started_at"),
+        "final_crossing_to_cutover_start_s": legs("final_crossed_at", "cutover_started_at"),
         "migrate_signal_to_cutover_start_s": legs("migrate_signalled_at", "cutover_started_at"),
         "crossing_to_signal_in_history_s": legs("crossed_at", "crossing_signalled_at"),
         "injection_to_crossing_s": legs("injected", "crossed_at"),

@@ -83,5 +83,6 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     for row in crossing["per_instance"]:
         assert row["crossed_at"] <= row["crossing_signalled_at"] + 1.0, row  # clocks agree
         assert row["crossing_signalled_at"] <= row["migrate_signalled_at"], row
+        assert row["crossed_at"] <= row["final_crossed_at"] <= row["migrate_signalled_at"], row
         assert row["migrate_signalled_at"] <= row["cutover_started_at"], row
     assert crossing["crossing_to_cutover_start_s"]["samples"] == 3
