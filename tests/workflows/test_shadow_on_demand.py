@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
@@ -16,6 +17,7 @@ from activities.watch import WatchFleetInput
 from models.policy import PolicyConfig
 from models.shadow_budget import ShadowBudgetConfig
 from tests.conftest import LocalService
+from workers.cli_spec import SpecFileError, load_spec_file
 from workers.protect import start_protection
 from workers.registry import new_worker
 from workers.settings import Settings
@@ -49,10 +51,18 @@ async def _watch(client: Client, task_queue: str, budget: ShadowBudgetConfig) ->
         id=f"watcher-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
 
 
-def test_standing_shadow_off_needs_tier_3() -> None:
-    """Tiers 1 and 2 always keep a shadow; asking otherwise names the fix."""
+def test_standing_shadow_off_needs_tier_3(tmp_path: Path) -> None:
+    """Tiers 1 and 2 always keep a shadow; asking otherwise names the fix, and in a spec file
+    the line; tier 3 may go without."""
     with pytest.raises(SpecError, match="standing_shadow false needs tier 3"):
         validate_spec(ProtectionSpec("db-x", "local", 2, 5001, 5002, 5003, standing_shadow=False))
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("instance_id: db-x\ntier: 2\nprimary_port: 5001\nshadow_port: 5002\n"
+                         "router_port: 5003\nstanding_shadow: false\n")
+    with pytest.raises(SpecFileError, match=r"spec.yaml:6: standing_shadow false needs tier 3"):
+        load_spec_file(spec_file)
+    spec_file.write_text(spec_file.read_text().replace("tier: 2", "tier: 3"))
+    assert load_spec_file(spec_file).standing_shadow is False
 
 
 async def test_tier3_shadow_follows_the_planner(
