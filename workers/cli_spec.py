@@ -32,6 +32,7 @@ _KINDS: dict[str, dict[str, str]] = {
     "": {
         "instance_id": "str", "platform": "str", "tier": "int", "primary_port": "int",
         "shadow_port": "int", "router_port": "int", "policy": "mapping",
+        "standing_shadow": "bool",
     },
     "policy": {
         "threshold": "number", "consecutive_readings": "int", "cooldown_s": "number",

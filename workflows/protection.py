@@ -248,6 +248,8 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         if state.phase == "recovering":
             verb = "resume to recover" if state.paused else "recover"
             return f"{verb} {state.recovering} as the shadow"
+        if state.phase == UNSHADOWED:
+            return "watch; a shadow is provisioned when the risk rises"
         if state.phase != "protected":
             return f"finish {state.phase}"
         if state.pending_cutover:
