@@ -6,7 +6,9 @@ A writer commits ~150 single-row transactions per second through HAProxy and ret
 10 ms; a monitor polls both servers and the router throughout. After each planned cutover
 the former primary is rewound (``pg_rewind``) and rejoins as the new primary's synchronous
 standby, so the next cutover goes back. Finally the serving primary is SIGKILLed; a simple
-detector (two failed probes 50 ms apart, polled every 100 ms) starts an emergency cutover.
+detector (two failed probes 50 ms apart, polled every 100 ms) starts an emergency cutover;
+``unplanned_failover_ms`` runs from the kill to the first write acknowledged after the
+writer's first failure (an ack in flight at the kill does not end the outage).
 
 ``blackout_ms`` is the longest gap between two acknowledged writes during the workflow: the
 last write on the old primary to the first on the new one, which includes the writer's own
@@ -236,7 +238,9 @@ async def _measure(client: Client, bench: Bench, task_queue: str, cutovers: int,
         done_at = time.monotonic()
         await asyncio.sleep(2)
     stats = writer.stats
-    after_kill = [t for t in stats.ack_times if t > killed_at]
+    # An ack in flight at the kill (orphaned backend) does not end the outage; failures start it.
+    outage_start = min((t for t in stats.failure_times if t > killed_at), default=killed_at)
+    after_kill = [t for t in stats.ack_times if t > outage_start]
     lost = missing_acked(bench.platform.endpoint(emergency.primary), stats.acked_ids)
     blackouts = [p["blackout_ms"] for p in planned]
     steps = sorted({step for p in planned for step in p["step_ms"]})
