@@ -4,9 +4,11 @@
   idempotent by ``record_id``. A cutover stops the probes of the instance's open records,
   because the cutover itself stops the former primary; the recovery path points them at the
   node again once it has rejoined (``report_outcome_evidence`` with ``probe_port``).
-- ``observe_outcomes`` (scheduled, every few minutes): probes the endpoint of every record
-  whose horizon is still open and stores what it saw — down, degraded or healthy
-  (:class:`DegradationThresholds` says when a reading counts as degraded).
+- probing: every 5 minutes the fleet watcher (:meth:`OutcomeRecorder.probe_if_due`, inside
+  its long-running activity, so it costs no Temporal action) probes the endpoint of every
+  record whose horizon is still open and stores what it saw — down, degraded or healthy
+  (:class:`DegradationThresholds` says when a reading counts as degraded); the
+  ``observe_outcomes`` activity does the same once, for fleets without a watcher.
 - ``report_outcome_evidence``: evidence from elsewhere, e.g. the recovery path retiring a
   former primary that never came back (``failed``) or rejoining it healthy.
 - ``resolve_outcomes``: after the horizon, the worst evidence becomes the outcome.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -37,6 +40,8 @@ DEFAULT_HORIZON_S = 7200.0
 """The shipped model's horizon: an outcome looks this far past the decision."""
 NEAR_MISS_MARGIN = 20.0
 """A hold with a score within this many points under the threshold is a near miss."""
+PROBE_INTERVAL_S = 300.0
+"""How often the fleet watcher probes the endpoints of open records."""
 
 
 @dataclass(frozen=True)
@@ -139,10 +144,50 @@ class OutcomeRecorder:
     """The fleet watcher's side of the feedback loop (plain method calls, no activity)."""
 
     def __init__(self, store: OutcomeStore, margin: float = NEAR_MISS_MARGIN,
-                 horizon_s: float = DEFAULT_HORIZON_S) -> None:
+                 horizon_s: float = DEFAULT_HORIZON_S,
+                 limits: DegradationThresholds | None = None,
+                 probe_interval_s: float = PROBE_INTERVAL_S) -> None:
         self._store = store
         self._margin = margin
         self._horizon_s = horizon_s
+        self._limits = limits or DegradationThresholds()
+        self._probe_interval_s = probe_interval_s
+        self._next_probe = 0.0
+        # One collector per record, so CPU and disk rates have a previous reading.
+        self._collectors: dict[str, LocalMetricsCollector] = {}
+        self._probing = threading.Lock()  # the watcher's thread and the activity's
+
+    def probe_if_due(self) -> ObserveOutcomesResult | None:
+        """Probe open records if ``probe_interval_s`` has passed since the last round (the
+        fleet watcher calls this every sample: probing there costs no Temporal action)."""
+        if time.monotonic() < self._next_probe:
+            return None
+        self._next_probe = time.monotonic() + self._probe_interval_s
+        return self.probe_open_records()
+
+    def probe_open_records(self) -> ObserveOutcomesResult:
+        """Probe the endpoint of every record whose horizon is still open, once."""
+        with self._probing:
+            return self._probe_open_records()
+
+    def _probe_open_records(self) -> ObserveOutcomesResult:
+        statuses = {name: 0 for name in STATUSES}
+        open_records = [r for r in self._store.pending(time.time()) if r.port]
+        for record in open_records:
+            collector = self._collectors.get(record.record_id)
+            if collector is None:
+                collector = LocalMetricsCollector(
+                    record.instance_id, PgEndpoint(host=record.host or "127.0.0.1",
+                                                   port=int(record.port or 0)))
+                self._collectors[record.record_id] = collector
+            sample = collector.sample()
+            status, detail = classify(sample, self._limits)
+            self._store.observe(record.record_id, sample.timestamp, status, "probe", detail)
+            statuses[status] += 1
+        still_open = {r.record_id for r in open_records}
+        for gone in set(self._collectors) - still_open:
+            del self._collectors[gone]
+        return ObserveOutcomesResult(len(open_records), statuses)
 
     def note_risk(self, instance_id: str, at: float, readiness_score: float, decision: str,
                   threshold: float, window: dict[str, object], endpoint: PgEndpoint) -> bool:
@@ -169,12 +214,9 @@ class OutcomeRecorder:
 class OutcomeActivities:
     """Activities over one outcome store."""
 
-    def __init__(self, store: OutcomeStore,
-                 limits: DegradationThresholds | None = None) -> None:
+    def __init__(self, store: OutcomeStore, recorder: OutcomeRecorder | None = None) -> None:
         self._store = store
-        self._limits = limits or DegradationThresholds()
-        # One collector per record, so CPU and disk rates have a previous reading.
-        self._collectors: dict[str, LocalMetricsCollector] = {}
+        self._recorder = recorder or OutcomeRecorder(store)
 
     @activity.defn
     def record_outcome(self, request: RecordOutcomeInput) -> bool:
@@ -217,26 +259,10 @@ class OutcomeActivities:
 
     @activity.defn
     async def observe_outcomes(self) -> ObserveOutcomesResult:
-        """Probe the endpoint of every open record once."""
-        now = time.time()
-        statuses = {name: 0 for name in STATUSES}
-        open_records = [r for r in self._store.pending(now) if r.port]
-        for record in open_records:
-            collector = self._collectors.get(record.record_id)
-            if collector is None:
-                collector = LocalMetricsCollector(
-                    record.instance_id, PgEndpoint(host=record.host or "127.0.0.1",
-                                                   port=int(record.port or 0)))
-                self._collectors[record.record_id] = collector
-            sample = await asyncio.to_thread(collector.sample)
-            status, detail = classify(sample, self._limits)
-            self._store.observe(record.record_id, sample.timestamp, status, "probe", detail)
-            statuses[status] += 1
-            activity.heartbeat(record.record_id)
-        still_open = {r.record_id for r in open_records}
-        for gone in set(self._collectors) - still_open:
-            del self._collectors[gone]
-        return ObserveOutcomesResult(len(open_records), statuses)
+        """Probe the endpoint of every open record once (the fleet watcher does this on its
+        own every few minutes; this activity is for fleets without one, and for tests)."""
+        activity.heartbeat("probing")
+        return await asyncio.to_thread(self._recorder.probe_open_records)
 
     @activity.defn
     def resolve_outcomes(self, request: ResolveOutcomesInput) -> dict[str, int]:

@@ -1,13 +1,16 @@
 """Temporal Schedules of the feedback loop, created idempotently when a worker starts.
 
-- ``<prefix>-observe-outcomes`` every 5 minutes: ``ObserveOutcomesWorkflow``;
-- ``<prefix>-retrain`` every 24 hours: ``ModelRetrainingWorkflow``.
+- ``<prefix>-retrain`` every 24 hours: ``ModelRetrainingWorkflow``;
+- ``<prefix>-observe-outcomes``, only when ``observe_every`` is set: ``ObserveOutcomesWorkflow``
+  for fleets without a fleet watcher. The watcher probes open outcome records itself every 5
+  minutes inside its long-running activity, at no Temporal cost, whereas this schedule costs
+  about 5 actions per run (60 per hour at a 5-minute interval, more than the whole watcher),
+  which would break the ≤ 12 actions per protected instance-hour budget of small fleets.
 
 A schedule that already exists is left as it is: an operator may have paused it, changed its
 interval or triggered it from the Web UI or ``temporal schedule``, and a restarting worker
 must not undo that. Both use the overlap policy SKIP, so a slow run is never doubled up.
-Cost: each observe run is a workflow start and two activities (≈ 5 actions), ≈ 60 actions per
-hour for the whole fleet, independent of its size.
+The daily retraining costs a handful of actions a day.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ class ScheduleConfig:
     """Schedule ids start with this (one set per task queue when several share a namespace)."""
     retrain_every: timedelta = timedelta(hours=24)
     """Interval between retraining runs."""
-    observe_every: timedelta = timedelta(minutes=5)
-    """Interval between outcome probes (several per model horizon)."""
+    observe_every: timedelta | None = None
+    """Interval of the outcome-probe schedule; None = no schedule (the fleet watcher probes)."""
     retraining: RetrainingConfig = field(default_factory=RetrainingConfig)
     """What each retraining run trains on and how it decides."""
 
@@ -71,7 +74,8 @@ def retrain_schedule(config: ScheduleConfig, task_queue: str) -> Schedule:
 
 
 def observe_schedule(config: ScheduleConfig, task_queue: str) -> Schedule:
-    """The outcome observer's schedule as it should be."""
+    """The outcome observer's schedule as it should be (``observe_every`` must be set)."""
+    assert config.observe_every is not None
     return Schedule(
         action=ScheduleActionStartWorkflow(
             ObserveOutcomesWorkflow.run, id=config.observe_id, task_queue=task_queue,
@@ -84,13 +88,13 @@ def observe_schedule(config: ScheduleConfig, task_queue: str) -> Schedule:
 
 async def ensure_schedules(client: Client, task_queue: str,
                            config: ScheduleConfig | None = None) -> dict[str, bool]:
-    """Create both schedules unless they exist; returns schedule id → created now."""
+    """Create the schedules unless they exist; returns schedule id → created now."""
     config = config or ScheduleConfig()
     created: dict[str, bool] = {}
-    for schedule_id, schedule in (
-        (config.observe_id, observe_schedule(config, task_queue)),
-        (config.retrain_id, retrain_schedule(config, task_queue)),
-    ):
+    wanted = [(config.retrain_id, retrain_schedule(config, task_queue))]
+    if config.observe_every is not None:
+        wanted.append((config.observe_id, observe_schedule(config, task_queue)))
+    for schedule_id, schedule in wanted:
         try:
             await client.create_schedule(schedule_id, schedule)
             created[schedule_id] = True

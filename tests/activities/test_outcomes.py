@@ -66,7 +66,8 @@ async def test_probes_tell_a_live_instance_from_a_dead_one(
     tmp_path: Path, settings: Settings,
 ) -> None:
     """The observer probes each open record's endpoint: a running PostgreSQL is healthy, a
-    port where nothing answers is failed; both outcomes follow after the horizon."""
+    port where nothing answers is failed (the watcher's periodic probe at most once per
+    interval); both outcomes follow after the horizon."""
     server = PgServer(home=settings.state_dir / "pg", port=free_port())
     server.init()
     server.start()
@@ -82,6 +83,11 @@ async def test_probes_tell_a_live_instance_from_a_dead_one(
         result = await env.run(activities.observe_outcomes)
         assert result.probed == 2
         assert result.statuses == {"healthy": 1, "degraded": 0, "failed": 1}
+        # The fleet watcher's path: at most one round per interval.
+        recorder = OutcomeRecorder(store, probe_interval_s=3600.0)
+        first = recorder.probe_if_due()
+        assert first is not None and first.statuses == result.statuses
+        assert recorder.probe_if_due() is None
         env.run(activities.resolve_outcomes, ResolveOutcomesInput(now + HOUR + 1))
         assert {r.record_id: r.outcome for r in store.all()} == {"live": "healthy",
                                                                  "dead": "failed"}

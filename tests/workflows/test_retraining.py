@@ -106,9 +106,9 @@ async def test_schedule_promotes_better_refuses_worse_and_worker_reloads(
                               extra_workflows=[ScoreOnceWorkflow]):
             assert (await _score(client, task_queue)).model_version == 1
             created = await ensure_schedules(client, task_queue, better)
-            assert created == {better.observe_id: True, better.retrain_id: True}
+            assert created == {better.retrain_id: True}
             again = await ensure_schedules(client, task_queue, better)
-            assert again == {better.observe_id: False, better.retrain_id: False}
+            assert again == {better.retrain_id: False}
             await ensure_schedules(client, task_queue, worse)
             try:
                 result = await _trigger_and_wait(
@@ -129,8 +129,7 @@ async def test_schedule_promotes_better_refuses_worse_and_worker_reloads(
                 assert "does not beat" in refused.promotion.reason
                 assert (await _score(client, task_queue)).model_version == 2
             finally:
-                for schedule_id in (better.observe_id, better.retrain_id, worse.observe_id,
-                                    worse.retrain_id):
+                for schedule_id in (better.retrain_id, worse.retrain_id):
                     await client.get_schedule_handle(schedule_id).delete()
     decisions = ModelRegistry(registry.root).decisions()
     assert [d["decision"] for d in decisions] == ["promoted", "promoted", "refused"]

@@ -81,6 +81,6 @@ async def test_training_resumes_on_another_worker_after_sigkill(
                 process.send_signal(signal.SIGTERM)
                 await process.wait()
         config = ScheduleConfig(prefix=task_queue)
-        for schedule_id in (config.retrain_id, config.observe_id):
+        for schedule_id in (config.retrain_id,):
             with contextlib.suppress(RPCError):  # absent if the worker never started
                 await client.get_schedule_handle(schedule_id).delete()
