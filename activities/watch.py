@@ -138,6 +138,8 @@ class WatchActivities:
                 policy_state, sent = await self._sample_and_decide(watched, request, policy_state)
                 samples += 1
                 signals += sent
+            if self._outcomes is not None:  # feedback loop: probe open outcome records (free)
+                await asyncio.to_thread(self._outcomes.probe_if_due)
             activity.heartbeat(policy_state)
             await asyncio.sleep(request.sample_interval_s)
         return WatchFleetResult(policy_state, samples, signals)

@@ -63,12 +63,12 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
     models = model_registry(settings)
     outcome_store = outcomes_store(settings)
     scoring = ScoringActivities.from_registry(models)
-    outcomes = OutcomeActivities(outcome_store)
+    recorder = OutcomeRecorder(outcome_store)
+    outcomes = OutcomeActivities(outcome_store, recorder)
     retraining = RetrainingActivities(models, outcome_store)
     observability.set_model_version(scoring.predictor.model_sha256)
     cutover = CutoverActivities(driver, settings.state_dir)
-    watch = WatchActivities(client, scoring, settings.state_dir, OutcomeRecorder(outcome_store),
-                            ShadowPlanner(client))
+    watch = WatchActivities(client, scoring, settings.state_dir, recorder, ShadowPlanner(client))
     return [
         scoring.score_instances,
         watch.watch_fleet,
