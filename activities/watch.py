@@ -148,7 +148,8 @@ class WatchActivities:
         """Refresh the list of protections and each one's policy from the spec in its memo
         (``set_policy`` rewrites the memo, and visibility reads cost no actions)."""
         seen: set[str] = set()
-        async for execution in self._client.list_workflows(PROTECTION_QUERY):
+        query = f"{PROTECTION_QUERY} AND TaskQueue = '{activity.info().task_queue}'"
+        async for execution in self._client.list_workflows(query):
             memo = await execution.memo()
             spec: dict[str, Any] = memo.get("spec") or {}
             instance_id = spec.get("instance_id")

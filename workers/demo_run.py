@@ -28,12 +28,10 @@ from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers import demo_report as report
 from workers.demo_services import DevServer, LocalService, say, worker_process
 from workers.demo_trace import COLUMNS, DemoTrace, OfflineVerdict, offline_verdict
-from workers.demo_watch import HeartbeatClock, LagRecorder, Progress
+from workers.demo_watch import TASK_QUEUE, HeartbeatClock, LagRecorder, Progress
 from workers.protect import ensure_fleet_watcher, start_protection
 from workflows.cutover import cutover_workflow_id
 from workflows.protection_spec import PolicySpec, ProtectionSpec
-
-TASK_QUEUE = "shadowshift-demo"
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ async def worker_process(
         SHADOWSHIFT_STATE_DIR=str(state_dir),
         SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(passphrase),
         SHADOWSHIFT_LOG_LEVEL="WARNING",
+        SHADOWSHIFT_WATCH_INTERVAL_S="0",  # the demo starts its watcher with its own pace
     )
     log = (state_dir / "worker.log").open("ab")
     process = subprocess.Popen(

@@ -22,9 +22,12 @@ from infra.local.postgres import PgEndpoint
 from workers.demo_services import LocalService, say
 from workflows import search_attributes
 from workflows.cutover import cutover_workflow_id
-from workflows.fleet_watcher import WATCHER_ID
+from workflows.fleet_watcher import watcher_id
 from workflows.protection import InstanceProtectionWorkflow
 
+TASK_QUEUE = "shadowshift-demo"
+"""The demo worker's queue (its own, so a demo never joins another worker's watcher)."""
+WATCHER = watcher_id(TASK_QUEUE)
 POLL_S = 0.25
 
 
@@ -119,7 +122,7 @@ class Progress:
 
     async def stop_workflows(self) -> None:
         """Terminate the watcher and the protection so the worker can stop promptly."""
-        for workflow_id in (WATCHER_ID, self.workflow_id):
+        for workflow_id in (WATCHER, self.workflow_id):
             with suppress(RPCError):
                 await self.client.get_workflow_handle(workflow_id).terminate("demo over")
 
@@ -191,7 +194,7 @@ class HeartbeatClock:
         return 3600.0 / gaps[len(gaps) // 2] if gaps else None
 
     async def _run(self) -> None:
-        handle = self.client.get_workflow_handle(WATCHER_ID)
+        handle = self.client.get_workflow_handle(WATCHER)
         while True:
             with suppress(RPCError):
                 description = await handle.describe()

@@ -14,10 +14,12 @@ import sys
 from opentelemetry import trace
 from temporalio.client import Client
 
+from activities.watch import WatchFleetInput
 from models.predictor import ModelError
 from workers import observability
 from workers.logging_config import configure_logging
 from workers.process_exit import exit_process
+from workers.protect import ensure_fleet_watcher
 from workers.registry import new_worker
 from workers.schedules import ScheduleConfig, ensure_schedules
 from workers.settings import Settings, SettingsError, load_settings
@@ -90,6 +92,12 @@ async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event) 
         # queue; every worker start makes sure of it and leaves existing ones untouched.
         await ensure_schedules(client, settings.task_queue,
                                ScheduleConfig(prefix=settings.task_queue))
+        if settings.watch_interval_s:
+            # Without a watcher nothing scores the protections on this queue; joining by id
+            # leaves a running one (and its interval) untouched.
+            await ensure_fleet_watcher(client, task_queue=settings.task_queue,
+                                       request=WatchFleetInput(
+                                           sample_interval_s=settings.watch_interval_s))
         log.info(
             "Worker polling %s on %s (namespace %s).",
             settings.task_queue,

@@ -16,7 +16,7 @@ from temporalio.common import (
 
 from activities.watch import WatchFleetInput
 from workflows import search_attributes
-from workflows.fleet_watcher import WATCHER_ID, FleetWatcherWorkflow
+from workflows.fleet_watcher import FleetWatcherWorkflow, watcher_id
 from workflows.protection import InstanceProtectionWorkflow, ProtectionState
 from workflows.protection_spec import ProtectionSpec, validate_spec
 
@@ -54,11 +54,11 @@ async def start_protection(
 async def ensure_fleet_watcher(
     client: Client, *, task_queue: str, request: WatchFleetInput | None = None
 ) -> WorkflowHandle[FleetWatcherWorkflow, None]:
-    """Start the namespace's fleet watcher unless it is already running."""
+    """Start the task queue's fleet watcher unless it is already running."""
     return await client.start_workflow(
         FleetWatcherWorkflow.run,
         request or WatchFleetInput(),
-        id=WATCHER_ID,
+        id=watcher_id(task_queue),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )

@@ -65,6 +65,10 @@ class Settings:
     """``SHADOWSHIFT_LOG_LEVEL``: one of DEBUG, INFO, WARNING, ERROR."""
     max_concurrent_activities: int = 32
     """``SHADOWSHIFT_MAX_CONCURRENT_ACTIVITIES``: activity slots (and thread-pool size), 1..1024."""
+    watch_interval_s: int = 15
+    """``SHADOWSHIFT_WATCH_INTERVAL_S``: seconds between two samples of the fleet by the task
+    queue's fleet watcher, which every worker start makes sure runs (1..3600); 0 = the worker
+    does not start it (start it yourself, as the demo does with its own interval)."""
 
     @property
     def effective_backend_url(self) -> str:
@@ -135,6 +139,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "TEMPORAL_METRICS_PORT": ("temporal_metrics_port", _int_range(0, 65535)),
     "LOG_LEVEL": ("log_level", _log_level),
     "MAX_CONCURRENT_ACTIVITIES": ("max_concurrent_activities", _int_range(1, 1024)),
+    "WATCH_INTERVAL_S": ("watch_interval_s", _int_range(0, 3600)),
 }
 
 KNOWN_VARIABLES = tuple(PREFIX + key for key in _PARSERS)

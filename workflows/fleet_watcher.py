@@ -1,6 +1,7 @@
 """``FleetWatcherWorkflow``: keeps the fleet watcher activity running, forever.
 
-One per namespace (workflow id :data:`WATCHER_ID`). The activity does the watching (see
+One per task queue (workflow id :func:`watcher_id`), watching the protections that run on
+that queue; every worker start makes sure it runs. The activity does the watching (see
 ``activities/watch.py`` for the cost reasoning); this workflow only restarts it after each
 bounded run, hands the policy memory from one run to the next and continues as new before
 its history grows.
@@ -19,6 +20,18 @@ with workflow.unsafe.imports_passed_through():
     from activities.watch import WatchFleetInput, WatchFleetResult
 
 WATCHER_ID = "shadowshift-fleet-watcher"
+
+
+def watcher_id(task_queue: str) -> str:
+    """The watcher's workflow id for ``task_queue``.
+
+    Per queue, not per namespace: a watcher joined by id from another queue would have its
+    activity polled by nobody, and two watchers on one namespace must not signal the same
+    protections.
+    """
+    return f"{WATCHER_ID}:{task_queue}"
+
+
 HEARTBEAT_TIMEOUT = timedelta(minutes=2)
 """A lost worker is noticed within this long; the activity then resumes on another worker."""
 RUNS_PER_HISTORY = 24

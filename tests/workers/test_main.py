@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from tests.conftest import temporal_binary
 from workers.settings import REPO_ROOT, Settings
+from workflows.fleet_watcher import watcher_id
 
 
 def _env(settings: Settings, **overrides: str) -> dict[str, str]:
@@ -78,9 +81,24 @@ def test_worker_polls_and_stops_on_sigterm(
             line = worker.stderr.readline()
             assert line or worker.poll() is None, "worker exited before polling"
         assert "Worker polling" in line
+        # The worker started its queue's fleet watcher: without it nothing scores protections.
+        assert _watcher_status(address, task_queue) == "WORKFLOW_EXECUTION_STATUS_RUNNING"
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0
         assert "Worker stopped." in worker.stderr.read()
     finally:
         if worker.poll() is None:
             worker.kill()
+        _temporal(address, "workflow", "terminate", "-w", watcher_id(task_queue))
+
+
+def _temporal(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([temporal_binary(), *args, "--address", address, "-o", "json"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def _watcher_status(address: str, task_queue: str) -> str:
+    done = _temporal(address, "workflow", "describe", "-w", watcher_id(task_queue))
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)["workflowExecutionInfo"]
+    return str(info["status"])
