@@ -21,47 +21,19 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infra.errors import InfraError, InvalidRequestError
+from infra.local.haproxy_config import SERVER_OPTIONS, ServerEntry, ServiceEntry, render_config
 from infra.local.ports import port_free
+
+__all__ = ["MAX_WEIGHT", "HAProxyManager", "ServerEntry", "ServerStats", "ServiceEntry"]
 
 log = logging.getLogger(__name__)
 
 MAX_WEIGHT = 256
 """HAProxy's largest server weight."""
-SERVER_OPTIONS = (
-    "inter 500 fall 2 rise 1 on-marked-down shutdown-sessions"
-    " observe layer4 error-limit 1 on-error mark-down"
-)
-"""Health checking of every server: checks every 500 ms, and a refused connection of live
-traffic marks the server down at once (a killed primary is out of the rotation after one
-client's attempt instead of two failed checks), closing what it still holds."""
-
-
-@dataclass
-class ServerEntry:
-    """One backend server."""
-
-    name: str
-    """Server name inside the service's backend."""
-    address: str
-    """IP address."""
-    port: int
-    """TCP port."""
-
-
-@dataclass
-class ServiceEntry:
-    """One protected service: a frontend port and its backend servers."""
-
-    name: str
-    """Service name; the frontend is ``fe_<name>``, the backend ``be_<name>``."""
-    bind_port: int
-    """Port clients connect to on 127.0.0.1."""
-    servers: list[ServerEntry] = field(default_factory=list)
-    """Servers declared in the config (run-time additions are recorded here too)."""
 
 
 @dataclass(frozen=True)
@@ -351,40 +323,9 @@ class HAProxyManager:
         temp.replace(self.topology_file)
 
     def _write_config(self) -> None:
-        lines = [
-            "global",
-            f"    stats socket {self.socket_path} mode 600 level admin expose-fd listeners",
-            "    stats timeout 30s",
-            f"    server-state-file {self.state_file}",
-            "    maxconn 4096",
-            "defaults",
-            "    mode tcp",
-            # A refused connect is retried after min(timeout connect, 1 s), on another server
-            # each time (redispatch 1): a client that reaches a dead primary waits ~100 ms for
-            # the cutover's new weights instead of 1 s per retry. Local servers answer a SYN in
-            # microseconds, so 100 ms only ever expires for a server that is gone.
-            "    timeout connect 100ms",
-            "    retries 3",
-            "    option redispatch 1",
-            "    timeout client 1h",
-            "    timeout server 1h",
-            "    load-server-state-from-file global",
-        ]
-        for service in self._topology().values():
-            lines += [
-                f"frontend fe_{service.name}",
-                f"    bind 127.0.0.1:{service.bind_port}",
-                f"    default_backend be_{service.name}",
-                f"backend be_{service.name}",
-                "    balance roundrobin",
-                "    option pgsql-check user postgres",
-                f"    default-server {SERVER_OPTIONS}",
-            ]
-            lines += [
-                f"    server {s.name} {s.address}:{s.port} weight 0 check" for s in service.servers
-            ]
+        text = render_config(self._topology().values(), self.socket_path, self.state_file)
         temp = self.config_file.with_suffix(".tmp")
-        temp.write_text("\n".join(lines) + "\n")
+        temp.write_text(text)
         self._exec([self.binary, "-c", "-q", "-f", str(temp)])
         temp.replace(self.config_file)
 
