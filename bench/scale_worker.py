@@ -95,9 +95,11 @@ class DoubleWatchActivities(WatchActivities):
         self._stream = scale_double.MetricStream(state_dir)
 
     async def _discover(self, watched: dict[str, _Watched], request: WatchFleetInput) -> None:
-        """As the base class, for the double's protections (spec from the memo)."""
+        """As the base class (this queue's protections, spec from the memo), keeping the
+        double's protections instead of the local platform's."""
         seen: set[str] = set()
-        async for execution in self._client.list_workflows(PROTECTION_QUERY):
+        query = f"{PROTECTION_QUERY} AND TaskQueue = '{activity.info().task_queue}'"
+        async for execution in self._client.list_workflows(query):
             memo = await execution.memo()
             spec: dict[str, Any] = memo.get("spec") or {}
             instance_id = spec.get("instance_id")
