@@ -9,8 +9,9 @@
   record whose horizon is still open and stores what it saw — down, degraded or healthy
   (:class:`DegradationThresholds` says when a reading counts as degraded); the
   ``observe_outcomes`` activity does the same once, for fleets without a watcher.
-- ``report_outcome_evidence``: evidence from elsewhere, e.g. the recovery path retiring a
-  former primary that never came back (``failed``) or rejoining it healthy.
+- ``report_outcome_evidence``: evidence from elsewhere: the recovery path rejoining a former
+  primary healthy, or, before retiring one, what it knows (``failed`` when it did not answer
+  or its data is gone) with ``final=True``.
 - ``resolve_outcomes``: after the horizon, the worst evidence becomes the outcome.
 
 Near misses come from the fleet watcher, which sees every score: :meth:`OutcomeRecorder.note_risk`
@@ -21,8 +22,8 @@ cutover when the score is at or above it and the policy still held.
 
 from __future__ import annotations
 
-import asyncio
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ NEAR_MISS_MARGIN = 20.0
 """A hold with a score within this many points under the threshold is a near miss."""
 PROBE_INTERVAL_S = 300.0
 """How often the fleet watcher probes the endpoints of open records."""
+POLICY_REASON = re.compile(r"readiness score -?\d+ crossed the threshold")
+"""The reason of a cutover the policy decided on the model's score."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,13 @@ class ResolveOutcomesInput:
     """Resolve records whose horizon ended before ``now`` (None: the activity's clock)."""
 
     now: float | None = None
+
+
+def policy_decided(reason: str) -> bool:
+    """Whether a cutover was the model's call: the protection's ``report_risk`` asks for it
+    with ``readiness score <n> crossed the threshold`` (workflows/protection.py). Operator
+    requests, maintenance and external events are not the model's to count as false."""
+    return POLICY_REASON.fullmatch(reason) is not None
 
 
 def classify(sample: MetricSample, limits: DegradationThresholds) -> tuple[str, str]:
@@ -258,22 +268,28 @@ class OutcomeActivities:
         return attached
 
     @activity.defn
-    async def observe_outcomes(self) -> ObserveOutcomesResult:
+    def observe_outcomes(self) -> ObserveOutcomesResult:
         """Probe the endpoint of every open record once (the fleet watcher does this on its
-        own every few minutes; this activity is for fleets without one, and for tests)."""
+        own every few minutes; this activity is for fleets without one, and for tests).
+
+        Synchronous like the other store activities: SQLite and the probes block (up to the
+        store's 30 s busy timeout), so they run in the worker's activity thread pool."""
         activity.heartbeat("probing")
-        return await asyncio.to_thread(self._recorder.probe_open_records)
+        return self._recorder.probe_open_records()
 
     @activity.defn
     def resolve_outcomes(self, request: ResolveOutcomesInput) -> dict[str, int]:
-        """Decide outcomes whose horizon has passed; counts by outcome."""
+        """Decide outcomes whose horizon has passed; counts by outcome.
+
+        A policy-decided cutover whose former primary stayed healthy is a false migration.
+        Counted from the records this call resolved (one transaction), so two scheduled
+        workflows resolving at once count each record once."""
         now = request.now if request.now is not None else time.time()
-        cutovers_due = [r for r in self._store.all() if r.kind == "cutover"
-                        and r.outcome is None and r.at + r.horizon_s <= now]
-        counts = self._store.resolve(now)
-        for record in cutovers_due:  # a former primary that stayed healthy: a false migration
-            resolved = self._store.get(record.record_id)
-            if resolved is not None and resolved.outcome == "healthy":
+        counts = {name: 0 for name in (*STATUSES, "unknown")}
+        for record in self._store.resolve_due(now):
+            counts[record.outcome or "unknown"] += 1
+            if (record.kind == "cutover" and record.outcome == "healthy"
+                    and policy_decided(record.reason)):
                 count_false_migration(record.instance_id)
         if any(counts.values()):
             activity.logger.info("Outcomes resolved: %s", counts)

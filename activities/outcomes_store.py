@@ -175,26 +175,37 @@ class OutcomeStore:
     def resolve(self, now: float) -> dict[str, int]:
         """Decide the outcome of every record whose horizon has passed; counts by outcome."""
         counts = {name: 0 for name in (*STATUSES, "unknown")}
+        for record in self.resolve_due(now):
+            counts[record.outcome or "unknown"] += 1
+        return counts
+
+    def resolve_due(self, now: float) -> list[OutcomeRecord]:
+        """Decide the outcome of every record whose horizon has passed; returns exactly the
+        records this call resolved (read and updated in one transaction, so two resolvers
+        running at once never both count a record)."""
         with self._connect() as db:
-            due = db.execute(
-                "SELECT record_id, at, horizon_s FROM records "
-                "WHERE outcome IS NULL AND at + horizon_s <= ?", (now,)).fetchall()
-            for record_id, at, horizon_s in due:
+            db.execute("BEGIN IMMEDIATE")  # take the write lock before reading what is due
+            due = self._rows(db, "WHERE outcome IS NULL AND at + horizon_s <= ?", (now,))
+            for record in due:
                 seen = {row[0] for row in db.execute(
                     "SELECT status FROM observations WHERE record_id = ? AND at BETWEEN ? AND ?",
-                    (record_id, at, at + horizon_s))}
-                outcome = next((s for s in reversed(STATUSES) if s in seen), "unknown")
+                    (record.record_id, record.at, record.at + record.horizon_s))}
+                record.outcome = next((s for s in reversed(STATUSES) if s in seen), "unknown")
+                record.resolved_at = now
                 db.execute("UPDATE records SET outcome = ?, resolved_at = ? WHERE record_id = ?",
-                           (outcome, now, record_id))
-                counts[outcome] += 1
-        return counts
+                           (record.outcome, now, record.record_id))
+        return due
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[OutcomeRecord]:
         with self._connect() as db:
-            rows = db.execute(
-                "SELECT record_id, instance_id, kind, at, horizon_s, readiness_score, "
-                "failure_probability, reason, host, port, window_json, outcome, resolved_at "
-                f"FROM records {where} ORDER BY at, record_id", args).fetchall()
+            return self._rows(db, where, args)
+
+    @staticmethod
+    def _rows(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[OutcomeRecord]:
+        rows = db.execute(
+            "SELECT record_id, instance_id, kind, at, horizon_s, readiness_score, "
+            "failure_probability, reason, host, port, window_json, outcome, resolved_at "
+            f"FROM records {where} ORDER BY at, record_id", args).fetchall()
         return [
             OutcomeRecord(
                 record_id=row[0], instance_id=row[1], kind=row[2], at=row[3], horizon_s=row[4],

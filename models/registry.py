@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ DEFAULT_VERSION = 0
 """Version number of the shipped default model (no pointer yet)."""
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,9 @@ class ModelRegistry:
         """Make ``model_path`` (with its metadata beside it) the current model.
 
         Idempotent: promoting the same ``candidate_id`` again returns the pointer already in
-        force. ``expected_version`` refuses the promotion if another one happened since the
-        caller compared against the champion (its comparison would be stale).
+        force (and logs the promotion if a crash between the pointer and the log lost it).
+        ``expected_version`` refuses the promotion if another one happened since the caller
+        compared against the champion (its comparison would be stale).
 
         Raises:
             ModelError: the model is refused by :meth:`Predictor.load`, or the champion
@@ -147,6 +150,11 @@ class ModelRegistry:
         with self._locked():
             current = self.current()
             if candidate_id and current.candidate_id == candidate_id:
+                if not any(entry.get("decision") == "promoted"
+                           and entry.get("candidate_id") == candidate_id
+                           for entry in self.decisions()):
+                    self.append_log({"decision": "promoted", "from_version": current.version - 1,
+                                     "reason": reason, **asdict(current)})
                 return current
             if expected_version is not None and current.version != expected_version:
                 raise ModelError(
@@ -180,18 +188,39 @@ class ModelRegistry:
             return pointer
 
     def append_log(self, entry: dict[str, Any]) -> None:
-        """Append one decision to ``promotions.jsonl``."""
+        """Append one decision to ``promotions.jsonl`` (on a line of its own even after a
+        torn append: a crash mid-write leaves a last line without its newline)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a") as log_file:
-            log_file.write(json.dumps(entry, sort_keys=True) + "\n")
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        with self.log_path.open("a+b") as log_file:  # appends go to the end whatever the seek
+            size = log_file.seek(0, os.SEEK_END)
+            if size:
+                log_file.seek(size - 1)
+                if log_file.read(1) != b"\n":
+                    line = "\n" + line
+            log_file.write(line.encode())
 
     def decisions(self) -> list[dict[str, Any]]:
-        """Every logged decision, oldest first."""
+        """Every logged decision, oldest first; a line that is not a JSON object (a torn
+        append) is skipped with a warning rather than hiding every later decision."""
         try:
             lines = self.log_path.read_text().splitlines()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in lines if line.strip()]
+        entries: list[dict[str, Any]] = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            if not isinstance(entry, dict):
+                _log.warning("%s line %d is not a decision (torn write?); skipped: %.80s",
+                             self.log_path, number, line)
+                continue
+            entries.append(entry)
+        return entries
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -31,7 +31,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.recovery import NodeFacts, RecoverRequest
     from activities.shadow import ShadowRequest
     from workflows.protection_state import ProtectionState
-    from workflows.retraining_hooks import rejoined_evidence, report_outcome_evidence
+    from workflows.retraining_hooks import (
+        RETIRE_EVIDENCE_PATCH_ID,
+        rejoined_evidence,
+        report_outcome_evidence,
+        retired_evidence,
+    )
 
 RECOVERY_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 """Rejoin and retire beat every few seconds from a thread, so 30 s of silence means the
@@ -70,13 +75,16 @@ class RecoveryPhase:
             self._note(f"Paused: the recovery of {former} waits for resume.")
             await workflow.wait_condition(lambda: not self._state.paused)
         request = RecoverRequest(self._shadow_request(), former)
-        how = "retired"
+        how, why = "retired", ""
         if facts is not None and facts.rewindable is False:
             self._note(f"{former} cannot be rewound ({facts.advice}). Retiring it.")
         else:
-            how = await self._rejoin(request)
+            how, why = await self._rejoin(request)
         try:
             if how == "retired":
+                if workflow.patched(RETIRE_EVIDENCE_PATCH_ID):  # its last word before destroy
+                    await report_outcome_evidence(retired_evidence(
+                        state.spec, former, workflow.now().timestamp(), facts, why))
                 await self._retire(request)
             await self._wait_for_sync()
         except ActivityError as err:
@@ -91,8 +99,8 @@ class RecoveryPhase:
         self._set_phase("protected")
         self._note(f"{former} is the shadow of {state.serving_node} and in sync. Protected.")
 
-    async def _rejoin(self, request: RecoverRequest) -> str:
-        """``rejoined``, or ``retired`` when the former primary cannot rejoin."""
+    async def _rejoin(self, request: RecoverRequest) -> tuple[str, str]:
+        """``("rejoined", "")``, or ``("retired", why)`` when the former primary cannot rejoin."""
         try:
             done: str = await workflow.execute_activity(
                 "rejoin_former_primary_as_shadow",
@@ -108,9 +116,9 @@ class RecoveryPhase:
             )
         except ActivityError as err:
             self._note(f"{request.former} cannot rejoin: {err.cause or err}. Retiring it.")
-            return "retired"
+            return "retired", str(err.cause or err)
         self._note(f"{request.former} rejoined as the shadow ({done}).")
-        return "rejoined"
+        return "rejoined", ""
 
     async def _retire(self, request: RecoverRequest) -> None:
         """``pulumi destroy`` of the former primary's side, then a fresh shadow."""

@@ -2,12 +2,14 @@
 
 The protection workflow records every cutover (and every cutover that was asked for but did
 not happen) with :func:`record_outcome`, and the recovery path tells what it learned about a
-former primary with :func:`report_outcome_evidence` — in particular before retiring it, with
-``final=True``, so the closed port of a node destroyed on purpose is not taken for a failure.
+former primary with :func:`report_outcome_evidence`: healthy when it rejoined, and before
+retiring it what the facts say (:func:`retired_evidence`) with ``final=True``, so the closed port
+of a node destroyed on purpose is not taken for a failure.
 
-Both are guarded by one ``workflow.patched`` id, so protections whose histories were written
-before the feedback loop existed replay unchanged. Failures to record are logged and never
-fail the protection: losing one training row is better than losing the instance's watch.
+Both are guarded by ``workflow.patched`` ids, so protections whose histories were written
+before the feedback loop (or one of its later changes) existed replay unchanged. Failures to
+record are logged and never fail the protection: losing one training row is better than
+losing the instance's watch.
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE_TYPES
     from activities.outcomes import OutcomeEvidence, RecordOutcomeInput
+    from activities.recovery import NodeFacts
     from workflows.protection_spec import ProtectionSpec
 
 PATCH_ID = "record-outcomes"
 """``workflow.patched`` id of the feedback-loop calls."""
+RUN_ID_PATCH_ID = "outcome-record-run-id"
+"""``workflow.patched`` id of cutover record ids that name the protection's first run."""
+RETIRE_EVIDENCE_PATCH_ID = "retire-outcome-evidence"
+"""``workflow.patched`` id of the evidence the recovery path reports before retiring."""
+DATA_GONE = "missing or damaged"
+"""What a rejoin refused for a lost data directory says (activities/recovery.py)."""
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -44,10 +53,17 @@ def cutover_record(spec: ProtectionSpec, cutovers: int, at: float, reason: str,
                    risk: _Risk | None) -> RecordOutcomeInput:
     """The record of the protection's ``cutovers``-th cutover (unique and replay-stable).
 
-    It has no endpoint to probe: the cutover stops the former primary on purpose; the
-    recovery path says where to watch it again (:func:`rejoined_evidence`)."""
+    The id names the protection's first run: the workflow id is ``protect-<instance>`` and
+    the count starts at 1 again when an instance is protected anew, so without it the second
+    protection's cutovers would be ignored as already stored. The first run id survives
+    continue-as-new. It has no endpoint to probe: the cutover stops the former primary on
+    purpose; the recovery path says where to watch it again (:func:`rejoined_evidence`)."""
+    info = workflow.info()
+    protection = info.workflow_id
+    if workflow.patched(RUN_ID_PATCH_ID):
+        protection = f"{protection}:{info.first_execution_run_id}"
     return RecordOutcomeInput(
-        f"{workflow.info().workflow_id}:cutover:{cutovers}", spec.instance_id, "cutover", at,
+        f"{protection}:cutover:{cutovers}", spec.instance_id, "cutover", at,
         reason, risk.readiness_score if risk else None,
         risk.failure_probability if risk else None, port=None)
 
@@ -66,6 +82,27 @@ def rejoined_evidence(spec: ProtectionSpec, former: str, at: float) -> OutcomeEv
     """The former primary rejoined as the shadow: healthy now, and watched from now on."""
     return OutcomeEvidence(spec.instance_id, "healthy", at, "recovery",
                            f"{former} rejoined as the shadow", probe_port=_port_of(spec, former))
+
+
+def retired_evidence(spec: ProtectionSpec, former: str, at: float, facts: NodeFacts | None,
+                     rejoin_error: str) -> OutcomeEvidence:
+    """What the recovery knows of a former primary it is about to retire (``final``: its
+    endpoint goes away on purpose, so it is probed no more).
+
+    ``failed`` when it did not answer at inspection or its data directory is gone; ``healthy``
+    when it answered and is retired only because it cannot be rewound (a configuration
+    matter); ``degraded`` when it answered but the rejoin failed for another reason."""
+    answered = facts is not None and facts.reachable
+    if DATA_GONE in rejoin_error:
+        status, detail = "failed", f"{former}: data directory {DATA_GONE}"
+    elif not answered:
+        status, detail = "failed", f"{former} did not answer after the cutover"
+    elif not rejoin_error:
+        status, detail = "healthy", f"{former} answered; retired only as it cannot be rewound"
+    else:
+        status, detail = "degraded", f"{former} answered but could not rejoin: {rejoin_error}"
+    return OutcomeEvidence(spec.instance_id, status, at, "recovery",
+                           f"{detail}; retired", final=True)
 
 
 def _port_of(spec: ProtectionSpec, node: str) -> int | None:

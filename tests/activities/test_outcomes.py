@@ -3,6 +3,7 @@ and fed to the challenger's training."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import time
 from pathlib import Path
@@ -80,7 +81,7 @@ async def test_probes_tell_a_live_instance_from_a_dead_one(
             "live", "db-live", "cutover", now, port=server.port, horizon_s=HOUR))
         env.run(activities.record_outcome, RecordOutcomeInput(
             "dead", "db-dead", "cutover", now, port=free_port(), horizon_s=HOUR))
-        result = await env.run(activities.observe_outcomes)
+        result = env.run(activities.observe_outcomes)
         assert result.probed == 2
         assert result.statuses == {"healthy": 1, "degraded": 0, "failed": 1}
         # The fleet watcher's path: at most one round per interval.
@@ -141,3 +142,18 @@ def test_resolved_outcomes_become_training_rows(tmp_path: Path) -> None:
     assert challenger.heldout_rows > 0 and math.isfinite(challenger.training_s)
     again = env.run(retraining.train_challenger, TrainChallengerInput("run-1", config))
     assert again == challenger
+
+
+def test_concurrent_resolvers_resolve_each_record_once(tmp_path: Path) -> None:
+    """Two resolvers at once (both scheduled workflows call ``resolve_outcomes``): every due
+    record is returned by exactly one of them, so nothing is counted twice or lost."""
+    store = OutcomeStore(tmp_path / "outcomes.sqlite")
+    for n in range(200):
+        store.add(OutcomeRecord(f"r{n}", f"db-{n % 7}", "cutover", T0, HOUR))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(store.resolve_due, [T0 + HOUR] * 2))
+    ids = [r.record_id for batch in results for r in batch]
+    assert sorted(ids) == sorted(f"r{n}" for n in range(200))
+    assert all(r.outcome == "unknown" and r.resolved_at == T0 + HOUR
+               for batch in results for r in batch)
+    assert store.resolve_due(T0 + 2 * HOUR) == []

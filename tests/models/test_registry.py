@@ -72,3 +72,27 @@ def test_scoring_follows_the_pointer_and_keeps_its_model_on_a_bad_file(tmp_path:
 
     restarted = ScoringActivities.from_registry(registry)
     assert restarted.model_version == 0 and restarted.predictor.source == DEFAULT_MODEL_PATH
+
+
+def test_torn_log_line_is_skipped_and_a_lost_log_entry_is_restored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A torn append (a crash mid-line) costs that line only: later decisions still read and
+    the next append starts a line of its own. A crash between the pointer write and the log
+    append is repaired when the promotion is repeated: the entry is appended once."""
+    registry = ModelRegistry(tmp_path / "models")
+    first = registry.promote(_copy_model(tmp_path / "a"), candidate_id="run-a")
+    with registry.log_path.open("a") as log_file:
+        log_file.write('{"decision": "promo')  # torn: no end, no newline
+    second = registry.promote(_copy_model(tmp_path / "b"), candidate_id="run-b")
+    assert [d["candidate_id"] for d in registry.decisions()] == ["run-a", "run-b"]
+    assert "line 2 is not a decision" in caplog.text
+    # The crash: the pointer names run-b but its log line never made it.
+    lines = registry.log_path.read_text().splitlines()
+    registry.log_path.write_text("\n".join(lines[:-1]) + "\n")
+    assert [d["candidate_id"] for d in registry.decisions()] == ["run-a"]
+    assert registry.promote(_copy_model(tmp_path / "b2"), candidate_id="run-b") == second
+    assert registry.promote(_copy_model(tmp_path / "b3"), candidate_id="run-b") == second
+    logged = registry.decisions()
+    assert [(d["candidate_id"], d["version"], d["from_version"]) for d in logged] == [
+        ("run-a", first.version, 0), ("run-b", second.version, 1)]

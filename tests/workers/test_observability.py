@@ -247,8 +247,9 @@ def test_otlp_export_of_metrics_and_spans(settings: Settings) -> None:
 def test_false_migrations_are_counted_when_outcomes_resolve(
     observed: Observed, tmp_path: Path
 ) -> None:
-    """A cutover whose former primary stayed healthy through the horizon counts as a false
-    migration, once; one that degraded does not, nor does a refused cutover."""
+    """A policy-decided cutover whose former primary stayed healthy through the horizon counts
+    as a false migration, once; one that degraded does not, nor does a refused cutover, nor
+    an operator's cutover."""
     from temporalio.testing import ActivityEnvironment
 
     from activities.outcomes import OutcomeActivities, RecordOutcomeInput, ResolveOutcomesInput
@@ -258,16 +259,19 @@ def test_false_migrations_are_counted_when_outcomes_resolve(
     store = OutcomeStore(tmp_path / "outcomes.sqlite")
     activities = OutcomeActivities(store)
     env = ActivityEnvironment()
-    for record_id, instance, kind, status in (
-        ("wf:1", "db-fine", "cutover", "healthy"),
-        ("wf:2", "db-sick", "cutover", "degraded"),
-        ("wf:3", "db-fine", "refused", "healthy"),
+    policy = "readiness score 71 crossed the threshold"
+    for record_id, instance, kind, status, reason in (
+        ("wf:1", "db-fine", "cutover", "healthy", policy),
+        ("wf:2", "db-sick", "cutover", "degraded", policy),
+        ("wf:3", "db-fine", "refused", "healthy", policy),
+        ("wf:4", "db-op", "cutover", "healthy", "operator request"),
     ):
         env.run(activities.record_outcome,
-                RecordOutcomeInput(record_id, instance, kind, t0, horizon_s=hour))
+                RecordOutcomeInput(record_id, instance, kind, t0, reason, horizon_s=hour))
         store.observe(record_id, t0 + 60, status, "probe")
     env.run(activities.resolve_outcomes, ResolveOutcomesInput(t0 + hour))
     env.run(activities.resolve_outcomes, ResolveOutcomesInput(t0 + 2 * hour))  # nothing new
     samples = scrape(observed.port)
     assert sample_value(samples, "shadowshift_false_migrations_total", instance="db-fine") == 1
     assert sample_value(samples, "shadowshift_false_migrations_total", instance="db-sick") is None
+    assert sample_value(samples, "shadowshift_false_migrations_total", instance="db-op") is None

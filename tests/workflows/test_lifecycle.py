@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from infra.local.postgres import PgEndpoint, alter_system
 from infra.local.program import shadow_program
 from infra.pulumi_engine import StackDriver
 from tests.conftest import LocalService
-from workers.registry import new_worker, pulumi_config
+from workers.registry import new_worker, outcomes_store, pulumi_config
 from workers.settings import Settings
 from workflows.protection import (
     CutoverRequest,
@@ -228,6 +229,18 @@ async def test_former_primary_without_data_is_retired_and_replaced(
         assert done.recoveries == ["retired"] and done.primary_node == shadow
         text = "\n".join(done.log)
         assert "missing or damaged" in text and "retired through pulumi destroy" in text
+        # Feedback loop: before retiring it the recovery said the former primary failed (its
+        # data is gone) and stopped its probes, so the cutover resolves as a true one.
+        store = outcomes_store(settings)
+        [record] = [r for r in store.all() if r.kind == "cutover"]
+        assert record.port is None
+        store.resolve(record.at + record.horizon_s)
+        assert store.get(record.record_id).outcome == "failed"  # type: ignore[union-attr]
+        with sqlite3.connect(store.path) as db:
+            seen = db.execute("SELECT source, status, detail FROM observations WHERE "
+                              "record_id = ?", (record.record_id,)).fetchall()
+        assert seen == [("recovery", "failed",
+                         f"{original}: data directory missing or damaged; retired")], seen
         # The fresh shadow sits where the former primary was, streams synchronously, and
         # holds every acknowledged write.
         assert local_service.primary.initialised()

@@ -7,8 +7,10 @@ import asyncio
 import concurrent.futures
 import uuid
 
+from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 
+from activities.outcomes import policy_decided
 from activities.outcomes_store import OutcomeRecord
 from infra.local.postgres import alter_system
 from tests.conftest import LocalService
@@ -17,8 +19,43 @@ from workers.settings import Settings
 from workflows.protection import InstanceProtectionWorkflow, ProtectionState, RiskReport
 from workflows.protection_spec import PolicySpec, ProtectionSpec
 from workflows.retraining import ObserveOutcomesWorkflow
+from workflows.retraining_hooks import cutover_record, record_outcome
 
 MIGRATE = RiskReport(readiness_score=82.0, failure_probability=0.91, decision="migrate", at=0.0)
+
+
+@workflow.defn(sandboxed=False)
+class FirstCutoverWorkflow:
+    """Test driver: what a protection records at its first cutover (the real hooks)."""
+
+    @workflow.run
+    async def run(self, spec: ProtectionSpec) -> str:
+        """Record cutover number 1; returns its record id."""
+        record = cutover_record(spec, 1, workflow.now().timestamp(), "test", MIGRATE)
+        await record_outcome(record)
+        return record.record_id
+
+
+async def test_protecting_an_instance_again_records_its_cutovers_anew(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+) -> None:
+    """Protect, cut over, unprotect, protect again, cut over: the workflow id is the same
+    (``protect-<instance>``) and the count restarts at 1, yet both cutovers are stored — the
+    record id names the protection's first run."""
+    spec = ProtectionSpec("db-again", "local", 2, 15432, 15433, 15434)
+    client = temporal_env.client
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue,
+                              extra_workflows=[FirstCutoverWorkflow]):
+            ids = []
+            for _ in range(2):
+                handle = await client.start_workflow(FirstCutoverWorkflow.run, spec,
+                                                     id=spec.workflow_id, task_queue=task_queue)
+                ids.append(await handle.result())
+                assert ids[-1] == f"{spec.workflow_id}:{handle.first_execution_run_id}:cutover:1"
+    assert ids[0] != ids[1]
+    stored = [r for r in outcomes_store(settings).all() if r.instance_id == "db-again"]
+    assert sorted(r.record_id for r in stored) == sorted(ids)
 
 
 async def test_cutover_is_recorded_then_watched_after_the_rejoin(
@@ -62,8 +99,10 @@ async def test_cutover_is_recorded_then_watched_after_the_rejoin(
                 await handle.terminate("test over")
     store = outcomes_store(settings)
     [record] = store.all()
-    assert (record.record_id, record.kind) == (f"{spec.workflow_id}:cutover:1", "cutover")
+    assert (record.record_id, record.kind) == (
+        f"{spec.workflow_id}:{handle.first_execution_run_id}:cutover:1", "cutover")
     assert (record.readiness_score, record.failure_probability) == (82.0, 0.91)
+    assert policy_decided(record.reason), record.reason  # a false migration if it stays healthy
     assert record.port == request.primary_port  # the former primary, watched again
     assert observed["observed_healthy"] == 1 and observed["observed_failed"] == 0
     store.resolve(record.at + record.horizon_s)
