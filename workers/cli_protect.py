@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
         if running.status == WorkflowExecutionStatus.RUNNING:
             joined = True
             current = await running.memo_value("spec", default=None)
-            differ = _differences(current, dataclasses.asdict(spec)) if current else []
+            differ = (
+                _differences(running_spec(current), dataclasses.asdict(spec)) if current else []
+            )
             if differ:
                 raise CliError(
                     f"{spec.instance_id} is already protected with a different spec "
@@ -91,11 +94,35 @@ async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
     return OK
 
 
+def running_spec(memo: dict[str, Any]) -> dict[str, Any]:
+    """The running protection's spec from its memo, re-hydrated through the dataclasses so
+    a field added since it started reads as its default (an upgrade must not make a join
+    look like a change); fields the dataclass no longer has are dropped."""
+    try:
+        return dataclasses.asdict(_hydrate(ProtectionSpec, memo))
+    except (TypeError, ValueError):  # not a spec we can read: compare what is there
+        return memo
+
+
+def _hydrate(cls: Any, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for item in dataclasses.fields(cls):
+        if item.name not in data:
+            continue
+        value, hint = data[item.name], hints[item.name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _hydrate(hint, value)
+        values[item.name] = value
+    return cls(**values)
+
+
 def _differences(running: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted names of the fields whose values differ, e.g. ``policy.threshold 60 -> 70``."""
     found = []
-    for name, value in wanted.items():
-        if isinstance(value, dict):
+    for name in [*wanted, *(n for n in running if n not in wanted)]:
+        value = wanted.get(name)
+        if isinstance(value, dict) and isinstance(running.get(name) or {}, dict):
             found += _differences(running.get(name) or {}, value, f"{prefix}{name}.")
         elif running.get(name) != value:
             found.append(f"{prefix}{name} {running.get(name)!r} -> {value!r}")

@@ -20,28 +20,40 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from workers.cli_base import UsageError
-from workflows.protection_spec import PolicySpec, ProtectionSpec, SpecError, validate_spec
+from workflows.protection_spec import ProtectionSpec, SpecError, validate_spec
 
-_KINDS: dict[str, dict[str, str]] = {
-    "": {
-        "instance_id": "str", "platform": "str", "tier": "int", "primary_port": "int",
-        "shadow_port": "int", "router_port": "int", "policy": "mapping",
-        "standing_shadow": "bool",
-    },
-    "policy": {
-        "threshold": "number", "consecutive_readings": "int", "cooldown_s": "number",
-        "advisory": "bool", "profile": "str",
-    },
-}
+_SCALARS = {str: "str", int: "int", float: "number", bool: "bool"}
+
+
+def _field_kinds(cls: type) -> dict[str, str | type]:
+    """Kind per field of dataclass ``cls``, from its type hints: a scalar kind, ``section``
+    (a free mapping such as the ``aws`` section, checked by ``validate_spec``), or the nested
+    dataclass itself. Built from the dataclass so a field added there is accepted here."""
+    hints = typing.get_type_hints(cls)
+    kinds: dict[str, str | type] = {}
+    for item in dataclasses.fields(cls):
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            kinds[item.name] = hint
+        elif typing.get_origin(hint) is dict or hint is dict:
+            kinds[item.name] = "section"
+        elif hint in _SCALARS:
+            kinds[item.name] = _SCALARS[hint]
+        else:  # a new field of a type this loader cannot read: fail loudly, in tests too
+            raise TypeError(f"{cls.__name__}.{item.name}: no YAML kind for {hint!r}")
+    return kinds
+
+
 _EXPECTED = {"str": "a string", "int": "an integer", "number": "a number",
-             "bool": "true or false", "mapping": "a mapping of fields"}
-_FIELD = re.compile(r"^([a-z_]+(?:\.[a-z_]+)?)")
+             "bool": "true or false", "section": "a mapping of fields"}
+_FIELD = re.compile(r"^([a-z_]+(?:\.[a-z_]+)*)")
 
 
 class SpecFileError(UsageError):
@@ -68,26 +80,38 @@ def load_spec_file(path: Path) -> ProtectionSpec:
     if root is None:
         raise SpecFileError(f"{path}: the spec file is empty; it needs at least instance_id")
     lines: dict[str, int] = {}
-    values = _mapping(path, root, "", lines)
+    values = _mapping(path, root, ProtectionSpec, "", lines)
     if "instance_id" not in values:
         raise SpecFileError(f"{path}:1: instance_id: required (the instance to protect)")
-    policy = PolicySpec(**values.pop("policy", {}))
-    spec = ProtectionSpec(**values, policy=policy)
+    spec = ProtectionSpec(**values)
     try:
         return validate_spec(spec)
     except SpecError as err:
-        match = _FIELD.match(str(err))
-        line = lines.get(match.group(1), 1) if match else 1
-        raise SpecFileError(f"{path}:{line}: {err}") from err
+        raise SpecFileError(f"{path}:{_line_of(str(err), lines)}: {err}") from err
 
 
-def _mapping(path: Path, node: yaml.Node, prefix: str, lines: dict[str, int]) -> dict[str, Any]:
-    """Check one mapping's keys and value kinds, recording each field's line."""
+def _line_of(message: str, lines: dict[str, int]) -> int:
+    """Line of the longest dotted field the message starts with (``aws.dns.ttl_s`` → that
+    key's line, else ``aws.dns``'s, else ``aws``'s); 1 when it names none."""
+    match = _FIELD.match(message)
+    parts = match.group(1).split(".") if match else []
+    while parts:
+        if ".".join(parts) in lines:
+            return lines[".".join(parts)]
+        parts.pop()
+    return 1
+
+
+def _mapping(
+    path: Path, node: yaml.Node, cls: type, prefix: str, lines: dict[str, int]
+) -> dict[str, Any]:
+    """Check one mapping's keys and value kinds against dataclass ``cls``, recording each
+    field's line; nested dataclasses come back built."""
     section = prefix or "the spec"
     if not isinstance(node, yaml.MappingNode):
         raise SpecFileError(f"{path}:{node.start_mark.line + 1}: {section}: expected a "
                             "mapping of fields (name: value)")
-    kinds = _KINDS[prefix]
+    kinds = _field_kinds(cls)
     values: dict[str, Any] = {}
     for key_node, value_node in node.value:
         name = str(key_node.value)
@@ -99,16 +123,35 @@ def _mapping(path: Path, node: yaml.Node, prefix: str, lines: dict[str, int]) ->
         if name in values:
             raise SpecFileError(f"{path}:{line}: {dotted}: given twice")
         lines[dotted] = line
-        if kinds[name] == "mapping":
-            values[name] = _mapping(path, value_node, dotted, lines)
+        kind = kinds[name]
+        if isinstance(kind, type):
+            values[name] = kind(**_mapping(path, value_node, kind, dotted, lines))
+            continue
+        if kind == "section":
+            values[name] = _section(path, value_node, dotted, lines)
             continue
         value = _scalar(value_node)
-        if not _is_kind(value, kinds[name]):
+        if not _is_kind(value, kind):
             shown = value_node.value if isinstance(value_node, yaml.ScalarNode) else "a list"
-            raise SpecFileError(f"{path}:{line}: {dotted}: expected {_EXPECTED[kinds[name]]}, "
+            raise SpecFileError(f"{path}:{line}: {dotted}: expected {_EXPECTED[kind]}, "
                                 f"got {shown!r}")
-        values[name] = float(value) if kinds[name] == "number" else value
+        values[name] = float(value) if kind == "number" else value
     return values
+
+
+def _section(path: Path, node: yaml.Node, prefix: str, lines: dict[str, int]) -> dict[str, Any]:
+    """A free mapping (checked later by ``validate_spec``): record every key's line so its
+    errors point at the right one, and return it as plain data."""
+    if not isinstance(node, yaml.MappingNode):
+        raise SpecFileError(f"{path}:{node.start_mark.line + 1}: {prefix}: expected "
+                            f"{_EXPECTED['section']} (name: value)")
+    for key_node, value_node in node.value:
+        dotted = f"{prefix}.{key_node.value}"
+        lines.setdefault(dotted, key_node.start_mark.line + 1)
+        if isinstance(value_node, yaml.MappingNode):
+            _section(path, value_node, dotted, lines)
+    value = yaml.SafeLoader("").construct_object(node, deep=True)
+    return dict(value)
 
 
 def _scalar(node: yaml.Node) -> Any:

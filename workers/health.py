@@ -1,18 +1,26 @@
-"""``python -m workers.health``: exit 0 when this container's worker is polling, 1 otherwise.
+"""``python -m workers.health``: exit 0 when this container's worker can do its job, 1 otherwise.
 
-The Dockerfile's HEALTHCHECK runs it. "The process exists" says little; this asks the worker's
-own Prometheus endpoint and requires ``shadowshift_worker_running`` to be 1, which the worker
-sets once it polls its task queue and clears when it starts draining. A worker that cannot
-reach Temporal never sets it, so the container turns unhealthy instead of looking fine.
+The Dockerfile's HEALTHCHECK runs it. "The process exists" says little; this checks two things:
+
+1. The worker's own Prometheus endpoint shows ``shadowshift_worker_running`` = 1: the worker
+   started polling its task queue and is not draining. The worker sets it once, so on its own
+   it would stay green after Temporal went away; hence
+2. the Temporal frontend the worker polls (``SHADOWSHIFT_TEMPORAL_ADDRESS``, same namespace)
+   answers from this container now (a connect with its system-info call, bounded to 3 s).
+
+It does not prove the worker's own poll connection is live (the SDK re-dials it by itself), nor
+that activities succeed; the cutover and protection metrics say that.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client
 
 from workers.observability import WORKER_RUNNING
 from workers.settings import SettingsError, load_settings
@@ -33,6 +41,20 @@ def check(port: int, host: str = "127.0.0.1", timeout_s: float = 3.0) -> str | N
     return "the worker is not polling yet"
 
 
+def temporal_problem(address: str, namespace: str, timeout_s: float = 3.0) -> str | None:
+    """``None`` when the Temporal frontend at ``address`` answers within ``timeout_s``, else
+    one sentence saying why not."""
+
+    async def ask() -> None:
+        await asyncio.wait_for(Client.connect(address, namespace=namespace), timeout=timeout_s)
+
+    try:
+        asyncio.run(ask())
+    except (TimeoutError, RuntimeError, OSError) as err:
+        return f"Temporal at {address} does not answer ({str(err) or type(err).__name__})"
+    return None
+
+
 def main() -> int:
     """Entry point; returns the exit code."""
     try:
@@ -44,11 +66,13 @@ def main() -> int:
         print("unhealthy: set SHADOWSHIFT_PROMETHEUS_PORT, the check reads that endpoint",
               file=sys.stderr)
         return 1
-    problem = check(settings.prometheus_port)
+    problem = check(settings.prometheus_port) or temporal_problem(
+        settings.temporal_address, settings.namespace
+    )
     if problem:
         print(f"unhealthy: {problem}", file=sys.stderr)
         return 1
-    print("healthy: the worker is polling")
+    print("healthy: the worker is polling and Temporal answers")
     return 0
 
 

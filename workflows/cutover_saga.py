@@ -18,6 +18,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.cutover_steps import NON_RETRYABLE_CUTOVER_TYPES
 
 T = TypeVar("T")
+_START_TO_CLOSE_S = {"verify_cutover": 240.0}
+"""Longer attempts: on AWS, verify waits (heartbeating) for Route 53 to report the shift's
+change INSYNC, tens of seconds and up to the platform's 180 s bound."""
 
 
 async def run_activity(
@@ -30,7 +33,7 @@ async def run_activity(
         arg,
         result_type=result_type,
         task_queue=task_queue,
-        start_to_close_timeout=timedelta(seconds=60),
+        start_to_close_timeout=timedelta(seconds=_START_TO_CLOSE_S.get(name, 60.0)),
         heartbeat_timeout=timedelta(seconds=3),
         retry_policy=RetryPolicy(
             initial_interval=timedelta(milliseconds=200),

@@ -28,7 +28,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.shadow import ShadowRequest
     from workflows import search_attributes
     from workflows.protection_phases import ProtectionPhases
-    from workflows.protection_spec import PolicySpec, SpecError, validate_policy
+    from workflows.protection_spec import (
+        PolicySpec,
+        SpecError,
+        shadow_platform_spec,
+        validate_policy,
+    )
     from workflows.protection_state import (
         CONTINUE_AS_NEW_EVENTS,
         EVENT_POINTS,
@@ -262,6 +267,8 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         return ShadowRequest(
             spec.instance_id, spec.primary_port, spec.shadow_port, spec.router_port,
             tier=spec.tier, serving_node=state.serving_node, original_home=state.original_home,
+            # Every activity and the cutover child build their platform from these two.
+            platform=spec.platform, platform_spec=shadow_platform_spec(spec),
         )
 
     def _set_phase(self, phase: str) -> None:

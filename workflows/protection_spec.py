@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
-PLATFORMS = ("local", "aws", "kubernetes")
+from infra.aws.spec_loader import load_spec as load_aws_spec
+from infra.errors import InvalidRequestError
+
+PLATFORMS = ("local", "aws")
+"""Platforms a protection may name (each has an implementation in ``infra.factory``)."""
+PLANNED_PLATFORMS = ("kubernetes",)
+"""Named in the design, refused with a clear message until implemented."""
 TIERS = (1, 2, 3)
 PROFILES = ("default", "spec")
 _INSTANCE_ID = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$")
@@ -57,6 +64,10 @@ class ProtectionSpec:
     standing_shadow: bool = True
     """False (tier 3 only): no shadow until the fleet's shadow planner grants one when the
     instance's risk rises (``workflows/shadow_on_demand.py``)."""
+    aws: dict[str, Any] = field(default_factory=dict)
+    """Platform aws only: the AWS section (EC2 instance, shadow subnet, Route 53 and/or ALB,
+    postgres), as in ``docs/aws/protection-spec.example.yaml``; ``instance_id`` and ``tier``
+    come from the spec itself. Checked by ``infra.aws.spec_loader``."""
 
     @property
     def workflow_id(self) -> str:
@@ -86,6 +97,9 @@ def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
             f"instance_id {spec.instance_id!r}: use 2-48 characters of a-z, 0-9 and '-', "
             "starting with a letter and not ending with '-'"
         )
+    if spec.platform in PLANNED_PLATFORMS:
+        raise SpecError(f"platform {spec.platform!r} is not implemented yet; allowed values "
+                        f"are {', '.join(PLATFORMS)}")
     if spec.platform not in PLATFORMS:
         raise SpecError(f"platform {spec.platform!r}: allowed values are {', '.join(PLATFORMS)}")
     if spec.tier not in TIERS:
@@ -104,5 +118,44 @@ def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
                 raise SpecError(f"{name} {port!r} is outside 1024..65535")
         if len(set(ports.values())) != 3:
             raise SpecError("primary_port, shadow_port and router_port must differ")
+    if spec.platform == "aws":
+        validate_aws_section(spec)
+    elif spec.aws:
+        raise SpecError(f"aws: only for platform aws (this spec's platform is {spec.platform}); "
+                        "remove the section or set platform: aws")
     validate_policy(spec.policy)
     return spec
+
+
+def validate_aws_section(spec: ProtectionSpec) -> None:
+    """Check the ``aws`` section as the AWS platform will read it (no AWS call here: that is
+    the provision's preflight). Errors are prefixed ``aws.`` plus the field they name."""
+    if not isinstance(spec.aws, dict) or not spec.aws:
+        raise SpecError("platform aws needs the aws section (ec2_instance_id, region, "
+                        "shadow_subnet_id, dns and/or alb); see "
+                        "docs/aws/protection-spec.example.yaml")
+    data = dict(spec.aws)
+    for name in ("instance_id", "tier"):
+        given, own = data.get(name), getattr(spec, name)
+        if given is not None and given != own:
+            raise SpecError(f"aws.{name} {given!r} contradicts the spec's {name} {own!r}; "
+                            "leave it out of the aws section")
+        data[name] = own
+    try:
+        load_aws_spec(data)
+    except InvalidRequestError as err:
+        message = str(err)
+        for prefix in ("unknown field(s) ", "missing field(s) "):
+            if message.startswith(prefix):  # name the first field first, for the line
+                names = message[len(prefix):].split(";")[0].split(", ")
+                raise SpecError(f"aws.{names[0]}: {message}") from err
+        raise SpecError(f"aws.{message}" if _STARTS_WITH_FIELD.match(message)
+                        else f"aws: {message}") from err
+
+
+_STARTS_WITH_FIELD = re.compile(r"^[a-z_]+(\.[a-z_]+)* ")
+
+
+def shadow_platform_spec(spec: ProtectionSpec) -> dict[str, Any]:
+    """What ``ShadowRequest.platform_spec`` carries for ``spec`` (empty for local)."""
+    return dict(spec.aws) if spec.platform == "aws" else {}

@@ -35,6 +35,9 @@ class NodeApplication(Protocol):
     def health(self, address: str) -> Health:
         """Whether the node answers, is a standby, and would accept a write now."""
 
+    def checkpoint(self, address: str) -> None:
+        """Force a checkpoint on the node (before a cutover's window, never inside it)."""
+
     def fence_writes(self, address: str) -> None:
         """Make the node refuse new writes and end every client session (confirmed)."""
 
@@ -96,12 +99,17 @@ class PostgresApplication:
         detail = "" if writable else ("standby" if in_recovery else "read-only")
         return Health(True, writable, detail, in_recovery=bool(in_recovery))
 
-    def fence_writes(self, address: str) -> None:
-        """Checkpoint (a recent shared one for a later rewind), read-only, sessions ended."""
+    def checkpoint(self, address: str) -> None:
+        """``CHECKPOINT``: run by the cutover's preflight (``prepare_cutover``), so its I/O
+        burst is over before the fence and it is a recent checkpoint both sides share."""
         with _reached(address):
-            sessions, endpoint = self._at(address)
-            sessions.run(endpoint, "CHECKPOINT")
-            fencing.fence_server(sessions, endpoint)
+            self._run(address, "CHECKPOINT")
+
+    def fence_writes(self, address: str) -> None:
+        """Read-only, every client session ended (no checkpoint here: it would sit inside
+        the write blackout; preflight ran one)."""
+        with _reached(address):
+            fencing.fence_server(*self._at(address))
 
     def unfence_writes(self, address: str) -> None:
         """Writable again."""

@@ -66,8 +66,24 @@ def aws_spec(request: AwsRequest) -> AwsShadowSpec:
     return load_spec(data)
 
 
+def activity_heartbeat(progress: str) -> None:
+    """Heartbeat the Temporal activity this thread runs, if any (a no-op elsewhere).
+
+    The platform's slow waits (Route 53 INSYNC) call it, so activities with a short
+    heartbeat timeout survive them. Temporal is imported here, not at module level: infra
+    stays usable (and testable) without an activity around it.
+    """
+    from temporalio import activity
+
+    if activity.in_activity():
+        activity.heartbeat(progress)
+
+
 def build_aws_platform(request: AwsRequest, driver: StackDriver, state_dir: Path) -> AwsPlatform:
     """The AWS platform of ``request`` (``state_dir`` is unused: AWS keeps its own state)."""
     spec = aws_spec(request)
     application = PostgresApplication(spec.postgres) if spec.postgres is not None else None
-    return AwsPlatform(spec, clients_for(spec.region), driver, application=application)
+    return AwsPlatform(
+        spec, clients_for(spec.region), driver, application=application,
+        on_wait=activity_heartbeat,
+    )

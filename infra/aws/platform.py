@@ -15,7 +15,7 @@ from infra.aws.program import checked_weights, shadow_program
 from infra.aws.routing_check import serving_node
 from infra.aws.snapshots import snapshot_status, take_snapshot
 from infra.aws.spec import AwsShadowSpec
-from infra.aws.stack_config import record_weights
+from infra.aws.stack_config import record_weights, recorded_dns_change
 from infra.aws.traffic import AlbWeights, DnsWeights, TrafficRouter
 from infra.errors import InfraError, InvalidRequestError
 from infra.platform import Health, Platform, ProgressCallback, ReplicationStatus, ShadowInfo
@@ -42,8 +42,13 @@ class AwsPlatform(Platform):
         application: NodeApplication | None = None,
         instance_control: InstanceControl | None = None,
         dns_sync_timeout_s: float = 180.0,
+        on_wait: ProgressCallback | None = None,
     ) -> None:
+        """``on_wait`` is called while a slow AWS wait polls (Route 53 INSYNC); the activity
+        that builds the platform passes its heartbeat."""
         self.spec = spec
+        self.on_wait = on_wait
+        self._dns_change: str | None = None
         self.clients = clients
         self.driver = driver
         self.application = application
@@ -114,11 +119,28 @@ class AwsPlatform(Platform):
         return self.router.get()
 
     def set_weights(self, weights: Mapping[str, int]) -> None:
-        """Set weights absolutely at the ALB and in Route 53, then record them in the stack."""
+        """Set weights absolutely at the ALB and in Route 53, then record them in the stack.
+
+        Returns once Route 53 *accepted* the change: waiting for INSYNC (tens of seconds on
+        real AWS) would sit inside the cutover's shift step and its 3 s heartbeat timeout.
+        The change id is recorded with the weights; :meth:`write_through_router` (the
+        cutover's verify) waits for it with heartbeats.
+        """
         checked_weights(self.spec, weights)  # refuse bad input before touching anything
-        self.router.set(weights)
+        self._dns_change = self.router.set(weights, wait_dns=False) or self._dns_change
         if self.driver is not None:
-            record_weights(self.driver, self.spec.stack_name, weights)
+            record_weights(self.driver, self.spec.stack_name, weights, self._dns_change)
+
+    def wait_for_dns(self) -> None:
+        """Wait until the last recorded Route 53 weight change is INSYNC (heartbeating
+        through ``on_wait``); nothing to do without DNS or without a recorded change."""
+        if self.router.dns is None:
+            return
+        change = self._dns_change
+        if change is None and self.driver is not None:
+            change = recorded_dns_change(self.driver, self.spec.stack_name)
+        if change:
+            self.router.dns.wait_insync(change, self.on_wait)
 
     def routes_service(self) -> bool:
         """The listener and/or the weighted records route the primary node.
@@ -135,6 +157,7 @@ class AwsPlatform(Platform):
         ALB's weights and target group and the Route 53 records all point at one node
         (:func:`infra.aws.routing_check.serving_node`), and that node takes the write.
         """
+        self.wait_for_dns()
         node = serving_node(self.spec, self.clients, self.router, self.directory)
         self._app().write_check(self.directory.address(node), check_id)
         return node
@@ -151,7 +174,7 @@ class AwsPlatform(Platform):
         and both record theirs.
         """
         ec2_id = self.directory.ec2_id(node)
-        self.router.set({node: 0})
+        self.router.set({node: 0}, wait_dns=False)  # the ALB and the database fence; DNS won't
         if self.application is not None:
             self.application.fence_writes(self.directory.address(node))
         self.control.set_role(ec2_id, "fenced")
@@ -199,9 +222,19 @@ class AwsPlatform(Platform):
 
     # -- cutover support -------------------------------------------------------------------
 
+    def prepare_cutover(self, source: str) -> None:
+        """``CHECKPOINT`` on the serving ``source`` before the window (run by preflight), as
+        the local platform does: its I/O burst is over before the fence, and it is the last
+        checkpoint both sides share. Nothing to do without a database."""
+        if self.application is not None:
+            self.application.checkpoint(self.directory.address(source))
+
     def fence_router(self, node: str) -> None:
-        """Weight 0 for ``node`` at the ALB and in Route 53; needs nothing from the node."""
-        self.router.set({node: 0})
+        """Weight 0 for ``node`` at the ALB and in Route 53; needs nothing from the node.
+
+        Route 53's propagation is not awaited: DNS alone fences nothing (resolvers cache), the
+        ALB and stopping the node do."""
+        self.router.set({node: 0}, wait_dns=False)
 
     def close_router_sessions(self, node: str) -> None:
         """Nothing to do: an ALB has no API to cut open connections to a target.

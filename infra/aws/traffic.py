@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from infra.aws.errors import aws_errors
@@ -85,7 +85,7 @@ class DnsWeights:
         nodes: tuple[str, ...],
         *,
         sync_timeout_s: float = 180.0,
-        poll_interval_s: float = 2.0,
+        poll_interval_s: float = 1.0,
     ) -> None:
         self._route53 = route53
         self._dns = dns
@@ -97,8 +97,19 @@ class DnsWeights:
         """Weight per node that has a record (nodes without one are left out)."""
         return {node: int(r.get("Weight", 0)) for node, r in self.records().items()}
 
-    def set(self, weights: Mapping[str, int]) -> None:
-        """UPSERT the weights in one atomic change batch and wait until Route 53 is INSYNC."""
+    def set(
+        self,
+        weights: Mapping[str, int],
+        *,
+        wait: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> str:
+        """UPSERT the weights in one atomic change batch; return the change id.
+
+        With ``wait`` it then polls until Route 53 says INSYNC (see :meth:`wait_insync`);
+        without, it returns as soon as Route 53 accepted the batch, which is what a cutover's
+        critical path wants: an accepted change is applied, only its propagation takes time.
+        """
         records = self.records()
         missing = sorted(set(weights) - set(records))
         if missing:
@@ -115,8 +126,11 @@ class DnsWeights:
                 HostedZoneId=self._dns.zone_id,
                 ChangeBatch={"Comment": "shadowshift weights", "Changes": changes},
             )["ChangeInfo"]
-        self._wait_insync(change["Id"], change["Status"])
-        log.info("Route 53 weights of %s are %s.", self._dns.record_name, dict(weights))
+        log.info("Route 53 accepted weights %s for %s (change %s, %s).", dict(weights),
+                 self._dns.record_name, change["Id"], change["Status"])
+        if wait:
+            self.wait_insync(change["Id"], on_wait, status=change["Status"])
+        return str(change["Id"])
 
     def records(self) -> dict[str, dict[str, Any]]:
         """The weighted A record of each node that has one, as Route 53 lists it."""
@@ -141,18 +155,38 @@ class DnsWeights:
                     "StartRecordIdentifier": page.get("NextRecordIdentifier", ""),
                 }
 
-    def _wait_insync(self, change_id: str, status: str) -> None:
-        # INSYNC means every Route 53 authoritative server answers with the new weights; it
-        # says nothing about resolvers that cached the old answer (up to the TTL, or longer).
+    def wait_insync(
+        self,
+        change_id: str,
+        on_wait: Callable[[str], None] | None = None,
+        *,
+        status: str | None = None,
+    ) -> None:
+        """Poll ``GetChange`` until INSYNC, calling ``on_wait`` after every answer.
+
+        Route 53 usually takes tens of seconds; callers inside an activity pass a heartbeat as
+        ``on_wait`` so a short heartbeat timeout keeps working. INSYNC means every Route 53
+        authoritative server answers with the new weights; it says nothing about resolvers
+        that cached the old answer (up to the TTL, or longer).
+
+        Raises:
+            InfraError: still not INSYNC after ``sync_timeout_s`` (retryable).
+        """
         deadline = time.monotonic() + self._sync_timeout_s
-        while status != "INSYNC":
+        while True:
+            if status is None:
+                with aws_errors("route53", f"Route 53 change {change_id}"):
+                    status = self._route53.get_change(Id=change_id)["ChangeInfo"]["Status"]
+            if on_wait is not None:
+                on_wait(f"route53 change {change_id} {status}")
+            if status == "INSYNC":
+                return
             if time.monotonic() > deadline:
                 raise InfraError(
                     f"Route 53 change {change_id} still {status} after {self._sync_timeout_s}s"
                 )
             time.sleep(self._poll_interval_s)
-            with aws_errors("route53"):
-                status = self._route53.get_change(Id=change_id)["ChangeInfo"]["Status"]
+            status = None
 
 
 class TrafficRouter:
@@ -175,15 +209,25 @@ class TrafficRouter:
                     merged[node] = max(weight, merged.get(node, 0))
         return merged
 
-    def set(self, weights: Mapping[str, int]) -> None:
-        """ALB first (takes effect at once), then DNS; undo the ALB change if DNS fails."""
+    def set(
+        self,
+        weights: Mapping[str, int],
+        *,
+        wait_dns: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> str | None:
+        """ALB first (takes effect at once), then DNS; undo the ALB change if DNS fails.
+
+        Returns the Route 53 change id (``None`` without DNS). ``wait_dns=False`` returns once
+        Route 53 accepted the change, without waiting for INSYNC (the cutover's critical path).
+        """
         before = self.alb.get() if self.alb is not None else None
         if self.alb is not None:
             self.alb.set(weights)
         if self.dns is None:
-            return
+            return None
         try:
-            self.dns.set(weights)
+            return self.dns.set(weights, wait=wait_dns, on_wait=on_wait)
         except Exception:
             if self.alb is not None and before is not None:
                 log.warning("Route 53 refused the weights. Restoring the ALB's %s.", before)
