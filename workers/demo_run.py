@@ -108,7 +108,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
                 await progress.sleep_until(failure_wall)
                 killed = _fail_primary(service)
                 remove_overlay(state_dir, service.primary.port)
-                rejoined_at = await recovery
+                recovered = await recovery
             finally:
                 recovery.cancel()
         finally:
@@ -134,9 +134,15 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
         "cutovers": _count_cutovers(history),
         "last_report_before_failure": _last_report_before(history, failure_wall),
         "primary_killed_while_serving": killed,
-        "former_primary_rejoined_as_shadow": rejoined_at is not None,
-        "rejoined_after_cutover_s": (round(rejoined_at - cutover[1], 1)
-                                     if rejoined_at is not None and cutover else None),
+        # rejoined: the former primary itself is the shadow; retired: it was destroyed and a
+        # fresh copy of the new primary took its place; None: not recovered in time.
+        "former_primary_recovery": recovered[1] if recovered else None,
+        "former_primary_rejoined_as_shadow": bool(recovered and recovered[1] == "rejoined"),
+        "rejoined_after_cutover_s": (round(recovered[0] - cutover[1], 1)
+                                     if recovered and recovered[1] == "rejoined" and cutover
+                                     else None),
+        "recovered_after_cutover_s": (round(recovered[0] - cutover[1], 1)
+                                      if recovered and cutover else None),
         **report.per_instance_hour(steady, 1, watch.max_duration_s, heartbeats.per_hour()),
         "watcher_heartbeats_seen": len(heartbeats.times),
         "offline_verdict": asdict(verdict),

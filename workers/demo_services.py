@@ -161,7 +161,9 @@ def local_service(state_dir: Path) -> Iterator[LocalService]:
     primary = PgServer(home=original, port=primary_port)
     haproxy = HAProxyManager(state_dir / "haproxy")
     try:
-        primary.init(settings={"archive_mode": "on", "max_wal_senders": "10"})
+        # wal_log_hints: pg_rewind needs it, or the former primary is retired, not rejoined.
+        primary.init(settings={"archive_mode": "on", "max_wal_senders": "10",
+                               "wal_log_hints": "on"})
         primary.start()
         haproxy.ensure_service(
             instance_id, router_port, [ServerEntry(instance_id, "127.0.0.1", primary_port)]

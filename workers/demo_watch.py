@@ -104,19 +104,27 @@ class Progress:
             f"in {end - start:.2f} s; {deadline - start:.1f} s before the failure.")
         return start, end
 
-    async def wait_for_recovery(self, timeout_s: float) -> float | None:
-        """Wall time at which the protection is protected again with a healthy shadow (the
-        former primary rejoined), or ``None`` after ``timeout_s``."""
+    async def wait_for_recovery(self, timeout_s: float) -> tuple[float, str] | None:
+        """Wall time at which the protection is protected again with a healthy shadow, and
+        how the former primary was recovered (the status's last recovery: ``rejoined`` as
+        the shadow, or ``retired`` and replaced by a fresh copy), or ``None`` after
+        ``timeout_s``."""
         handle = self.client.get_workflow_handle(self.workflow_id)
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             if await self.phase() == "protected":
                 status = await handle.query(InstanceProtectionWorkflow.status)
-                if status.shadow_healthy and status.cutovers >= 1:
-                    say("The former primary rejoined as the shadow: protected again.")
-                    return time.time()
+                if status.shadow_healthy and status.cutovers >= 1 and status.recoveries:
+                    how = status.recoveries[-1]
+                    say("The former primary rejoined as the shadow: protected again."
+                        if how == "rejoined" else
+                        f"The former primary was {how}; a fresh shadow is in sync: protected "
+                        "again. Why, in the protection's log: "
+                        + next((line for line in reversed(status.log) if "Retiring" in line),
+                               "(not logged)"))
+                    return time.time(), how
             await self.tick()
-        say(f"The former primary did not rejoin within {timeout_s:.0f} s "
+        say(f"The former primary was not recovered within {timeout_s:.0f} s "
             f"(phase {self._last_phase}).")
         return None
 

@@ -83,7 +83,11 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["acked_writes"] > 1000
     assert 0 < summary["blackout_ms"] < 10_000
     assert summary["failed_client_ops"] >= summary["failed_client_ops_during_cutover"] >= 0
+    # The demo's primary runs with wal_log_hints, so the former primary is rewound and
+    # rejoins; a retire (and a fresh copy) would be reported as such, not as a rejoin.
+    assert summary["former_primary_recovery"] == "rejoined"
     assert summary["former_primary_rejoined_as_shadow"] is True
+    assert summary["rejoined_after_cutover_s"] == summary["recovered_after_cutover_s"] > 0
     # Between the cutover and the failure the watcher scores the new, healthy primary (the
     # old one still replays the degradation until it fails).
     last = summary["last_report_before_failure"]
