@@ -2,7 +2,13 @@
 
 Each is idempotent, keyed by the candidate id (the retraining workflow's id): a retried
 ``train_challenger`` returns the finished candidate instead of training again, a retried
-``promote_challenger`` finds its own promotion (or refusal) already recorded. The rule and
+``promote_challenger`` finds its own promotion (or refusal) already recorded.
+
+The retraining workflow runs the three as one heartbeating activity, ``retrain_challenger``:
+the candidate's files are written to the training worker's state dir, so evaluating or
+promoting them on another worker (a separate activity may land anywhere on the queue) would
+not find them. A retry on another worker retrains from scratch. The three remain registered
+for runs started before (their histories schedule them one by one). The rule and
 the metric live in :mod:`models.retraining`; the atomic swap in :mod:`models.registry`.
 """
 
@@ -109,6 +115,18 @@ class PromotionResult:
     """One sentence with both scores."""
 
 
+@dataclass
+class RetrainDecision:
+    """One retraining run's training, evaluation and decision."""
+
+    challenger: Challenger
+    """Training summary."""
+    evaluation: Evaluation
+    """Champion and challenger scores."""
+    promotion: PromotionResult
+    """Promoted or refused, and why."""
+
+
 class RetrainingActivities:
     """Activities over one model registry and one outcome store."""
 
@@ -174,6 +192,15 @@ class RetrainingActivities:
             champion_score=champion_score, challenger_score=challenger_score,
             heldout_rows=int(labels.size), heldout_positives=int(labels.sum()),
         )
+
+    @activity.defn
+    def retrain_challenger(self, request: TrainChallengerInput) -> RetrainDecision:
+        """Train, evaluate and promote or refuse on this worker (see the module docstring);
+        each step heartbeats, and each is idempotent on a retry that lands here again."""
+        challenger = self.train_challenger(request)
+        evaluation = self.evaluate_challenger(challenger)
+        promotion = self.promote_challenger(PromoteInput(evaluation, request.config))
+        return RetrainDecision(challenger, evaluation, promotion)
 
     @activity.defn
     def promote_challenger(self, request: PromoteInput) -> PromotionResult:

@@ -86,6 +86,7 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
         outcomes.report_outcome_evidence,
         outcomes.observe_outcomes,
         outcomes.resolve_outcomes,
+        retraining.retrain_challenger,
         retraining.train_challenger,
         retraining.evaluate_challenger,
         retraining.promote_challenger,

@@ -4,8 +4,10 @@
   records, then resolve the records whose horizon has passed.
 - ``ModelRetrainingWorkflow`` (daily): resolve outcomes, train a challenger on them plus the
   base data, evaluate champion and challenger on the same held-out rows, promote the
-  challenger only if it wins by the rule in :mod:`models.retraining`. Workers pick a promoted
-  model up at their next scoring batch (``activities/scoring.py`` watches the version pointer).
+  challenger only if it wins by the rule in :mod:`models.retraining` — train, evaluate and
+  promote in one activity on one worker, since the candidate's files are in its state dir.
+  Workers sharing that state dir pick a promoted model up at their next scoring batch
+  (``activities/scoring.py`` watches the version pointer).
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ with workflow.unsafe.imports_passed_through():
         Evaluation,
         PromoteInput,
         PromotionResult,
+        RetrainDecision,
         TrainChallengerInput,
     )
     from models.retraining import RetrainingConfig
+
+ONE_ACTIVITY_PATCH_ID = "retrain-in-one-activity"
+"""``workflow.patched`` id of train + evaluate + promote as one activity."""
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -79,6 +85,25 @@ class ModelRetrainingWorkflow:
             result_type=dict[str, int], start_to_close_timeout=timedelta(minutes=5),
             retry_policy=_RETRY,
         )
+        if workflow.patched(ONE_ACTIVITY_PATCH_ID):
+            decided: RetrainDecision = await workflow.execute_activity(
+                "retrain_challenger", TrainChallengerInput(candidate_id, request.config),
+                result_type=RetrainDecision, start_to_close_timeout=timedelta(hours=1, minutes=20),
+                heartbeat_timeout=heartbeat_timeout, retry_policy=_RETRY,
+            )
+            challenger, evaluation, promotion = (decided.challenger, decided.evaluation,
+                                                 decided.promotion)
+        else:  # runs started before: three activities, possibly on different workers
+            challenger, evaluation, promotion = await self._three_steps(
+                candidate_id, request, heartbeat_timeout)
+        verdict = "Promoted" if promotion.promoted else "Kept the champion"
+        workflow.logger.info("%s: %s.", verdict, promotion.reason)
+        return RetrainingResult(candidate_id, resolved, challenger, evaluation, promotion)
+
+    @staticmethod
+    async def _three_steps(candidate_id: str, request: RetrainingInput,
+                           heartbeat_timeout: timedelta,
+                           ) -> tuple[Challenger, Evaluation, PromotionResult]:
         challenger: Challenger = await workflow.execute_activity(
             "train_challenger", TrainChallengerInput(candidate_id, request.config),
             result_type=Challenger, start_to_close_timeout=timedelta(hours=1),
@@ -94,9 +119,7 @@ class ModelRetrainingWorkflow:
             result_type=PromotionResult, start_to_close_timeout=timedelta(minutes=5),
             retry_policy=_RETRY,
         )
-        verdict = "Promoted" if promotion.promoted else "Kept the champion"
-        workflow.logger.info("%s: %s.", verdict, promotion.reason)
-        return RetrainingResult(candidate_id, resolved, challenger, evaluation, promotion)
+        return challenger, evaluation, promotion
 
 
 @workflow.defn

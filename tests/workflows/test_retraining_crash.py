@@ -35,7 +35,7 @@ async def _wait_training(handle: WorkflowHandle) -> None:
     async with asyncio.timeout(120):
         while True:
             described = await handle.describe()
-            if any(p.activity_type.name == "train_challenger"
+            if any(p.activity_type.name == "retrain_challenger"
                    and p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                    for p in described.raw_description.pending_activities):
                 return
