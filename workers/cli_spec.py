@@ -1,9 +1,10 @@
 """Read a protection spec from YAML, and on any mistake say which line and which field.
 
 PyYAML's node tree keeps each key's position (``start_mark``), so the file is composed into
-nodes first and walked alongside the field types of :class:`ProtectionSpec`; the values are
-then checked by the same :func:`validate_spec` the workflow uses, and its error is placed on
-the line of the field it names. Example::
+nodes first and walked alongside the field types of :class:`ProtectionSpec` (read from the
+dataclasses themselves, so a field added there is accepted here); the values are then checked
+by the same :func:`validate_spec` the workflow uses, and its error is placed on the line of
+the field it names, down to nested keys of the ``aws`` section (``aws.dns.ttl_s``). Example::
 
     instance_id: db-orders
     platform: local
