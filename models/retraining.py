@@ -19,23 +19,19 @@ champion's by at least ``min_gain`` (0.01 by default) and the held-out data hold
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 from sklearn.metrics import average_precision_score
 
 from models.dataset import SPLIT_BOUNDS, SPLITS, Dataset, build_dataset
-from models.features import FEATURE_NAMES, FeatureConfig, Float32Array, window_features
+from models.features import FEATURE_NAMES, Float32Array, window_features
 from models.metrics import METRICS, sanitize
-from models.predictor import FORMAT_VERSION, Predictor, metadata_path_for
+from models.predictor import Predictor
 from models.synthetic import FleetConfig
-from models.training import TrainingConfig, fit, training_series
+from models.training import TrainingConfig, fit, training_series, write_model
 
 METRIC = "average_precision"
 """The metric promotions are decided on (see the module docstring)."""
@@ -147,27 +143,10 @@ def train_candidate(config: RetrainingConfig, examples: Sequence[OutcomeExample]
     dataset = build(config, examples)
     train_config = training_config(config)
     booster, calibration = fit(dataset, train_config)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    model_path.write_text(booster.model_to_string(num_iteration=booster.best_iteration))
-    metadata: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "model_file": model_path.name,
-        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
-        "feature_names": list(FEATURE_NAMES),
-        "feature_config": FeatureConfig().to_dict(),
-        "horizon_s": train_config.horizon_s,
-        "best_iteration": booster.best_iteration,
-        "calibration": {
-            "method": "isotonic",
-            "raw": [float(x) for x in calibration.X_thresholds_],
-            "calibrated": [float(y) for y in calibration.y_thresholds_],
-        },
-        "data": {"sha256": dataset.digest(), "rows": int(dataset.labels.size),
+    write_model(model_path, booster, calibration, train_config.horizon_s,
+                {"sha256": dataset.digest(), "rows": int(dataset.labels.size),
                  "positives": int(dataset.labels.sum()), "outcome_rows": len(examples)},
-        "retraining": asdict(config),
-        "versions": {"lightgbm": lgb.__version__, "numpy": np.__version__},
-    }
-    metadata_path_for(model_path).write_text(json.dumps(metadata, indent=1) + "\n")
+                {"retraining": asdict(config)})
     features, labels = dataset.part("test")
     heldout_path = model_path.with_name("heldout.npz")
     with heldout_path.open("wb") as handle:

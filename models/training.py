@@ -152,6 +152,36 @@ def fit(dataset: Dataset, config: TrainingConfig) -> tuple[lgb.Booster, Isotonic
     return booster, calibration
 
 
+def write_model(model_path: Path, booster: lgb.Booster, calibration: IsotonicRegression,
+                horizon_s: float, data: dict[str, Any], sections: dict[str, Any],
+                ) -> dict[str, Any]:
+    """Write the model file and its metadata (the fields :class:`Predictor` checks, then
+    ``data``, ``sections`` in order, and library versions); returns the metadata. The one
+    writer of the format, for ``make model`` and for retraining challengers alike."""
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    model_path.write_text(booster.model_to_string(num_iteration=booster.best_iteration))
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "model_file": model_path.name,
+        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        "feature_names": list(FEATURE_NAMES),
+        "feature_config": FeatureConfig().to_dict(),
+        "horizon_s": horizon_s,
+        "best_iteration": booster.best_iteration,
+        "calibration": {
+            "method": "isotonic",
+            "raw": [float(x) for x in calibration.X_thresholds_],
+            "calibrated": [float(y) for y in calibration.y_thresholds_],
+        },
+        "data": data,
+        **sections,
+        "versions": {"lightgbm": lgb.__version__, "numpy": np.__version__,
+                     "scikit-learn": sklearn.__version__},
+    }
+    metadata_path_for(model_path).write_text(json.dumps(metadata, indent=1) + "\n")
+    return metadata
+
+
 def train(config: TrainingConfig, model_path: Path = DEFAULT_MODEL_PATH) -> TrainingResult:
     """Build the data, train, calibrate, evaluate and write model + metadata."""
     series, digests = training_series(config)
@@ -172,37 +202,19 @@ def train(config: TrainingConfig, model_path: Path = DEFAULT_MODEL_PATH) -> Trai
                                            num_iteration=booster.best_iteration)
                 evaluation[f"test_{source}"] = _metrics(dataset.labels[part],
                                                         calibration.predict(raw_part))
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    model_text = booster.model_to_string(num_iteration=booster.best_iteration)
-    model_path.write_text(model_text)
-    metadata = {
-        "format_version": FORMAT_VERSION,
-        "model_file": model_path.name,
-        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
-        "feature_names": list(FEATURE_NAMES),
-        "feature_config": FeatureConfig().to_dict(),
-        "horizon_s": config.horizon_s,
-        "best_iteration": booster.best_iteration,
-        "calibration": {
-            "method": "isotonic",
-            "raw": [float(x) for x in calibration.X_thresholds_],
-            "calibrated": [float(y) for y in calibration.y_thresholds_],
-        },
-        "data": {
-            "sha256": dataset.digest(),
-            "rows": int(dataset.labels.size),
-            "positives": int(dataset.labels.sum()),
-            "series": len(series),
-            "fleet": config.fleet.to_dict(),
-            "nab_files": digests,
-        },
+    data = {
+        "sha256": dataset.digest(),
+        "rows": int(dataset.labels.size),
+        "positives": int(dataset.labels.sum()),
+        "series": len(series),
+        "fleet": config.fleet.to_dict(),
+        "nab_files": digests,
+    }
+    metadata = write_model(model_path, booster, calibration, config.horizon_s, data, {
         "training": {k: v for k, v in asdict(config).items() if k != "fleet"},
         "evaluation": evaluation,
-        "versions": {"lightgbm": lgb.__version__, "numpy": np.__version__,
-                     "scikit-learn": sklearn.__version__},
-    }
+    })
     metadata_path = metadata_path_for(model_path)
-    metadata_path.write_text(json.dumps(metadata, indent=1) + "\n")
     return TrainingResult(model_path, metadata_path, metadata)
 
 
