@@ -7,7 +7,7 @@ fleet watcher's sampling and batched LightGBM scoring, signals, upserts and Temp
 
 Phases, each reported:
 
-1. ``start``: a fresh dev server (SQLite, metrics endpoint) and the bench worker process
+1. ``start``: a fresh dev server (in-memory SQLite, metrics endpoint) and the bench worker process
    (``bench/scale_worker.py``: the production registry with the double), the fleet watcher,
    then N ``InstanceProtectionWorkflow`` starts (as ``workers.protect.start_protection`` does
    them, minus the spec check that refuses the double); timed until visibility shows all N in
@@ -15,7 +15,9 @@ Phases, each reported:
 2. ``settle``: one discovery and a few samples, so every instance has had its first report.
 3. ``steady``: a window of ``--window-s`` seconds: worker and dev-server CPU (% of a core) and
    RSS; billable actions counted from the histories (``workers.demo_report``, heartbeats from
-   the server's ``action`` counter), extrapolated per protected instance-hour (goal <= 12).
+   the server's ``action`` counter), extrapolated per protected instance-hour (goal <= 12),
+   plus the one re-report per instance each watcher restart costs (a new run forgets what was
+   reported). Then what onboarding cost each protection (its events before the window).
 4. ``crossing``: ``--risky`` instances, spread over the fleet, switch their metric stream to
    the recorded degradation a few steps before the score crosses the threshold; from each
    protection's history: crossing → cutover child started (p50/p99). The double has no cutover
