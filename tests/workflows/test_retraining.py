@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import uuid
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, ScheduleHandle
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.outcomes import OutcomeEvidence, RecordOutcomeInput
 from activities.scoring import MetricWindow, ScoreInstancesInput, ScoreInstancesResult
 from infra.local.ports import free_port
 from models.registry import ModelRegistry
 from models.retraining import RetrainingConfig, train_candidate
-from workers.registry import model_registry, new_worker, outcomes_store
+from workers.registry import (
+    WORKFLOWS,
+    build_activities,
+    model_registry,
+    new_worker,
+    outcomes_store,
+)
 from workers.schedules import ScheduleConfig, ensure_schedules
 from workers.settings import Settings
-from workflows.retraining import RetrainingResult
+from workflows.retraining import ModelRetrainingWorkflow, RetrainingInput, RetrainingResult
 from workflows.retraining_hooks import record_outcome, report_outcome_evidence
 
 # Small enough to train in a few seconds, large enough (≈ 350 held-out failures) to compare.
@@ -155,3 +163,33 @@ async def test_protection_hooks_record_once_and_stop_probing_a_retired_node(
     assert (record.record_id, record.kind, record.port) == ("wf:cutover:1", "cutover", None)
     store.resolve(record.at + record.horizon_s)
     assert store.get("wf:cutover:1").outcome == "healthy"  # type: ignore[union-attr]
+
+
+async def test_runs_finish_when_workers_have_their_own_state_dirs(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+) -> None:
+    """Two workers with separate state dirs poll one queue: every retraining run trains,
+    evaluates and decides on one worker (its candidate files are there), so every run
+    finishes, and its decision is in exactly that worker's registry."""
+    other = dataclasses.replace(settings, state_dir=settings.state_dir.parent / "other")
+    other.state_dir.mkdir(mode=0o755)
+    client = temporal_env.client
+    # Workflows on a worker without activities (so no activity is dispatched eagerly to the
+    # worker that scheduled it), activities on two workers; one client may not run two
+    # activity workers on a queue, so the second has its own connection (another process).
+    second = await Client.connect(client.service_client.config.target_host)
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS), \
+                Worker(client, task_queue=task_queue, activity_executor=pool,
+                       activities=build_activities(settings, client)), \
+                Worker(second, task_queue=task_queue, activity_executor=pool,
+                       activities=build_activities(other, second)):
+            for _ in range(3):
+                results.append(await client.execute_workflow(
+                    ModelRetrainingWorkflow.run, RetrainingInput(SMALL),
+                    id=f"retrain-{uuid.uuid4().hex[:8]}", task_queue=task_queue))
+    for result in results:
+        where = [s for s in (settings, other) if any(
+            d["candidate_id"] == result.candidate_id for d in model_registry(s).decisions())]
+        assert len(where) == 1, result.candidate_id
