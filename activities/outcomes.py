@@ -68,7 +68,7 @@ class RecordOutcomeInput:
     """A cutover or a refused cutover, as the protection workflow saw it."""
 
     record_id: str
-    """Stable across retries, e.g. ``<workflow id>:cutover:<n>``."""
+    """Stable across retries, e.g. ``<workflow id>:<first run id>:cutover:<n>``."""
     instance_id: str
     """The protected instance."""
     kind: str

@@ -54,7 +54,7 @@ class OutcomeRecord:
     """One cutover, refusal or near miss, and (once resolved) what became of the instance."""
 
     record_id: str
-    """Unique and stable across retries, e.g. ``<workflow id>:cutover:<n>``."""
+    """Unique and stable across retries, e.g. ``<workflow id>:<first run id>:cutover:<n>``."""
     instance_id: str
     """The protected instance."""
     kind: str
