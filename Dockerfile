@@ -5,7 +5,7 @@ RUN bash /src/scripts/build-pulumi.sh
 
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
- && apt-get install -y --no-install-recommends postgresql haproxy \
+ && apt-get install -y --no-install-recommends postgresql haproxy zstd \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 shadowshift
 WORKDIR /app
