@@ -15,9 +15,11 @@ Protections themselves hold no timers while protected.
 Instances are discovered through Temporal visibility (free of actions): running
 ``InstanceProtectionWorkflow`` executions and the spec each carries in its memo. Each one is
 decided with its own policy (the spec's threshold, hysteresis, cooldown, advisory flag and
-profile, kept current by ``set_policy``) within the fleet's budget. The watcher samples the node
-the router currently sends traffic to, with its data directory's disk and any metric overlay
-installed for that node (``infra/local/metric_overlay.py``).
+profile, kept current by ``set_policy``) within the fleet's budget. Sampling is per platform:
+local protections (``activities/watch_local.py``) are read every interval from the node the
+router sends traffic to; AWS protections (``activities/watch_aws.py``) from CloudWatch once per
+CloudWatch period, scored only when a new datapoint arrived, and their EC2 scheduled events
+become ``report_event`` signals, each sent once.
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ from activities.scoring import (
     ScoringActivities,
 )
 from activities.shadow_planner import ShadowPlanner
+from activities.watch_aws import AwsWatcher, aws_spec_of
+from activities.watch_aws_fleet import AwsFleet
+from activities.watch_items import Watched as _Watched
+from activities.watch_local import local_collector, local_spec, serving_port
+from infra.aws.spec import AwsShadowSpec
 from infra.errors import InfraError
 from infra.local.haproxy import HAProxyManager
-from infra.local.metric_overlay import overlay_path
-from infra.local.metrics import LocalMetricsCollector
 from infra.local.postgres import PgEndpoint
 from infra.local.spec import LocalShadowSpec
 from models.metrics import MetricSample, samples_to_arrays
@@ -79,6 +84,13 @@ class WatchFleetInput:
     """Policy memory handed over from the previous run."""
     shadow_budget: ShadowBudgetConfig = field(default_factory=ShadowBudgetConfig)
     """Fleet shadow budget and the tier-3 trigger (``models/shadow_budget.py``)."""
+    aws_period_s: int = 60
+    """CloudWatch period of the AWS instances' metrics (60 with detailed monitoring, 300 with
+    basic); they are read once per period."""
+    events_interval_s: float = 300.0
+    """Time between two polls of the AWS protections' EC2 scheduled events."""
+    events_sent: list[str] = field(default_factory=list)
+    """EC2 events already signalled, handed over from the previous run."""
 
 
 @dataclass
@@ -91,20 +103,8 @@ class WatchFleetResult:
     """Fleet samples taken."""
     signals_sent: int
     """Signals sent to protections."""
-
-
-@dataclass
-class _Watched:
-    workflow_id: str
-    spec: LocalShadowSpec
-    port: int
-    collector: LocalMetricsCollector
-    samples: deque[MetricSample]
-    profile: str
-    policy: PolicyConfig
-    last_reported: float | None = None
-    """Score last signalled (NaN: "no score" was signalled; ``None``: nothing yet)."""
-    last_decision: str = "hold"
+    events_sent: list[str] = field(default_factory=list)
+    """EC2 events signalled so far, for the next run."""
 
 
 class WatchActivities:
@@ -112,13 +112,14 @@ class WatchActivities:
 
     def __init__(self, client: Client, scoring: ScoringActivities, state_dir: Path,
                  outcomes: OutcomeRecorder | None = None,
-                 shadows: ShadowPlanner | None = None) -> None:
+                 shadows: ShadowPlanner | None = None, aws: AwsWatcher | None = None) -> None:
         self._client = client
         self._scoring = scoring
         self._state_dir = state_dir
         self._outcomes = outcomes
         self._shadows = shadows
         self._haproxy = HAProxyManager(state_dir / "haproxy")
+        self._aws = AwsFleet(client, aws or AwsWatcher(), set())
 
     @activity.defn
     async def watch_fleet(self, request: WatchFleetInput) -> WatchFleetResult:
@@ -126,70 +127,85 @@ class WatchActivities:
         details = activity.info().heartbeat_details
         # Resume with the policy memory of the attempt that died (hysteresis, cooldowns).
         policy_state = value_to_type(PolicyState, details[0]) if details else request.policy_state
+        # ... and with the keys of the EC2 events already sent, so none is sent twice.
+        self._aws.events_sent = set(value_to_type(list[str], details[1]) if len(details) > 1
+                                    else request.events_sent)
         watched: dict[str, _Watched] = {}
         started = time.monotonic()
-        next_discovery = 0.0
+        next_discovery = next_aws = next_events = 0.0
         samples = signals = 0
         while time.monotonic() - started < request.max_duration_s:
-            if time.monotonic() >= next_discovery:
+            now = time.monotonic()
+            if now >= next_discovery:
                 await self._discover(watched, request)
-                next_discovery = time.monotonic() + request.discovery_interval_s
+                next_discovery = now + request.discovery_interval_s
+            read_aws = now >= next_aws
+            if read_aws:
+                next_aws = now + request.aws_period_s
             if watched:
-                policy_state, sent = await self._sample_and_decide(watched, request, policy_state)
+                policy_state, sent = await self._sample_and_decide(watched, request, policy_state,
+                                                                   read_aws)
                 samples += 1
                 signals += sent
+            if now >= next_events:
+                signals += await self._aws.report_events(watched)
+                next_events = now + request.events_interval_s
             if self._outcomes is not None:  # feedback loop: probe open outcome records (free)
                 await asyncio.to_thread(self._outcomes.probe_if_due)
-            activity.heartbeat(policy_state)
+            activity.heartbeat(policy_state, sorted(self._aws.events_sent))
             await asyncio.sleep(request.sample_interval_s)
-        return WatchFleetResult(policy_state, samples, signals)
+        return WatchFleetResult(policy_state, samples, signals, sorted(self._aws.events_sent))
 
     async def _discover(self, watched: dict[str, _Watched], request: WatchFleetInput) -> None:
         """Refresh the list of protections and each one's policy from the spec in its memo
         (``set_policy`` rewrites the memo, and visibility reads cost no actions)."""
         seen: set[str] = set()
+        aws_specs: dict[str, tuple[str, AwsShadowSpec]] = {}
+        policies: dict[str, tuple[str, PolicyConfig]] = {}
         query = f"{PROTECTION_QUERY} AND TaskQueue = '{activity.info().task_queue}'"
         async for execution in self._client.list_workflows(query):
             memo = await execution.memo()
             spec: dict[str, Any] = memo.get("spec") or {}
             instance_id = spec.get("instance_id")
-            if not instance_id or spec.get("platform", "local") != "local":
+            platform = spec.get("platform", "local")
+            if not instance_id or platform not in ("local", "aws"):
                 continue
             try:
                 profile, policy = instance_policy(spec.get("policy") or {}, request)
-                local = LocalShadowSpec(
-                    instance_id=instance_id, primary_port=int(spec["primary_port"]),
-                    shadow_port=int(spec["shadow_port"]), router_port=int(spec["router_port"]),
-                    state_dir=self._state_dir,
-                )
+                if platform == "aws":
+                    aws_specs[instance_id] = (execution.id, aws_spec_of(spec))
+                    policies[instance_id] = (profile, policy)
+                else:
+                    local = local_spec(spec, self._state_dir)
             except (KeyError, TypeError, ValueError, InfraError) as err:
                 activity.logger.warning("Not watching %s: unusable spec (%s).", execution.id, err)
                 continue
-            seen.add(instance_id)
             if self._shadows is not None:  # risk-triggered shadows: tier and standing flag
                 self._shadows.track(execution.id, spec)
+            if platform == "aws":
+                continue  # located below, for the whole fleet at once
+            seen.add(instance_id)
             item = watched.get(instance_id)
             if item is None:
                 watched[instance_id] = self._watch(execution.id, local, local.primary_port,
                                                    request.window_samples, profile, policy)
             else:
                 item.profile, item.policy = profile, policy
+        seen |= await self._aws.locate(watched, aws_specs, policies, request.window_samples)
         for gone in set(watched) - seen:
             del watched[gone]
 
     def _watch(self, workflow_id: str, spec: LocalShadowSpec, port: int, window: int,
                profile: str, policy: PolicyConfig) -> _Watched:
-        collector = LocalMetricsCollector(
-            spec.instance_id, PgEndpoint(port=port), haproxy=self._haproxy,
-            server_name=spec.primary_node if port == spec.primary_port else spec.shadow_node,
-            overlay=overlay_path(self._state_dir, port),
-        )
+        collector = local_collector(self._haproxy, self._state_dir, spec, port)
         return _Watched(workflow_id, spec, port, collector, deque(maxlen=window), profile, policy)
 
     async def _follow_primary(self, item: _Watched) -> _Watched:
         """Sample whichever node the router sends traffic to: after a cutover the instance is
         the former shadow, a different host with a history of its own (fresh window)."""
-        port = await asyncio.to_thread(self._serving_port, item.spec)
+        if item.aws is not None:
+            return item  # AWS: the serving instance is looked up at discovery
+        port = await asyncio.to_thread(serving_port, self._haproxy, item.spec)
         if port is None or port == item.port:
             return item
         fresh = self._watch(item.workflow_id, item.spec, port, item.samples.maxlen or 1,
@@ -199,29 +215,26 @@ class WatchActivities:
                              port)
         return fresh
 
-    def _serving_port(self, spec: LocalShadowSpec) -> int | None:
-        try:
-            weights = self._haproxy.weights(spec.instance_id)
-        except InfraError:
-            return None
-        live = [node for node, weight in weights.items() if weight > 0]
-        if len(live) != 1:
-            return None  # no traffic, or mid-shift: keep watching the same node
-        ports = {spec.primary_node: spec.primary_port, spec.shadow_node: spec.shadow_port}
-        return ports.get(live[0])
-
     async def _sample_and_decide(
-        self, watched: dict[str, _Watched], request: WatchFleetInput, policy_state: PolicyState
+        self, watched: dict[str, _Watched], request: WatchFleetInput, policy_state: PolicyState,
+        read_aws: bool = True,
     ) -> tuple[PolicyState, int]:
+        fresh: list[str] = []  # scored this round: each new sample is one policy reading
         for instance_id in list(watched):
+            if watched[instance_id].aws is not None:
+                continue
             item = watched[instance_id] = await self._follow_primary(watched[instance_id])
             sample = await asyncio.to_thread(item.collector.sample)
             if item.samples and sample.timestamp < item.samples[-1].timestamp:
                 item.samples.clear()  # a replayed trace ended: its virtual clock was ahead
             item.samples.append(sample)
+            fresh.append(instance_id)
             observe_replication(instance_id, sample.replication_lag_bytes)
+        if read_aws:
+            fresh += await self._aws.sample(watched, request.aws_period_s)
         groups: dict[tuple[object, ...], list[str]] = {}
-        for instance_id, item in watched.items():
+        for instance_id in fresh:
+            item = watched[instance_id]
             key = (item.profile, item.policy.threshold, item.policy.consecutive_readings,
                    item.policy.cooldown_s, item.policy.advisory)
             groups.setdefault(key, []).append(instance_id)
@@ -263,10 +276,11 @@ class WatchActivities:
                 "at": time.time(),
                 # Which node was scored (after a cutover, the former shadow); extra keys are
                 # ignored by the protection's RiskReport, and show in the history.
-                "node": item.collector.server_name,
+                "node": item.node,
             },
         )
-        if self._outcomes is not None:  # feedback loop: windows for records, near misses
+        # Feedback loop: windows for records, near misses (outcome probes are local-only).
+        if self._outcomes is not None and item.aws is None:
             window = _window(score.instance_id, item.samples)
             await asyncio.to_thread(
                 self._outcomes.note_risk, score.instance_id, time.time(),

@@ -55,4 +55,5 @@ class FleetWatcherWorkflow:
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
             )
             request.policy_state = result.policy_state
+            request.events_sent = result.events_sent  # EC2 events are signalled once
         workflow.continue_as_new(request)

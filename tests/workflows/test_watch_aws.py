@@ -1,0 +1,268 @@
+"""The fleet watcher watches AWS protections: CloudWatch metrics (in a moto_server process)
+feed the model, and EC2 scheduled events become ``report_event`` signals, each sent once.
+
+The protection is a real ``InstanceProtectionWorkflow`` started from an AWS spec with tier 3
+and no standing shadow: it runs unshadowed (a shadow only on demand), so it needs neither the
+pulumi-aws plugin nor a provisioned shadow, and the watcher finds it the way it finds every
+protection (visibility, spec in the memo). The fleet budget allows no shadow, so a rising
+score never asks for one. moto invents no EC2 metrics and cannot schedule EC2 events: the
+test puts the metrics, and adds a scheduled event to moto's real DescribeInstanceStatus
+answer with a botocore hook on the worker's EC2 client (the shape AWS documents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import json
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.watch import WatchFleetInput
+from activities.watch_aws import AwsWatcher, aws_spec_of
+from infra.aws.clients import AwsClients
+from infra.aws.discovery import ROLE_TAG
+from infra.aws.factory import clients_for
+from infra.aws.metrics import CloudWatchMetricsCollector, read_many
+from models.policy import PolicyConfig
+from models.shadow_budget import ShadowBudgetConfig
+from tests.infra.aws.conftest import REGION, World, make_clients, simulate_shadow_stack
+from tests.infra.aws.conftest import moto_url as moto_url
+from tests.infra.aws.conftest import world as world
+from workers.protect import ensure_fleet_watcher, start_protection
+from workers.registry import new_worker
+from workers.settings import Settings
+from workflows.protection import InstanceProtectionWorkflow
+from workflows.protection_spec import PolicySpec, ProtectionSpec
+
+
+@pytest.fixture
+def clients(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
+    """An empty moto account; boto3's own variables point the in-process worker at it."""
+    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return make_clients(moto_url)
+
+
+def _spec(world: World) -> ProtectionSpec:
+    return ProtectionSpec(
+        "orders-db", "aws", 3, policy=PolicySpec(advisory=True), standing_shadow=False,
+        aws={"ec2_instance_id": world.primary_id, "region": REGION,
+             "shadow_subnet_id": world.other_subnet,
+             "dns": {"hosted_zone_id": world.zone_id, "record_name": "db.example.com"}},
+    )
+
+
+def _watch(**overrides: Any) -> WatchFleetInput:
+    values: dict[str, Any] = {
+        "sample_interval_s": 1.0, "discovery_interval_s": 1.0, "max_duration_s": 60,
+        "aws_period_s": 1, "events_interval_s": 1.0, "policy": PolicyConfig(advisory=True),
+        "shadow_budget": ShadowBudgetConfig(max_shadows=0),
+    }
+    values.update(overrides)
+    return WatchFleetInput(**values)
+
+
+def _put_second(clients: AwsClients, world: World, at: datetime, load: float) -> None:
+    """One second of metrics at ``load`` (0..1): CPU, memory and EBS latency rise with it."""
+    instance = [{"Name": "InstanceId", "Value": world.primary_id}]
+    volume = [{"Name": "VolumeId", "Value": world.data_volume_id}]
+    ebs = {"VolumeTotalReadTime": 0.05 + 2.0 * load, "VolumeTotalWriteTime": 0.05 + 2.0 * load,
+           "VolumeReadOps": 50.0, "VolumeWriteOps": 50.0}  # 1 ms .. 41 ms per operation
+    data = [("AWS/EC2", "CPUUtilization", instance, 10.0 + 89.0 * load),
+            ("CWAgent", "mem_used_percent", instance, 30.0 + 69.0 * load),
+            *[("AWS/EBS", name, volume, value) for name, value in ebs.items()]]
+    for namespace, name, dims, value in data:
+        clients.cloudwatch.put_metric_data(Namespace=namespace, MetricData=[{
+            "MetricName": name, "Dimensions": dims, "Value": value, "Timestamp": at,
+            "StorageResolution": 1}])
+
+
+async def _signals(handle: WorkflowHandle[Any, Any], name: str) -> list[dict[str, Any]]:
+    found = []
+    async for event in handle.fetch_history_events():
+        attributes = event.workflow_execution_signaled_event_attributes
+        if (event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+                and attributes.signal_name == name):
+            found.append(json.loads(attributes.input.payloads[0].data))
+    return found
+
+
+async def test_cloudwatch_metrics_reach_the_protection_as_risk(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    clients: AwsClients, world: World,
+) -> None:
+    """CPU, memory and EBS latency rising in CloudWatch raise the score the watcher reports:
+    report_risk signals arrive with rising scores for the primary's node, and no more of them
+    than CloudWatch had datapoints (a datapoint read twice is not a second reading)."""
+    client = temporal_env.client
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await start_protection(client, _spec(world), task_queue=task_queue)
+            watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=_watch())
+            datapoints = 0
+            async with asyncio.timeout(90):
+                while True:
+                    now = datetime.now(UTC).replace(microsecond=0)
+                    load = min(1.0, datapoints / 12)
+                    await asyncio.to_thread(_put_second, clients, world, now, load)
+                    datapoints += 1
+                    reports = await _signals(handle, "report_risk")
+                    if load >= 1.0 and len(reports) >= 2 and \
+                            reports[-1]["readiness_score"] - reports[0]["readiness_score"] >= 20:
+                        break
+                    await asyncio.sleep(1.0 - time.time() % 1.0 + 0.05)  # next second
+            status = await handle.query(InstanceProtectionWorkflow.status)
+            await watcher.terminate("test over")
+            await handle.terminate("test over")
+    assert status.phase == "unshadowed" and status.readiness_score is not None
+    assert status.readiness_score == pytest.approx(reports[-1]["readiness_score"])
+    assert {report["node"] for report in reports} == {"orders-db"}
+    assert all(report["decision"] == "hold" for report in reports)  # advisory policy
+    assert len(reports) <= datapoints
+
+
+def _add_retirement(world: World) -> Any:
+    """A botocore hook adding an instance-retirement event to moto's DescribeInstanceStatus
+    answer for the primary, as AWS would list it."""
+    def hook(parsed: dict[str, Any], **_: Any) -> None:
+        for status in parsed.get("InstanceStatuses", []):
+            if status["InstanceId"] == world.primary_id:
+                status["Events"] = [{
+                    "InstanceEventId": "instance-event-0d59937288b749b32",
+                    "Code": "instance-retirement",
+                    "Description": "The instance is running on degraded hardware",
+                    "NotBefore": datetime.now(UTC) + timedelta(days=3),
+                }]
+    return hook
+
+
+async def test_a_scheduled_event_is_reported_once(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    clients: AwsClients, world: World,
+) -> None:
+    """An EC2 instance-retirement event, polled every second for several seconds and across
+    a restart of the watcher activity, reaches the protection as exactly one report_event
+    (kind, detail, severity 1 for a high-risk event)."""
+    client = temporal_env.client
+    statuses = clients.ec2.describe_instance_status(InstanceIds=[world.primary_id])
+    assert not statuses["InstanceStatuses"][0].get("Events")  # moto schedules none itself
+    ec2 = clients_for(REGION).ec2  # the worker's client (boto3 reads AWS_ENDPOINT_URL)
+    hook = _add_retirement(world)
+    ec2.meta.events.register("after-call.ec2.DescribeInstanceStatus", hook)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+            async with new_worker(client, settings, pool, task_queue=task_queue):
+                handle = await start_protection(client, _spec(world), task_queue=task_queue)
+                # Two short watcher runs: the second starts from the first's result.
+                watcher = await ensure_fleet_watcher(client, task_queue=task_queue,
+                                                     request=_watch(max_duration_s=4))
+                async with asyncio.timeout(60):
+                    while not await _signals(handle, "report_event"):
+                        await asyncio.sleep(0.5)
+                    runs = 0
+                    while runs < 2:  # the activity ran again after the event was sent
+                        runs = sum([1 async for e in watcher.fetch_history_events()
+                                    if e.event_type ==
+                                    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED])
+                        await asyncio.sleep(0.5)
+                events = await _signals(handle, "report_event")
+                status = await handle.query(InstanceProtectionWorkflow.status)
+                await watcher.terminate("test over")
+                await handle.terminate("test over")
+    finally:
+        ec2.meta.events.unregister("after-call.ec2.DescribeInstanceStatus", hook)
+    assert len(events) == 1, events
+    assert events[0]["kind"] == "instance-retirement" and events[0]["severity"] == 1.0
+    assert world.primary_id in events[0]["detail"] and "degraded" in events[0]["detail"]
+    assert status.events_seen == 1
+
+
+async def test_one_datapoint_is_one_reading(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    clients: AwsClients, world: World,
+) -> None:
+    """CloudWatch keeps answering with its latest datapoint until a newer one exists; the
+    watcher scores it once. With a policy that migrates after two readings over a threshold
+    of 0, one datapoint read for several seconds must still be one reading: hold."""
+    client = temporal_env.client
+    policy = PolicyConfig(threshold=0.0, consecutive_readings=2)
+    spec = _spec(world)
+    spec.policy = PolicySpec(threshold=0.0, consecutive_readings=2)
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await start_protection(client, spec, task_queue=task_queue)
+            await asyncio.to_thread(_put_second, clients, world, datetime.now(UTC), 1.0)
+            watcher = await ensure_fleet_watcher(client, task_queue=task_queue,
+                                                 request=_watch(policy=policy))
+            async with asyncio.timeout(60):
+                while not await _signals(handle, "report_risk"):
+                    await asyncio.sleep(0.5)
+            await asyncio.sleep(4)  # four more reads within the 5-period look-back
+            reports = await _signals(handle, "report_risk")
+            await watcher.terminate("test over")
+            await handle.terminate("test over")
+    assert [report["decision"] for report in reports] == ["hold"], reports
+
+
+def test_fleet_reads_share_calls_and_keep_instances_apart(
+    clients: AwsClients, world: World,
+) -> None:
+    """120 instances' queries (600, over GetMetricData's 500 per call) are read in two calls,
+    and each instance gets its own CPU back."""
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    ids = [f"i-{index:017x}" for index in range(120)]
+    for index, ec2_id in enumerate(ids):
+        clients.cloudwatch.put_metric_data(Namespace="AWS/EC2", MetricData=[{
+            "MetricName": "CPUUtilization", "Value": float(index % 100), "Timestamp": at,
+            "Dimensions": [{"Name": "InstanceId", "Value": ec2_id}]}])
+    collectors = [CloudWatchMetricsCollector(clients.cloudwatch, f"db{index}", ec2_id,
+                                             id_prefix=f"q{index}_")
+                  for index, ec2_id in enumerate(ids)]
+    calls: list[int] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        calls.append(len(params["MetricDataQueries"]))
+
+    clients.cloudwatch.meta.events.register("provide-client-params.cloudwatch.GetMetricData",
+                                            count)
+    readings = read_many(clients.cloudwatch, collectors)
+    assert calls == [500, 100]
+    assert [r.sample.cpu_percent for r in readings] == [float(i % 100) for i in range(120)]
+    assert readings[7].sample.instance_id == "db7" and readings[7].sample.memory_percent is None
+    with pytest.raises(ValueError, match="id_prefix"):
+        read_many(clients.cloudwatch, [collectors[0], collectors[0]])
+
+
+def test_the_watched_instance_follows_the_role_tags(
+    clients: AwsClients, world: World,
+) -> None:
+    """Before any cutover the spec's instance (and its /dev/sdf volume) is read; once a
+    cutover has labelled the shadow primary, the shadow is; a missing instance is left out."""
+    spec = aws_spec_of(dataclasses.asdict(_spec(world)))
+    watcher = AwsWatcher(lambda region: clients)
+    shadow_id = simulate_shadow_stack(clients, world)
+    before = watcher.locate({"orders-db": spec})["orders-db"]
+    assert (before.ec2_instance_id, before.node) == (world.primary_id, "orders-db")
+    assert before.volume_ids == (world.data_volume_id,)
+    clients.ec2.create_tags(Resources=[world.primary_id],
+                            Tags=[{"Key": ROLE_TAG, "Value": "fenced"}])
+    clients.ec2.create_tags(Resources=[shadow_id], Tags=[{"Key": ROLE_TAG, "Value": "primary"}])
+    after = watcher.locate({"orders-db": spec})["orders-db"]
+    assert (after.ec2_instance_id, after.node) == (shadow_id, "orders-db-shadow")
+    gone = aws_spec_of({**dataclasses.asdict(_spec(world)), "instance_id": "other-db",
+                        "aws": {**_spec(world).aws, "ec2_instance_id": "i-0123456789abcdef0"}})
+    assert watcher.locate({"other-db": gone}) == {}
