@@ -46,7 +46,9 @@ from activities.scoring import (
 from activities.shadow_planner import ShadowPlanner
 from activities.watch_aws import AwsWatcher, aws_spec_of
 from activities.watch_aws_fleet import AwsFleet
+from activities.watch_items import READINESS_STEP as READINESS_STEP
 from activities.watch_items import Watched as _Watched
+from activities.watch_items import worth_reporting
 from activities.watch_local import local_collector, local_spec, serving_port
 from infra.aws.spec import AwsShadowSpec
 from infra.errors import InfraError
@@ -59,8 +61,6 @@ from models.shadow_budget import ShadowBudgetConfig
 from workers.observability import observe_replication, observe_scores, set_model_version
 
 PROTECTION_QUERY = "WorkflowType = 'InstanceProtectionWorkflow' AND ExecutionStatus = 'Running'"
-READINESS_STEP = 10.0
-"""Points a score must move from the last reported value before it is reported again."""
 
 
 @dataclass
@@ -288,22 +288,6 @@ class WatchActivities:
                 {"timestamps": window.timestamps, "values": window.values},
                 PgEndpoint(port=item.port))
         return 1
-
-
-def worth_reporting(last_reported: float | None, last_decision: str, threshold: float,
-                    score: float, decision: str) -> bool:
-    """Whether a protection needs to hear about ``score``: a new decision, a threshold
-    crossing, a 10-point move from the last score reported, or a score appearing or vanishing
-    (NaN = no score)."""
-    if last_reported is None or decision != last_decision:
-        return True
-    known, was_known = score == score, last_reported == last_reported  # NaN != NaN
-    if known != was_known:
-        return True
-    if not known:
-        return False
-    crossed = (score >= threshold) != (last_reported >= threshold)
-    return crossed or abs(score - last_reported) >= READINESS_STEP
 
 
 def instance_policy(spec_policy: dict[str, Any], request: WatchFleetInput) -> tuple[str,
