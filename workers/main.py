@@ -97,7 +97,8 @@ async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event) 
             # leaves a running one (and its interval) untouched.
             await ensure_fleet_watcher(client, task_queue=settings.task_queue,
                                        request=WatchFleetInput(
-                                           sample_interval_s=settings.watch_interval_s))
+                                           sample_interval_s=settings.watch_interval_s,
+                                           aws_period_s=settings.aws_metrics_period_s))
         log.info(
             "Worker polling %s on %s (namespace %s).",
             settings.task_queue,

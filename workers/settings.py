@@ -69,6 +69,10 @@ class Settings:
     """``SHADOWSHIFT_WATCH_INTERVAL_S``: seconds between two samples of the fleet by the task
     queue's fleet watcher, which every worker start makes sure runs (1..3600); 0 = the worker
     does not start it (start it yourself, as the demo does with its own interval)."""
+    aws_metrics_period_s: int = 60
+    """``SHADOWSHIFT_AWS_METRICS_PERIOD_S``: CloudWatch period the watcher reads for AWS
+    protections: 60 with detailed monitoring, 300 with basic monitoring (costs a fifth of the
+    GetMetricData calls); 60..3600, a multiple of 60."""
 
     @property
     def effective_backend_url(self) -> str:
@@ -102,6 +106,13 @@ def _int_range(low: int, high: int) -> Callable[[str, str], int]:
         return value
 
     return parse
+
+
+def _cloudwatch_period(var: str, raw: str) -> int:
+    value = _int_range(60, 3600)(var, raw)
+    if value % 60:
+        raise SettingsError(f"{var}={value}: CloudWatch periods are multiples of 60 seconds")
+    return value
 
 
 def _log_level(var: str, raw: str) -> str:
@@ -140,6 +151,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "LOG_LEVEL": ("log_level", _log_level),
     "MAX_CONCURRENT_ACTIVITIES": ("max_concurrent_activities", _int_range(1, 1024)),
     "WATCH_INTERVAL_S": ("watch_interval_s", _int_range(0, 3600)),
+    "AWS_METRICS_PERIOD_S": ("aws_metrics_period_s", _cloudwatch_period),
 }
 
 KNOWN_VARIABLES = tuple(PREFIX + key for key in _PARSERS)

@@ -40,6 +40,8 @@ def test_every_variable_is_parsed(base_env: dict[str, str]) -> None:
         "SHADOWSHIFT_PROMETHEUS_PORT": "9464",
         "SHADOWSHIFT_LOG_LEVEL": "debug",
         "SHADOWSHIFT_MAX_CONCURRENT_ACTIVITIES": "8",
+        "SHADOWSHIFT_WATCH_INTERVAL_S": "0",
+        "SHADOWSHIFT_AWS_METRICS_PERIOD_S": "300",
     }
     settings = load_settings(env)
     assert settings.temporal_address == "temporal.internal:7233"
@@ -48,6 +50,7 @@ def test_every_variable_is_parsed(base_env: dict[str, str]) -> None:
     assert settings.otlp_endpoint == "http://collector:4317"
     assert settings.prometheus_port == 9464 and settings.log_level == "DEBUG"
     assert settings.max_concurrent_activities == 8
+    assert settings.watch_interval_s == 0 and settings.aws_metrics_period_s == 300
 
 
 @pytest.mark.parametrize(
@@ -63,6 +66,9 @@ def test_every_variable_is_parsed(base_env: dict[str, str]) -> None:
         ("SHADOWSHIFT_OTLP_ENDPOINT", "collector:4317", "http://"),
         ("SHADOWSHIFT_PULUMI_BACKEND_URL", "ftp://x", "file://"),
         ("SHADOWSHIFT_TASKQUEUE", "x", "unknown variable"),
+        ("SHADOWSHIFT_WATCH_INTERVAL_S", "-1", "0..3600"),
+        ("SHADOWSHIFT_AWS_METRICS_PERIOD_S", "30", "60..3600"),
+        ("SHADOWSHIFT_AWS_METRICS_PERIOD_S", "90", "multiples of 60"),
     ],
 )
 def test_bad_values_name_the_variable(
