@@ -43,9 +43,14 @@ class ProvisionAndSync:
             "task_queue": request.activity_queue,
             "start_to_close_timeout": timedelta(minutes=5),
             "heartbeat_timeout": timedelta(seconds=10),
+            # StackBusy is retryable: once under load, the killed worker's Pulumi CLI was still
+            # alive 13 s after the SIGKILL (a process in a disk wait dies only when the wait
+            # ends), and three quick attempts gave up; the retries must outlast it (~30 s here)
+            # before one can prove the lock stale.
             "retry_policy": RetryPolicy(
                 initial_interval=timedelta(seconds=1),
-                maximum_attempts=3,
+                maximum_interval=timedelta(seconds=5),
+                maximum_attempts=9,
                 non_retryable_error_types=NON_RETRYABLE_TYPES,
             ),
         }
