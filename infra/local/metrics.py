@@ -206,6 +206,14 @@ def _tree_usage(backend_pid: int) -> tuple[float, float]:
             rss += process.memory_info().rss
         except psutil.Error:
             continue  # a backend that just exited
+    # A backend that exited between two samples (one connection per request is common) takes
+    # its CPU time with it; the kernel adds it to the postmaster's reaped-children times, so
+    # counting those keeps the total monotonic and the rate honest.
+    try:
+        reaped = postmaster.cpu_times()
+        cpu += reaped.children_user + reaped.children_system
+    except psutil.Error:
+        pass
     return cpu, rss
 
 
