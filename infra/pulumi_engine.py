@@ -351,10 +351,6 @@ class StackDriver:
         return InfraError(f"stack {stack_name}: pulumi failed: {_tail(text)}")
 
 
-def _no_program() -> None:
-    """Config operations never run the program; the Automation API still wants one."""
-
-
 def _changes(resource_changes: Mapping[Any, int] | None) -> dict[str, int]:
     """Pulumi's change summary keyed by plain strings (``create``, ``same``...)."""
     return {str(getattr(op, "value", op)): count for op, count in (resource_changes or {}).items()}
