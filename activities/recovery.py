@@ -31,6 +31,7 @@ from infra.factory import platform_for
 from infra.local.platform import LocalPlatform
 from infra.local.postgres import pg_bin, run_server_tool
 from infra.local.program import shadow_program
+from infra.local.spec import LocalShadowSpec
 from infra.platform import Platform
 from infra.pulumi_engine import StackDriver
 
@@ -129,11 +130,7 @@ class RecoveryActivities:
             platform = _local(self.platform(request.shadow))
             try:
                 spec = platform.spec
-                if spec.standby_node != request.former:
-                    raise InvalidRequestError(
-                        f"{request.former} is not the standby of the roles given "
-                        f"(serving_node {spec.current_primary})"
-                    )
+                _require_standby(spec, request.former)
                 data_dir = spec.home_of(request.former) / "data"
                 primary = spec.current_primary
                 streaming = platform.replication_between(primary, request.former).state
@@ -162,11 +159,7 @@ class RecoveryActivities:
             platform = _local(self.platform(request.shadow))
             try:
                 spec = platform.spec
-                if spec.standby_node != request.former:
-                    raise InvalidRequestError(
-                        f"{request.former} is not the standby of the roles given "
-                        f"(serving_node {spec.current_primary})"
-                    )
+                _require_standby(spec, request.former)
                 with heartbeating(f"retiring {request.former}", HEARTBEAT_EVERY_S):
                     existed = self._driver.exists(spec.stack_name)
                     if existed:
@@ -185,6 +178,14 @@ def _local(platform: Platform) -> LocalPlatform:
     if not isinstance(platform, LocalPlatform):
         raise NotImplementedError(f"{platform.name} has no recovery of a former primary yet")
     return platform
+
+
+def _require_standby(spec: LocalShadowSpec, former: str) -> None:
+    """Refuse a request whose roles do not make ``former`` the standby."""
+    if spec.standby_node != former:
+        raise InvalidRequestError(
+            f"{former} is not the standby of the roles given (serving_node {spec.current_primary})"
+        )
 
 
 def _require_rewindable(node: str, data_dir: Path) -> None:
