@@ -140,15 +140,17 @@ def protection_id(instance_id: str) -> str:
     return f"protect-{instance_id}"
 
 
-async def existing_protection(client: Client, instance_id: str) -> WorkflowHandle[Any, Any]:
-    """The latest run of ``instance_id``'s protection.
+async def existing_protection(
+    client: Client, instance_id: str
+) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
+    """The latest run of ``instance_id``'s protection and its description.
 
     Raises:
         CliError: no protection has ever existed for it (exit code 4).
     """
     handle = client.get_workflow_handle(protection_id(instance_id))
     try:
-        await handle.describe()
+        return handle, await handle.describe()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise CliError(
@@ -157,7 +159,6 @@ async def existing_protection(client: Client, instance_id: str) -> WorkflowHandl
                 NOT_FOUND,
             ) from err
         raise
-    return handle
 
 
 async def running_protection(
@@ -168,8 +169,7 @@ async def running_protection(
     Raises:
         CliError: unknown, or its protection has ended (exit code 4).
     """
-    handle = await existing_protection(client, instance_id)
-    description = await handle.describe()
+    handle, description = await existing_protection(client, instance_id)
     if description.status != WorkflowExecutionStatus.RUNNING:
         status = description.status.name if description.status else "?"
         raise CliError(f"{instance_id} is not protected (its protection is {status}); "
