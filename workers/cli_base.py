@@ -203,6 +203,11 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def formatted(value: object, template: str) -> str:
+    """``value`` through ``template``, or ``-`` when it is ``None`` (unknown)."""
+    return "-" if value is None else template.format(value)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain aligned text table (no dependency needed for a few columns)."""
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r]

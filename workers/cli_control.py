@@ -26,6 +26,7 @@ from workers.cli_base import (
     Subcommand,
     add_connection_arguments,
     connect,
+    formatted,
     print_json,
     run_async,
     running_protection,
@@ -81,7 +82,7 @@ async def _status_all(args: argparse.Namespace) -> int:
     headers = ["INSTANCE", "PLATFORM", "TIER", "PHASE", "READINESS", "STATUS", "STARTED"]
     print(table(headers, [
         [r["instance_id"], r["platform"], r["tier"], r["phase"],
-         None if r["readiness_band"] is None else f"{r['readiness_band']:.0f}+",
+         formatted(r["readiness_band"], "{:.0f}+"),
          r["status"], r["started"][:19].replace("T", " ")] for r in rows
     ]))
     return OK
@@ -113,10 +114,10 @@ async def _status_one(args: argparse.Namespace) -> int:
     rows = [
         ("phase", status.phase + (" (paused)" if status.paused else "")),
         ("shadow healthy", status.shadow_healthy),
-        ("readiness score", _fmt(status.readiness_score, "{:.1f}")
+        ("readiness score", formatted(status.readiness_score, "{:.1f}")
          + (f" (threshold {policy.threshold:g})" if policy else "")),
-        ("failure probability", _fmt(status.failure_probability, "{:.3f}")),
-        ("replication lag", _fmt(status.lag_bytes, "{} bytes")),
+        ("failure probability", formatted(status.failure_probability, "{:.3f}")),
+        ("replication lag", formatted(status.lag_bytes, "{} bytes")),
         ("cutovers", status.cutovers),
         ("last cutover", _when(status.last_cutover_at)),
         ("next action", status.next_action),
@@ -129,10 +130,6 @@ async def _status_one(args: argparse.Namespace) -> int:
         for line in status.log:
             print(f"  {line}")
     return OK
-
-
-def _fmt(value: object, template: str) -> str:
-    return "-" if value is None else template.format(value)
 
 
 def _when(epoch: float | None) -> str:

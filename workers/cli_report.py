@@ -21,6 +21,7 @@ from workers.cli_base import (
     add_connection_arguments,
     connect,
     existing_protection,
+    formatted,
     print_json,
     protection_id,
     run_async,
@@ -105,17 +106,13 @@ async def _fleet(args: argparse.Namespace) -> int:
         return OK
     print(table(
         ["INSTANCE", "TIER", "PHASE", "SCORE", "THRESHOLD", "PROBABILITY", "LAG", "CUTOVERS"],
-        [[r["instance_id"], r["tier"], r["phase"], _num(r["readiness_score"], "{:.1f}"),
-          _num(r["threshold"], "{:g}"), _num(r["failure_probability"], "{:.3f}"),
+        [[r["instance_id"], r["tier"], r["phase"], formatted(r["readiness_score"], "{:.1f}"),
+          formatted(r["threshold"], "{:g}"), formatted(r["failure_probability"], "{:.3f}"),
           r["lag_bytes"], r["cutovers"]] for r in rows],
     ))
     for path in files:
         print(path)
     return OK
-
-
-def _num(value: float | None, template: str) -> str | None:
-    return None if value is None else template.format(value)
 
 
 SUBCOMMANDS = [
