@@ -91,6 +91,17 @@ class ProtectionPhases:
         )
         state.shadow_healthy = True
 
+    async def _destroy_shadow(self) -> None:
+        """``pulumi destroy`` of the shadow (router entry, standby, data directory, slot)."""
+        await workflow.execute_activity(
+            "destroy_shadow",
+            self._shadow_request(),
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=ACTIVITY_RETRY,
+        )
+        self._state.shadow_healthy = False
+
     async def _inspect(self, node: str) -> NodeFacts | None:
         """A node's data directory and rewind readiness (``None`` if it could not be asked).
 
@@ -167,14 +178,7 @@ class ProtectionPhases:
         Traffic never moves: the primary keeps serving, only the shadow goes away."""
         state = self._state
         self._set_phase("unprotecting")
-        await workflow.execute_activity(
-            "destroy_shadow",
-            self._shadow_request(),
-            start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=ACTIVITY_RETRY,
-        )
-        state.shadow_healthy = False
+        await self._destroy_shadow()
         self._set_phase("unprotected")
         self._note(f"Shadow of {state.spec.instance_id} destroyed. Protection ended.")
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE_TYPES
     from activities.recovery import NodeFacts, RecoverRequest
     from activities.shadow import ShadowRequest
+    from workflows.protection_phases import ACTIVITY_RETRY
     from workflows.protection_state import ProtectionState
     from workflows.retraining_hooks import (
         RETIRE_EVIDENCE_PATCH_ID,
@@ -128,11 +129,7 @@ class RecoveryPhase:
             result_type=bool,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=RECOVERY_HEARTBEAT_TIMEOUT,
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=2),
-                maximum_interval=timedelta(minutes=1),
-                non_retryable_error_types=NON_RETRYABLE_TYPES,
-            ),
+            retry_policy=ACTIVITY_RETRY,
         )
         self._note(f"{request.former} retired through pulumi destroy. Provisioning a fresh shadow.")
         await self._provision_shadow()

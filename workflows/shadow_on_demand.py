@@ -13,23 +13,15 @@ pending or running; a protection with a standing shadow ignores ``set_shadow``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.errors import NON_RETRYABLE_TYPES
-    from activities.shadow import ShadowRequest
     from workflows.protection_state import ProtectionState
 
 UNSHADOWED = "unshadowed"
 """Phase of a protection whose instance has no shadow on purpose."""
-
-_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2),
-                     maximum_interval=timedelta(minutes=1),
-                     non_retryable_error_types=NON_RETRYABLE_TYPES)
 
 
 @dataclass
@@ -54,9 +46,9 @@ class ShadowOnDemand:
 
         def _note(self, sentence: str) -> None: ...
 
-        def _shadow_request(self) -> ShadowRequest: ...
-
         async def _provision(self) -> None: ...
+
+        async def _destroy_shadow(self) -> None: ...
 
     @workflow.signal
     def set_shadow(self, grant: ShadowGrant) -> None:
@@ -90,10 +82,6 @@ class ShadowOnDemand:
             await self._provision()
             return
         self._set_phase("releasing")
-        await workflow.execute_activity(
-            "destroy_shadow", self._shadow_request(),
-            start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=_RETRY)
-        state.shadow_healthy = False
+        await self._destroy_shadow()
         self._set_phase(UNSHADOWED)
         self._note("Risk stayed low: shadow released. Watching without a shadow.")
