@@ -115,25 +115,21 @@ def _port_of(spec: ProtectionSpec, node: str) -> int | None:
 
 async def record_outcome(record: RecordOutcomeInput) -> None:
     """Store a cutover, refusal or near miss (idempotent by ``record.record_id``)."""
-    if not workflow.patched(PATCH_ID):
-        return
-    try:
-        await workflow.execute_activity(
-            "record_outcome", record, start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_RETRY)
-    except ActivityError as err:
-        workflow.logger.warning("Outcome record %s not stored: %s", record.record_id,
-                                err.cause or err)
+    await _best_effort("record_outcome", record, f"Outcome record {record.record_id}")
 
 
 async def report_outcome_evidence(evidence: OutcomeEvidence) -> None:
     """Attach what the caller knows about an instance's health to its open records."""
+    await _best_effort("report_outcome_evidence", evidence,
+                       f"Outcome evidence for {evidence.instance_id}")
+
+
+async def _best_effort(activity: str, request: object, what: str) -> None:
+    """Run a feedback-loop activity behind ``PATCH_ID``; a failure is logged, not raised."""
     if not workflow.patched(PATCH_ID):
         return
     try:
         await workflow.execute_activity(
-            "report_outcome_evidence", evidence, start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_RETRY)
+            activity, request, start_to_close_timeout=timedelta(seconds=30), retry_policy=_RETRY)
     except ActivityError as err:
-        workflow.logger.warning("Outcome evidence for %s not stored: %s", evidence.instance_id,
-                                err.cause or err)
+        workflow.logger.warning("%s not stored: %s", what, err.cause or err)
