@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 import psycopg
 
@@ -87,23 +87,14 @@ class PostgresApplication:
 
     def health(self, address: str) -> Health:
         """Ask the node on its cached session; unreachable is an answer, not an error."""
-        try:
-            row = self._run(
-                address,
-                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')",
-            )
-        except psycopg.OperationalError as err:
-            return Health(False, False, str(err).strip().splitlines()[0])
-        in_recovery, read_only = row if row else (True, "on")
-        writable = not in_recovery and read_only == "off"
-        detail = "" if writable else ("standby" if in_recovery else "read-only")
-        return Health(True, writable, detail, in_recovery=bool(in_recovery))
+        return fencing.probe_server(*self._at(address))
 
     def checkpoint(self, address: str) -> None:
         """``CHECKPOINT``: run by the cutover's preflight (``prepare_cutover``), so its I/O
         burst is over before the fence and it is a recent checkpoint both sides share."""
         with _reached(address):
-            self._run(address, "CHECKPOINT")
+            sessions, endpoint = self._at(address)
+            sessions.run(endpoint, "CHECKPOINT")
 
     def fence_writes(self, address: str) -> None:
         """Read-only, every client session ended (no checkpoint here: it would sit inside
@@ -160,10 +151,6 @@ class PostgresApplication:
     def _at(self, address: str) -> tuple[fencing.NodeSessions, PgEndpoint]:
         endpoint = self.endpoint(address)
         return self._sessions.setdefault(endpoint.host, fencing.NodeSessions()), endpoint
-
-    def _run(self, address: str, statement: str) -> Any:
-        sessions, endpoint = self._at(address)
-        return sessions.run(endpoint, statement)
 
 
 @contextmanager

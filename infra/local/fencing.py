@@ -22,6 +22,7 @@ import psycopg
 
 from infra.errors import InfraError
 from infra.local.postgres import PgEndpoint, PgServer, alter_system
+from infra.platform import Health
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,22 @@ def fence_server(sessions: NodeSessions, endpoint: PgEndpoint) -> None:
     """Read-only by default, confirmed; then no client backend that predates it survives."""
     set_read_only(sessions, endpoint, True)
     end_client_sessions(sessions, endpoint)
+
+
+def probe_server(sessions: NodeSessions, endpoint: PgEndpoint) -> Health:
+    """Whether the server answers, is a standby, and would accept a write now (on a cached
+    session); unreachable is an answer, not an error."""
+    try:
+        row = sessions.run(
+            endpoint,
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')",
+        )
+    except psycopg.OperationalError as err:
+        return Health(False, False, str(err).strip().splitlines()[0])
+    recovering, read_only = row if row else (True, "on")
+    writable = not recovering and read_only == "off"
+    detail = "" if writable else ("standby" if recovering else "read-only")
+    return Health(True, writable, detail, in_recovery=bool(recovering))
 
 
 def in_recovery(sessions: NodeSessions, endpoint: PgEndpoint) -> bool:

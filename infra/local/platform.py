@@ -263,17 +263,7 @@ class LocalPlatform(Platform):
 
     def probe(self, node: str) -> Health:
         """Ask the node (on a cached session) whether it is a writable primary."""
-        try:
-            row = self.sessions.run(
-                self._endpoint(node),
-                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')",
-            )
-        except psycopg.OperationalError as err:
-            return Health(False, False, str(err).strip().splitlines()[0])
-        in_recovery, read_only = row if row else (True, "on")
-        writable = not in_recovery and read_only == "off"
-        detail = "" if writable else ("standby" if in_recovery else "read-only")
-        return Health(True, writable, detail, in_recovery=bool(in_recovery))
+        return fencing.probe_server(self.sessions, self._endpoint(node))
 
     def fence_router(self, node: str) -> None:
         """Weight 0, maintenance, router sessions closed: needs nothing from the node."""
