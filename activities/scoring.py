@@ -132,14 +132,6 @@ class ScoringActivities:
         """Registry version of the model in use."""
         return self._model[1]
 
-    @property
-    def _predictor(self) -> Predictor:
-        return self._model[0]
-
-    @property
-    def _version(self) -> int:
-        return self._model[1]
-
     def refresh(self) -> None:
         """Switch to a newly promoted model if the registry's pointer changed (one ``stat``)."""
         if self._registry is None:
@@ -153,11 +145,11 @@ class ScoringActivities:
             self._stamp = stamp  # a refused file is tried once, not on every batch
             try:
                 pointer = self._registry.current()
-                if pointer.version == self._version:
+                if pointer.version == self.model_version:
                     return
                 loaded = Predictor.load(Path(pointer.model_path))
             except ModelError as err:
-                log.warning("Promoted model refused, keeping %s: %s", self._predictor.source, err)
+                log.warning("Promoted model refused, keeping %s: %s", self.predictor.source, err)
                 return
             # One assignment, so a batch never pairs one model with another's version.
             self._model = (loaded, pointer.version)
@@ -172,14 +164,14 @@ class ScoringActivities:
             True if the new model is in use; False if it was refused (the message is logged
             and the previous model keeps scoring).
         """
-        path = model_path or self._predictor.source
+        path = model_path or self.predictor.source
         with self._lock:
             try:
                 loaded = Predictor.load(path)
             except ModelError as err:
-                log.warning("Model reload refused, keeping %s: %s", self._predictor.source, err)
+                log.warning("Model reload refused, keeping %s: %s", self.predictor.source, err)
                 return False
-            self._model = (loaded, self._version)
+            self._model = (loaded, self.model_version)
         log.info("Model reloaded from %s (sha256 %s).", path, loaded.model_sha256[:12])
         return True
 
