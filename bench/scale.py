@@ -52,6 +52,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.watch import WatchFleetInput
 from bench import scale_double
 from bench.scale_measure import ProcessWatch, crossing_times, latency_summary, watch_window
+from infra.local.ports import free_port
 from models.policy import PolicyConfig
 from models.registry import ModelRegistry
 from models.scoring import score_series
@@ -144,7 +145,7 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         policy=PolicyConfig(max_concurrent=args.risky, max_per_hour=10 * args.risky),
     )
     plan = plan_trace(state_dir, threshold, watch_input.window_samples)
-    metrics_port = _free_port()
+    metrics_port = free_port()
     say(f"Starting the dev server (metrics on :{metrics_port}).")
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=shutil.which("temporal") or str(Path(sys.executable).parent
@@ -263,14 +264,6 @@ async def crossing(client: Client, ids: list[str], args: argparse.Namespace, sta
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:
