@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Make sure the system programs of the local platform exist: the PostgreSQL server tools and
-# HAProxy, and Chromium for the Web UI test. Installs them with apt-get when we are root;
-# otherwise says what to install.
+# Make sure the system programs of the local platform exist: the PostgreSQL server tools,
+# HAProxy and zstd, plus Chromium (Web UI test) and promtool (compose check). Installs them
+# with apt-get when we are root; otherwise says what to install.
 set -euo pipefail
 
 missing=()
