@@ -15,7 +15,7 @@ protection ignores when it already has one (the signal is idempotent).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from temporalio import activity
@@ -77,7 +77,3 @@ class ShadowPlanner:
             activity.logger.info("%s: %s", decision.instance_id, decision.reason)
             sent += 1
         return sent
-
-    def state(self) -> dict[str, Any]:
-        """The planner's memory, for logs and tests."""
-        return asdict(self._state)
