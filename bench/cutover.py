@@ -54,6 +54,8 @@ from workflows.cutover import CutoverInput, CutoverResult, CutoverWorkflow, cuto
 
 GOALS = {"blackout_ms_p50": 50, "blackout_ms_p99": 300, "failed_client_ops_per_cutover": 5,
          "lost_acked_writes": 0, "split_brain_observations": 0, "unplanned_failover_ms": 5000}
+PRIMARY_SETTINGS = {"max_wal_senders": "10", "wal_log_hints": "on", "wal_keep_size": "'256MB'"}
+"""The primary's settings: ``wal_log_hints`` for ``pg_rewind``, WAL kept for the rejoin."""
 
 
 class Bench:
@@ -90,8 +92,7 @@ class Bench:
     def start(self, temporal_address: str, task_queue: str) -> None:
         """Primary (wal_log_hints for pg_rewind), router, tier-1 shadow, worker."""
         _initdb(self.primary, self.wal_segsize_mb)
-        self.primary.init(settings={"max_wal_senders": "10", "wal_log_hints": "on",
-                                    "wal_keep_size": "'256MB'"})
+        self.primary.init(settings=PRIMARY_SETTINGS)
         self.primary.start()
         self.haproxy.ensure_service(self.instance_id, self.request.router_port,
                                     [ServerEntry(self.instance_id, "127.0.0.1",
@@ -131,7 +132,8 @@ class Bench:
 
 
 def _initdb(server: PgServer, wal_segsize_mb: int) -> None:
-    """``initdb`` with a WAL segment size; ``PgServer.init`` then only adds its settings.
+    """``initdb`` with a WAL segment size, and the settings ``PgServer.init`` would add
+    (it leaves an initialised cluster alone, so after this it does nothing).
 
     Promotion copies the last WAL segment to the new timeline and fsyncs all of it: with the
     default 16 MB segments that is most of the promote step (and of the blackout).
@@ -143,10 +145,11 @@ def _initdb(server: PgServer, wal_segsize_mb: int) -> None:
     run_server_tool([pg_bin("initdb"), "-D", str(server.data_dir), "-U", "postgres", "-A",
                      "trust", "--no-instructions", "-E", "UTF8", "--locale=C",
                      f"--wal-segsize={wal_segsize_mb}"])
+    lines = {"listen_addresses": "'127.0.0.1'", "port": str(server.port),
+             "unix_socket_directories": "''", **PRIMARY_SETTINGS}
     with (server.data_dir / "postgresql.conf").open("a") as conf:
-        conf.write(f"\n# shadowshift bench\nlisten_addresses = '127.0.0.1'\nport = {server.port}"
-                   "\nunix_socket_directories = ''\nmax_wal_senders = 10\nwal_log_hints = on\n"
-                   "wal_keep_size = '256MB'\n")
+        conf.write("\n# shadowshift bench\n")
+        conf.writelines(f"{key} = {value}\n" for key, value in lines.items())
     with (server.data_dir / "pg_hba.conf").open("a") as hba:
         hba.write("host replication all 127.0.0.1/32 trust\n")
 
