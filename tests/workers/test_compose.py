@@ -15,6 +15,7 @@ import yaml
 
 from workers.observability import METRICS, TEMPORAL_SDK_METRICS
 from workers.settings import KNOWN_VARIABLES, REPO_ROOT, load_settings
+from workflows import search_attributes
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "shadowshift.json"
@@ -61,6 +62,15 @@ def test_every_component_is_a_service_with_a_pinned_image(compose: dict[str, Any
     assert services["temporal"]["image"].startswith("temporalio/auto-setup:")
     assert services["temporal"]["environment"]["DB"] == "postgres12"
     assert services["temporal"]["environment"]["POSTGRES_SEEDS"] == "postgresql"
+
+
+def test_setup_registers_exactly_our_search_attributes(compose: dict[str, Any]) -> None:
+    """The one-shot setup registers every key of workflows/search_attributes.py with its type,
+    and no other (the shell loop is a copy of that module's list, so it could drift)."""
+    script = " ".join(_services(compose)["temporal-setup"]["command"])
+    registered = set(re.findall(r"\b(ShadowShift[A-Za-z]+):([A-Za-z]+)\b", script))
+    ours = {(key.name, key.indexed_value_type.name.title()) for key in search_attributes.ALL}
+    assert registered == ours
 
 
 def test_ports_are_published_once(compose: dict[str, Any]) -> None:
