@@ -16,6 +16,7 @@ CONFIG = REPO_ROOT / "deploy/haproxy/haproxy.cfg"
 
 def _haproxy_check(port: str | None) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    assert Path(binary).exists(), "haproxy is missing: run `make setup` (setup-system.sh)"
     env = {k: v for k, v in os.environ.items() if k != "EDGE_ROUTER_PORT"}
     if port is not None:
         env["EDGE_ROUTER_PORT"] = port
@@ -26,7 +27,8 @@ def _haproxy_check(port: str | None) -> subprocess.CompletedProcess[str]:
 def test_edge_forwards_to_the_configured_router_port() -> None:
     """``haproxy -c`` accepts the config with the default and with a chosen port and refuses
     a port that is not one; compose's default is the router_port of the README's spec."""
-    assert _haproxy_check(None).returncode == 0
+    accepted = _haproxy_check(None)
+    assert accepted.returncode == 0, accepted.stderr
     assert _haproxy_check("7000").returncode == 0
     assert _haproxy_check("not-a-port").returncode != 0
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
