@@ -241,11 +241,12 @@ class CutoverActivities:
 
     @activity.defn
     def finalise_cutover(self, request: FinaliseRequest) -> str:
-        """Append the cutover event to the instance's log, release the lock; returns the log."""
+        """Append the cutover event to the instance's log (once per workflow run), release the
+        lock; returns the log."""
         plan = request.plan
         record = self._record(plan.shadow)
         started_at = record.lock_taken_at()
-        added = record.append_event(plan.workflow_id, {
+        added = record.append_event(plan.workflow_id, activity.info().workflow_run_id or "", {
             "outcome": request.outcome,
             "mode": plan.mode,
             "former_primary": plan.source,

@@ -3,7 +3,8 @@
 The lock (``instances/<id>/cutover.lock``, holding the workflow id) makes "one cutover at a
 time per instance" hold even for cutovers started outside the protection workflow; it is
 created with ``O_EXCL`` so two preflights cannot both take it. The log is JSON lines, one per
-cutover, written at most once per workflow id so a retried finalise does not repeat it.
+cutover, written at most once per workflow run so a retried finalise does not repeat it (the
+workflow id is per instance, ``cutover-<id>``: every cutover of an instance shares it).
 """
 
 from __future__ import annotations
@@ -65,13 +66,15 @@ class CutoverRecord:
         if self.lock_holder() == workflow_id:
             self.lock_path.unlink(missing_ok=True)
 
-    def append_event(self, workflow_id: str, event: dict[str, Any]) -> bool:
-        """Append ``event`` unless one of ``workflow_id`` is already there; ``True`` if added."""
+    def append_event(self, workflow_id: str, run_id: str, event: dict[str, Any]) -> bool:
+        """Append ``event`` unless one of run ``run_id`` is already there; ``True`` if added."""
         self.folder.mkdir(parents=True, exist_ok=True)
         log_file = self.log_path
-        if log_file.exists() and workflow_id in log_file.read_text():
+        if log_file.exists() and any(json.loads(line).get("run_id") == run_id
+                                     for line in log_file.read_text().splitlines() if line):
             return False  # a retry after a crash must not record the event twice
-        record = {"workflow_id": workflow_id, "recorded_at": time.time(), **event}
+        record = {"workflow_id": workflow_id, "run_id": run_id, "recorded_at": time.time(),
+                  **event}
         with log_file.open("a") as out:
             out.write(json.dumps(record) + "\n")
         return True
