@@ -154,25 +154,26 @@ def read_many(
         _PREFIX.match(c.id_prefix) for c in collectors
     ):
         raise ValueError("read_many needs one distinct id_prefix like 'q12_' per collector")
+    batches: list[list[dict[str, Any]]] = [[]]
+    for collector in collectors:  # a collector's queries never straddle two calls
+        queries = collector.queries()
+        if len(batches[-1]) + len(queries) > _MAX_QUERIES:
+            batches.append([])
+        batches[-1].extend(queries)
     results: dict[str, dict[str, Any]] = {}
-    batch: list[dict[str, Any]] = []
     lookback = max((c._lookback for c in collectors), default=timedelta(0))
-    for index, collector in enumerate(collectors):
-        batch.extend(collector.queries())
-        last = index == len(collectors) - 1
-        if batch and (last or len(batch) + len(collectors[index + 1].queries()) > 500):
-            with aws_errors("cloudwatch"):
-                pages = cloudwatch.get_paginator("get_metric_data").paginate(
-                    MetricDataQueries=batch, StartTime=end - lookback, EndTime=end,
-                    ScanBy="TimestampDescending",
-                )
-                for page in pages:  # a long series continues on the next page
-                    for result in page["MetricDataResults"]:
-                        merged = results.setdefault(
-                            result["Id"], {"Id": result["Id"], "Timestamps": [], "Values": []})
-                        merged["Timestamps"].extend(result["Timestamps"])
-                        merged["Values"].extend(result["Values"])
-            batch = []
+    for batch in filter(None, batches):
+        with aws_errors("cloudwatch"):
+            pages = cloudwatch.get_paginator("get_metric_data").paginate(
+                MetricDataQueries=batch, StartTime=end - lookback, EndTime=end,
+                ScanBy="TimestampDescending",
+            )
+            for page in pages:  # a long series continues on the next page
+                for result in page["MetricDataResults"]:
+                    merged = results.setdefault(
+                        result["Id"], {"Id": result["Id"], "Timestamps": [], "Values": []})
+                    merged["Timestamps"].extend(result["Timestamps"])
+                    merged["Values"].extend(result["Values"])
     by_prefix: dict[str, list[dict[str, Any]]] = {}
     for result in results.values():
         by_prefix.setdefault(result["Id"].split("_", 1)[0] + "_", []).append(result)
@@ -180,6 +181,8 @@ def read_many(
 
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9]*_$")
+_MAX_QUERIES = 500
+"""``MetricDataQueries`` per ``GetMetricData`` call (the API's limit)."""
 
 _EBS_METRICS = {
     "rt": "VolumeTotalReadTime",
