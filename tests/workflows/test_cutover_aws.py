@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import psycopg
@@ -32,7 +31,7 @@ from infra.aws.discovery import ROLE_TAG
 from infra.aws.stack_config import recorded_weights
 from infra.pulumi_engine import StackDriver
 from tests.conftest import LocalService
-from tests.infra.aws.conftest import REGION, make_clients, start_moto, stop_moto
+from tests.infra.aws.conftest import empty_account, point_boto3_at, start_moto, stop_moto
 from tests.infra.aws.pg_world import (
     PgWorld,
     ResolvingEndpoint,
@@ -42,6 +41,7 @@ from tests.infra.aws.pg_world import (
 )
 from tests.workflows.test_cutover import Protected, protect, run_cutover
 from tests.workflows.test_cutover_crash import ActivityWorkers, _wait_until_terminated
+from tests.workflows.test_cutover_crash import activity_workers as activity_workers
 from workers.settings import Settings
 from workflows.cutover import CutoverInput, CutoverWorkflow, cutover_workflow_id
 
@@ -59,14 +59,8 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture
 def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
     """An empty moto account; boto3's own variables point the worker's clients at it."""
-    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
-    for name, value in {
-        "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    return make_clients(moto_url)
+    point_boto3_at(moto_url, monkeypatch)
+    return empty_account(moto_url)
 
 
 async def _on_aws(
@@ -81,17 +75,6 @@ async def _on_aws(
         platform="aws", platform_spec=world.platform_spec(),
     )
     return protected, world, request
-
-
-@pytest.fixture
-def activity_workers(
-    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str
-) -> Iterator[ActivityWorkers]:
-    """Subprocess workers (they inherit the AWS_* variables set by ``aws``)."""
-    address = temporal_env.client.service_client.config.target_host
-    workers = ActivityWorkers(settings, address, f"{task_queue}-activities")
-    yield workers
-    workers.stop_all()
 
 
 def _role(clients: AwsClients, ec2_id: str) -> str:

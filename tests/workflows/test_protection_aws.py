@@ -4,7 +4,6 @@ moto_server process), never silently on the local one."""
 from __future__ import annotations
 
 import concurrent.futures
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +11,14 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from tests.infra.aws.conftest import REGION, make_clients, start_moto, stop_moto
+from tests.infra.aws.conftest import (
+    REGION,
+    empty_account,
+    make_clients,
+    point_boto3_at,
+    start_moto,
+    stop_moto,
+)
 from workers.registry import new_worker
 from workers.settings import Settings
 from workflows.protection import InstanceProtectionWorkflow, ProtectionState
@@ -34,13 +40,8 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture
 def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """An empty moto account; boto3's own variables point the in-process worker at it."""
-    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
-    for name, value in {
-        "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
+    point_boto3_at(moto_url, monkeypatch)
+    empty_account(moto_url)
     return moto_url
 
 

@@ -17,7 +17,6 @@ import concurrent.futures
 import dataclasses
 import json
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +33,13 @@ from infra.aws.factory import clients_for
 from infra.aws.metrics import CloudWatchMetricsCollector, read_many
 from models.policy import PolicyConfig
 from models.shadow_budget import ShadowBudgetConfig
-from tests.infra.aws.conftest import REGION, World, make_clients, simulate_shadow_stack
+from tests.infra.aws.conftest import (
+    REGION,
+    World,
+    empty_account,
+    point_boto3_at,
+    simulate_shadow_stack,
+)
 from tests.infra.aws.conftest import moto_url as moto_url
 from tests.infra.aws.conftest import world as world
 from workers.protect import ensure_fleet_watcher, start_protection
@@ -47,14 +52,8 @@ from workflows.protection_spec import PolicySpec, ProtectionSpec
 @pytest.fixture
 def clients(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
     """An empty moto account; boto3's own variables point the in-process worker at it."""
-    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
-    for name, value in {
-        "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    return make_clients(moto_url)
+    point_boto3_at(moto_url, monkeypatch)
+    return empty_account(moto_url)
 
 
 def _spec(world: World) -> ProtectionSpec:

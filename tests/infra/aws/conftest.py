@@ -70,6 +70,25 @@ def make_clients(url: str, **credentials: str) -> AwsClients:
     return AwsClients(config, session=session)
 
 
+def empty_account(url: str) -> AwsClients:
+    """Reset the moto server at ``url`` to an empty account (``/moto-api/reset``); clients on it."""
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+    return make_clients(url)
+
+
+def point_boto3_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set boto3's own variables, so clients a worker builds from its environment reach ``url``
+    (in-process workers, and subprocess workers started afterwards)."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": FAKE_CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": FAKE_CREDENTIALS["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
 _IMAGES: dict[str, str] = {}
 
 
@@ -95,9 +114,7 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture
 def clients(moto_url: str) -> AwsClients:
     """Clients on an empty moto account."""
-    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
-    return make_clients(moto_url)
+    return empty_account(moto_url)
 
 
 @dataclass
