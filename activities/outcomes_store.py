@@ -87,13 +87,17 @@ class OutcomeStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         """The database file."""
+        self._schema_ready = False  # created by the first call, not re-run on every one
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._schema_ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=30.0)
         try:
-            connection.executescript(_SCHEMA)
+            if not self._schema_ready:
+                connection.executescript(_SCHEMA)  # idempotent if two threads race here
+                self._schema_ready = True
             with connection:  # one transaction, committed on success
                 yield connection
         finally:
