@@ -122,6 +122,9 @@ class Decision:
     """Whether ShadowShift should carry it out (false for holds and in advisory mode)."""
     reason: str
     """Why, for the log and the operator."""
+    held_by_budget: bool = False
+    """A hold although the readings call for a migration: the fleet budget is spent, or a
+    migration of this instance is already in flight."""
 
 
 def decide(
@@ -175,8 +178,8 @@ def _decide_one(state: PolicyState, config: PolicyConfig, reading: Reading,
     iid = reading.instance_id
     memory = state.instances[iid]
 
-    def hold(reason: str) -> Decision:
-        return Decision(iid, "hold", False, reason)
+    def hold(reason: str, held_by_budget: bool = False) -> Decision:
+        return Decision(iid, "hold", False, reason, held_by_budget)
 
     if any(window.covers(iid, now) for window in config.maintenance_windows):
         # Readings during planned work say nothing about health: forget the streak too.
@@ -196,11 +199,13 @@ def _decide_one(state: PolicyState, config: PolicyConfig, reading: Reading,
     if last is not None and now < last + config.cooldown_s:
         return hold(f"Cooling down until {last + config.cooldown_s:.0f} after last migration.")
     if iid in state.in_flight:
-        return hold("A migration of this instance is already in flight.")
+        return hold("A migration of this instance is already in flight.", held_by_budget=True)
     if len(state.in_flight) >= config.max_concurrent:
-        return hold(f"Fleet budget: {len(state.in_flight)} migrations already in flight.")
+        return hold(f"Fleet budget: {len(state.in_flight)} migrations already in flight.",
+                    held_by_budget=True)
     if len(state.started) >= config.max_per_hour:
-        return hold(f"Fleet budget: {len(state.started)} migrations in the last hour.")
+        return hold(f"Fleet budget: {len(state.started)} migrations in the last hour.",
+                    held_by_budget=True)
     memory.last_migration_at = now
     memory.streak = 0
     state.in_flight[iid] = now

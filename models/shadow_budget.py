@@ -179,7 +179,7 @@ def _translate(member: FleetMember, verdict: Decision, critical: bool) -> Shadow
         why = f"tier {member.tier}" + ("" if critical else
                                        f", score {member.readiness_score:.0f}")
         return ShadowDecision(iid, "provision", f"Provisioning a shadow ({why}).")
-    if verdict.reason.startswith("Fleet budget") or "already in flight" in verdict.reason:
+    if verdict.held_by_budget:
         return ShadowDecision(iid, "wait", "Fleet shadow budget is spent; waiting "
                               f"(riskier instances first). {verdict.reason}")
     return ShadowDecision(iid, "none", f"No shadow wanted: {verdict.reason}")
