@@ -1,22 +1,17 @@
-"""Statistics helpers of the shadow benchmark: percentiles, summaries, visibility lags."""
+"""Statistics helpers of the benchmarks (shadow, scale): percentiles, summaries, visibility lags."""
 
 from __future__ import annotations
 
 import bisect
 import itertools
-import math
 from collections.abc import Sequence
+
+import numpy as np
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """``q``-th percentile with linear interpolation between ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    """``q``-th percentile with linear interpolation between ranks; ``None`` without values."""
+    return float(np.percentile(values, q)) if len(values) else None
 
 
 def summarise(values: Sequence[float]) -> dict[str, float | int | None]:
