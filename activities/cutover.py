@@ -51,7 +51,7 @@ from workers.observability import observe_cutover
 __all__ = [
     "CATCH_UP", "EMERGENCY_STEPS", "FENCE_PRIMARY", "FENCE_ROUTER", "NON_RETRYABLE_CUTOVER_TYPES",
     "PLANNED_STEPS", "PROMOTE", "SHIFT_TRAFFIC", "STEP_ACTIVITIES", "STOP_PRIMARY",
-    "CutoverActivities", "FinaliseRequest", "RejoinRequest", "RestoreRequest", "StepOutcome",
+    "CutoverActivities", "FinaliseRequest", "RestoreRequest", "StepOutcome",
     "StepRequest", "VerifyResult",
 ]
 
@@ -90,18 +90,6 @@ class FinaliseRequest:
     """Per-step durations."""
     detail: str = ""
     """Why, when not completed."""
-
-
-@dataclass
-class RejoinRequest:
-    """Make a former primary the new primary's standby (pg_rewind, then stream)."""
-
-    shadow: ShadowRequest
-    """The protected instance."""
-    former: str
-    """Former primary node."""
-    data_dir: str = ""
-    """Its data directory when it cannot be asked (stopped); default: ask it."""
 
 
 class CutoverActivities:
@@ -263,16 +251,6 @@ class CutoverActivities:
             )
         record.release_lock(plan.workflow_id)
         return str(record.log_path)
-
-    @activity.defn
-    def rejoin_former_primary(self, request: RejoinRequest) -> str:
-        """Rewind the former primary onto the new primary's timeline and make it stream."""
-        with translated_errors():
-            platform = self.platform(request.shadow)
-            try:
-                return platform.rejoin(request.former, request.data_dir or None)
-            finally:
-                platform.close()
 
     # -- internals -------------------------------------------------------------------------
 

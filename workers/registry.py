@@ -127,7 +127,6 @@ def cutover_activities(cutover: CutoverActivities) -> list[Callable[..., Any]]:
         cutover.verify_cutover,
         cutover.recover_forward,
         cutover.finalise_cutover,
-        cutover.rejoin_former_primary,
     ]
 
 
