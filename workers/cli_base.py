@@ -36,6 +36,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from workers.settings import SettingsError, load_settings
+from workflows.protection_spec import protection_workflow_id
 
 PROG = "shadowshift"
 
@@ -135,11 +136,6 @@ def settings_task_queue() -> str:
         raise UsageError(str(err)) from err
 
 
-def protection_id(instance_id: str) -> str:
-    """Workflow id of an instance's protection (see ``ProtectionSpec.workflow_id``)."""
-    return f"protect-{instance_id}"
-
-
 async def existing_protection(
     client: Client, instance_id: str
 ) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
@@ -148,14 +144,14 @@ async def existing_protection(
     Raises:
         CliError: no protection has ever existed for it (exit code 4).
     """
-    handle = client.get_workflow_handle(protection_id(instance_id))
+    handle = client.get_workflow_handle(protection_workflow_id(instance_id))
     try:
         return handle, await handle.describe()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise CliError(
-                f"unknown instance {instance_id!r}: no protection (workflow "
-                f"{protection_id(instance_id)}) in this namespace; `{PROG} status` lists them",
+                f"unknown instance {instance_id!r}: no protection (workflow {handle.id}) "
+                f"in this namespace; `{PROG} status` lists them",
                 NOT_FOUND,
             ) from err
         raise

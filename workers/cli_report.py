@@ -23,13 +23,13 @@ from workers.cli_base import (
     existing_protection,
     formatted,
     print_json,
-    protection_id,
     run_async,
     say,
     table,
 )
 from workers.cli_control import list_protections
 from workers.report_history import ProtectionHistory, read_history
+from workflows.protection_spec import protection_workflow_id
 
 
 def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ async def _instance(args: argparse.Namespace) -> int:
 
     client = await connect(args)
     await existing_protection(client, args.instance)
-    history = await read_history(client, args.instance, protection_id(args.instance),
+    history = await read_history(client, args.instance, protection_workflow_id(args.instance),
                                  max_runs=args.runs)
     folder = args.out or Path("shadowshift-report") / args.instance
     files = write_report(history, folder)

@@ -24,6 +24,7 @@ from workflows import search_attributes
 from workflows.cutover import cutover_workflow_id
 from workflows.fleet_watcher import watcher_id
 from workflows.protection import InstanceProtectionWorkflow
+from workflows.protection_spec import protection_workflow_id
 
 TASK_QUEUE = "shadowshift-demo"
 """The demo worker's queue (its own, so a demo never joins another worker's watcher)."""
@@ -44,7 +45,7 @@ class Progress:
         self.instance_id = instance_id
         self.worker = worker
         self.stop = stop
-        self.workflow_id = f"protect-{instance_id}"
+        self.workflow_id = protection_workflow_id(instance_id)
         self._last_phase: str | None = None
 
     async def tick(self) -> None:

@@ -72,7 +72,12 @@ class ProtectionSpec:
     @property
     def workflow_id(self) -> str:
         """The protection's workflow id: one protection per instance."""
-        return f"protect-{self.instance_id}"
+        return protection_workflow_id(self.instance_id)
+
+
+def protection_workflow_id(instance_id: str) -> str:
+    """Workflow id of ``instance_id``'s protection; the id makes a second protection a join."""
+    return f"protect-{instance_id}"
 
 
 def validate_policy(policy: PolicySpec) -> PolicySpec:
