@@ -37,6 +37,24 @@ def temporal_binary() -> str:
     return found
 
 
+def worker_env(settings: Settings, *, watcher: bool = False, **overrides: str) -> dict[str, str]:
+    """Environment for a ``python -m workers.main`` subprocess on ``settings``' state.
+
+    The parent's ``SHADOWSHIFT_*`` variables are dropped so only the test's settings count.
+    Unless ``watcher``, the worker starts no fleet watcher: one left running on the shared dev
+    server after the test would outlive its worker.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
+    env.update(
+        SHADOWSHIFT_STATE_DIR=str(settings.state_dir),
+        SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(settings.pulumi_passphrase_file),
+    )
+    if not watcher:
+        env["SHADOWSHIFT_WATCH_INTERVAL_S"] = "0"
+    env.update(overrides)
+    return env
+
+
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """One real Temporal dev server (SQLite in memory) for the whole test session."""

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from infra.local.postgres import PgServer, query_one
 from tests.activities.test_shadow import ProvisionAndSync, ProvisionInput
-from tests.conftest import LocalService
+from tests.conftest import LocalService, worker_env
 from workers.registry import new_worker, pulumi_config
 from workers.settings import REPO_ROOT, Settings
 
@@ -27,13 +27,8 @@ from workers.settings import REPO_ROOT, Settings
 def _start_worker(
     settings: Settings, address: str, task_queue: str, log_file: Path
 ) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
-    env.update(
-        SHADOWSHIFT_TEMPORAL_ADDRESS=address,
-        SHADOWSHIFT_TASK_QUEUE=task_queue,
-        SHADOWSHIFT_STATE_DIR=str(settings.state_dir),
-        SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(settings.pulumi_passphrase_file),
-    )
+    env = worker_env(settings, SHADOWSHIFT_TEMPORAL_ADDRESS=address,
+                     SHADOWSHIFT_TASK_QUEUE=task_queue)
     with log_file.open("ab") as log:
         return subprocess.Popen([sys.executable, "-m", "workers.main"], cwd=REPO_ROOT,
                                 env=env, stderr=log, start_new_session=True)

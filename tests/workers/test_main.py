@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,19 +11,13 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import temporal_binary
+from tests.conftest import temporal_binary, worker_env
 from workers.settings import REPO_ROOT, Settings
 from workflows.fleet_watcher import watcher_id
 
 
 def _env(settings: Settings, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
-    env.update(
-        SHADOWSHIFT_STATE_DIR=str(settings.state_dir),
-        SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(settings.pulumi_passphrase_file),
-    )
-    env.update(overrides)
-    return env
+    return worker_env(settings, watcher=True, **overrides)
 
 
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ import concurrent.futures
 import dataclasses
 import io
 import logging
-import os
 import re
 import signal
 import socket
@@ -26,7 +25,7 @@ from activities.watch import WatchFleetInput
 from infra.local.ports import free_port
 from models.policy import PolicyConfig
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
-from tests.conftest import LocalService
+from tests.conftest import LocalService, worker_env
 from tests.workers.test_observability import sample_value, scrape
 from workers import observability
 from workers.logging_config import LOG_FORMAT, TraceContextFilter
@@ -168,14 +167,6 @@ async def test_worker_run_exports_metrics_spans_and_traced_logs(
         assert f"span_id={span.context.span_id:016x}" in line
 
 
-def _worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
-    env.update(SHADOWSHIFT_STATE_DIR=str(settings.state_dir),
-               SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(settings.pulumi_passphrase_file),
-               **overrides)
-    return env
-
-
 async def _health(env: dict[str, str]) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "workers.health", cwd=REPO_ROOT, env=env,
@@ -190,7 +181,7 @@ async def test_health_command_follows_the_real_worker(
 ) -> None:
     """The image's health check (`python -m workers.health`) fails before the worker runs,
     passes while `python -m workers.main` polls, and fails again once it has stopped."""
-    env = _worker_env(
+    env = worker_env(
         settings,
         SHADOWSHIFT_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
         SHADOWSHIFT_TASK_QUEUE=task_queue,
@@ -228,7 +219,7 @@ async def test_metrics_port_in_use_is_a_one_line_startup_error(settings: Setting
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
-        env = _worker_env(settings, SHADOWSHIFT_PROMETHEUS_PORT=str(taken.getsockname()[1]))
+        env = worker_env(settings, SHADOWSHIFT_PROMETHEUS_PORT=str(taken.getsockname()[1]))
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "workers.main", cwd=REPO_ROOT, env=env,
             stderr=asyncio.subprocess.PIPE,

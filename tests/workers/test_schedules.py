@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 
 from temporalio.testing import WorkflowEnvironment
 
+from tests.conftest import worker_env
 from workers.schedules import ScheduleConfig
 from workers.settings import REPO_ROOT, Settings
 
@@ -41,10 +41,9 @@ async def test_worker_start_creates_schedules_once(
     fleet watcher probes for free); an operator pauses it; a restart finds it and does not
     undo the pause."""
     client = temporal_env.client
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
-    env.update(SHADOWSHIFT_STATE_DIR=str(settings.state_dir),
-               SHADOWSHIFT_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-               SHADOWSHIFT_TASK_QUEUE=task_queue)
+    env = worker_env(settings,
+                     SHADOWSHIFT_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+                     SHADOWSHIFT_TASK_QUEUE=task_queue)
     config = ScheduleConfig(prefix=task_queue)
     worker, log = await _start_worker_until_polling(env)
     try:

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.workload import Writer, missing_acked
-from tests.conftest import LocalService
+from tests.conftest import LocalService, worker_env
 from tests.workflows.test_cutover import Protected, protect
 from workers.settings import REPO_ROOT, Settings
 from workflows.cutover import CutoverInput, CutoverResult, CutoverWorkflow, cutover_workflow_id
@@ -41,13 +41,8 @@ class ActivityWorkers:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
-        env.update(
-            SHADOWSHIFT_TEMPORAL_ADDRESS=self.address,
-            SHADOWSHIFT_TASK_QUEUE=self.task_queue,
-            SHADOWSHIFT_STATE_DIR=str(self.settings.state_dir),
-            SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(self.settings.pulumi_passphrase_file),
-        )
+        env = worker_env(self.settings, SHADOWSHIFT_TEMPORAL_ADDRESS=self.address,
+                         SHADOWSHIFT_TASK_QUEUE=self.task_queue)
         log_file = self.settings.state_dir / f"worker-{len(self.processes)}.log"
         with log_file.open("ab") as log:
             self.processes.append(subprocess.Popen(

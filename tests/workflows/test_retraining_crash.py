@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import uuid
@@ -16,6 +15,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from models.retraining import RetrainingConfig
+from tests.conftest import worker_env
 from workers.registry import model_registry
 from workers.schedules import ScheduleConfig
 from workers.settings import REPO_ROOT, Settings
@@ -48,10 +48,9 @@ async def test_training_resumes_on_another_worker_after_sigkill(
     """The first worker dies mid-training; its heartbeats stop, the training is retried on
     the second worker, and the run ends with one decision for its candidate."""
     client: Client = temporal_env.client
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
-    env.update(SHADOWSHIFT_STATE_DIR=str(settings.state_dir),
-               SHADOWSHIFT_TEMPORAL_ADDRESS=client.service_client.config.target_host,
-               SHADOWSHIFT_TASK_QUEUE=task_queue)
+    env = worker_env(settings,
+                     SHADOWSHIFT_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+                     SHADOWSHIFT_TASK_QUEUE=task_queue)
     log = settings.state_dir / "workers.log"
     first = await _worker(env, log)
     second = None
