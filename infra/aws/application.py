@@ -125,10 +125,7 @@ class PostgresApplication:
     def replication(self, source_address: str, standby_name: str) -> ReplicationStatus:
         """From the primary's ``pg_stat_replication`` (``stopped`` when not connected)."""
         with _reached(source_address):
-            state, sync_state, lag, replay, current = fencing.stream_state(
-                *self._at(source_address), standby_name
-            )
-        return ReplicationStatus(state, sync_state, lag, None, replay, current)
+            return fencing.stream_state(*self._at(source_address), standby_name)
 
     def set_synchronous(self, address: str, standby_name: str | None) -> None:
         """``synchronous_standby_names`` on the primary, reloaded."""

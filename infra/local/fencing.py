@@ -22,7 +22,7 @@ import psycopg
 
 from infra.errors import InfraError
 from infra.local.postgres import PgEndpoint, PgServer, alter_system
-from infra.platform import Health
+from infra.platform import Health, ReplicationStatus
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +241,9 @@ def start_server(endpoint: PgEndpoint, data_dir: str) -> None:
 
 def stream_state(
     sessions: NodeSessions, source: PgEndpoint, standby_name: str
-) -> tuple[str, str, int | None, str | None, str | None]:
-    """``(state, sync_state, lag_bytes, replay_lsn, primary_lsn)`` of a standby, from its
-    primary's ``pg_stat_replication`` (``("stopped", "none", ...)`` when not connected)."""
+) -> ReplicationStatus:
+    """State, lag in bytes and positions of a standby, from its primary's
+    ``pg_stat_replication`` (``stopped``/``none`` when not connected; no lag in seconds)."""
     row = sessions.run(
         source,
         "SELECT r.state, r.sync_state,"
@@ -254,9 +254,10 @@ def stream_state(
         (standby_name,),
     )
     if not row or row[0] is None:
-        return ("stopped", "none", None, None, row[4] if row else None)
+        return ReplicationStatus("stopped", "none", None, None, None, row[4] if row else None)
     state, sync_state, lag, replay, current = row
-    return (str(state), str(sync_state), None if lag is None else int(lag), replay, current)
+    lag_bytes = None if lag is None else int(lag)
+    return ReplicationStatus(str(state), str(sync_state), lag_bytes, None, replay, current)
 
 
 def write_through(router: PgEndpoint, check_id: str) -> int:

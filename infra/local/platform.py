@@ -271,7 +271,7 @@ class LocalPlatform(Platform):
         self.haproxy.commands([
             self.haproxy.weight_command(service, node, 0),
             self.haproxy.state_command(service, node, False),
-            f"shutdown sessions server be_{service}/{node}",
+            self.haproxy.shutdown_command(service, node),
         ])
 
     def close_router_sessions(self, node: str) -> None:
@@ -296,10 +296,7 @@ class LocalPlatform(Platform):
 
     def replication_between(self, source: str, target: str) -> ReplicationStatus:
         """Standby ``target`` as primary ``source``'s ``pg_stat_replication`` shows it."""
-        state, sync_state, lag, replay, current = fencing.stream_state(
-            self.sessions, self._endpoint(source), target
-        )
-        return ReplicationStatus(state, sync_state, lag, None, replay, current)
+        return fencing.stream_state(self.sessions, self._endpoint(source), target)
 
     def nodes(self) -> tuple[str, str]:
         """``(primary node, shadow node)`` as provisioned."""
