@@ -232,9 +232,14 @@ class HAProxyManager:
             raise InvalidRequestError(f"a runtime-API command cannot contain ';': {lines}")
         return self.command("; ".join(lines)) if lines else ""
 
+    @staticmethod
+    def shutdown_command(service: str, server_name: str) -> str:
+        """The runtime-API line closing every client session attached to a server."""
+        return f"shutdown sessions server be_{service}/{server_name}"
+
     def shutdown_sessions(self, service: str, server_name: str) -> None:
         """Close every client session currently attached to a server."""
-        self.command(f"shutdown sessions server be_{service}/{server_name}")
+        self.command(self.shutdown_command(service, server_name))
 
     def server_names(self, service: str) -> list[str]:
         """Servers the running backend has (config and run-time ones)."""
