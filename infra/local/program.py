@@ -43,7 +43,7 @@ def data_dir_props(spec: LocalShadowSpec) -> dict[str, Any]:
         "slot": spec.standby_slot if streaming else "",
         "compression": spec.compression,
         "standby_name": spec.standby_node,
-        "roles": f"{spec.current_primary}>{spec.standby_node}",
+        "roles": spec.roles,
         "archive_dir": str(spec.archive_dir),
         "replication_conninfo": spec.replication.conninfo(),
         "primary_conninfo": spec.primary.conninfo(),
@@ -55,7 +55,7 @@ def shadow_program(spec: LocalShadowSpec) -> Callable[[], None]:
 
     def program() -> None:
         streaming = spec.tier in (1, 2)
-        roles = f"{spec.current_primary}>{spec.standby_node}"
+        roles = spec.roles
         depends: list[pulumi.Resource] = []
         if streaming:
             slot = ReplicationSlot(

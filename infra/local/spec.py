@@ -153,6 +153,12 @@ class LocalShadowSpec:
         return self.other_node(self.current_primary)
 
     @property
+    def roles(self) -> str:
+        """``<primary>><standby>`` now: the ``roles`` input of every shadow resource, whose
+        providers update in place when only it changed (see :mod:`infra.local.program`)."""
+        return f"{self.current_primary}>{self.standby_node}"
+
+    @property
     def standby_port(self) -> int:
         """Port of the standby node."""
         return self.port_of(self.standby_node)
