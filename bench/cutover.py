@@ -44,7 +44,7 @@ from bench.cutover_monitor import SplitBrainMonitor, blackout_ms, failures_betwe
 from bench.workload import Writer, missing_acked, prepare_table
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.platform import LocalPlatform
-from infra.local.ports import free_port
+from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, PgServer, pg_bin, prepare_dir, run_server_tool
 from infra.local.rejoin import rejoin_as_standby
 from infra.pulumi_engine import StackDriver
@@ -68,10 +68,7 @@ class Bench:
         passphrase.write_text("bench\n")
         self.settings = load_settings({"SHADOWSHIFT_STATE_DIR": str(state_dir),
                                        "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(passphrase)})
-        ports: set[int] = set()
-        while len(ports) < 3:
-            ports.add(free_port())
-        primary_port, shadow_port, router_port = sorted(ports)
+        primary_port, shadow_port, router_port = free_ports(3)
         self.instance_id = f"bench-{uuid.uuid4().hex[:6]}"
         self.request = ShadowRequest(self.instance_id, primary_port, shadow_port, router_port,
                                      tier=tier)

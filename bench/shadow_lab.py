@@ -20,7 +20,7 @@ import psutil
 from bench.workload import prepare_table
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.platform import LocalPlatform
-from infra.local.ports import free_port
+from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, PgServer, pg_bin, prepare_dir, run_server_tool
 from infra.local.spec import LocalShadowSpec
 from infra.pulumi_engine import PulumiConfig, StackDriver
@@ -61,10 +61,7 @@ class Lab:
     def __init__(self, work_dir: Path, config: BenchConfig) -> None:
         self.work_dir = work_dir
         self.config = config
-        ports: set[int] = set()
-        while len(ports) < 3:
-            ports.add(free_port())
-        self.primary_port, self.shadow_port, self.router_port = sorted(ports)
+        self.primary_port, self.shadow_port, self.router_port = free_ports(3)
         self.instance_id = f"bench-{uuid.uuid4().hex[:6]}"
         self.primary = PgServer(home=work_dir / "primary", port=self.primary_port)
         self.haproxy = HAProxyManager(work_dir / "state" / "haproxy")

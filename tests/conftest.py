@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.shadow import ShadowRequest
 from infra.local.haproxy import HAProxyManager, ServerEntry
-from infra.local.ports import free_port
+from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, PgServer
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from workers.settings import REPO_ROOT, Settings, load_settings
@@ -158,17 +158,10 @@ class LocalService:
         return PgEndpoint(port=self.request.shadow_port)
 
 
-def _distinct_free_ports(count: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < count:
-        ports.add(free_port())
-    return sorted(ports)
-
-
 @pytest.fixture
 def local_service(settings: Settings) -> Iterator[LocalService]:
     """A fresh primary (archive_mode on, so every tier works) behind its own HAProxy."""
-    primary_port, shadow_port, router_port = _distinct_free_ports(3)
+    primary_port, shadow_port, router_port = free_ports(3)
     instance_id = f"db-{uuid.uuid4().hex[:6]}"
     primary = PgServer(home=settings.state_dir / "primary", port=primary_port)
     primary.init(settings={"archive_mode": "on", "max_wal_senders": "10"})

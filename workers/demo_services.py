@@ -26,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from infra.errors import InfraError
 from infra.local.haproxy import HAProxyManager, ServerEntry
-from infra.local.ports import free_port, port_free
+from infra.local.ports import free_port, free_ports, port_free
 from infra.local.postgres import PgEndpoint, PgServer
 from workers.settings import REPO_ROOT
 from workflows import search_attributes
@@ -153,10 +153,7 @@ def instance_homes(state_dir: Path, instance_id: str) -> list[Path]:
 def local_service(state_dir: Path) -> Iterator[LocalService]:
     """Start a fresh primary (tier-ready: replicas, archiving) behind its own HAProxy."""
     instance_id = f"demo-{uuid.uuid4().hex[:6]}"
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(free_port())
-    primary_port, shadow_port, router_port = sorted(ports)
+    primary_port, shadow_port, router_port = free_ports(3)
     original, shadow_home = instance_homes(state_dir, instance_id)
     primary = PgServer(home=original, port=primary_port)
     haproxy = HAProxyManager(state_dir / "haproxy")
