@@ -9,13 +9,13 @@ workflow id is per instance, ``cutover-<id>``: every cutover of an instance shar
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from infra.errors import InvalidRequestError
+from models.jsonlog import append_entry, read_entries
 
 
 class CutoverRecord:
@@ -68,15 +68,12 @@ class CutoverRecord:
 
     def append_event(self, workflow_id: str, run_id: str, event: dict[str, Any]) -> bool:
         """Append ``event`` unless one of run ``run_id`` is already there; ``True`` if added."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        log_file = self.log_path
-        if log_file.exists() and any(json.loads(line).get("run_id") == run_id
-                                     for line in log_file.read_text().splitlines() if line):
+        if any(entry.get("run_id") == run_id for entry in read_entries(self.log_path)):
             return False  # a retry after a crash must not record the event twice
-        record = {"workflow_id": workflow_id, "run_id": run_id, "recorded_at": time.time(),
-                  **event}
-        with log_file.open("a") as out:
-            out.write(json.dumps(record) + "\n")
+        # Torn-append safe (models/jsonlog.py): a worker killed mid-append must not make
+        # every later finalise fail on the half-written line.
+        append_entry(self.log_path, {"workflow_id": workflow_id, "run_id": run_id,
+                                     "recorded_at": time.time(), **event})
         return True
 
     def lock_taken_at(self) -> float | None:

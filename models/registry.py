@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import re
 import shutil
@@ -31,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from models.jsonlog import append_entry, read_entries
 from models.predictor import DEFAULT_MODEL_PATH, ModelError, Predictor, metadata_path_for
 
 MODEL_FILE = "pae.txt"
@@ -40,7 +40,6 @@ DEFAULT_VERSION = 0
 """Version number of the shipped default model (no pointer yet)."""
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -188,39 +187,13 @@ class ModelRegistry:
             return pointer
 
     def append_log(self, entry: dict[str, Any]) -> None:
-        """Append one decision to ``promotions.jsonl`` (on a line of its own even after a
-        torn append: a crash mid-write leaves a last line without its newline)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(entry, sort_keys=True) + "\n"
-        with self.log_path.open("a+b") as log_file:  # appends go to the end whatever the seek
-            size = log_file.seek(0, os.SEEK_END)
-            if size:
-                log_file.seek(size - 1)
-                if log_file.read(1) != b"\n":
-                    line = "\n" + line
-            log_file.write(line.encode())
+        """Append one decision to ``promotions.jsonl`` (torn-append safe: models/jsonlog.py)."""
+        append_entry(self.log_path, entry, sort_keys=True)
 
     def decisions(self) -> list[dict[str, Any]]:
-        """Every logged decision, oldest first; a line that is not a JSON object (a torn
-        append) is skipped with a warning rather than hiding every later decision."""
-        try:
-            lines = self.log_path.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        entries: list[dict[str, Any]] = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = None
-            if not isinstance(entry, dict):
-                _log.warning("%s line %d is not a decision (torn write?); skipped: %.80s",
-                             self.log_path, number, line)
-                continue
-            entries.append(entry)
-        return entries
+        """Every logged decision, oldest first; a torn line is skipped with a warning rather
+        than hiding every later decision."""
+        return read_entries(self.log_path)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -86,7 +86,7 @@ def test_torn_log_line_is_skipped_and_a_lost_log_entry_is_restored(
         log_file.write('{"decision": "promo')  # torn: no end, no newline
     second = registry.promote(_copy_model(tmp_path / "b"), candidate_id="run-b")
     assert [d["candidate_id"] for d in registry.decisions()] == ["run-a", "run-b"]
-    assert "line 2 is not a decision" in caplog.text
+    assert "line 2 is not a JSON object" in caplog.text
     # The crash: the pointer names run-b but its log line never made it.
     lines = registry.log_path.read_text().splitlines()
     registry.log_path.write_text("\n".join(lines[:-1]) + "\n")
