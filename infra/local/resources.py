@@ -29,7 +29,13 @@ from pulumi.dynamic import (
 from infra.local import archiving
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.postgres import PgServer, alter_system
-from infra.local.seed import ensure_slot, seed_data_dir, seed_seconds, write_standby_settings
+from infra.local.seed import (
+    ensure_slot,
+    is_standby_data,
+    seed_data_dir,
+    seed_seconds,
+    write_standby_settings,
+)
 
 
 def _connect(conninfo: str) -> psycopg.Connection:
@@ -158,7 +164,7 @@ class ShadowDataDirProvider(_Provider):
         server = PgServer(home=Path(news["home"]), port=int(news["port"]))
         outs = {**news, "out_data_dir": str(server.data_dir),
                 "out_seed_seconds": olds.get("out_seed_seconds")}
-        if _roles_moved(olds, news) and not _is_standby(server):
+        if _roles_moved(olds, news) and not is_standby_data(server):
             return UpdateResult(outs=outs)
         write_standby_settings(server, news)
         if server.running():
@@ -192,10 +198,6 @@ class ShadowDataDirProvider(_Provider):
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         """Remove the data directory and the shadow's home."""
         shutil.rmtree(props["home"], ignore_errors=True)
-
-
-def _is_standby(server: PgServer) -> bool:
-    return server.initialised() and (server.data_dir / "standby.signal").exists()
 
 
 class ShadowDataDir(Resource):
@@ -232,7 +234,7 @@ class StandbyProcessProvider(_Provider):
         directory is a standby's (a former primary never starts writable from here); the
         node that serves now is never stopped."""
         server = PgServer(home=Path(news["home"]), port=int(news["port"]))
-        if _is_standby(server):
+        if is_standby_data(server):
             server.start()
         return UpdateResult(outs=news)
 

@@ -57,8 +57,9 @@ def ensure_slot(conninfo: str, slot: str) -> None:
             conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
 
 
-def copy_complete(server: PgServer) -> bool:
-    """Whether ``server``'s data directory is a finished copy with its standby settings."""
+def is_standby_data(server: PgServer) -> bool:
+    """Whether ``server``'s data directory is a standby's: initialised and with
+    ``standby.signal`` (a finished copy with its settings, or a rewound former primary)."""
     return server.initialised() and (server.data_dir / "standby.signal").exists()
 
 
@@ -71,7 +72,7 @@ def seed_data_dir(props: dict[str, Any]) -> None:
     server = PgServer(home=home, port=int(props["port"]))
     prepare_dir(home, mode=0o755)
     with _exclusive(home / LOCK_FILE) as lock_fd:
-        if copy_complete(server):
+        if is_standby_data(server):
             return
         started = time.monotonic()
         partial = home / "data.partial"

@@ -19,7 +19,7 @@ import psutil
 
 from infra.local.postgres import PgServer, query_one
 from infra.local.program import data_dir_props
-from infra.local.seed import SEED_SECONDS_FILE, EarlySeed, copy_complete, seed_data_dir
+from infra.local.seed import SEED_SECONDS_FILE, EarlySeed, is_standby_data, seed_data_dir
 from infra.local.spec import LocalShadowSpec
 from tests.conftest import LocalService
 from workers.settings import REPO_ROOT, Settings
@@ -63,7 +63,7 @@ def _copies(home: Path) -> list[psutil.Process]:
 def _check_copy(home: Path, port: int) -> None:
     """The copy is a complete standby holding every filler row."""
     server = PgServer(home=home, port=port)
-    assert copy_complete(server) and not (home / "data.partial").exists()
+    assert is_standby_data(server) and not (home / "data.partial").exists()
     server.start()
     try:
         assert query_one(server.endpoint, "SELECT count(*) FROM filler") == FILLER_ROWS
