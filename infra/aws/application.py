@@ -21,7 +21,7 @@ import psycopg
 from infra.aws.spec import PostgresAppSpec
 from infra.errors import InfraError
 from infra.local import fencing
-from infra.local.postgres import PgEndpoint, alter_system
+from infra.local.postgres import PgEndpoint, set_synchronous_standby
 from infra.platform import Health, ReplicationStatus
 
 
@@ -129,11 +129,9 @@ class PostgresApplication:
 
     def set_synchronous(self, address: str, standby_name: str | None) -> None:
         """``synchronous_standby_names`` on the primary, reloaded."""
-        names = f'FIRST 1 ("{standby_name}")' if standby_name else ""
         with _reached(address):
-            conn = self._at(address)[0].connection(self.endpoint(address))
-            alter_system(conn, "synchronous_standby_names", names)
-            conn.execute("SELECT pg_reload_conf()")
+            sessions, endpoint = self._at(address)
+            set_synchronous_standby(sessions.connection(endpoint), standby_name)
 
     def write_check(self, address: str, check_id: str) -> None:
         """The same upsert-and-read-back the local platform sends through HAProxy."""

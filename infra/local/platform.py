@@ -13,7 +13,7 @@ from infra.errors import InvalidRequestError, StackProgramError
 from infra.local import archiving, fencing
 from infra.local.haproxy import HAProxyManager
 from infra.local.ports import port_free
-from infra.local.postgres import PgEndpoint, PgServer, alter_system, query_one
+from infra.local.postgres import PgEndpoint, PgServer, query_one, set_synchronous_standby
 from infra.local.program import data_dir_props, shadow_program
 from infra.local.seed import SEED_POSITION_FILE, EarlySeed, drop_idle_slot
 from infra.local.spec import LocalShadowSpec
@@ -208,15 +208,12 @@ class LocalPlatform(Platform):
     def relax_sync(self) -> None:
         """Tier 1 degraded mode: stop waiting for a lost shadow so writes go on (RPO > 0)."""
         with self.spec.primary.connect() as conn:
-            alter_system(conn, "synchronous_standby_names", "")
-            conn.execute("SELECT pg_reload_conf()")
+            set_synchronous_standby(conn, None)
 
     def restore_sync(self) -> None:
         """Tier 1: require the shadow's acknowledgement again."""
-        names = f'FIRST 1 ("{self.spec.standby_node}")'
         with self.spec.primary.connect() as conn:
-            alter_system(conn, "synchronous_standby_names", names)
-            conn.execute("SELECT pg_reload_conf()")
+            set_synchronous_standby(conn, self.spec.standby_node)
 
     # -- traffic and fencing (the cutover's side of the contract) ---------------------------
 

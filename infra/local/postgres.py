@@ -125,6 +125,14 @@ def alter_system(conn: psycopg.Connection, name: str, value: str | None) -> None
         conn.execute(statement.format(sql.Identifier(name), sql.Literal(value)))
 
 
+def set_synchronous_standby(conn: psycopg.Connection, standby_name: str | None) -> None:
+    """Make the primary's commits wait for ``standby_name``'s flush (``None``: for nobody),
+    reloaded."""
+    names = f'FIRST 1 ("{standby_name}")' if standby_name else ""
+    alter_system(conn, "synchronous_standby_names", names)
+    conn.execute("SELECT pg_reload_conf()")
+
+
 def query_one(endpoint: PgEndpoint, sql: str, params: tuple[Any, ...] = ()) -> Any:
     """Run ``sql`` and return the first column of the first row (``None`` when no row)."""
     with endpoint.connect() as conn:
