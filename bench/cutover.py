@@ -45,7 +45,7 @@ from bench.workload import Writer, missing_acked, prepare_table
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.platform import LocalPlatform
 from infra.local.ports import free_ports
-from infra.local.postgres import PgEndpoint, PgServer, pg_bin, prepare_dir, run_server_tool
+from infra.local.postgres import PgEndpoint, PgServer
 from infra.local.rejoin import rejoin_as_standby
 from infra.pulumi_engine import StackDriver
 from workers.registry import pulumi_config
@@ -88,8 +88,10 @@ class Bench:
 
     def start(self, temporal_address: str, task_queue: str) -> None:
         """Primary (wal_log_hints for pg_rewind), router, tier-1 shadow, worker."""
-        _initdb(self.primary, self.wal_segsize_mb)
-        self.primary.init(settings=PRIMARY_SETTINGS)
+        # Promotion copies the last WAL segment to the new timeline and fsyncs all of it: with
+        # the default 16 MB segments that is most of the promote step (and of the blackout).
+        self.primary.init(settings=PRIMARY_SETTINGS,
+                          initdb_options=[f"--wal-segsize={self.wal_segsize_mb}"])
         self.primary.start()
         self.haproxy.ensure_service(self.instance_id, self.request.router_port,
                                     [ServerEntry(self.instance_id, "127.0.0.1",
@@ -126,29 +128,6 @@ class Bench:
         for server in self.servers().values():
             server.stop(mode="immediate")
         self.haproxy.stop()
-
-
-def _initdb(server: PgServer, wal_segsize_mb: int) -> None:
-    """``initdb`` with a WAL segment size, and the settings ``PgServer.init`` would add
-    (it leaves an initialised cluster alone, so after this it does nothing).
-
-    Promotion copies the last WAL segment to the new timeline and fsyncs all of it: with the
-    default 16 MB segments that is most of the promote step (and of the blackout).
-    """
-    if wal_segsize_mb == 16:
-        return  # PgServer.init's own initdb uses the default
-    prepare_dir(server.home, mode=0o755)
-    prepare_dir(server.data_dir)
-    run_server_tool([pg_bin("initdb"), "-D", str(server.data_dir), "-U", "postgres", "-A",
-                     "trust", "--no-instructions", "-E", "UTF8", "--locale=C",
-                     f"--wal-segsize={wal_segsize_mb}"])
-    lines = {"listen_addresses": "'127.0.0.1'", "port": str(server.port),
-             "unix_socket_directories": "''", **PRIMARY_SETTINGS}
-    with (server.data_dir / "postgresql.conf").open("a") as conf:
-        conf.write("\n# shadowshift bench\n")
-        conf.writelines(f"{key} = {value}\n" for key, value in lines.items())
-    with (server.data_dir / "pg_hba.conf").open("a") as hba:
-        hba.write("host replication all 127.0.0.1/32 trust\n")
 
 
 async def _cutover(client: Client, bench: Bench, task_queue: str, mode: str) -> CutoverResult:

@@ -14,6 +14,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,8 +169,10 @@ class PgServer:
         """Whether the data directory holds a complete cluster."""
         return (self.data_dir / "PG_VERSION").exists() and (self.data_dir / "global").is_dir()
 
-    def init(self, *, settings: dict[str, str] | None = None) -> None:
-        """``initdb`` a new cluster that listens on 127.0.0.1 only (trust auth, local tests)."""
+    def init(self, *, settings: dict[str, str] | None = None,
+             initdb_options: Sequence[str] = ()) -> None:
+        """``initdb`` a new cluster that listens on 127.0.0.1 only (trust auth, local tests);
+        ``initdb_options`` are added to the command (e.g. ``--wal-segsize=1``)."""
         if self.initialised():
             return
         if self.data_dir.exists():
@@ -189,6 +192,7 @@ class PgServer:
                 "-E",
                 "UTF8",
                 "--locale=C",
+                *initdb_options,
             ]
         )
         lines = {
