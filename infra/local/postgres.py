@@ -14,7 +14,9 @@ import pwd
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,22 +234,19 @@ class PgServer:
         """Start the server (idempotent) and wait until it accepts connections."""
         if self.running():
             return
-        run_server_tool(
-            [
-                pg_bin("pg_ctl"),
-                "start",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-w",
-                "-t",
-                str(timeout_s),
-                "-o",
-                f"-p {self.port}",
-            ],
-            tail_log=self.log_file,
-        )
+        argv = [pg_bin("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
+                "-w", "-t", str(timeout_s), "-o", f"-p {self.port}"]
+        run_server_tool_until(argv, self.accepting, tail_log=self.log_file)
+
+    def accepting(self) -> bool:
+        """Whether the postmaster runs and says it takes connections: the status line of
+        ``postmaster.pid`` (``ready``, or ``standby`` for a hot standby) that ``pg_ctl -w``
+        waits for."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() in ("ready", "standby") and self.running()
 
     def write_standby_config(self, extra: dict[str, str], *, data_dir: Path | None = None) -> None:
         """Make the data directory a standby's: our settings in ``postgresql.auto.conf``
@@ -286,19 +285,9 @@ class PgServer:
         """Stop the server (idempotent)."""
         if not self.running():
             return
-        run_server_tool(
-            [
-                pg_bin("pg_ctl"),
-                "stop",
-                "-D",
-                str(self.data_dir),
-                "-m",
-                mode,
-                "-w",
-                "-t",
-                str(timeout_s),
-            ]
-        )
+        argv = [pg_bin("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w", "-t",
+                str(timeout_s)]
+        run_server_tool_until(argv, lambda: not self.running())
 
     def kill(self) -> None:
         """SIGKILL the postmaster, as a crash would (its children exit on their own)."""
@@ -329,13 +318,45 @@ def run_server_tool(
     except FileNotFoundError as err:
         raise InfraError(f"cannot run {argv[0]}: {err}") from err
     if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip()
-        if tail_log and tail_log.exists():
-            detail += "\n" + "\n".join(tail_log.read_text().splitlines()[-8:])
-        if "Address already in use" in detail or "could not create any TCP/IP sockets" in detail:
-            raise InvalidRequestError(f"{Path(argv[0]).name}: port already in use: {detail}")
-        raise InfraError(f"{Path(argv[0]).name} failed: {detail}")
+        raise _tool_failure(argv, done.stderr or done.stdout, tail_log)
     return done.stdout
+
+
+def run_server_tool_until(
+    argv: list[str], finished: Callable[[], bool], *, tail_log: Path | None = None
+) -> None:
+    """Run a waiting server tool (``pg_ctl ... -w``) and return once ``finished()`` says
+    what it waits for happened, or once it exits (its failure raised).
+
+    ``pg_ctl -w`` looks only every 100 ms (60-70 ms lost per start on average, measured);
+    checking the same condition every 5 ms returns sooner. The tool then finishes on its
+    own (within 100 ms), reaped by a thread the interpreter waits for at exit. It runs in
+    its own session: ``pg_ctl start`` stops the server it is still waiting for when it gets
+    SIGINT, and the process group of a caller that already returned (a Pulumi provider
+    host being shut down, a Ctrl-C) must not reach it.
+    """
+    try:
+        tool = subprocess.Popen(as_server_user(argv), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    except FileNotFoundError as err:
+        raise InfraError(f"cannot run {argv[0]}: {err}") from err
+    while tool.poll() is None:
+        if finished():
+            threading.Thread(target=tool.communicate, name="reap-server-tool").start()
+            return
+        time.sleep(0.005)
+    output, _ = tool.communicate()
+    if tool.returncode != 0:
+        raise _tool_failure(argv, output, tail_log)
+
+
+def _tool_failure(argv: list[str], output: str, tail_log: Path | None) -> InfraError:
+    detail = output.strip()
+    if tail_log and tail_log.exists():
+        detail += "\n" + "\n".join(tail_log.read_text().splitlines()[-8:])
+    if "Address already in use" in detail or "could not create any TCP/IP sockets" in detail:
+        return InvalidRequestError(f"{Path(argv[0]).name}: port already in use: {detail}")
+    return InfraError(f"{Path(argv[0]).name} failed: {detail}")
 
 
 def _zombie(pid: int) -> bool:
