@@ -80,13 +80,14 @@ def run_steps(platform: Platform, request: StepRequest, steps: list[str]) -> lis
     details = activity.info().heartbeat_details
     done = [StepOutcome(**item) for item in details[0]] if details else []
     finished = {outcome.step for outcome in done}
+    # The SDK sends an activity's first heartbeat at once and throttles later ones (80 % of
+    # the heartbeat timeout): beating first keeps its server round trip (and the server's
+    # work on it) beside the session set-up below, out of the window; the per-step beats
+    # reach the server only if the steps outlast the throttle. A retry may then redo
+    # finished steps; every step is idempotent, so it converges.
+    activity.heartbeat([asdict(outcome) for outcome in done])
     for node in (request.plan.target, request.plan.source):
         platform.probe(node)  # open the sessions before the window, not inside it
-    # The SDK sends an activity's first heartbeat at once and throttles later ones (80 % of
-    # the heartbeat timeout): beating now keeps the server round trip out of the window, and
-    # the per-step beats below reach the server only if the steps outlast the throttle. A
-    # retry may then redo finished steps; every step is idempotent, so it converges.
-    activity.heartbeat([asdict(outcome) for outcome in done])
     for step in steps:
         if step in finished:
             continue
