@@ -1,0 +1,57 @@
+"""``PgServer.start`` returns as soon as the server is ready, and what it started survives
+its caller (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from infra.local.ports import free_ports
+from infra.local.postgres import PgServer
+from workers.settings import REPO_ROOT
+
+_START_THEN_SIGINT = """
+import os, signal, sys
+from pathlib import Path
+from infra.local.postgres import PgServer
+PgServer(home=Path(sys.argv[1]), port=int(sys.argv[2])).start()
+os.killpg(0, signal.SIGINT)  # what a Pulumi provider host or a Ctrl-C gets right after
+"""
+
+
+def _server(tmp_path: Path) -> PgServer:
+    tmp_path.chmod(0o755)  # the server runs as postgres, which must reach its directory
+    server = PgServer(home=tmp_path / "pg", port=free_ports(1)[0])
+    server.init()
+    return server
+
+
+def test_server_survives_a_sigint_to_its_starters_group(tmp_path: Path) -> None:
+    """``pg_ctl start -w`` stops the server it still waits for when it gets SIGINT; start()
+    returns before pg_ctl notices readiness, so pg_ctl must not be in the caller's group."""
+    server = _server(tmp_path)
+    try:
+        for _ in range(3):  # pg_ctl notices readiness itself now and then: try a few times
+            subprocess.run([sys.executable, "-c", _START_THEN_SIGINT, str(server.home),
+                            str(server.port)], cwd=REPO_ROOT, start_new_session=True,
+                           timeout=60, check=False)
+            time.sleep(0.3)  # longer than pg_ctl's 100 ms look
+            assert server.accepting(), (server.log_file.read_text().splitlines() or [""])[-1]
+            server.stop()
+            assert not server.running()
+    finally:
+        server.stop(mode="immediate")
+
+
+def test_start_and_stop_are_idempotent(tmp_path: Path) -> None:
+    server = _server(tmp_path)
+    try:
+        server.start()
+        server.start()
+        assert server.accepting()
+    finally:
+        server.stop()
+        server.stop()
+    assert not server.running()
