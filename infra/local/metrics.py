@@ -97,11 +97,10 @@ class LocalMetricsCollector:
             # Nothing to read, but keep the overlay's clock (if any) so the window stays ordered.
             stamp = self._apply_overlay(now, {})
             return MetricSample(timestamp=stamp, instance_id=self.instance_id)
-        latency_ms, commits, rollbacks, start_time, backend_pid, standby_lag = database
+        latency_ms, commits, rollbacks, start_time, (cpu_seconds, rss), standby_lag = database
         if self._start_time is not None and start_time != self._start_time:
             self.restarts += 1
         self._start_time = start_time
-        cpu_seconds, rss = _tree_usage(backend_pid)
         io_ms, ios = _disk_counters(self.data_dir)
         bytes_in, bytes_out = self._router_bytes()
         current = _Counters(now, cpu_seconds, io_ms, ios, commits, rollbacks, bytes_in, bytes_out)
@@ -153,7 +152,9 @@ class LocalMetricsCollector:
                 values[metric] = value
         return reading.timestamp
 
-    def _database(self) -> tuple[float, float, float, str, int, float | None] | None:
+    def _database(
+        self,
+    ) -> tuple[float, float, float, str, tuple[float, float], float | None] | None:
         try:
             started = time.perf_counter()
             with self.endpoint.connect(timeout_s=2) as conn:
@@ -163,12 +164,15 @@ class LocalMetricsCollector:
                 if not self._data_dir_asked:
                     self._data_dir_asked = True
                     self.data_dir = _data_directory(conn)
+                # The postmaster is found through our own backend, so only while it lives: once
+                # the connection closes it may be gone (the CPU and memory then read 0).
+                usage = _tree_usage(int(row[3])) if row is not None else (0.0, 0.0)
         except psycopg.Error:
             return None
         if row is None:
             return None
         lag = float(row[4]) if row[4] is not None else None
-        return latency_ms, float(row[0] or 0), float(row[1] or 0), str(row[2]), int(row[3]), lag
+        return latency_ms, float(row[0] or 0), float(row[1] or 0), str(row[2]), usage, lag
 
     def _router_bytes(self) -> tuple[float, float]:
         if self.haproxy is None:
