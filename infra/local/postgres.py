@@ -211,24 +211,17 @@ class PgServer:
 
     def pid(self) -> int | None:
         """PID of the running postmaster, or ``None``."""
-        pid_file = self.data_dir / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        if _zombie(pid):  # killed, not yet reaped (our PID 1 may never reap it): not running
-            return None
-        return pid
+        return _live_pid(self._pid_file_lines())
 
     def running(self) -> bool:
         """Whether the server process is alive."""
         return self.pid() is not None
+
+    def _pid_file_lines(self) -> list[str]:
+        try:
+            return (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return []
 
     def start(self, *, timeout_s: int = 60) -> None:
         """Start the server (idempotent) and wait until it accepts connections."""
@@ -242,11 +235,9 @@ class PgServer:
         """Whether the postmaster runs and says it takes connections: the status line of
         ``postmaster.pid`` (``ready``, or ``standby`` for a hot standby) that ``pg_ctl -w``
         waits for."""
-        try:
-            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
-        except OSError:
-            return False
-        return len(lines) >= 8 and lines[7].strip() in ("ready", "standby") and self.running()
+        lines = self._pid_file_lines()  # read once: it is polled every 5 ms while starting
+        ready = len(lines) >= 8 and lines[7].strip() in ("ready", "standby")
+        return ready and _live_pid(lines) is not None
 
     def write_standby_config(self, extra: dict[str, str], *, data_dir: Path | None = None) -> None:
         """Make the data directory a standby's: our settings in ``postgresql.auto.conf``
@@ -357,6 +348,21 @@ def _tool_failure(argv: list[str], output: str, tail_log: Path | None) -> InfraE
     if "Address already in use" in detail or "could not create any TCP/IP sockets" in detail:
         return InvalidRequestError(f"{Path(argv[0]).name}: port already in use: {detail}")
     return InfraError(f"{Path(argv[0]).name} failed: {detail}")
+
+
+def _live_pid(pid_file_lines: list[str]) -> int | None:
+    """The postmaster's PID from ``postmaster.pid``'s lines if that process runs (possibly as
+    another user), else ``None``."""
+    try:
+        pid = int(pid_file_lines[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return None
+    except PermissionError:
+        return pid
+    if _zombie(pid):  # killed, not yet reaped (our PID 1 may never reap it): not running
+        return None
+    return pid
 
 
 def _zombie(pid: int) -> bool:
