@@ -8,7 +8,7 @@ code: deterministic, activities by name, no I/O.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -70,36 +70,35 @@ class ProtectionPhases:
         self._set_phase("protected")
         self._note(f"Shadow of {state.spec.instance_id} is in sync. Protected.")
 
-    async def _provision_shadow(self) -> None:
-        await workflow.execute_activity(
-            "provision_shadow",
-            self._shadow_request(),
-            start_to_close_timeout=timedelta(minutes=60),
+    async def _shadow_activity(
+        self, name: str, arg: object, timeout: timedelta, result_type: type | None = None
+    ) -> Any:
+        """One of the shadow's long activities: heartbeating, retried by ``ACTIVITY_RETRY``."""
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
             heartbeat_timeout=timedelta(minutes=2),
             retry_policy=ACTIVITY_RETRY,
         )
 
+    async def _provision_shadow(self) -> None:
+        await self._shadow_activity(
+            "provision_shadow", self._shadow_request(), timedelta(minutes=60)
+        )
+
     async def _wait_for_sync(self) -> None:
         state = self._state
-        state.replication = await workflow.execute_activity(
-            "wait_for_sync",
-            WaitForSyncRequest(self._shadow_request()),
-            result_type=ReplicationStatus,
-            start_to_close_timeout=timedelta(hours=6),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=ACTIVITY_RETRY,
+        state.replication = await self._shadow_activity(
+            "wait_for_sync", WaitForSyncRequest(self._shadow_request()), timedelta(hours=6),
+            ReplicationStatus,
         )
         state.shadow_healthy = True
 
     async def _destroy_shadow(self) -> None:
         """``pulumi destroy`` of the shadow (router entry, standby, data directory, slot)."""
-        await workflow.execute_activity(
-            "destroy_shadow",
-            self._shadow_request(),
-            start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=ACTIVITY_RETRY,
-        )
+        await self._shadow_activity("destroy_shadow", self._shadow_request(), timedelta(minutes=30))
         self._state.shadow_healthy = False
 
     async def _inspect(self, node: str) -> NodeFacts | None:
