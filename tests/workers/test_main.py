@@ -16,10 +16,6 @@ from workers.settings import REPO_ROOT, Settings
 from workflows.fleet_watcher import watcher_id
 
 
-def _env(settings: Settings, **overrides: str) -> dict[str, str]:
-    return worker_env(settings, watcher=True, **overrides)
-
-
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workers.main"],
@@ -33,7 +29,7 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_bad_setting_exits_2_with_one_line(settings: Settings) -> None:
     """A malformed variable stops the worker before it starts anything."""
-    done = _run(_env(settings, SHADOWSHIFT_LOG_LEVEL="chatty"))
+    done = _run(worker_env(settings, SHADOWSHIFT_LOG_LEVEL="chatty"))
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "SHADOWSHIFT_LOG_LEVEL" in done.stderr
@@ -41,13 +37,13 @@ def test_bad_setting_exits_2_with_one_line(settings: Settings) -> None:
 
 def test_missing_passphrase_exits_2(settings: Settings, tmp_path: Path) -> None:
     """A missing passphrase file is named in a one-line error."""
-    done = _run(_env(settings, SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(tmp_path / "nope")))
+    done = _run(worker_env(settings, SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(tmp_path / "nope")))
     assert done.returncode == 2 and "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE" in done.stderr
 
 
 def test_unreachable_temporal_exits_2(settings: Settings) -> None:
     """An address where no Temporal listens is reported, not retried forever."""
-    done = _run(_env(settings, SHADOWSHIFT_TEMPORAL_ADDRESS="127.0.0.1:1"))
+    done = _run(worker_env(settings, SHADOWSHIFT_TEMPORAL_ADDRESS="127.0.0.1:1"))
     assert done.returncode == 2
     assert "cannot reach Temporal at 127.0.0.1:1" in done.stderr
     assert done.stderr.strip().count("\n") == 0
@@ -58,7 +54,8 @@ def test_worker_polls_and_stops_on_sigterm(
 ) -> None:
     """Against a real dev server the worker starts polling and exits 0 on SIGTERM."""
     address = temporal_env.client.service_client.config.target_host
-    env = _env(settings, SHADOWSHIFT_TEMPORAL_ADDRESS=address, SHADOWSHIFT_TASK_QUEUE=task_queue)
+    env = worker_env(settings, watcher=True, SHADOWSHIFT_TEMPORAL_ADDRESS=address,
+                     SHADOWSHIFT_TASK_QUEUE=task_queue)
     worker = subprocess.Popen(
         [sys.executable, "-m", "workers.main"],
         cwd=REPO_ROOT,

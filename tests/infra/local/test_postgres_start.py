@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from infra.local.ports import free_ports
+from infra.local.ports import free_port
 from infra.local.postgres import PgServer
 from workers.settings import REPO_ROOT
 
@@ -23,7 +23,7 @@ os.killpg(0, signal.SIGINT)  # what a Pulumi provider host or a Ctrl-C gets righ
 
 def _server(tmp_path: Path) -> PgServer:
     tmp_path.chmod(0o755)  # the server runs as postgres, which must reach its directory
-    server = PgServer(home=tmp_path / "pg", port=free_ports(1)[0])
+    server = PgServer(home=tmp_path / "pg", port=free_port())
     server.init()
     return server
 
@@ -33,7 +33,9 @@ def test_server_survives_a_sigint_to_its_starters_group(tmp_path: Path) -> None:
     returns before pg_ctl notices readiness, so pg_ctl must not be in the caller's group."""
     server = _server(tmp_path)
     try:
-        for _ in range(3):  # pg_ctl notices readiness itself now and then: try a few times
+        # pg_ctl's own 100 ms look sometimes sees readiness first (then start() waited for it
+        # and there is no race to lose); three tries make a miss of the race unlikely.
+        for _ in range(3):
             subprocess.run([sys.executable, "-c", _START_THEN_SIGINT, str(server.home),
                             str(server.port)], cwd=REPO_ROOT, start_new_session=True,
                            timeout=60, check=False)
