@@ -131,9 +131,6 @@ class LocalPlatform(Platform):
         destroyed = self.driver.destroy(
             self.spec.stack_name, shadow_program(self.spec), on_progress=on_progress
         )
-        # A worker killed after the standby started but before Pulumi recorded it leaves a
-        # stack that does not know the process whose directory is removed here.
-        PgServer(home=self.spec.standby_home, port=self.spec.standby_port).stop(mode="immediate")
         shutil.rmtree(self.spec.standby_home, ignore_errors=True)
         # An early copy creates the slot before the stack records it; a worker killed in
         # between leaves a slot no stack knows, which would hold WAL forever.

@@ -286,12 +286,6 @@ class PgServer:
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
 
-    def promote(self, *, timeout_s: int = 60) -> None:
-        """Promote a standby to a primary and wait until it accepts writes."""
-        run_server_tool(
-            [pg_bin("pg_ctl"), "promote", "-D", str(self.data_dir), "-w", "-t", str(timeout_s)]
-        )
-
 
 def run_server_tool(
     argv: list[str], *, tail_log: Path | None = None, pass_fds: tuple[int, ...] = ()

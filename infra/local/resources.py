@@ -196,7 +196,10 @@ class ShadowDataDirProvider(_Provider):
         return ReadResult(id_=id_ if exists else None, outs=props if exists else {})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        """Remove the data directory and the shadow's home."""
+        """Remove the data directory and the shadow's home, stopping a server still running
+        from it: a worker killed after the standby started but before Pulumi recorded the
+        standby resource leaves a process the stack does not know."""
+        PgServer(home=Path(props["home"]), port=int(props["port"])).stop(mode="immediate")
         shutil.rmtree(props["home"], ignore_errors=True)
 
 
