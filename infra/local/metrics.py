@@ -161,15 +161,15 @@ class LocalMetricsCollector:
                 conn.execute("SELECT 1").fetchone()
                 latency_ms = (time.perf_counter() - started) * 1000
                 row = conn.execute(_QUERY).fetchone()
+                if row is None:
+                    return None
                 if not self._data_dir_asked:
                     self._data_dir_asked = True
                     self.data_dir = _data_directory(conn)
                 # The postmaster is found through our own backend, so only while it lives: once
                 # the connection closes it may be gone (the CPU and memory then read 0).
-                usage = _tree_usage(int(row[3])) if row is not None else (0.0, 0.0)
+                usage = _tree_usage(int(row[3]))
         except psycopg.Error:
-            return None
-        if row is None:
             return None
         lag = float(row[4]) if row[4] is not None else None
         return latency_ms, float(row[0] or 0), float(row[1] or 0), str(row[2]), usage, lag
@@ -199,25 +199,22 @@ def _tree_usage(backend_pid: int) -> tuple[float, float]:
         postmaster = psutil.Process(backend_pid).parent()
         if postmaster is None:
             return 0.0, 0.0
-        processes = [postmaster, *postmaster.children(recursive=True)]
+        children = postmaster.children(recursive=True)
+        # A backend that exited between two samples (one connection per request is common)
+        # takes its CPU time with it; the kernel adds it to the postmaster's reaped-children
+        # times, so counting those keeps the total monotonic and the rate honest.
+        own = postmaster.cpu_times()
+        cpu = own.user + own.system + own.children_user + own.children_system
+        rss = float(postmaster.memory_info().rss)
     except psutil.Error:
         return 0.0, 0.0
-    cpu = rss = 0.0
-    for process in processes:
+    for process in children:
         try:
             times = process.cpu_times()
             cpu += times.user + times.system
             rss += process.memory_info().rss
         except psutil.Error:
             continue  # a backend that just exited
-    # A backend that exited between two samples (one connection per request is common) takes
-    # its CPU time with it; the kernel adds it to the postmaster's reaped-children times, so
-    # counting those keeps the total monotonic and the rate honest.
-    try:
-        reaped = postmaster.cpu_times()
-        cpu += reaped.children_user + reaped.children_system
-    except psutil.Error:
-        pass
     return cpu, rss
 
 
