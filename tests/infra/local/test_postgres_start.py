@@ -8,14 +8,18 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from infra.local.ports import free_port
 from infra.local.postgres import PgServer
+from infra.local.resources import ShadowDataDirProvider
 from workers.settings import REPO_ROOT
 
 _START_THEN_SIGINT = """
 import os, signal, sys
 from pathlib import Path
 from infra.local.postgres import PgServer
+from infra.local.resources import ShadowDataDirProvider
 PgServer(home=Path(sys.argv[1]), port=int(sys.argv[2])).start()
 os.killpg(0, signal.SIGINT)  # what a Pulumi provider host or a Ctrl-C gets right after
 """
@@ -57,3 +61,16 @@ def test_start_and_stop_are_idempotent(tmp_path: Path) -> None:
         server.stop()
         server.stop()
     assert not server.running()
+
+
+def test_deleting_the_data_dir_resource_stops_its_server(tmp_path: Path) -> None:
+    """A server the stack never recorded (worker killed after ``pg_ctl start``) is stopped
+    by the data directory's delete, not left running on a removed directory."""
+    server = _server(tmp_path)
+    server.start()
+    pid = server.pid()
+    assert pid is not None
+    ShadowDataDirProvider().delete(str(server.data_dir),
+                                   {"home": str(server.home), "port": server.port})
+    assert not server.home.exists()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
