@@ -2,9 +2,10 @@
 
 Layout under the registry directory (a worker's ``<state_dir>/models``)::
 
-    CURRENT.json            the version pointer (absent: the shipped default model is current)
-    versions/<candidate>/   pae.txt + pae.json of each promoted model, never modified again
-    promotions.jsonl        one line per promotion decision, promoted or refused, both scores
+    CURRENT.json                 the version pointer (absent: the shipped default model is current)
+    versions/<candidate>-<sha>/  pae.txt + pae.json of each promoted model (<sha>: the first
+                                 12 hex digits of the model's sha256), never modified again
+    promotions.jsonl             one line per promotion decision, promoted or refused, both scores
 
 Promotion is an atomic swap: the model files are copied into a temporary directory that is
 renamed into ``versions/`` once complete, then a new pointer is written to a temporary file,
@@ -161,7 +162,10 @@ class ModelRegistry:
                     "during the evaluation; evaluate again"
                 )
             loaded = Predictor.load(model_path)  # refuse a bad model before anything moves
-            name = _SAFE.sub("_", candidate_id) or f"v{current.version + 1}"
+            # The model's digest in the name: ids that differ only in unsafe characters, or a
+            # candidate id reused for another model, must never share (and reuse) a folder.
+            label = _SAFE.sub("_", candidate_id) or f"v{current.version + 1}"
+            name = f"{label}-{loaded.model_sha256[:12]}"
             target = self.root / "versions" / name
             if not target.exists():
                 partial = target.with_name(target.name + ".partial")

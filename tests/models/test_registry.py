@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,9 @@ from models.predictor import DEFAULT_MODEL_PATH, ModelError, metadata_path_for
 from models.registry import ModelRegistry
 
 
-def _copy_model(folder: Path, corrupt: bool = False) -> Path:
+def _copy_model(folder: Path, corrupt: bool = False, variant: bool = False) -> Path:
+    """The shipped model in ``folder``: damaged (digest no longer matches), or a valid
+    ``variant`` with other bytes (and its metadata's digest updated to match)."""
     folder.mkdir(parents=True)
     model = folder / "pae.txt"
     shutil.copyfile(DEFAULT_MODEL_PATH, model)
@@ -21,6 +24,11 @@ def _copy_model(folder: Path, corrupt: bool = False) -> Path:
     if corrupt:
         text = model.read_text()
         model.write_text(text.replace("tree", "free", 1))
+    if variant:
+        model.write_text(model.read_text() + "\n")
+        metadata = json.loads(metadata_path_for(model).read_text())
+        metadata["model_sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+        metadata_path_for(model).write_text(json.dumps(metadata))
     return model
 
 
@@ -40,13 +48,28 @@ def test_promotion_is_versioned_idempotent_and_refuses_stale_or_bad(tmp_path: Pa
     with pytest.raises(ModelError, match="does not match its metadata"):
         registry.promote(_copy_model(tmp_path / "c", corrupt=True), candidate_id="run-c")
     assert registry.pointer_stamp() == stamp and registry.current() == first
-    assert sorted(p.name for p in (registry.root / "versions").iterdir()) == ["run-a"]
+    assert [p.name for p in (registry.root / "versions").iterdir()] == [
+        f"run-a-{first.model_sha256[:12]}"]
     second = registry.promote(_copy_model(tmp_path / "d"), candidate_id="sched/run-d:2026")
     assert second.version == 2
-    assert Path(second.model_path).parent == registry.root / "versions" / "sched_run-d_2026"
+    assert Path(second.model_path).parent.name.startswith("sched_run-d_2026-")
     logged = registry.decisions()
     assert [(d["decision"], d["version"]) for d in logged] == [("promoted", 1), ("promoted", 2)]
     assert logged[0]["champion_score"] == 0.1 and logged[0]["challenger_score"] == 0.2
+
+
+def test_ids_that_differ_only_in_unsafe_characters_keep_their_own_models(
+    tmp_path: Path,
+) -> None:
+    """``a/b`` and ``a_b`` make the same folder-safe label; each pointer still names a file
+    holding its own model, and the first version's file is untouched."""
+    registry = ModelRegistry(tmp_path / "models")
+    first = registry.promote(_copy_model(tmp_path / "a"), candidate_id="sched/a")
+    second = registry.promote(_copy_model(tmp_path / "b", variant=True), candidate_id="sched_a")
+    assert first.model_sha256 != second.model_sha256
+    for pointer in (first, second):
+        stored = hashlib.sha256(Path(pointer.model_path).read_bytes()).hexdigest()
+        assert stored == pointer.model_sha256
 
 
 def test_scoring_follows_the_pointer_and_keeps_its_model_on_a_bad_file(tmp_path: Path) -> None:
