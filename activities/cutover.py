@@ -232,9 +232,15 @@ class CutoverActivities:
         """Append the cutover event to the instance's log (once per workflow run), release the
         lock; returns the log."""
         plan = request.plan
+        run_id = activity.info().workflow_run_id
+        if not run_id:  # the once-only key: without it every cutover would share one entry
+            raise ApplicationError(
+                "finalise_cutover runs only as an activity of a cutover workflow (it got no "
+                "workflow run id); start the cutover workflow instead of calling it alone",
+                type="InvalidRequest", non_retryable=True)
         record = self._record(plan.shadow)
         started_at = record.lock_taken_at()
-        added = record.append_event(plan.workflow_id, activity.info().workflow_run_id or "", {
+        added = record.append_event(plan.workflow_id, run_id, {
             "outcome": request.outcome,
             "mode": plan.mode,
             "former_primary": plan.source,
