@@ -103,12 +103,12 @@ class CloudWatchMetricsCollector:
         return self.reading_from(results, end)
 
     def reading_from(self, results: list[dict[str, Any]], end: datetime) -> CloudWatchReading:
-        """The reading in ``MetricDataResults`` (this collector's ids only) at time ``end``."""
-        prefix = self.id_prefix
+        """The reading at time ``end`` in the ``MetricDataResults`` of this collector's queries
+        (both callers pass only those)."""
         series = {
-            r["Id"].removeprefix(prefix): dict(zip(r["Timestamps"], r["Values"], strict=True))
+            r["Id"].removeprefix(self.id_prefix): dict(
+                zip(r["Timestamps"], r["Values"], strict=True))
             for r in results
-            if r["Id"].startswith(prefix)
         }
         latest = {qid: points[max(points)] for qid, points in series.items() if points}
         stamps = [max(points) for points in series.values() if points]
