@@ -51,12 +51,13 @@ from typing import Any
 
 import psutil
 
-from bench.shadow_lab import REPO_ROOT, BenchConfig, Lab
+from bench.shadow_lab import BenchConfig, Lab
 from bench.shadow_stats import percentile, rounded, summarise, visibility_lags_ms
 from bench.workload import TABLE, WorkloadStats, Writer, wait_until_present
 from infra.local.platform import LocalPlatform
 from infra.local.postgres import query_one
 from infra.platform import ReplicationStatus
+from workers.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def measure_phases(lab: Lab) -> dict[str, Any]:
 def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
     """Measure everything in ``work_dir`` and return the results (the folder is removed)."""
     lab = Lab(work_dir, config)
-    machine = _machine()  # before we load the machine ourselves
+    machine = machine_info()  # before we load the machine ourselves
     try:
         scale = lab.start()
         db_bytes = int(query_one(lab.primary.endpoint, "SELECT pg_database_size('postgres')"))
@@ -245,7 +246,7 @@ def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
         uncached: dict[str, Any] = {"skipped": why_not}
         if why_not is None:
             uncached_runs = measure_provisioning(lab, uncached=True)
-            uncached = {**_provision_summary(uncached_runs), "runs": uncached_runs}
+            uncached = {**provision_summary(uncached_runs), "runs": uncached_runs}
         phases = measure_phases(lab)
         machine["postgresql"] = query_one(lab.primary.endpoint, "SHOW server_version")
     finally:
@@ -253,7 +254,7 @@ def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
     return _report(config, machine, scale, db_bytes, runs, uncached, phases)
 
 
-def _provision_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def provision_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians of the provisioning runs and their ratios."""
     def median_of(key: str) -> float | None:
         return rounded(percentile([r[key] for r in runs], 50))
@@ -284,7 +285,7 @@ def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: 
         "parameters": {**asdict(config), "pgbench_scale": scale, "db_bytes": db_bytes,
                        "poll_s": POLL_S, "status_interval_s": STATUS_INTERVAL_S},
         "method": _method_notes(),
-        **_provision_summary(runs),
+        **provision_summary(runs),
         "provision_runs": runs,
         "uncached": uncached,
         "replication_lag_ms": {t: phases[t]["replication_lag_ms"] for t in tiers},
@@ -303,7 +304,9 @@ def _method_notes() -> list[str]:
     return [" ".join(part.split()) for part in block[2:].split("\n- ")]
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
+    """The machine and commit the figures belong to (taken before the run loads it)."""
+
     def git(*argv: str) -> str:
         return subprocess.run(["git", "-C", str(REPO_ROOT), *argv], capture_output=True,
                               text=True, check=False).stdout.rstrip()

@@ -23,11 +23,12 @@ from infra.local.platform import LocalPlatform
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, PgServer, pg_bin, prepare_dir, run_server_tool
 from infra.local.spec import LocalShadowSpec
-from infra.pulumi_engine import PulumiConfig, StackDriver
+from infra.pulumi_engine import StackDriver
+from workers.registry import pulumi_config
+from workers.settings import load_settings
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MB_PER_PGBENCH_SCALE = 15.0
 """``pgbench -i`` adds about 15 MiB (tables and indexes) per unit of scale."""
 
@@ -65,19 +66,18 @@ class Lab:
         self.instance_id = f"bench-{uuid.uuid4().hex[:6]}"
         self.primary = PgServer(home=work_dir / "primary", port=self.primary_port)
         self.haproxy = HAProxyManager(work_dir / "state" / "haproxy")
-        pulumi_root = REPO_ROOT / ".tools"
-        self.driver = StackDriver(PulumiConfig(
-            backend_url=f"file://{work_dir / 'pulumi'}",
-            passphrase_file=work_dir / "pulumi-passphrase",
-            work_root=work_dir / "stacks",
-            pulumi_root=pulumi_root if (pulumi_root / "bin" / "pulumi").exists() else None,
-        ))
+        # The worker's own settings with the run folder as state dir: backend in pulumi/, work
+        # dirs in stacks/, the Pulumi CLI built in .tools (else from PATH).
+        passphrase = work_dir / "pulumi-passphrase"
+        passphrase.write_text(uuid.uuid4().hex + "\n")
+        self.driver = StackDriver(pulumi_config(load_settings({
+            "SHADOWSHIFT_STATE_DIR": str(work_dir),
+            "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(passphrase)})))
         self.router = PgEndpoint(port=self.router_port)
 
     def start(self) -> int:
         """Start the primary and HAProxy, load ``pgbench`` data; returns the pgbench scale."""
         (self.work_dir / "pulumi").mkdir()
-        (self.work_dir / "pulumi-passphrase").write_text(uuid.uuid4().hex + "\n")
         # archive_mode needs a restart, so it is on from the start for tier 3; until a tier 3
         # stack sets its archive_command, 'true' keeps the load's WAL from piling up for it.
         self.primary.init(settings={"archive_mode": "on", "archive_command": "'true'",

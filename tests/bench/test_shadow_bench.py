@@ -68,3 +68,21 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert result["lost_acked_writes"] == 0
     # Nothing is left behind: the run's folder (named after its pid) is gone.
     assert not (BENCH_ROOT / f"run-{bench.pid}").exists()
+
+
+def test_sizes_run_end_to_end(tmp_path: Path) -> None:
+    """The size sweep measures each size on its own primary and removes every run folder."""
+    output = tmp_path / "sizes.json"
+    argv = [sys.executable, "-m", "bench.shadow_sizes", "--sizes", "0.02", "0.04",
+            "--repeats", "1", "--output", str(output)]
+    with subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as bench:
+        stdout, stderr = bench.communicate(timeout=240)
+    assert bench.returncode == 0, stdout[-2000:] + stderr[-4000:]
+    sizes = json.loads(output.read_text())["sizes"]
+    assert [s["size_gb"] for s in sizes] == [0.02, 0.04]
+    assert sizes[0]["db_bytes"] < sizes[1]["db_bytes"]
+    for size in sizes:
+        for key in ("provision_s", "pg_basebackup_s", "provision_ratio", "overhead_s"):
+            assert isinstance(size[key], float) and size[key] > 0, key
+    assert not list(BENCH_ROOT.glob(f"sizes-{bench.pid}-*"))
