@@ -23,7 +23,6 @@ cutover when the score is at or above it and the policy still held.
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -43,8 +42,6 @@ NEAR_MISS_MARGIN = 20.0
 """A hold with a score within this many points under the threshold is a near miss."""
 PROBE_INTERVAL_S = 300.0
 """How often the fleet watcher probes the endpoints of open records."""
-POLICY_REASON = re.compile(r"readiness score -?\d+ crossed the threshold")
-"""The reason of a cutover the policy decided on the model's score."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +84,9 @@ class RecordOutcomeInput:
     """Its port; None = nothing to probe (evidence must be reported)."""
     horizon_s: float = DEFAULT_HORIZON_S
     """How long after ``at`` the outcome is watched."""
+    policy_decided: bool = False
+    """A cutover the policy made because the score crossed the threshold (the model's call):
+    if the instance then stays healthy it counts as a false migration."""
 
 
 @dataclass
@@ -128,13 +128,6 @@ class ResolveOutcomesInput:
     """Resolve records whose horizon ended before ``now`` (None: the activity's clock)."""
 
     now: float | None = None
-
-
-def policy_decided(reason: str) -> bool:
-    """Whether a cutover was the model's call: the protection's ``report_risk`` asks for it
-    with ``readiness score <n> crossed the threshold`` (workflows/protection.py). Operator
-    requests, maintenance and external events are not the model's to count as false."""
-    return POLICY_REASON.fullmatch(reason) is not None
 
 
 def classify(sample: MetricSample, limits: DegradationThresholds) -> tuple[str, str]:
@@ -245,7 +238,8 @@ class OutcomeActivities:
             record_id=request.record_id, instance_id=request.instance_id, kind=request.kind,
             at=request.at, horizon_s=request.horizon_s, readiness_score=request.readiness_score,
             failure_probability=request.failure_probability, reason=request.reason,
-            host=request.host if request.port else None, port=request.port))
+            host=request.host if request.port else None, port=request.port,
+            policy_decided=request.policy_decided))
 
     @activity.defn
     def report_outcome_evidence(self, evidence: OutcomeEvidence) -> int:
@@ -289,7 +283,7 @@ class OutcomeActivities:
         for record in self._store.resolve_due(now):
             counts[record.outcome or "unknown"] += 1
             if (record.kind == "cutover" and record.outcome == "healthy"
-                    and policy_decided(record.reason)):
+                    and record.policy_decided):
                 count_false_migration(record.instance_id)
         if any(counts.values()):
             activity.logger.info("Outcomes resolved: %s", counts)

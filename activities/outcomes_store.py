@@ -40,13 +40,17 @@ CREATE TABLE IF NOT EXISTS records (
     record_id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, kind TEXT NOT NULL,
     at REAL NOT NULL, horizon_s REAL NOT NULL, readiness_score REAL,
     failure_probability REAL, reason TEXT NOT NULL, host TEXT, port INTEGER,
-    window_json TEXT, outcome TEXT, resolved_at REAL);
+    window_json TEXT, outcome TEXT, resolved_at REAL,
+    policy_decided INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS observations (
     record_id TEXT NOT NULL, at REAL NOT NULL, source TEXT NOT NULL,
     status TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (record_id, at, source));
 CREATE TABLE IF NOT EXISTS windows (
     instance_id TEXT PRIMARY KEY, at REAL NOT NULL, window_json TEXT NOT NULL);
 """
+_INSERTED = ("record_id", "instance_id", "kind", "at", "horizon_s", "readiness_score",
+             "failure_probability", "reason", "host", "port", "window_json", "policy_decided")
+"""The columns :meth:`OutcomeStore.add` writes (outcome and resolved_at come later)."""
 
 
 @dataclass
@@ -79,6 +83,8 @@ class OutcomeRecord:
     """``failed``, ``degraded``, ``healthy`` or ``unknown``; None until resolved."""
     resolved_at: float | None = None
     """When the outcome was decided."""
+    policy_decided: bool = False
+    """A cutover the policy made on the model's score (see ``RecordOutcomeInput``)."""
 
 
 class OutcomeStore:
@@ -97,6 +103,7 @@ class OutcomeStore:
         try:
             if not self._schema_ready:
                 connection.executescript(_SCHEMA)  # idempotent if two threads race here
+                _add_policy_column(connection)
                 self._schema_ready = True
             with connection:  # one transaction, committed on success
                 yield connection
@@ -116,10 +123,12 @@ class OutcomeStore:
                 if row and record.at - WINDOW_MAX_AGE_S <= row[0] <= record.at + 60.0:
                     window = json.loads(row[1])
             cursor = db.execute(
-                "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,NULL,NULL)",
+                f"INSERT OR IGNORE INTO records ({', '.join(_INSERTED)}) "
+                f"VALUES ({', '.join('?' * len(_INSERTED))})",
                 (record.record_id, record.instance_id, record.kind, record.at, record.horizon_s,
                  record.readiness_score, record.failure_probability, record.reason,
-                 record.host, record.port, json.dumps(window) if window else None),
+                 record.host, record.port, json.dumps(window) if window else None,
+                 int(record.policy_decided)),
             )
             return cursor.rowcount == 1
 
@@ -208,14 +217,34 @@ class OutcomeStore:
     def _rows(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[OutcomeRecord]:
         rows = db.execute(
             "SELECT record_id, instance_id, kind, at, horizon_s, readiness_score, "
-            "failure_probability, reason, host, port, window_json, outcome, resolved_at "
-            f"FROM records {where} ORDER BY at, record_id", args).fetchall()
+            "failure_probability, reason, host, port, window_json, outcome, resolved_at, "
+            f"policy_decided FROM records {where} ORDER BY at, record_id", args).fetchall()
         return [
             OutcomeRecord(
                 record_id=row[0], instance_id=row[1], kind=row[2], at=row[3], horizon_s=row[4],
                 readiness_score=row[5], failure_probability=row[6], reason=row[7], host=row[8],
                 port=row[9], window=json.loads(row[10]) if row[10] else None, outcome=row[11],
-                resolved_at=row[12],
+                resolved_at=row[12], policy_decided=bool(row[13]),
             )
             for row in rows
         ]
+
+
+def _add_policy_column(db: sqlite3.Connection) -> None:
+    """Upgrade a store made before ``policy_decided`` had its own column.
+
+    Such a store marked a policy cutover only by its reason text (``readiness score <n>
+    crossed the threshold``, what the protection wrote then); its open records keep their
+    meaning through the backfill below."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+    if "policy_decided" in columns:
+        return
+    try:
+        db.execute("ALTER TABLE records ADD COLUMN policy_decided INTEGER NOT NULL DEFAULT 0")
+    except sqlite3.OperationalError as err:
+        if "duplicate column" not in str(err):
+            raise
+        # Another worker added it meanwhile; the backfill below is idempotent.
+    db.execute("UPDATE records SET policy_decided = 1 WHERE kind = 'cutover' AND "
+               "reason LIKE 'readiness score % crossed the threshold'")
+    db.commit()

@@ -125,6 +125,9 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
             raise ValueError("the protection is ending (unprotect requested)")
         if not request.force and self._in_cooldown():
             raise ValueError("in cooldown after the last cutover; use force to override")
+        if request.by_policy:
+            raise ValueError("by_policy is the protection's own mark for score-driven "
+                             "cutovers; leave it unset")
 
     @workflow.update
     def set_policy(self, policy: PolicySpec) -> PolicySpec:
@@ -169,7 +172,8 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         state.latest_risk = report
         if report.decision == "migrate":
             self._ask_for_cutover(
-                f"readiness score {report.readiness_score:.0f} crossed the threshold"
+                f"readiness score {report.readiness_score:.0f} crossed the threshold",
+                by_policy=True,
             )
         self._upsert_search_attributes()
 
@@ -229,13 +233,13 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         assert self.state is not None, "set by __init__"
         return self.state
 
-    def _ask_for_cutover(self, reason: str) -> None:
+    def _ask_for_cutover(self, reason: str, *, by_policy: bool = False) -> None:
         """Schedule an automatic cutover unless the protection may not act now."""
         state = self._state
         may_act = not state.paused and not state.spec.policy.advisory and state.shadow_healthy
         may_act = may_act and state.unprotect is None
         if may_act and state.pending_cutover is None and not self._in_cooldown():
-            state.pending_cutover = CutoverRequest(reason)
+            state.pending_cutover = CutoverRequest(reason, by_policy=by_policy)
             self._note(f"Cutover scheduled: {reason}.")
         else:
             self._note(f"Would cut over ({reason}), but the protection may not act now.")

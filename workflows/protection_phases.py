@@ -163,7 +163,8 @@ class ProtectionPhases:
         state.serving_node = result.primary
         state.recovering = result.former_primary
         await record_outcome(cutover_record(state.spec, state.cutovers, state.last_cutover_at,
-                                            request.reason, state.latest_risk))
+                                            request.reason, state.latest_risk,
+                                            by_policy=request.by_policy))
         self._note(
             f"Traffic moved from {result.former_primary} to {result.primary} "
             f"({result.outcome}, critical path {result.critical_path_ms:.0f} ms). "

@@ -57,6 +57,10 @@ class CutoverRequest:
     """Why, for the record."""
     force: bool = False
     """Skip the cooldown check (never skips the health checks)."""
+    by_policy: bool = False
+    """Set by the protection itself when the readiness score crossed the threshold (the
+    model's call, counted as a false migration if the primary then stays healthy); refused
+    from callers."""
 
 
 @dataclass

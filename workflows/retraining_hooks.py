@@ -50,7 +50,7 @@ class _Risk(Protocol):
 
 
 def cutover_record(spec: ProtectionSpec, cutovers: int, at: float, reason: str,
-                   risk: _Risk | None) -> RecordOutcomeInput:
+                   risk: _Risk | None, *, by_policy: bool = False) -> RecordOutcomeInput:
     """The record of the protection's ``cutovers``-th cutover (unique and replay-stable).
 
     The id names the protection's first run: the workflow id is ``protect-<instance>`` and
@@ -65,7 +65,7 @@ def cutover_record(spec: ProtectionSpec, cutovers: int, at: float, reason: str,
     return RecordOutcomeInput(
         f"{protection}:cutover:{cutovers}", spec.instance_id, "cutover", at,
         reason, risk.readiness_score if risk else None,
-        risk.failure_probability if risk else None, port=None)
+        risk.failure_probability if risk else None, port=None, policy_decided=by_policy)
 
 
 def refused_record(spec: ProtectionSpec, serving_node: str, at: float, reason: str,

@@ -4,7 +4,9 @@ and fed to the challenger's training."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
+import sqlite3
 import time
 from pathlib import Path
 
@@ -117,6 +119,31 @@ def test_near_misses_are_recorded_once_and_windows_reach_later_records(tmp_path:
     assert records["db-1:near_miss:1800000000"].readiness_score == 35.0
     cutover_window = records["wf:cutover:1"].window
     assert cutover_window is not None and cutover_window["values"]["cpu_percent"][0] == 90.0
+
+
+def test_a_store_from_before_the_policy_column_is_upgraded(tmp_path: Path) -> None:
+    """A store whose records table predates ``policy_decided`` gains the column on first
+    use; its policy cutovers (known then only by their reason text) are marked, others not."""
+    path = tmp_path / "outcomes.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "CREATE TABLE records (record_id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, "
+            "kind TEXT NOT NULL, at REAL NOT NULL, horizon_s REAL NOT NULL, readiness_score "
+            "REAL, failure_probability REAL, reason TEXT NOT NULL, host TEXT, port INTEGER, "
+            "window_json TEXT, outcome TEXT, resolved_at REAL)")
+        for record_id, kind, reason in (
+            ("r1", "cutover", "readiness score 81 crossed the threshold"),
+            ("r2", "cutover", "operator request"),
+            ("r3", "refused", "readiness score 81 crossed the threshold"),
+        ):
+            db.execute("INSERT INTO records VALUES (?,?,?,?,?,NULL,NULL,?,NULL,NULL,NULL,NULL,"
+                       "NULL)", (record_id, "db-old", kind, T0, HOUR, reason))
+    store = OutcomeStore(path)
+    assert {r.record_id: r.policy_decided for r in store.all()} == {
+        "r1": True, "r2": False, "r3": False}
+    assert store.add(OutcomeRecord("r4", "db-old", "cutover", T0, HOUR, policy_decided=True))
+    assert store.get("r4") == OutcomeRecord("r4", "db-old", "cutover", T0, HOUR,
+                                            policy_decided=True)
 
 
 def test_resolved_outcomes_become_training_rows(tmp_path: Path) -> None:

@@ -259,15 +259,15 @@ def test_false_migrations_are_counted_when_outcomes_resolve(
     store = OutcomeStore(tmp_path / "outcomes.sqlite")
     activities = OutcomeActivities(store)
     env = ActivityEnvironment()
-    policy = "readiness score 71 crossed the threshold"
-    for record_id, instance, kind, status, reason in (
-        ("wf:1", "db-fine", "cutover", "healthy", policy),
-        ("wf:2", "db-sick", "cutover", "degraded", policy),
-        ("wf:3", "db-fine", "refused", "healthy", policy),
-        ("wf:4", "db-op", "cutover", "healthy", "operator request"),
+    for record_id, instance, kind, status, by_policy in (
+        ("wf:1", "db-fine", "cutover", "healthy", True),
+        ("wf:2", "db-sick", "cutover", "degraded", True),
+        ("wf:3", "db-fine", "refused", "healthy", True),
+        ("wf:4", "db-op", "cutover", "healthy", False),
     ):
         env.run(activities.record_outcome,
-                RecordOutcomeInput(record_id, instance, kind, t0, reason, horizon_s=hour))
+                RecordOutcomeInput(record_id, instance, kind, t0, "why", horizon_s=hour,
+                                   policy_decided=by_policy))
         store.observe(record_id, t0 + 60, status, "probe")
     env.run(activities.resolve_outcomes, ResolveOutcomesInput(t0 + hour))
     env.run(activities.resolve_outcomes, ResolveOutcomesInput(t0 + 2 * hour))  # nothing new

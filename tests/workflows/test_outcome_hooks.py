@@ -10,7 +10,6 @@ import uuid
 from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 
-from activities.outcomes import policy_decided
 from activities.outcomes_store import OutcomeRecord
 from infra.local.postgres import alter_system
 from tests.conftest import LocalService
@@ -102,7 +101,7 @@ async def test_cutover_is_recorded_then_watched_after_the_rejoin(
     assert (record.record_id, record.kind) == (
         f"{spec.workflow_id}:{handle.first_execution_run_id}:cutover:1", "cutover")
     assert (record.readiness_score, record.failure_probability) == (82.0, 0.91)
-    assert policy_decided(record.reason), record.reason  # a false migration if it stays healthy
+    assert record.policy_decided, record.reason  # a false migration if it stays healthy
     assert record.port == request.primary_port  # the former primary, watched again
     assert observed["observed_healthy"] == 1 and observed["observed_failed"] == 0
     store.resolve(record.at + record.horizon_s)

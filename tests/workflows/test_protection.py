@@ -84,6 +84,11 @@ async def test_protect_then_drive_with_messages(
             assert "paused" in str(refused.value.cause)
             await _cli(address, "workflow", "signal", "--workflow-id", spec.workflow_id,
                  "--name", "resume")
+            # Only the protection marks a cutover as the policy's (the model's) call.
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
+                                            CutoverRequest("test", by_policy=True))
+            assert "by_policy" in str(refused.value.cause)
 
             # A contradictory policy is rejected by the validator, through the CLI.
             bad = await _cli(address, "workflow", "update", "execute", "--workflow-id",
