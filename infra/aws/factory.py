@@ -37,7 +37,8 @@ _clients_lock = threading.Lock()
 
 def clients_for(region: str) -> AwsClients:
     """One set of clients per region and endpoint for the worker's life (boto3 clients are
-    thread-safe and slow to create: ~50 ms each, four per platform object otherwise)."""
+    thread-safe and slow to create: 50-320 ms each here, measured; four per platform object
+    otherwise)."""
     # boto3 reads AWS_ENDPOINT_URL itself; it is part of the key so clients made for one
     # endpoint (an emulator) are never handed out for another.
     key = f"{region} {os.environ.get('AWS_ENDPOINT_URL', '')}"
