@@ -164,8 +164,9 @@ class StackDriver:
 
         The values go straight into the stack's settings file (``Pulumi.<stack>.yaml`` in its
         work dir, where ``pulumi config set`` writes them on a file backend) through the
-        workspace's own reader and writer: milliseconds instead of two CLI runs (1.5-3 s on
-        a busy 2-core machine), which matters inside a cutover's heartbeat window.
+        workspace's own reader and writer: milliseconds instead of two CLI runs (0.24 s each
+        on an idle 2-core machine, measured; 1.5-3 s for the pair was seen under heavy load),
+        which matters inside a cutover's heartbeat window.
 
         Raises:
             InvalidRequestError: the stack does not exist (config alone never creates one).
