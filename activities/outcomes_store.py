@@ -21,6 +21,7 @@ from the worker's activity threads.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -234,17 +235,31 @@ def _add_policy_column(db: sqlite3.Connection) -> None:
     """Upgrade a store made before ``policy_decided`` had its own column.
 
     Such a store marked a policy cutover only by its reason text (``readiness score <n>
-    crossed the threshold``, what the protection wrote then); its open records keep their
-    meaning through the backfill below."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
-    if "policy_decided" in columns:
-        return
+    crossed the threshold``, what the protection wrote then); its records keep their meaning
+    through the backfill below, which matches that text exactly as the old code did. Check,
+    ``ALTER`` and backfill are one write transaction: workers opening the file at once
+    upgrade it once, and none backfills records written after the upgrade.
+
+    One-way: a worker from before the column writes all of a record's columns by position,
+    which the upgraded table refuses, so upgrade every worker sharing a state dir together."""
+    db.execute("BEGIN IMMEDIATE")  # the write lock first, so the check below stays true
     try:
-        db.execute("ALTER TABLE records ADD COLUMN policy_decided INTEGER NOT NULL DEFAULT 0")
-    except sqlite3.OperationalError as err:
-        if "duplicate column" not in str(err):
-            raise
-        # Another worker added it meanwhile; the backfill below is idempotent.
-    db.execute("UPDATE records SET policy_decided = 1 WHERE kind = 'cutover' AND "
-               "reason LIKE 'readiness score % crossed the threshold'")
-    db.commit()
+        columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+        if "policy_decided" not in columns:
+            db.create_function("is_policy_reason", 1, _is_policy_reason, deterministic=True)
+            db.execute(
+                "ALTER TABLE records ADD COLUMN policy_decided INTEGER NOT NULL DEFAULT 0")
+            db.execute("UPDATE records SET policy_decided = 1 "
+                       "WHERE kind = 'cutover' AND is_policy_reason(reason)")
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+
+
+_POLICY_REASON = re.compile(r"readiness score -?\d+ crossed the threshold")
+"""The reason the protection wrote for a policy cutover before ``policy_decided`` existed."""
+
+
+def _is_policy_reason(reason: str) -> bool:
+    return _POLICY_REASON.fullmatch(reason) is not None

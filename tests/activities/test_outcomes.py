@@ -135,12 +135,15 @@ def test_a_store_from_before_the_policy_column_is_upgraded(tmp_path: Path) -> No
             ("r1", "cutover", "readiness score 81 crossed the threshold"),
             ("r2", "cutover", "operator request"),
             ("r3", "refused", "readiness score 81 crossed the threshold"),
+            ("r5", "cutover", "readiness score -4 crossed the threshold"),
+            ("r6", "cutover", "Readiness score 81 crossed the threshold"),
+            ("r7", "cutover", "readiness score high: operator says it crossed the threshold"),
         ):
             db.execute("INSERT INTO records VALUES (?,?,?,?,?,NULL,NULL,?,NULL,NULL,NULL,NULL,"
                        "NULL)", (record_id, "db-old", kind, T0, HOUR, reason))
     store = OutcomeStore(path)
     assert {r.record_id: r.policy_decided for r in store.all()} == {
-        "r1": True, "r2": False, "r3": False}
+        "r1": True, "r2": False, "r3": False, "r5": True, "r6": False, "r7": False}
     assert store.add(OutcomeRecord("r4", "db-old", "cutover", T0, HOUR, policy_decided=True))
     assert store.get("r4") == OutcomeRecord("r4", "db-old", "cutover", T0, HOUR,
                                             policy_decided=True)
