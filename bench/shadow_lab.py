@@ -56,12 +56,22 @@ class BenchConfig:
 
 
 class Lab:
-    """A primary behind HAProxy and a Pulumi backend under ``work_dir``; :meth:`close` undoes
-    everything, whatever state a failure or Ctrl-C left."""
+    """A primary behind HAProxy and a Pulumi backend under ``work_dir``, which it owns from
+    construction on: :meth:`close` (or a failed construction) removes it and undoes everything,
+    whatever state a failure or Ctrl-C left."""
 
     def __init__(self, work_dir: Path, config: BenchConfig) -> None:
-        self.work_dir = work_dir
+        # Resolved, so that close() finds processes by the paths they were given.
+        self.work_dir = work_dir.resolve()
         self.config = config
+        try:
+            self._setup()
+        except BaseException:  # the folder is ours from here: leave nothing half-made
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            raise
+
+    def _setup(self) -> None:
+        work_dir = self.work_dir
         self.primary_port, self.shadow_port, self.router_port = free_ports(3)
         self.instance_id = f"bench-{uuid.uuid4().hex[:6]}"
         self.primary = PgServer(home=work_dir / "primary", port=self.primary_port)

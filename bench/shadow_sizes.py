@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -59,8 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.repeats < 1 or any(size <= 0 for size in args.sizes):
-        parser.error("--repeats and every --sizes value must be positive")
+    if args.repeats < 1 or not all(math.isfinite(size) and size > 0 for size in args.sizes):
+        parser.error("--repeats and every --sizes value must be positive (and finite)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for folder in (BENCH_ROOT.parent, BENCH_ROOT):  # postgres must traverse down to its data
         folder.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, signal.default_int_handler)
     started = time.monotonic()
     machine = machine_info()
-    sizes = []
+    sizes: list[dict[str, Any]] = []
     for size in args.sizes:
         work_dir = BENCH_ROOT / f"sizes-{os.getpid()}-{size:g}"
         work_dir.mkdir(mode=0o755)
@@ -78,15 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{done['db_bytes'] / 2**30:.2f} GiB: pg_basebackup {done['pg_basebackup_s']} s, "
               f"provision {done['provision_s']} s, ratio {done['provision_ratio']} "
               f"(goal <= 1.2), overhead {done['overhead_s']} s", flush=True)
-    result = {"benchmark": "shadow_sizes",
-              "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": machine, "parameters": {"repeats": args.repeats},
-              "method": " ".join((__doc__ or "").split("\n\n")[1].split()),
-              "sizes": sizes, "runtime_s": round(time.monotonic() - started, 1)}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"Wrote {args.output} in {result['runtime_s']} s.")
+        # After every size, so a failure at a large one keeps the sizes measured before it.
+        _write(args.output, {
+            "benchmark": "shadow_sizes",
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine, "parameters": {"repeats": args.repeats, "sizes": args.sizes},
+            "method": " ".join((__doc__ or "").split("\n\n")[1].split()),
+            "complete": len(sizes) == len(args.sizes), "sizes": sizes,
+            "runtime_s": round(time.monotonic() - started, 1)})
+    print(f"Wrote {args.output} in {round(time.monotonic() - started, 1)} s.")
     return 0
+
+
+def _write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

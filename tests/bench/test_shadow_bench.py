@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import bench.shadow_lab
+from bench import shadow_sizes
 from bench.shadow import BENCH_ROOT, REPO_ROOT
+from bench.shadow_lab import BenchConfig, Lab
 from bench.shadow_stats import percentile, summarise, visibility_lags_ms
 
 
@@ -86,3 +89,30 @@ def test_sizes_run_end_to_end(tmp_path: Path) -> None:
         for key in ("provision_s", "pg_basebackup_s", "provision_ratio", "overhead_s"):
             assert isinstance(size[key], float) and size[key] > 0, key
     assert not list(BENCH_ROOT.glob(f"sizes-{bench.pid}-*"))
+
+
+def test_a_lab_that_fails_to_set_up_removes_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lab owns its run folder from construction on: a failure there removes it."""
+    work_dir = tmp_path / "run"
+    work_dir.mkdir()
+
+    def no_ports(count: int) -> list[int]:
+        raise OSError("no free ports")
+
+    monkeypatch.setattr(bench.shadow_lab, "free_ports", no_ports)
+    with pytest.raises(OSError, match="no free ports"):
+        Lab(work_dir, BenchConfig())
+    assert not work_dir.exists()
+
+
+@pytest.mark.parametrize("size", ["nan", "inf", "0", "-1"])
+def test_the_size_sweep_refuses_sizes_that_are_not_positive_numbers(
+    size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A size that is not a finite positive number is refused before anything starts."""
+    with pytest.raises(SystemExit) as exit_info:
+        shadow_sizes.main(["--sizes", "1", size])
+    assert exit_info.value.code == 2
+    assert "--sizes value must be positive (and finite)" in capsys.readouterr().err
