@@ -15,12 +15,13 @@ from temporalio import activity
 
 from activities.errors import translated_errors
 from activities.heartbeat import heartbeat_callback
+from activities.sync_supervisor import RELAX, RESTORE, SYNC_LAG_BOUND_BYTES, sync_step
 from infra.factory import platform_for
 from infra.platform import Platform, ReplicationStatus
 from infra.pulumi_engine import StackDriver
 from workers.observability import observe_replication
 
-TIER_LAG_BOUND_BYTES = {1: 16 * 2**20, 2: 16 * 2**20, 3: 64 * 2**20}
+TIER_LAG_BOUND_BYTES = {1: SYNC_LAG_BOUND_BYTES, 2: 16 * 2**20, 3: 64 * 2**20}
 """Largest replay lag at which a shadow counts as in sync; tier 1 must also be synchronous."""
 
 
@@ -167,8 +168,10 @@ class ShadowActivities:
         Synchronous replication blocks commits while no synchronous standby is connected. After
         ``degrade_after_s`` without a streaming shadow we relax it (commits stop waiting; the
         loss window is reported) and restore it once the shadow streams again with a small lag.
-        Returns at the first change so the workflow records it. The moment the shadow went
-        missing travels in the heartbeat details, so a retry does not restart the clock.
+        Returns at the first change so its caller records it. The moment the shadow went
+        missing travels in the heartbeat details, so a retry does not restart the clock. The
+        fleet watcher applies the same rule (:func:`~activities.sync_supervisor.sync_step`) to
+        every local tier-1 protection; this is for callers that want a dedicated supervisor.
         """
         details = activity.info().heartbeat_details
         lost_since: float | None = float(details[0]) if details and details[0] else None
@@ -180,24 +183,19 @@ class ShadowActivities:
                 observe_replication(
                     request.shadow.instance_id, status.lag_bytes, status.lag_seconds
                 )
-                streaming = status.state == "streaming"
-                if status.degraded:
-                    small_lag = (status.lag_bytes or 0) <= TIER_LAG_BOUND_BYTES[1]
-                    if streaming and small_lag:
-                        platform.restore_sync()
-                        activity.logger.info("Shadow is streaming again. Writes are synchronous.")
-                        return SyncChange(False, True, "shadow streams again; sync restored")
-                elif streaming:
-                    lost_since = None
-                else:
-                    lost_since = lost_since or time.time()
-                    if time.time() - lost_since >= request.degrade_after_s:
-                        platform.relax_sync()
-                        activity.logger.warning(
-                            "Shadow lost for %.1fs. Relaxing synchronous replication.",
-                            time.time() - lost_since,
-                        )
-                        return SyncChange(True, True, "shadow lost; writes no longer wait for it")
+                action, lost_since = sync_step(
+                    status, lost_since, time.time(), request.degrade_after_s)
+                if action == RESTORE:
+                    platform.restore_sync()
+                    activity.logger.info("Shadow is streaming again. Writes are synchronous.")
+                    return SyncChange(False, True, "shadow streams again; sync restored")
+                if action == RELAX:
+                    platform.relax_sync()
+                    activity.logger.warning(
+                        "Shadow lost for %.1fs. Relaxing synchronous replication.",
+                        time.time() - (lost_since or time.time()),
+                    )
+                    return SyncChange(True, True, "shadow lost; writes no longer wait for it")
                 activity.heartbeat(lost_since or 0.0, status.state)
                 time.sleep(request.check_interval_s)
             degraded = platform.replication_status().degraded

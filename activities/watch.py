@@ -28,7 +28,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from activities.scoring import (
     ScoringActivities,
 )
 from activities.shadow_planner import ShadowPlanner
+from activities.sync_supervisor import SyncSupervisor
 from activities.watch_aws import AwsWatcher, aws_spec_of
 from activities.watch_aws_fleet import AwsFleet
 from activities.watch_items import READINESS_STEP as READINESS_STEP
@@ -59,6 +60,7 @@ from models.metrics import MetricSample, samples_to_arrays
 from models.policy import PolicyConfig, PolicyState
 from models.shadow_budget import ShadowBudgetConfig
 from workers.observability import observe_replication, observe_scores, set_model_version
+from workflows import search_attributes
 
 PROTECTION_QUERY = "WorkflowType = 'InstanceProtectionWorkflow' AND ExecutionStatus = 'Running'"
 
@@ -112,7 +114,8 @@ class WatchActivities:
 
     def __init__(self, client: Client, scoring: ScoringActivities, state_dir: Path,
                  outcomes: OutcomeRecorder | None = None,
-                 shadows: ShadowPlanner | None = None, aws: AwsWatcher | None = None) -> None:
+                 shadows: ShadowPlanner | None = None, aws: AwsWatcher | None = None,
+                 sync: SyncSupervisor | None = None) -> None:
         self._client = client
         self._scoring = scoring
         self._state_dir = state_dir
@@ -120,6 +123,7 @@ class WatchActivities:
         self._shadows = shadows
         self._haproxy = HAProxyManager(state_dir / "haproxy")
         self._aws = AwsFleet(client, aws or AwsWatcher(), set())
+        self._sync = sync
 
     @activity.defn
     async def watch_fleet(self, request: WatchFleetInput) -> WatchFleetResult:
@@ -131,6 +135,16 @@ class WatchActivities:
         self._aws.events_sent = set(value_to_type(list[str], details[1]) if len(details) > 1
                                     else request.events_sent)
         watched: dict[str, _Watched] = {}
+        # Tier 1's non-strict mode needs a check every second, the samples one per interval.
+        supervising = asyncio.create_task(self._sync.run()) if self._sync else None
+        try:
+            return await self._watch_until_done(request, watched, policy_state)
+        finally:
+            if supervising is not None:
+                supervising.cancel()
+
+    async def _watch_until_done(self, request: WatchFleetInput, watched: dict[str, _Watched],
+                                policy_state: PolicyState) -> WatchFleetResult:
         started = time.monotonic()
         next_discovery = next_aws = next_events = 0.0
         samples = signals = 0
@@ -185,6 +199,12 @@ class WatchActivities:
             if platform == "aws":
                 continue  # located below, for the whole fleet at once
             seen.add(instance_id)
+            if self._sync is not None:  # the attributes follow tier changes and phases
+                attributes = execution.typed_search_attributes
+                tier = attributes.get(search_attributes.TIER) or int(spec.get("tier", 2))
+                self._sync.track(execution.id, replace(local, tier=tier), tier,
+                                 attributes.get(search_attributes.PHASE) or "",
+                                 strict=spec.get("sync_strict") is True)
             item = watched.get(instance_id)
             if item is None:
                 watched[instance_id] = self._watch(execution.id, local, local.primary_port,
@@ -194,6 +214,8 @@ class WatchActivities:
         seen |= await self._aws.locate(watched, aws_specs, policies, request.window_samples)
         for gone in set(watched) - seen:
             del watched[gone]
+        if self._sync is not None:
+            self._sync.keep_only(seen)
 
     def _watch(self, workflow_id: str, spec: LocalShadowSpec, port: int, window: int,
                profile: str, policy: PolicyConfig) -> _Watched:

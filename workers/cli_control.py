@@ -114,6 +114,8 @@ async def _status_one(args: argparse.Namespace) -> int:
     rows = [
         ("phase", status.phase + (" (paused)" if status.paused else "")),
         ("shadow healthy", status.shadow_healthy),
+        *([("synchronous", "relaxed: commits do not wait for the lost shadow (RPO > 0)")]
+          if status.sync_degraded else []),
         ("readiness score", formatted(status.readiness_score, "{:.1f}")
          + (f" (threshold {policy.threshold:g})" if policy else "")),
         ("failure probability", formatted(status.failure_probability, "{:.3f}")),

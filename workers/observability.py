@@ -58,6 +58,9 @@ LAG_BYTES = MetricSpec("shadowshift.replication_lag", "gauge", "By",
 LAG_SECONDS = MetricSpec("shadowshift.replication_delay", "gauge", "s",
                          "Replay lag in seconds as the primary measures it",
                          "shadowshift_replication_delay_seconds")
+SYNC_DEGRADED = MetricSpec("shadowshift.sync_degraded", "gauge", "1",
+                           "Tier 1: 1 while commits do not wait for the lost shadow (RPO > 0)",
+                           "shadowshift_sync_degraded")
 CUTOVERS = MetricSpec("shadowshift.cutovers", "counter", "",
                       "Finished cutovers by mode and outcome", "shadowshift_cutovers_total")
 CUTOVER_DURATION = MetricSpec("shadowshift.cutover.duration", "histogram", "s",
@@ -80,8 +83,8 @@ WORKER_RUNNING = MetricSpec("shadowshift.worker.running", "observable_gauge", ""
                             "shadowshift_worker_running")
 
 METRICS: tuple[MetricSpec, ...] = (
-    READINESS, PROBABILITY, LAG_BYTES, LAG_SECONDS, CUTOVERS, CUTOVER_DURATION, BLACKOUT,
-    STEP_DURATION, FALSE_MIGRATIONS, MODEL_INFO, WORKER_RUNNING,
+    READINESS, PROBABILITY, LAG_BYTES, LAG_SECONDS, SYNC_DEGRADED, CUTOVERS, CUTOVER_DURATION,
+    BLACKOUT, STEP_DURATION, FALSE_MIGRATIONS, MODEL_INFO, WORKER_RUNNING,
 )
 """Every metric ShadowShift itself exports."""
 
@@ -137,6 +140,8 @@ class _Instruments:
         self.lag_bytes = meter.create_gauge(LAG_BYTES.name, LAG_BYTES.unit, LAG_BYTES.description)
         self.lag_seconds = meter.create_gauge(
             LAG_SECONDS.name, LAG_SECONDS.unit, LAG_SECONDS.description)
+        self.sync_degraded = meter.create_gauge(
+            SYNC_DEGRADED.name, SYNC_DEGRADED.unit, SYNC_DEGRADED.description)
         self.cutovers = meter.create_counter(CUTOVERS.name, CUTOVERS.unit, CUTOVERS.description)
         self.duration = meter.create_histogram(
             CUTOVER_DURATION.name, CUTOVER_DURATION.unit, CUTOVER_DURATION.description,
@@ -189,6 +194,11 @@ def observe_replication(
         _instruments.lag_bytes.set(lag_bytes, attributes)
     if lag_seconds is not None:
         _instruments.lag_seconds.set(lag_seconds, attributes)
+
+
+def observe_sync_degraded(instance_id: str, degraded: bool) -> None:
+    """Tier 1's mode as the supervisor just saw or set it."""
+    _instruments.sync_degraded.set(1 if degraded else 0, {"instance": instance_id})
 
 
 def observe_cutover(

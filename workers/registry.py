@@ -23,6 +23,7 @@ from activities.scoring import ScoringActivities
 from activities.shadow import ShadowActivities
 from activities.shadow_planner import ShadowPlanner
 from activities.smoke import SmokeActivities
+from activities.sync_supervisor import SyncSupervisor
 from activities.watch import WatchActivities
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from models.registry import ModelRegistry
@@ -68,7 +69,8 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
     retraining = RetrainingActivities(models, outcome_store)
     observability.set_model_version(scoring.predictor.model_sha256)
     cutover = CutoverActivities(driver, settings.state_dir)
-    watch = WatchActivities(client, scoring, settings.state_dir, recorder, ShadowPlanner(client))
+    watch = WatchActivities(client, scoring, settings.state_dir, recorder, ShadowPlanner(client),
+                            sync=SyncSupervisor(client, driver, settings.state_dir))
     return [
         scoring.score_instances,
         watch.watch_fleet,

@@ -14,8 +14,8 @@ in ``protection_phases`` (provision, cut over, unprotect) and ``recovery``, the 
 ``protection_state``.
 
 Messages: updates ``request_cutover``, ``set_policy`` and ``unprotect`` (validated before
-anything is recorded), signals ``report_risk``, ``report_event``, ``pause``, ``resume``,
-query ``status``.
+anything is recorded), signals ``report_risk``, ``report_event``, ``report_sync``, ``pause``,
+``resume``, query ``status``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ProtectionState,
         ProtectionStatus,
         RiskReport,
+        SyncReport,
         UnprotectRequest,
     )
     from workflows.recovery import RecoveryPhase
@@ -56,6 +57,7 @@ __all__ = [
     "ProtectionState",
     "ProtectionStatus",
     "RiskReport",
+    "SyncReport",
     "UnprotectRequest",
 ]
 
@@ -192,6 +194,15 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
             self._ask_for_cutover(f"event {event.kind} raised the risk to {raised:.0f}")
 
     @workflow.signal
+    def report_sync(self, report: SyncReport) -> None:
+        """From the fleet watcher: tier 1's synchronous mode was relaxed (the shadow was lost
+        longer than the spec allows commits to wait) or required again."""
+        if report.degraded != self._state.sync_degraded:
+            mode = "relaxed" if report.degraded else "restored"
+            self._note(f"Synchronous replication {mode}: {report.reason}.")
+        self._state.sync_degraded = report.degraded
+
+    @workflow.signal
     def pause(self) -> None:
         """Stop acting on risk (messages are still recorded)."""
         self._state.paused = True
@@ -224,6 +235,7 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
             policy=state.spec.policy,
             primary_node=state.serving_node or state.spec.instance_id,
             recoveries=list(state.recoveries),
+            sync_degraded=state.sync_degraded,
         )
 
     # -- helpers ---------------------------------------------------------------------------

@@ -61,6 +61,10 @@ class ProtectionSpec:
     """Local platform: HAProxy frontend port of the service."""
     policy: PolicySpec = field(default_factory=PolicySpec)
     """Decision policy."""
+    sync_strict: bool = False
+    """Tier 1: never stop waiting for a lost shadow; commits block until it streams again
+    (Patroni's ``synchronous_mode_strict``). False: after 10 s without a streaming shadow,
+    commits stop waiting for it (RPO > 0, reported) until it streams again."""
     standing_shadow: bool = True
     """False (tier 3 only): no shadow until the fleet's shadow planner grants one when the
     instance's risk rises (``workflows/shadow_on_demand.py``)."""
@@ -109,6 +113,8 @@ def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
         raise SpecError(f"platform {spec.platform!r}: allowed values are {', '.join(PLATFORMS)}")
     if spec.tier not in TIERS:
         raise SpecError(f"tier {spec.tier!r}: allowed values are 1, 2, 3")
+    if not isinstance(spec.sync_strict, bool):
+        raise SpecError(f"sync_strict {spec.sync_strict!r}: use true or false")
     if not spec.standing_shadow and spec.tier != 3:
         raise SpecError(f"standing_shadow false needs tier 3 (tier {spec.tier} instances always "
                         "keep a shadow); set tier: 3 or standing_shadow: true")

@@ -50,6 +50,16 @@ class ExternalEvent:
 
 
 @dataclass
+class SyncReport:
+    """From the fleet watcher's tier-1 supervisor: it changed the primary's sync mode."""
+
+    degraded: bool
+    """Whether commits stopped waiting for the lost shadow (RPO > 0 until restored)."""
+    reason: str = ""
+    """One plain sentence for the operator."""
+
+
+@dataclass
 class CutoverRequest:
     """An operator's or service's request to move traffic now."""
 
@@ -116,6 +126,8 @@ class ProtectionState:
     """How each recovery ended (``rejoined`` or ``retired``), oldest first."""
     shadow_wanted: bool | None = None
     """Without a standing shadow: the shadow planner's last word (None: nothing yet)."""
+    sync_degraded: bool = False
+    """Tier 1: commits do not wait for the shadow now (RPO > 0), as last reported."""
 
 
 @dataclass
@@ -139,3 +151,5 @@ class ProtectionStatus:
     """Node that serves now."""
     recoveries: list[str] = field(default_factory=list)
     """How each recovery of a former primary ended."""
+    sync_degraded: bool = False
+    """Tier 1: commits do not wait for the lost shadow now (RPO > 0)."""

@@ -71,6 +71,7 @@ def test_instruments_reach_the_prometheus_endpoint(observed: Observed) -> None:
     observability.observe_scores("db-a", 71.5, 0.25)
     observability.observe_scores("db-a", float("nan"), float("nan"))  # no data: keep the last
     observability.observe_replication("db-a", 4096, 0.5)
+    observability.observe_sync_degraded("db-a", True)
     observability.observe_cutover("db-a", "planned", "completed", blackout_ms=80.0,
                                   duration_s=3.5)
     observability.count_false_migration("db-a")
@@ -82,6 +83,7 @@ def test_instruments_reach_the_prometheus_endpoint(observed: Observed) -> None:
     assert sample_value(samples, "shadowshift_failure_probability", instance="db-a") == 0.25
     assert sample_value(samples, "shadowshift_replication_lag_bytes", instance="db-a") == 4096
     assert sample_value(samples, "shadowshift_replication_delay_seconds", instance="db-a") == 0.5
+    assert sample_value(samples, "shadowshift_sync_degraded", instance="db-a") == 1
     labels = {"instance": "db-a", "mode": "planned", "outcome": "completed"}
     assert sample_value(samples, "shadowshift_cutovers_total", **labels) == 1
     assert sample_value(samples, "shadowshift_cutover_blackout_seconds_sum", **labels) == 0.08

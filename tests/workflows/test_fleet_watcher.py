@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import time
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -13,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.watch import WatchFleetInput, worth_reporting
 from bench.workload import Writer, prepare_table
+from infra.local.postgres import PgServer, query_one
 from models.policy import PolicyConfig
 from tests.conftest import LocalService
 from workers.protect import ensure_fleet_watcher, start_protection
@@ -101,6 +103,60 @@ async def test_watcher_decides_with_each_instance_policy(
             async with asyncio.timeout(30):
                 while "migrate" not in await _risk_decisions(handle):
                     await asyncio.sleep(0.5)
+            await watcher.terminate("test over")
+            await handle.terminate("test over")
+
+
+async def _wait_for_status(handle: WorkflowHandle[Any, Any], done: Any, timeout_s: float) -> Any:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            status = await handle.query(InstanceProtectionWorkflow.status)
+            if done(status):
+                return status
+            await asyncio.sleep(0.25)
+
+
+async def test_watcher_relaxes_tier1_sync_for_a_lost_shadow_and_restores_it(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """Tier 1's non-strict mode runs in the product: with the shadow stopped, commits stall
+    only until the watcher relaxes synchronous replication (the spec's 10 s), the protection
+    hears it; with the shadow back, the watcher requires it again."""
+    client = temporal_env.client
+    request = local_service.request
+    spec = ProtectionSpec(request.instance_id, "local", 1, request.primary_port,
+                          request.shadow_port, request.router_port, PolicySpec(advisory=True))
+    watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=300,
+                            policy=PolicyConfig(advisory=True))
+    primary = local_service.primary.endpoint
+    shadow = PgServer(home=settings.state_dir / "instances" / request.instance_id / "shadow",
+                      port=request.shadow_port)
+    prepare_table(local_service.router)
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await start_protection(client, spec, task_queue=task_queue)
+            await _wait_for_status(handle, lambda s: s.phase == "protected", 180)
+            watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=watch)
+            assert query_one(primary, "SHOW synchronous_standby_names")
+            with Writer(local_service.router, rate=50) as writer:
+                await asyncio.sleep(3)  # the watcher has found the protection by now
+                await asyncio.to_thread(shadow.stop, mode="immediate")
+                stopped_at = time.monotonic()
+                status = await _wait_for_status(handle, lambda s: s.sync_degraded, 60)
+                degraded_at = time.monotonic()
+                await asyncio.sleep(1.5)
+            assert query_one(primary, "SHOW synchronous_standby_names") == ""
+            assert any("Synchronous replication relaxed" in line for line in status.log)
+            stalled = [t for t in writer.stats.ack_times if stopped_at + 1 < t < stopped_at + 9]
+            assert not stalled, "commits wait for the lost synchronous shadow until relaxed"
+            assert any(t > degraded_at for t in writer.stats.ack_times), "then they go on"
+            assert degraded_at - stopped_at >= 10.0
+
+            await asyncio.to_thread(shadow.start)
+            await _wait_for_status(handle, lambda s: not s.sync_degraded, 60)
+            assert query_one(primary, "SHOW synchronous_standby_names")
+            assert query_one(primary, "SELECT sync_state FROM pg_stat_replication") == "sync"
             await watcher.terminate("test over")
             await handle.terminate("test over")
 
