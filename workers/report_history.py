@@ -20,7 +20,7 @@ from temporalio.client import Client
 
 from workflows.cutover import CutoverResult
 from workflows.protection import ExternalEvent, ProtectionState, RiskReport
-from workflows.protection_spec import PolicySpec
+from workflows.protection_spec import PolicyChange
 
 
 @dataclass
@@ -166,8 +166,9 @@ async def _read_run(client: Client, events: list[HistoryEvent], out: ProtectionH
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
             if request.input.name == "set_policy":
-                policy = await _decode(client, request.input.args.payloads, PolicySpec)
-                _threshold(out, at, policy.threshold)
+                change = await _decode(client, request.input.args.payloads, PolicyChange)
+                if change.threshold is not None:  # the other fields leave it as it was
+                    _threshold(out, at, change.threshold)
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs_s = event.activity_task_scheduled_event_attributes
             scheduled[event.event_id] = attrs_s.activity_type.name

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes
     from workflows.protection_phases import ProtectionPhases
     from workflows.protection_spec import (
+        PolicyChange,
         PolicySpec,
         SpecError,
         shadow_platform_spec,
@@ -132,8 +133,13 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
                              "cutovers; leave it unset")
 
     @workflow.update
-    def set_policy(self, policy: PolicySpec) -> PolicySpec:
-        """Replace the decision policy; returns the policy now in force."""
+    def set_policy(self, change: PolicyChange) -> PolicySpec:
+        """Change the decision policy: the fields given replace the current ones, the others
+        stay; returns the policy now in force."""
+        if workflow.patched("policy-merge"):
+            policy = change.applied_to(self._state.spec.policy)
+        else:  # recorded before the merge: the update replaced the whole policy
+            policy = change.applied_to(PolicySpec())
         self._state.spec.policy = policy
         # The fleet watcher reads each protection's policy from its memo (visibility is free
         # of actions, a query per instance is not).
@@ -143,9 +149,9 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         return policy
 
     @set_policy.validator
-    def _validate_policy(self, policy: PolicySpec) -> None:
+    def _validate_policy(self, change: PolicyChange) -> None:
         try:
-            validate_policy(policy)
+            validate_policy(change.applied_to(self._state.spec.policy))
         except SpecError as err:
             raise ValueError(str(err)) from err
 

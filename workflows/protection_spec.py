@@ -8,7 +8,7 @@ it may take.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from infra.aws.spec_loader import load_spec as load_aws_spec
@@ -41,6 +41,22 @@ class PolicySpec:
     """Recommend only: never cut over automatically."""
     profile: str = "default"
     """Readiness profile: ``default`` (monotone) or ``spec`` (the specification's formula)."""
+
+
+@dataclass
+class PolicyChange:
+    """What ``set_policy`` sends: the fields given replace the policy's, the others stay (so
+    ``{"threshold": 70}`` cannot silently turn ``advisory`` off)."""
+
+    threshold: float | None = None
+    consecutive_readings: int | None = None
+    cooldown_s: float | None = None
+    advisory: bool | None = None
+    profile: str | None = None
+
+    def applied_to(self, policy: PolicySpec) -> PolicySpec:
+        """``policy`` with this change's given fields."""
+        return replace(policy, **{k: v for k, v in asdict(self).items() if v is not None})
 
 
 @dataclass

@@ -21,7 +21,7 @@ from workers.cli_base import NOT_FOUND, REFUSED
 from workers.registry import new_worker
 from workers.settings import Settings
 from workflows.protection import InstanceProtectionWorkflow, RiskReport
-from workflows.protection_spec import PolicySpec
+from workflows.protection_spec import PolicyChange
 
 RISK = [(12.5, 0.02, "hold"), (47.25, 0.31, "hold"), (81.0, 0.88, "migrate")]
 
@@ -78,7 +78,7 @@ async def test_protect_status_cutover_and_report(
                                     RiskReport(score, probability, decision, at=time.time()))
                 await asyncio.sleep(0.5)
             await handle.execute_update(InstanceProtectionWorkflow.set_policy,
-                                        PolicySpec(threshold=70.0, advisory=True))
+                                        PolicyChange(threshold=70.0, advisory=True))
 
             changed = await shadowshift("protect", str(spec), "--task-queue", task_queue, *conn)
             assert changed.returncode == REFUSED, changed.stderr

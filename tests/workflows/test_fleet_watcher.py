@@ -21,7 +21,7 @@ from workers.protect import ensure_fleet_watcher, start_protection
 from workers.registry import new_worker
 from workers.settings import Settings
 from workflows.protection import InstanceProtectionWorkflow
-from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workflows.protection_spec import PolicyChange, PolicySpec, ProtectionSpec
 
 
 async def test_watcher_reports_risk_on_change_only(
@@ -99,7 +99,7 @@ async def test_watcher_decides_with_each_instance_policy(
             await asyncio.sleep(3)
             assert set(await _risk_decisions(handle)) == {"hold"}
             await handle.execute_update(InstanceProtectionWorkflow.set_policy,
-                                        PolicySpec(threshold=0, consecutive_readings=1))
+                                        PolicyChange(threshold=0, consecutive_readings=1))
             async with asyncio.timeout(30):
                 while "migrate" not in await _risk_decisions(handle):
                     await asyncio.sleep(0.5)

@@ -104,6 +104,15 @@ async def test_protect_then_drive_with_messages(
                          "--name", "status")
             assert shown.returncode == 0 and '"phase":"protected"' in shown.stdout
             assert "Policy set: threshold 70" in shown.stdout
+            # A partial policy changes only the fields it gives.
+            for change in ({"advisory": True}, {"threshold": 65}):
+                done = await _cli(address, "workflow", "update", "execute", "--workflow-id",
+                                  spec.workflow_id, "--name", "set_policy",
+                                  "--input", json.dumps(change))
+                assert done.returncode == 0, done.stderr
+            policy = (await handle.query(InstanceProtectionWorkflow.status)).policy
+            assert policy is not None
+            assert (policy.threshold, policy.consecutive_readings, policy.advisory) == (65, 2, True)
             await handle.terminate("test over")
 
 

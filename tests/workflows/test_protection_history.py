@@ -16,7 +16,7 @@ from workflows.protection import (
     InstanceProtectionWorkflow,
     ProtectionState,
 )
-from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workflows.protection_spec import PolicyChange, ProtectionSpec
 
 
 async def test_continue_as_new_keeps_state_and_messages(
@@ -47,7 +47,7 @@ async def test_continue_as_new_keeps_state_and_messages(
                                    ExternalEvent("hardware-warning", f"#{i}"))
                      for i in range(80)]
             update = latest.execute_update(InstanceProtectionWorkflow.set_policy,
-                                           PolicySpec(threshold=75))
+                                           PolicyChange(threshold=75))
             await asyncio.gather(*sends)
             applied = await update
             assert applied.threshold == 75
