@@ -33,6 +33,7 @@ from workers.cli_follow import follow_phase, send_update
 from workers.cli_spec import load_spec_file
 from workflows.protection import InstanceProtectionWorkflow, UnprotectRequest
 from workflows.protection_spec import ProtectionSpec
+from workflows.shadow_on_demand import UNSHADOWED
 
 
 def _add_protect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,11 +85,15 @@ async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
             f"task queue {task_queue}).")
     phase = "provisioning"
     if not args.no_wait:
-        phase = await follow_phase(handle, {"protected"}, timeout_s=args.timeout,
+        # Without a standing shadow the protection watches unshadowed until the risk rises.
+        phase = await follow_phase(handle, {"protected", UNSHADOWED}, timeout_s=args.timeout,
                                    quiet=args.json)
     if args.json:
         print_json({"instance_id": spec.instance_id, "workflow_id": handle.id,
                     "joined": joined, "phase": phase, "waited": not args.no_wait})
+    elif phase == UNSHADOWED:
+        say(f"{spec.instance_id} is protected without a standing shadow (phase {UNSHADOWED}): "
+            "a shadow is provisioned when its risk rises.")
     elif not args.no_wait:
         say(f"{spec.instance_id} is protected.")
     return OK

@@ -196,3 +196,26 @@ async def test_unprotect_destroys_the_shadow(
             await asyncio.wait_for(handle.result(), timeout=10)
             gone = await shadowshift("pause", instance, *conn)
             assert gone.returncode == NOT_FOUND and "not protected" in gone.stderr
+
+
+async def test_protect_returns_once_a_protection_without_a_standing_shadow_watches(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService, tmp_path: Path,
+) -> None:
+    """A tier-3 spec with ``standing_shadow: false`` never reaches ``protected`` on its own;
+    protect returns as soon as it watches unshadowed, with no shadow made."""
+    client: Client = temporal_env.client
+    conn = ["--address", client.service_client.config.target_host]
+    instance = local_service.request.instance_id
+    spec = write_spec(tmp_path / "spec.yaml", local_service, tier=3)
+    spec.write_text(spec.read_text() + "standing_shadow: false\n")
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            started = time.monotonic()
+            protect = await shadowshift("protect", str(spec), "--task-queue", task_queue,
+                                        "--timeout", "60", *conn)
+            assert protect.returncode == 0, protect.stderr
+            assert "without a standing shadow" in protect.stderr
+            assert time.monotonic() - started < 55
+            assert f"{instance}-shadow" not in local_service.haproxy.weights(instance)
+            await client.get_workflow_handle(f"protect-{instance}").terminate("test over")
