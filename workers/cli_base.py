@@ -94,7 +94,7 @@ async def connect(args: argparse.Namespace) -> Client:
         CliError: unreachable within ``--connect-timeout`` (exit code 3).
     """
     try:
-        settings = load_settings()
+        settings = load_settings(worker=False)  # a client: the worker's files may be elsewhere
     except SettingsError as err:
         raise UsageError(str(err)) from err
     address = args.address or settings.temporal_address
@@ -131,7 +131,7 @@ def _first_line(text: str) -> str:
 def settings_task_queue() -> str:
     """The worker's task queue from the environment (``SHADOWSHIFT_TASK_QUEUE``)."""
     try:
-        return load_settings().task_queue
+        return load_settings(worker=False).task_queue
     except SettingsError as err:
         raise UsageError(str(err)) from err
 

@@ -158,11 +158,15 @@ KNOWN_VARIABLES = tuple(PREFIX + key for key in _PARSERS)
 """Every variable :func:`load_settings` understands."""
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, worker: bool = True
+) -> Settings:
     """Parse and validate ``SHADOWSHIFT_*`` variables.
 
     Args:
         environ: the environment to read; ``os.environ`` when omitted.
+        worker: also check the files only a worker uses (the Pulumi passphrase and CLI);
+            ``False`` for clients such as the ``shadowshift`` CLI, which only talk to Temporal.
 
     Raises:
         SettingsError: an unknown variable, a malformed value, or a missing passphrase file.
@@ -187,7 +191,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["pulumi_root"] = REPO_ROOT / ".tools"
     settings = Settings(**values)  # type: ignore[arg-type]
 
-    if not settings.pulumi_passphrase_file.is_file():
+    if worker and not settings.pulumi_passphrase_file.is_file():
         raise SettingsError(
             f"SHADOWSHIFT_PULUMI_PASSPHRASE_FILE: {settings.pulumi_passphrase_file} does not "
             "exist; create it (one line, the secrets passphrase) or run `make setup`"
@@ -197,7 +201,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"SHADOWSHIFT_TEMPORAL_METRICS_PORT={settings.temporal_metrics_port} is also "
             "SHADOWSHIFT_PROMETHEUS_PORT; give the two endpoints different ports"
         )
-    if settings.pulumi_root is not None and not (settings.pulumi_root / "bin" / "pulumi").exists():
+    if (worker and settings.pulumi_root is not None
+            and not (settings.pulumi_root / "bin" / "pulumi").exists()):
         raise SettingsError(
             f"SHADOWSHIFT_PULUMI_ROOT: {settings.pulumi_root}/bin/pulumi does not exist; "
             "point it at a folder with bin/pulumi or run `make setup`"

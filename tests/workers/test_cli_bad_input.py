@@ -112,3 +112,15 @@ def test_readme_spec_example_loads(tmp_path: Path) -> None:
     path.write_text(example)
     spec = load_spec_file(path)
     assert (spec.instance_id, spec.tier, spec.policy.threshold) == ("db-orders", 1, 60.0)
+
+
+async def test_the_cli_needs_no_worker_files(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a machine with no worker state (no Pulumi passphrase), the CLI still talks to
+    Temporal: an unknown instance is exit 4, not a settings error."""
+    monkeypatch.setenv("SHADOWSHIFT_STATE_DIR", str(tmp_path / "no-worker-here"))
+    monkeypatch.delenv("SHADOWSHIFT_PULUMI_PASSPHRASE_FILE", raising=False)
+    address = temporal_env.client.service_client.config.target_host
+    result = await shadowshift("status", "db-x", "--address", address)
+    assert result.returncode == NOT_FOUND, result.stderr

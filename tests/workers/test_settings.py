@@ -85,3 +85,5 @@ def test_missing_passphrase_file_is_refused(base_env: dict[str, str], tmp_path: 
     env = {**base_env, "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(tmp_path / "absent")}
     with pytest.raises(SettingsError, match="SHADOWSHIFT_PULUMI_PASSPHRASE_FILE"):
         load_settings(env)
+    # A client (the CLI) opens no stack: it does not need the file.
+    assert load_settings(env, worker=False).pulumi_passphrase_file == tmp_path / "absent"
