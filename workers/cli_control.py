@@ -144,6 +144,9 @@ def _add_cutover_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("instance", help="instance id")
     parser.add_argument("--force", action="store_true",
                         help="skip the cooldown check (the health checks always run)")
+    parser.add_argument("--emergency", action="store_true",
+                        help="the primary failed: fence it at the router and move traffic "
+                        "without its cooperation (implies --force)")
     parser.add_argument("--reason", default="operator request", help="why, for the record")
     parser.add_argument("--no-wait", action="store_true",
                         help="return once scheduled instead of following the cutover")
@@ -162,7 +165,8 @@ async def _cutover(args: argparse.Namespace) -> int:
     child = client.get_workflow_handle(cutover_workflow_id(args.instance))
     previous_run = await _run_id(child)
     await send_update(handle, InstanceProtectionWorkflow.request_cutover,
-                      CutoverRequest(args.reason, args.force), timeout_s=min(args.timeout, 60),
+                      CutoverRequest(args.reason, args.force, emergency=args.emergency),
+                      timeout_s=min(args.timeout, 60),
                       task_queue=description.task_queue)
     if args.no_wait:
         if args.json:

@@ -126,7 +126,7 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
             raise ValueError("a cutover is already in progress")
         if state.unprotect is not None:
             raise ValueError("the protection is ending (unprotect requested)")
-        if not request.force and self._in_cooldown():
+        if not (request.force or request.emergency) and self._in_cooldown():
             raise ValueError("in cooldown after the last cutover; use force to override")
         if request.by_policy:
             raise ValueError("by_policy is the protection's own mark for score-driven "

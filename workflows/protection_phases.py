@@ -138,7 +138,9 @@ class ProtectionPhases:
         try:
             result: CutoverResult = await workflow.execute_child_workflow(
                 CutoverWorkflow.run,
-                CutoverInput(self._shadow_request(), mode="planned", reason=request.reason),
+                CutoverInput(self._shadow_request(),
+                             mode="emergency" if request.emergency else "planned",
+                             reason=request.reason),
                 id=cutover_workflow_id(state.spec.instance_id),
             )
         except ChildWorkflowError as err:

@@ -71,6 +71,10 @@ class CutoverRequest:
     """Set by the protection itself when the readiness score crossed the threshold (the
     model's call, counted as a false migration if the primary then stays healthy); refused
     from callers."""
+    emergency: bool = False
+    """The primary failed (or is failing) without warning: fence it at the router and move
+    traffic to the shadow without its cooperation, losing nothing acknowledged in tier 1
+    (``mode="emergency"`` of the cutover). Skips the cooldown; never the shadow's checks."""
 
 
 @dataclass
