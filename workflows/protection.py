@@ -168,7 +168,10 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         state = self._state
         if state.unprotect is not None:
             raise ValueError("unprotect is already in progress")
-        if state.phase not in ("protected", UNSHADOWED) or state.pending_cutover is not None:
+        # Degraded (no shadow could be made after a cutover) is the end of the road for the
+        # protection: unprotect is its way out, destroying whatever of the stack exists.
+        if (state.phase not in ("protected", UNSHADOWED, "degraded")
+                or state.pending_cutover is not None):
             raise ValueError(
                 f"cannot unprotect in phase {state.phase}: retry once it is protected"
             )

@@ -20,6 +20,7 @@ from workflows.protection import (
     InstanceProtectionWorkflow,
     ProtectionState,
     ProtectionStatus,
+    UnprotectRequest,
 )
 from workflows.protection_spec import ProtectionSpec
 
@@ -154,3 +155,25 @@ async def test_requested_cutover_moves_traffic_to_the_shadow(
             weights = local_service.haproxy.weights(spec.instance_id)
             assert weights == {spec.instance_id: 0, shadow_node: 100}
             await handle.terminate("test over")
+
+
+async def test_a_degraded_protection_can_be_unprotected(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """Degraded (no shadow could be made after a cutover) is not a dead end: unprotect
+    destroys whatever of the shadow stack exists and ends the protection."""
+    client: Client = temporal_env.client
+    spec = _spec(local_service)
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await client.start_workflow(
+                InstanceProtectionWorkflow.run, ProtectionState(spec=spec, phase="degraded"),
+                id=spec.workflow_id, task_queue=task_queue,
+            )
+            answer = await handle.execute_update(InstanceProtectionWorkflow.unprotect,
+                                                 UnprotectRequest("giving up on it"))
+            assert answer == "scheduled"
+            await asyncio.wait_for(handle.result(), timeout=120)
+            status = await handle.query(InstanceProtectionWorkflow.status)
+            assert status.phase == "unprotected"
