@@ -9,8 +9,8 @@ the protection. It waits for the shadow again once the shadow streams with a sma
 protection in phase ``protected``, every second, inside the fleet watcher's long-running
 activity: one shared heartbeat for the fleet instead of a supervising activity per protection,
 whose heartbeats alone would cost ~38 actions per instance-hour (DESIGN.md's cost model). It
-signals ``report_sync`` to a protection when the mode changes, and once each time the
-protection becomes ``protected`` again (after provisioning or a cutover).
+signals ``report_sync`` to a protection only when it changed that protection's mode (a cutover
+resets the protection's view: the stack sets the mode for the new roles).
 The ``supervise_sync`` activity applies the same rule to one shadow, for callers that want a
 dedicated supervisor.
 """
@@ -66,9 +66,6 @@ class _Target:
     workflow_id: str
     spec: LocalShadowSpec
     lost_since: float | None = None
-    reported: bool | None = None
-    """The mode the protection last heard from us (``None``: nothing yet since it became
-    ``protected`` again: the stack or a cutover may have changed the mode meanwhile)."""
 
 
 class SyncSupervisor:
@@ -104,8 +101,8 @@ class SyncSupervisor:
         while True:
             for target in list(self._targets.values()):
                 report = await asyncio.to_thread(self._check, target)
-                if report is not None and await self._report(target, report):
-                    target.reported = report.degraded
+                if report is not None:
+                    await self._report(target, report)
             await asyncio.sleep(interval_s)
 
     def _check(self, target: _Target) -> SyncReport | None:
@@ -130,17 +127,13 @@ class SyncSupervisor:
         if action == RELAX:
             log.warning("%s: shadow lost for %.0f s; commits no longer wait for it.", instance,
                         time.time() - (target.lost_since or time.time()))
-            reason = (f"shadow not streaming for {target.spec.sync_degrade_after_s:g} s; "
-                      "commits no longer wait for it (RPO > 0)")
-        elif action == RESTORE:
+            return SyncReport(True, f"shadow not streaming for "
+                              f"{target.spec.sync_degrade_after_s:g} s; commits no longer wait "
+                              "for it (RPO > 0)")
+        if action == RESTORE:
             log.info("%s: shadow streams again; commits wait for it again.", instance)
-            reason = "shadow streams again; commits wait for it (RPO 0)"
-        else:
-            reason = ("commits do not wait for the shadow (RPO > 0)" if degraded
-                      else "commits wait for the shadow (RPO 0)")
-        # Told on every change, and once whenever it becomes protected again, so the
-        # protection's view follows the mode whoever changed it (us, the stack, a cutover).
-        return SyncReport(degraded, reason) if degraded != target.reported else None
+            return SyncReport(False, "shadow streams again; commits wait for it (RPO 0)")
+        return None
 
     def _platform(self, spec: LocalShadowSpec) -> LocalPlatform | None:
         """The platform with the roles the router shows: the node with all the traffic is the
@@ -154,12 +147,10 @@ class SyncSupervisor:
             return None
         return LocalPlatform(replace(spec, serving_node=live[0]), self._driver)
 
-    async def _report(self, target: _Target, report: SyncReport) -> bool:
-        """Signal ``report_sync``; ``False`` (retried at the next check) if it failed."""
+    async def _report(self, target: _Target, report: SyncReport) -> None:
+        """Signal ``report_sync`` (a failure is logged: the mode changed anyway)."""
         try:
             await self._client.get_workflow_handle(target.workflow_id).signal(
                 "report_sync", report)
         except Exception as err:  # the mode changed anyway; the log and metric say so
             log.warning("Could not tell %s about its tier-1 mode: %s", target.workflow_id, err)
-            return False
-        return True

@@ -206,10 +206,13 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
     def report_sync(self, report: SyncReport) -> None:
         """From the fleet watcher: tier 1's synchronous mode was relaxed (the shadow was lost
         longer than the spec allows commits to wait) or required again."""
-        if report.degraded != self._state.sync_degraded:
+        state = self._state
+        if state.phase != "protected":
+            return  # about the roles before a cutover: recovery's stack sets the mode anew
+        if report.degraded != state.sync_degraded:
             mode = "relaxed" if report.degraded else "restored"
             self._note(f"Synchronous replication {mode}: {report.reason}.")
-        self._state.sync_degraded = report.degraded
+        state.sync_degraded = report.degraded
 
     @workflow.signal
     def pause(self) -> None:

@@ -163,6 +163,7 @@ class ProtectionPhases:
         state.last_cutover_at = workflow.now().timestamp()
         state.shadow_healthy = False
         state.serving_node = result.primary
+        state.sync_degraded = False  # that was the former primary's mode
         state.recovering = result.former_primary
         await record_outcome(cutover_record(state.spec, state.cutovers, state.last_cutover_at,
                                             request.reason, state.latest_risk,
