@@ -126,6 +126,10 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
             raise ValueError("a cutover is already in progress")
         if state.unprotect is not None:
             raise ValueError("the protection is ending (unprotect requested)")
+        if request.emergency and state.sync_degraded and not request.force:
+            raise ValueError("synchronous replication is relaxed (the shadow was lost), so the "
+                             "shadow may lack acknowledged writes; add force to fail over "
+                             "anyway and accept that loss")
         if not (request.force or request.emergency) and self._in_cooldown():
             raise ValueError("in cooldown after the last cutover; use force to override")
         if request.by_policy:
@@ -169,9 +173,11 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         if state.unprotect is not None:
             raise ValueError("unprotect is already in progress")
         # Degraded (no shadow could be made after a cutover) is the end of the road for the
-        # protection: unprotect is its way out, destroying whatever of the stack exists.
-        if (state.phase not in ("protected", UNSHADOWED, "degraded")
-                or state.pending_cutover is not None):
+        # protection: unprotect is its way out on the local platform, where the stack holds
+        # only the standby's side. On AWS the stack's instance may be the serving primary then.
+        allowed = ("protected", UNSHADOWED) + (("degraded",) if state.spec.platform == "local"
+                                               else ())
+        if state.phase not in allowed or state.pending_cutover is not None:
             raise ValueError(
                 f"cannot unprotect in phase {state.phase}: retry once it is protected"
             )

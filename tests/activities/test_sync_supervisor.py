@@ -44,6 +44,9 @@ def test_a_relaxed_primary_requires_its_shadow_again_once_it_streams_close_behin
     far = _status("streaming", degraded=True, lag=SYNC_LAG_BOUND_BYTES + 1)
     assert sync_step(far, None, 0.0, 10.0) == (None, None)
     assert sync_step(_status("", degraded=True), 5.0, 100.0, 10.0) == (None, None)
+    # Cleared by someone else (the stack destroying the shadow): not ours to undo.
+    assert sync_step(_status("streaming", degraded=True), None, 0.0, 10.0,
+                     may_restore=False) == (None, None)
 
 
 def test_only_protected_non_strict_tier1_protections_are_supervised(tmp_path: Path) -> None:
