@@ -28,6 +28,7 @@ from pathlib import Path
 import psycopg
 from temporalio.client import Client
 
+from activities.watch_local import serving_port
 from infra.errors import InfraError
 from infra.local.haproxy import HAProxyManager
 from infra.local.platform import LocalPlatform
@@ -123,18 +124,14 @@ class SyncSupervisor:
                     # A restore is checked against the protection's phase as it is now (the
                     # discovered one may be 30 s old): requiring a standby the stack is
                     # destroying would block commits.
-                    may_restore = await self._confirmed_protected(target) \
-                        if await asyncio.to_thread(self._restore_due, target) else False
+                    may_restore = (target.relaxed_mark.exists()
+                                   and await self._confirmed_protected(target))
                     report = await asyncio.to_thread(self._check, target, may_restore)
                     if report is not None and await self._report(target, report):
                         target.reported = report.degraded
                 except Exception:  # one protection's trouble must not end the supervision
                     log.exception("Tier-1 check of %s failed", target.spec.instance_id)
             await asyncio.sleep(interval_s)
-
-    def _restore_due(self, target: _Target) -> bool:
-        """Whether a relax of ours could be undone now (cheap: the mark file)."""
-        return target.relaxed_mark.exists()
 
     async def _confirmed_protected(self, target: _Target) -> bool:
         try:
@@ -147,12 +144,12 @@ class SyncSupervisor:
     def _check(self, target: _Target, may_restore: bool) -> SyncReport | None:
         platform = self._platform(target.spec)
         if platform is None:
-            return None  # no traffic, or mid-shift: the roles are the cutover's business
+            return None
         try:
             status = platform.replication_status()
             action, target.lost_since = sync_step(
                 status, target.lost_since, time.time(), target.spec.sync_degrade_after_s,
-                may_restore=may_restore and target.relaxed_mark.exists())
+                may_restore=may_restore)
             if action == RELAX:
                 target.relaxed_mark.write_text(f"{time.time():.3f}\n")  # before: see the mark
                 platform.relax_sync()
@@ -184,16 +181,13 @@ class SyncSupervisor:
         return SyncReport(degraded, reason) if degraded != target.reported else None
 
     def _platform(self, spec: LocalShadowSpec) -> LocalPlatform | None:
-        """The platform with the roles the router shows: the node with all the traffic is the
-        primary (``None`` with no traffic or traffic on both)."""
-        try:
-            weights = self._haproxy.weights(spec.instance_id)
-        except InfraError:
+        """The platform with the roles the router shows (``None`` with no traffic or traffic
+        on both: mid-shift, the roles are the cutover's business)."""
+        port = serving_port(self._haproxy, spec)
+        if port is None:
             return None
-        live = [node for node, weight in weights.items() if weight > 0]
-        if len(live) != 1 or live[0] not in (spec.primary_node, spec.shadow_node):
-            return None
-        return LocalPlatform(replace(spec, serving_node=live[0]), self._driver)
+        serving = spec.primary_node if port == spec.primary_port else spec.shadow_node
+        return LocalPlatform(replace(spec, serving_node=serving), self._driver)
 
     async def _report(self, target: _Target, report: SyncReport) -> bool:
         """Signal ``report_sync``; ``False`` if it failed (sent again at the next check)."""
