@@ -146,7 +146,8 @@ def _add_cutover_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the cooldown check (the health checks always run)")
     parser.add_argument("--emergency", action="store_true",
                         help="the primary failed: fence it at the router and move traffic "
-                        "without its cooperation (implies --force)")
+                        "without its cooperation (skips the cooldown; while tier 1 is relaxed "
+                        "it is refused unless --force accepts the possible loss)")
     parser.add_argument("--reason", default="operator request", help="why, for the record")
     parser.add_argument("--no-wait", action="store_true",
                         help="return once scheduled instead of following the cutover")
