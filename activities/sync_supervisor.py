@@ -28,6 +28,7 @@ from pathlib import Path
 import psycopg
 from temporalio.client import Client
 
+from activities.local_checks import check_each
 from activities.watch_local import serving_port
 from infra.errors import InfraError
 from infra.local.haproxy import HAProxyManager
@@ -117,21 +118,17 @@ class SyncSupervisor:
             observe_sync_degraded(gone, False)
 
     async def run(self, interval_s: float = CHECK_INTERVAL_S) -> None:
-        """Check every target each ``interval_s`` until cancelled."""
-        while True:
-            for target in list(self._targets.values()):
-                try:
-                    # A restore is checked against the protection's phase as it is now (the
-                    # discovered one may be 30 s old): requiring a standby the stack is
-                    # destroying would block commits.
-                    may_restore = (target.relaxed_mark.exists()
-                                   and await self._confirmed_protected(target))
-                    report = await asyncio.to_thread(self._check, target, may_restore)
-                    if report is not None and await self._report(target, report):
-                        target.reported = report.degraded
-                except Exception:  # one protection's trouble must not end the supervision
-                    log.exception("Tier-1 check of %s failed", target.spec.instance_id)
-            await asyncio.sleep(interval_s)
+        """Check every target each ``interval_s``, each on its own (``check_each``), until
+        cancelled."""
+        await check_each(lambda: dict(self._targets), self._check_target, interval_s)
+
+    async def _check_target(self, target: _Target) -> None:
+        # A restore is checked against the protection's phase as it is now (the discovered
+        # one may be 30 s old): requiring a standby the stack is destroying would block commits.
+        may_restore = target.relaxed_mark.exists() and await self._confirmed_protected(target)
+        report = await asyncio.to_thread(self._check, target, may_restore)
+        if report is not None and await self._report(target, report):
+            target.reported = report.degraded
 
     async def _confirmed_protected(self, target: _Target) -> bool:
         try:

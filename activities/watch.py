@@ -36,6 +36,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.converter import value_to_type
 
+from activities.failover_monitor import FailoverMonitor
 from activities.outcomes import OutcomeRecorder
 from activities.scoring import (
     InstanceScore,
@@ -115,7 +116,8 @@ class WatchActivities:
     def __init__(self, client: Client, scoring: ScoringActivities, state_dir: Path,
                  outcomes: OutcomeRecorder | None = None,
                  shadows: ShadowPlanner | None = None, aws: AwsWatcher | None = None,
-                 sync: SyncSupervisor | None = None) -> None:
+                 sync: SyncSupervisor | None = None,
+                 failover: FailoverMonitor | None = None) -> None:
         self._client = client
         self._scoring = scoring
         self._state_dir = state_dir
@@ -124,6 +126,7 @@ class WatchActivities:
         self._haproxy = HAProxyManager(state_dir / "haproxy")
         self._aws = AwsFleet(client, aws or AwsWatcher(), set())
         self._sync = sync
+        self._failover = failover
 
     @activity.defn
     async def watch_fleet(self, request: WatchFleetInput) -> WatchFleetResult:
@@ -135,13 +138,15 @@ class WatchActivities:
         self._aws.events_sent = set(value_to_type(list[str], details[1]) if len(details) > 1
                                     else request.events_sent)
         watched: dict[str, _Watched] = {}
-        # Tier 1's non-strict mode needs a check every second, the samples one per interval.
-        supervising = asyncio.create_task(self._sync.run()) if self._sync else None
+        # Tier 1's non-strict mode and failover of a silent primary check every second; the
+        # samples come once per interval.
+        checks = [asyncio.create_task(c.run()) for c in (self._sync, self._failover) if c]
         try:
             return await self._watch_until_done(request, watched, policy_state)
         finally:
-            if supervising is not None:
-                supervising.cancel()
+            for check in checks:
+                check.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
 
     async def _watch_until_done(self, request: WatchFleetInput, watched: dict[str, _Watched],
                                 policy_state: PolicyState) -> WatchFleetResult:
@@ -205,6 +210,11 @@ class WatchActivities:
                 self._sync.track(execution.id, replace(local, tier=tier), tier,
                                  attributes.get(search_attributes.PHASE) or "",
                                  strict=spec.get("sync_strict") is True)
+            if self._failover is not None:
+                self._failover.track(execution.id, local,
+                                     execution.typed_search_attributes.get(
+                                         search_attributes.PHASE) or "",
+                                     spec.get("policy") or {})
             item = watched.get(instance_id)
             if item is None:
                 watched[instance_id] = self._watch(execution.id, local, local.primary_port,
@@ -214,8 +224,9 @@ class WatchActivities:
         seen |= await self._aws.locate(watched, aws_specs, policies, request.window_samples)
         for gone in set(watched) - seen:
             del watched[gone]
-        if self._sync is not None:
-            self._sync.keep_only(seen)
+        for checker in (self._sync, self._failover):
+            if checker is not None:
+                checker.keep_only(seen)
 
     def _watch(self, workflow_id: str, spec: LocalShadowSpec, port: int, window: int,
                profile: str, policy: PolicyConfig) -> _Watched:

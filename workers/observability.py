@@ -75,6 +75,10 @@ STEP_DURATION = MetricSpec("shadowshift.cutover.step.duration", "histogram", "s"
 FALSE_MIGRATIONS = MetricSpec("shadowshift.false_migrations", "counter", "",
                               "Cutovers whose former primary did not fail within the horizon",
                               "shadowshift_false_migrations_total")
+FAILOVER_REQUESTS = MetricSpec("shadowshift.failover_requests", "counter", "",
+                               "Automatic failovers of a silent primary, by outcome "
+                               "(requested, refused, advisory)",
+                               "shadowshift_failover_requests_total")
 MODEL_INFO = MetricSpec("shadowshift.model.info", "observable_gauge", "",
                         "1 for the failure model in use; its version is the model_version label",
                         "shadowshift_model_info")
@@ -84,7 +88,7 @@ WORKER_RUNNING = MetricSpec("shadowshift.worker.running", "observable_gauge", ""
 
 METRICS: tuple[MetricSpec, ...] = (
     READINESS, PROBABILITY, LAG_BYTES, LAG_SECONDS, SYNC_DEGRADED, CUTOVERS, CUTOVER_DURATION,
-    BLACKOUT, STEP_DURATION, FALSE_MIGRATIONS, MODEL_INFO, WORKER_RUNNING,
+    BLACKOUT, STEP_DURATION, FALSE_MIGRATIONS, FAILOVER_REQUESTS, MODEL_INFO, WORKER_RUNNING,
 )
 """Every metric ShadowShift itself exports."""
 
@@ -154,6 +158,8 @@ class _Instruments:
             explicit_bucket_boundaries_advisory=_BLACKOUT_BUCKETS)
         self.false_migrations = meter.create_counter(
             FALSE_MIGRATIONS.name, FALSE_MIGRATIONS.unit, FALSE_MIGRATIONS.description)
+        self.failover_requests = meter.create_counter(
+            FAILOVER_REQUESTS.name, FAILOVER_REQUESTS.unit, FAILOVER_REQUESTS.description)
         meter.create_observable_gauge(MODEL_INFO.name, [_observe_model], MODEL_INFO.unit,
                                       MODEL_INFO.description)
         meter.create_observable_gauge(WORKER_RUNNING.name, [_observe_worker],
@@ -230,6 +236,12 @@ def observe_cutover(
 def count_false_migration(instance_id: str) -> None:
     """A cutover turned out unnecessary: its former primary did not fail within the horizon."""
     _instruments.false_migrations.add(1, {"instance": instance_id})
+
+
+def count_failover_request(instance_id: str, outcome: str) -> None:
+    """The fleet watcher handled a silent primary: ``requested`` an emergency cutover, was
+    ``refused`` by the protection, or only logged it (``advisory``)."""
+    _instruments.failover_requests.add(1, {"instance": instance_id, "outcome": outcome})
 
 
 def set_model_version(model_sha256: str) -> None:

@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cutover import CutoverActivities
+from activities.failover_monitor import FailoverMonitor
 from activities.outcomes import OutcomeActivities, OutcomeRecorder
 from activities.outcomes_store import OutcomeStore
 from activities.recovery import RecoveryActivities
@@ -70,7 +71,8 @@ def build_activities(settings: Settings, client: Client) -> list[Callable[..., A
     observability.set_model_version(scoring.predictor.model_sha256)
     cutover = CutoverActivities(driver, settings.state_dir)
     watch = WatchActivities(client, scoring, settings.state_dir, recorder, ShadowPlanner(client),
-                            sync=SyncSupervisor(client, driver, settings.state_dir))
+                            sync=SyncSupervisor(client, driver, settings.state_dir),
+                            failover=FailoverMonitor(client, settings.state_dir))
     return [
         scoring.score_instances,
         watch.watch_fleet,

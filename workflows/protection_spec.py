@@ -20,6 +20,10 @@ PLANNED_PLATFORMS = ("kubernetes",)
 """Named in the design, refused with a clear message until implemented."""
 TIERS = (1, 2, 3)
 PROFILES = ("default", "spec")
+FAILOVER_AFTER_S = 10.0
+"""Default time a local serving node may not answer before it is failed over: longer than a
+PostgreSQL restart or a stall in a busy checkpoint (a few seconds), short next to Patroni's
+30-s leader TTL because the probe is direct, not through a consensus store."""
 _INSTANCE_ID = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$")
 
 
@@ -41,6 +45,9 @@ class PolicySpec:
     """Recommend only: never cut over automatically."""
     profile: str = "default"
     """Readiness profile: ``default`` (monotone) or ``spec`` (the specification's formula)."""
+    failover_after_s: float = FAILOVER_AFTER_S
+    """Local platform: a serving node that has not answered for this long is failed over to
+    the shadow (an emergency cutover); 0 turns automatic failover off. 0 or 3..3600."""
 
 
 @dataclass
@@ -53,6 +60,7 @@ class PolicyChange:
     cooldown_s: float | None = None
     advisory: bool | None = None
     profile: str | None = None
+    failover_after_s: float | None = None
 
     def applied_to(self, policy: PolicySpec) -> PolicySpec:
         """``policy`` with this change's given fields."""
@@ -112,6 +120,9 @@ def validate_policy(policy: PolicySpec) -> PolicySpec:
         raise SpecError(f"policy.cooldown_s {policy.cooldown_s} is outside 0..604800")
     if policy.profile not in PROFILES:
         raise SpecError(f"policy.profile {policy.profile!r}: allowed values are {PROFILES}")
+    if policy.failover_after_s != 0 and not 3 <= policy.failover_after_s <= 3600:
+        raise SpecError(f"policy.failover_after_s {policy.failover_after_s} is outside 3..3600 "
+                        "(0 turns automatic failover off)")
     return policy
 
 

@@ -75,6 +75,7 @@ def test_instruments_reach_the_prometheus_endpoint(observed: Observed) -> None:
     observability.observe_cutover("db-a", "planned", "completed", blackout_ms=80.0,
                                   duration_s=3.5)
     observability.count_false_migration("db-a")
+    observability.count_failover_request("db-a", "requested")
     observability.set_model_version("ab" * 32)
     with observability.cutover_step_span("promote", "db-a"):
         pass
@@ -89,6 +90,8 @@ def test_instruments_reach_the_prometheus_endpoint(observed: Observed) -> None:
     assert sample_value(samples, "shadowshift_cutover_blackout_seconds_sum", **labels) == 0.08
     assert sample_value(samples, "shadowshift_cutover_duration_seconds_sum", **labels) == 3.5
     assert sample_value(samples, "shadowshift_false_migrations_total", instance="db-a") == 1
+    assert sample_value(samples, "shadowshift_failover_requests_total", instance="db-a",
+                        outcome="requested") == 1
     assert sample_value(samples, "shadowshift_model_info", model_version="ab" * 6) == 1
     assert sample_value(samples, "shadowshift_cutover_step_duration_seconds_count",
                         step="promote", result="ok") == 1

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.watch import WatchFleetInput, worth_reporting
-from bench.workload import Writer, prepare_table
+from bench.workload import Writer, missing_acked, prepare_table
 from infra.local.postgres import PgServer, query_one
 from models.policy import PolicyConfig
 from tests.conftest import LocalService
@@ -163,6 +163,50 @@ async def test_watcher_relaxes_tier1_sync_for_a_lost_shadow_and_restores_it(
             await _wait_for_status(handle, lambda s: not s.sync_degraded, 60)
             assert query_one(primary, "SHOW synchronous_standby_names")
             assert query_one(primary, "SELECT sync_state FROM pg_stat_replication") == "sync"
+            await watcher.terminate("test over")
+            await handle.terminate("test over")
+
+
+async def test_watcher_fails_over_a_primary_that_stops_answering(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """A kill -9 the model could not see: while the protection is advisory the watcher only
+    logs the silent primary; once advisory is off it asks for an emergency cutover, which
+    moves traffic to the shadow with no acknowledged tier-1 write lost."""
+    client = temporal_env.client
+    request = local_service.request
+    spec = ProtectionSpec(request.instance_id, "local", 1, request.primary_port,
+                          request.shadow_port, request.router_port,
+                          PolicySpec(advisory=True, failover_after_s=3))
+    watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=300)
+    shadow_node = f"{spec.instance_id}-shadow"
+    prepare_table(local_service.router)
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await start_protection(client, spec, task_queue=task_queue)
+            await _wait_for_status(handle, lambda s: s.phase == "protected", 180)
+            watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=watch)
+            with Writer(local_service.router, rate=50) as writer:
+                await asyncio.sleep(3)  # the watcher has found the protection by now
+                await asyncio.to_thread(local_service.primary.kill)
+                await asyncio.sleep(3 + 4)  # past failover_after_s, and then some
+                status = await handle.query(InstanceProtectionWorkflow.status)
+                assert status.cutovers == 0 and status.phase == "protected", "advisory: no act"
+                # Scores never act here (threshold 100, 100 readings): only the probe can.
+                await handle.execute_update(
+                    InstanceProtectionWorkflow.set_policy,
+                    PolicyChange(advisory=False, threshold=100, consecutive_readings=100))
+                changed_at = time.monotonic()
+                status = await _wait_for_status(handle, lambda s: s.cutovers == 1, 60)
+                async with asyncio.timeout(20):
+                    while not any(t > changed_at for t in writer.stats.ack_times):
+                        await asyncio.sleep(0.1)  # writes go on through the router
+            assert status.primary_node == shadow_node
+            assert any("automatic failover" in line for line in status.log), status.log
+            assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
+            weights = local_service.haproxy.weights(spec.instance_id)
+            assert weights[shadow_node] == 100 and weights[spec.instance_id] == 0
             await watcher.terminate("test over")
             await handle.terminate("test over")
 
