@@ -177,3 +177,30 @@ async def test_a_degraded_protection_can_be_unprotected(
             await asyncio.wait_for(handle.result(), timeout=120)
             status = await handle.query(InstanceProtectionWorkflow.status)
             assert status.phase == "unprotected"
+
+
+async def test_a_degraded_aws_protection_refuses_unprotect(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+) -> None:
+    """On AWS a degraded protection's stack may hold the serving primary (the former shadow,
+    promoted), so unprotect, which destroys the stack, is refused with the reason; nothing
+    runs and the protection stays."""
+    client: Client = temporal_env.client
+    spec = ProtectionSpec("orders-db", "aws", tier=2, aws={
+        "ec2_instance_id": "i-0123456789abcdef0", "region": "eu-west-1",
+        "shadow_subnet_id": "subnet-0bbbbbbbbbbbbbbbb",
+        "dns": {"hosted_zone_id": "Z0123456789ABCDEFGHIJ", "record_name": "db.example.com"},
+    })
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await client.start_workflow(
+                InstanceProtectionWorkflow.run, ProtectionState(spec=spec, phase="degraded"),
+                id=f"{spec.workflow_id}-{task_queue}", task_queue=task_queue,
+            )
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(InstanceProtectionWorkflow.unprotect,
+                                            UnprotectRequest("giving up on it"))
+            assert "cannot unprotect in phase degraded" in str(refused.value.cause)
+            status = await handle.query(InstanceProtectionWorkflow.status)
+            assert status.phase == "degraded"
+            await handle.terminate("test over")
