@@ -6,6 +6,8 @@ import asyncio
 import concurrent.futures
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -117,6 +119,28 @@ async def _wait_for_status(handle: WorkflowHandle[Any, Any], done: Any, timeout_
             await asyncio.sleep(0.25)
 
 
+@asynccontextmanager
+async def _protected_tier1(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService, policy: PolicySpec, watch: WatchFleetInput,
+) -> AsyncIterator[WorkflowHandle[Any, Any]]:
+    """A worker, a tier-1 protection of ``local_service`` in phase ``protected`` and the
+    fleet watcher: yields the protection's handle; both end when the body succeeds."""
+    client = temporal_env.client
+    request = local_service.request
+    spec = ProtectionSpec(request.instance_id, "local", 1, request.primary_port,
+                          request.shadow_port, request.router_port, policy)
+    prepare_table(local_service.router)
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await start_protection(client, spec, task_queue=task_queue)
+            await _wait_for_status(handle, lambda s: s.phase == "protected", 180)
+            watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=watch)
+            yield handle
+            await watcher.terminate("test over")
+            await handle.terminate("test over")
+
+
 async def test_watcher_relaxes_tier1_sync_for_a_lost_shadow_and_restores_it(
     temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
     local_service: LocalService,
@@ -124,47 +148,38 @@ async def test_watcher_relaxes_tier1_sync_for_a_lost_shadow_and_restores_it(
     """Tier 1's non-strict mode runs in the product: with the shadow stopped, commits stall
     only until the watcher relaxes synchronous replication (the spec's 10 s), the protection
     hears it; with the shadow back, the watcher requires it again."""
-    client = temporal_env.client
     request = local_service.request
-    spec = ProtectionSpec(request.instance_id, "local", 1, request.primary_port,
-                          request.shadow_port, request.router_port, PolicySpec(advisory=True))
     watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=300,
                             policy=PolicyConfig(advisory=True))
     primary = local_service.primary.endpoint
     shadow = PgServer(home=settings.state_dir / "instances" / request.instance_id / "shadow",
                       port=request.shadow_port)
-    prepare_table(local_service.router)
-    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
-        async with new_worker(client, settings, pool, task_queue=task_queue):
-            handle = await start_protection(client, spec, task_queue=task_queue)
-            await _wait_for_status(handle, lambda s: s.phase == "protected", 180)
-            watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=watch)
-            assert query_one(primary, "SHOW synchronous_standby_names")
-            with Writer(local_service.router, rate=50) as writer:
-                await asyncio.sleep(3)  # the watcher has found the protection by now
-                await asyncio.to_thread(shadow.stop, mode="immediate")
-                stopped_at = time.monotonic()
-                status = await _wait_for_status(handle, lambda s: s.sync_degraded, 60)
-                degraded_at = time.monotonic()
-                await asyncio.sleep(1.5)
-            assert query_one(primary, "SHOW synchronous_standby_names") == ""
-            assert any("Synchronous replication relaxed" in line for line in status.log)
-            # The shadow may lack acknowledged writes now: no emergency cutover without force.
-            with pytest.raises(WorkflowUpdateFailedError) as refused:
-                await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
-                                            CutoverRequest("primary died", emergency=True))
-            assert "relaxed" in str(refused.value.cause)
-            stalled = [t for t in writer.stats.ack_times if stopped_at + 1 < t < stopped_at + 9]
-            assert not stalled, "commits wait for the lost synchronous shadow until relaxed"
-            assert any(t > degraded_at for t in writer.stats.ack_times), "then they go on"
-            assert degraded_at - stopped_at >= 9.0  # the clock may start as the stream dies
+    async with _protected_tier1(temporal_env, settings, task_queue, local_service,
+                                PolicySpec(advisory=True), watch) as handle:
+        assert query_one(primary, "SHOW synchronous_standby_names")
+        with Writer(local_service.router, rate=50) as writer:
+            await asyncio.sleep(3)  # the watcher has found the protection by now
+            await asyncio.to_thread(shadow.stop, mode="immediate")
+            stopped_at = time.monotonic()
+            status = await _wait_for_status(handle, lambda s: s.sync_degraded, 60)
+            degraded_at = time.monotonic()
+            await asyncio.sleep(1.5)
+        assert query_one(primary, "SHOW synchronous_standby_names") == ""
+        assert any("Synchronous replication relaxed" in line for line in status.log)
+        # The shadow may lack acknowledged writes now: no emergency cutover without force.
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
+                                        CutoverRequest("primary died", emergency=True))
+        assert "relaxed" in str(refused.value.cause)
+        stalled = [t for t in writer.stats.ack_times if stopped_at + 1 < t < stopped_at + 9]
+        assert not stalled, "commits wait for the lost synchronous shadow until relaxed"
+        assert any(t > degraded_at for t in writer.stats.ack_times), "then they go on"
+        assert degraded_at - stopped_at >= 9.0  # the clock may start as the stream dies
 
-            await asyncio.to_thread(shadow.start)
-            await _wait_for_status(handle, lambda s: not s.sync_degraded, 60)
-            assert query_one(primary, "SHOW synchronous_standby_names")
-            assert query_one(primary, "SELECT sync_state FROM pg_stat_replication") == "sync"
-            await watcher.terminate("test over")
-            await handle.terminate("test over")
+        await asyncio.to_thread(shadow.start)
+        await _wait_for_status(handle, lambda s: not s.sync_degraded, 60)
+        assert query_one(primary, "SHOW synchronous_standby_names")
+        assert query_one(primary, "SELECT sync_state FROM pg_stat_replication") == "sync"
 
 
 async def test_watcher_fails_over_a_primary_that_stops_answering(
@@ -174,41 +189,32 @@ async def test_watcher_fails_over_a_primary_that_stops_answering(
     """A kill -9 the model could not see: while the protection is advisory the watcher only
     logs the silent primary; once advisory is off it asks for an emergency cutover, which
     moves traffic to the shadow with no acknowledged tier-1 write lost."""
-    client = temporal_env.client
-    request = local_service.request
-    spec = ProtectionSpec(request.instance_id, "local", 1, request.primary_port,
-                          request.shadow_port, request.router_port,
-                          PolicySpec(advisory=True, failover_after_s=3))
+    instance_id = local_service.request.instance_id
     watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=300)
-    shadow_node = f"{spec.instance_id}-shadow"
-    prepare_table(local_service.router)
-    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
-        async with new_worker(client, settings, pool, task_queue=task_queue):
-            handle = await start_protection(client, spec, task_queue=task_queue)
-            await _wait_for_status(handle, lambda s: s.phase == "protected", 180)
-            watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=watch)
-            with Writer(local_service.router, rate=50) as writer:
-                await asyncio.sleep(3)  # the watcher has found the protection by now
-                await asyncio.to_thread(local_service.primary.kill)
-                await asyncio.sleep(3 + 4)  # past failover_after_s, and then some
-                status = await handle.query(InstanceProtectionWorkflow.status)
-                assert status.cutovers == 0 and status.phase == "protected", "advisory: no act"
-                # Scores never act here (threshold 100, 100 readings): only the probe can.
-                await handle.execute_update(
-                    InstanceProtectionWorkflow.set_policy,
-                    PolicyChange(advisory=False, threshold=100, consecutive_readings=100))
-                changed_at = time.monotonic()
-                status = await _wait_for_status(handle, lambda s: s.cutovers == 1, 60)
-                async with asyncio.timeout(20):
-                    while not any(t > changed_at for t in writer.stats.ack_times):
-                        await asyncio.sleep(0.1)  # writes go on through the router
-            assert status.primary_node == shadow_node
-            assert any("automatic failover" in line for line in status.log), status.log
-            assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
-            weights = local_service.haproxy.weights(spec.instance_id)
-            assert weights[shadow_node] == 100 and weights[spec.instance_id] == 0
-            await watcher.terminate("test over")
-            await handle.terminate("test over")
+    shadow_node = f"{instance_id}-shadow"
+    async with _protected_tier1(temporal_env, settings, task_queue, local_service,
+                                PolicySpec(advisory=True, failover_after_s=3),
+                                watch) as handle:
+        with Writer(local_service.router, rate=50) as writer:
+            await asyncio.sleep(3)  # the watcher has found the protection by now
+            await asyncio.to_thread(local_service.primary.kill)
+            await asyncio.sleep(3 + 4)  # past failover_after_s, and then some
+            status = await handle.query(InstanceProtectionWorkflow.status)
+            assert status.cutovers == 0 and status.phase == "protected", "advisory: no act"
+            # Scores never act here (threshold 100, 100 readings): only the probe can.
+            await handle.execute_update(
+                InstanceProtectionWorkflow.set_policy,
+                PolicyChange(advisory=False, threshold=100, consecutive_readings=100))
+            changed_at = time.monotonic()
+            status = await _wait_for_status(handle, lambda s: s.cutovers == 1, 60)
+            async with asyncio.timeout(20):
+                while not any(t > changed_at for t in writer.stats.ack_times):
+                    await asyncio.sleep(0.1)  # writes go on through the router
+        assert status.primary_node == shadow_node
+        assert any("automatic failover" in line for line in status.log), status.log
+        assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
+        weights = local_service.haproxy.weights(instance_id)
+        assert weights[shadow_node] == 100 and weights[instance_id] == 0
 
 
 def test_reporting_rule() -> None:
