@@ -1,12 +1,20 @@
-"""Automatic emergency failover of a local primary that stops answering.
+"""Automatic emergency failover of a primary that stops answering.
 
 The failure model predicts; a ``kill -9``, a power cut or a hung server give it nothing to
 see. As every HA manager does for a dead leader (Patroni after its leader key's TTL), the
-fleet watcher probes the node each local protection's router serves, every second, and when
-it has not answered for the protection's ``policy.failover_after_s`` while the shadow answers
-as a standby, asks the protection for an emergency cutover (``request_cutover`` with
-``emergency``). The protection's own checks still decide: it refuses while paused, during
-another cutover, without a healthy shadow, or while tier 1 is relaxed (the shadow may lack
+fleet watcher checks the node each protection's router serves, and when it has been down for
+the protection's ``policy.failover_after_s`` while the shadow is ready, asks the protection
+for an emergency cutover (``request_cutover`` with ``emergency``).
+
+- Local protections: the serving PostgreSQL is probed every second; the shadow must answer
+  as a standby.
+- AWS protections: EC2's state of the serving instance, read at each discovery (every
+  ``discovery_interval_s``, 30 s by default, with the calls discovery makes anyway): anything
+  but ``running`` (stopping, stopped, shutting down, terminated) is down, and the shadow's
+  instance must be running. A database that hangs on a running instance is the metrics'
+  and EC2 status checks' business (reported as risk), not this rule's.
+ The protection's own checks still decide: it refuses while paused, during another
+cutover, without a healthy shadow, or while tier 1 is relaxed (the shadow may lack
 acknowledged writes; an operator must force that), and the cutover fences the dead node at
 the router before anything is promoted. An advisory protection is only told in the log.
 
@@ -22,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +39,7 @@ from psycopg import pq
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities.local_checks import check_each
+from activities.watch_aws import AwsTarget
 from activities.watch_local import serving_port
 from infra.local.haproxy import HAProxyManager
 from infra.local.postgres import PgEndpoint
@@ -80,16 +90,19 @@ def is_standby(endpoint: PgEndpoint) -> bool:
 @dataclass
 class _Target:
     workflow_id: str
-    spec: LocalShadowSpec
+    instance_id: str
     after_s: float
     advisory: bool
+    spec: LocalShadowSpec | None = None
+    """What to probe, for a local protection (AWS ones are observed at discovery)."""
     down_since: float | None = None
-    handled_port: int | None = None
-    """The silent node this outage was already handled for (asked, refused or advised)."""
+    handled: str | None = None
+    """The silent node this outage was already handled for (asked, refused or advised): a
+    local port, or an EC2 instance id."""
 
 
 class FailoverMonitor:
-    """Probes the serving node of every local protection in phase ``protected``."""
+    """Watches the serving node of every local or AWS protection in phase ``protected``."""
 
     def __init__(self, client: Client, state_dir: Path) -> None:
         self._client = client
@@ -98,22 +111,42 @@ class FailoverMonitor:
 
     def track(self, workflow_id: str, spec: LocalShadowSpec, phase: str,
               policy: dict[str, object]) -> None:
-        """Watch ``spec``'s serving node while the protection is ``protected``; else not.
+        """Probe ``spec``'s serving node while the protection is ``protected``; else not.
 
         Other phases have their own course: provisioning has no shadow to fail over to, a
         cutover or a recovery is changing the roles."""
-        if phase != "protected":
-            self._targets.pop(spec.instance_id, None)
+        target = self._update(workflow_id, spec.instance_id, phase, policy)
+        if target is not None:
+            target.spec = spec
+
+    async def observe_aws(self, workflow_id: str, located: AwsTarget, phase: str,
+                          policy: dict[str, object]) -> None:
+        """Take one discovery's EC2 states of an AWS protection, and act on them."""
+        target = self._update(workflow_id, located.spec.instance_id, phase, policy)
+        if target is None:
             return
+        alive = located.running
+        silent = None if alive else located.ec2_instance_id
+        await self._decide(target, alive, silent, self._ready(located.standby_running),
+                           f"EC2 instance {located.ec2_instance_id} is not running")
+
+    def _update(self, workflow_id: str, instance_id: str, phase: str,
+                policy: dict[str, object]) -> _Target | None:
+        """The target of a ``protected`` protection, with its policy; forgets any other."""
+        if phase != "protected":
+            self._targets.pop(instance_id, None)
+            return None
         after_s = float(policy.get("failover_after_s", FAILOVER_AFTER_S))  # type: ignore[arg-type]
         advisory = policy.get("advisory") is True
-        target = self._targets.get(spec.instance_id)
+        target = self._targets.get(instance_id)
         if target is None or target.workflow_id != workflow_id:
-            self._targets[spec.instance_id] = _Target(workflow_id, spec, after_s, advisory)
+            target = self._targets[instance_id] = _Target(workflow_id, instance_id, after_s,
+                                                          advisory)
         else:
             if target.advisory and not advisory:
-                target.handled_port = None  # advisory turned off mid-outage: act on it now
+                target.handled = None  # advisory turned off mid-outage: act on it now
             target.after_s, target.advisory = after_s, advisory
+        return target
 
     def keep_only(self, instance_ids: set[str]) -> None:
         """Forget protections that are gone."""
@@ -121,40 +154,59 @@ class FailoverMonitor:
             del self._targets[gone]
 
     async def run(self, interval_s: float = CHECK_INTERVAL_S) -> None:
-        """Probe every target each ``interval_s``, each on its own, until cancelled."""
-        await check_each(lambda: dict(self._targets), self._check, interval_s)
+        """Probe every local target each ``interval_s``, each on its own, until cancelled."""
+        await check_each(lambda: {k: t for k, t in self._targets.items() if t.spec is not None},
+                         self._check, interval_s)
 
     async def _check(self, target: _Target) -> None:
         spec = target.spec
+        assert spec is not None  # run() checks local targets only
         port = await asyncio.to_thread(serving_port, self._haproxy, spec)
         if port is None:  # no traffic, or traffic on both: a cutover is shifting it
             target.down_since = None
             return
         alive = await asyncio.to_thread(answers, PgEndpoint(port=port))
+        shadow_port = spec.shadow_port if port == spec.primary_port else spec.primary_port
+
+        async def shadow_is_standby() -> bool:
+            return await asyncio.to_thread(is_standby, PgEndpoint(port=shadow_port))
+
+        await self._decide(target, alive, None if alive else str(port), shadow_is_standby,
+                           f"port {port} has not answered")
+
+    @staticmethod
+    def _ready(value: bool) -> Callable[[], Awaitable[bool]]:
+        """``standby_ready`` for a readiness already known (AWS: from the same discovery)."""
+        async def ready() -> bool:
+            return value
+        return ready
+
+    async def _decide(self, target: _Target, alive: bool, silent: str | None,
+                      standby_ready: Callable[[], Awaitable[bool]], what: str) -> None:
+        """Apply the rule to one observation of the serving node (``silent``: its key when
+        down); ``standby_ready`` is asked only when a failover is due."""
         due, target.down_since = failover_due(alive, target.down_since, time.time(),
                                               target.after_s)
         if alive:
-            target.handled_port = None
-        if not due or target.handled_port == port:
+            target.handled = None
+        if not due or target.handled == silent:
             return
-        shadow_port = spec.shadow_port if port == spec.primary_port else spec.primary_port
-        if not await asyncio.to_thread(is_standby, PgEndpoint(port=shadow_port)):
-            log.debug("%s: serving node silent, but no standby answers on %s either",
-                      spec.instance_id, shadow_port)
-            return  # asked again at the next probe: the shadow may be restarting
-        target.handled_port = port
+        if not await standby_ready():
+            log.debug("%s: serving node down (%s), but the shadow is not ready either",
+                      target.instance_id, what)
+            return  # asked again at the next observation: the shadow may be restarting
+        target.handled = silent
         silent_s = time.time() - (target.down_since or time.time())
         if target.advisory:
-            log.warning("%s: port %s has not answered for %.0f s; advisory protection, so no "
-                        "failover (shadowshift cutover %s --emergency would move traffic).",
-                        spec.instance_id, port, silent_s, spec.instance_id)
-            count_failover_request(spec.instance_id, "advisory")
+            log.warning("%s: %s for %.0f s; advisory protection, so no failover "
+                        "(shadowshift cutover %s --emergency would move traffic).",
+                        target.instance_id, what, silent_s, target.instance_id)
+            count_failover_request(target.instance_id, "advisory")
             return
-        await self._request(target, port, silent_s)
+        await self._request(target, f"automatic failover: {what} for {silent_s:.0f} s")
 
-    async def _request(self, target: _Target, port: int, silent_s: float) -> None:
-        instance = target.spec.instance_id
-        reason = f"automatic failover: port {port} has not answered for {silent_s:.0f} s"
+    async def _request(self, target: _Target, reason: str) -> None:
+        instance = target.instance_id
         try:
             await self._client.get_workflow_handle(target.workflow_id).execute_update(
                 "request_cutover", CutoverRequest(reason, emergency=True))
@@ -164,8 +216,8 @@ class FailoverMonitor:
             log.warning("%s: automatic failover refused by the protection: %s", instance, cause)
             count_failover_request(instance, "refused")
             return
-        except Exception as err:  # Temporal unreachable: ask again at the next probe
-            target.handled_port = None
+        except Exception as err:  # Temporal unreachable: ask again at the next observation
+            target.handled = None
             log.warning("%s: could not ask for a failover: %s", instance, err)
             return
         log.warning("%s: %s; emergency cutover requested.", instance, reason)

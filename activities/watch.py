@@ -180,6 +180,7 @@ class WatchActivities:
         (``set_policy`` rewrites the memo, and visibility reads cost no actions)."""
         seen: set[str] = set()
         aws_specs: dict[str, tuple[str, AwsShadowSpec]] = {}
+        aws_states: dict[str, tuple[str, dict[str, Any]]] = {}  # phase and memo policy
         policies: dict[str, tuple[str, PolicyConfig]] = {}
         query = f"{PROTECTION_QUERY} AND TaskQueue = '{activity.info().task_queue}'"
         async for execution in self._client.list_workflows(query):
@@ -201,20 +202,18 @@ class WatchActivities:
                 continue
             if self._shadows is not None:  # risk-triggered shadows: tier and standing flag
                 self._shadows.track(execution.id, spec)
+            phase = execution.typed_search_attributes.get(search_attributes.PHASE) or ""
             if platform == "aws":
+                aws_states[instance_id] = (phase, spec.get("policy") or {})
                 continue  # located below, for the whole fleet at once
             seen.add(instance_id)
             if self._sync is not None:  # the attributes follow tier changes and phases
                 attributes = execution.typed_search_attributes
                 tier = attributes.get(search_attributes.TIER) or int(spec.get("tier", 2))
-                self._sync.track(execution.id, replace(local, tier=tier), tier,
-                                 attributes.get(search_attributes.PHASE) or "",
+                self._sync.track(execution.id, replace(local, tier=tier), tier, phase,
                                  strict=spec.get("sync_strict") is True)
             if self._failover is not None:
-                self._failover.track(execution.id, local,
-                                     execution.typed_search_attributes.get(
-                                         search_attributes.PHASE) or "",
-                                     spec.get("policy") or {})
+                self._failover.track(execution.id, local, phase, spec.get("policy") or {})
             item = watched.get(instance_id)
             if item is None:
                 watched[instance_id] = self._watch(execution.id, local, local.primary_port,
@@ -222,6 +221,10 @@ class WatchActivities:
             else:
                 item.profile, item.policy = profile, policy
         seen |= await self._aws.locate(watched, aws_specs, policies, request.window_samples)
+        if self._failover is not None:  # EC2 states come with discovery: no extra calls
+            for instance_id, target in self._aws.located.items():
+                await self._failover.observe_aws(aws_specs[instance_id][0], target,
+                                                 *aws_states[instance_id])
         for gone in set(watched) - seen:
             del watched[gone]
         for checker in (self._sync, self._failover):

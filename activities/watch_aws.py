@@ -17,7 +17,8 @@ Cost (why the cadences differ from the local path's 15 s):
 - Which instance serves (the spec's ``ec2_instance_id``, or the shadow found by its
   ``shadowshift:node`` tag once a cutover labelled it ``shadowshift:role=primary``) and its
   data volumes are looked up at discovery (every 30 s) with two ``DescribeInstances`` calls
-  per region for the whole fleet.
+  per region for the whole fleet. The same answer carries each instance's state, which the
+  failover rule reads (:mod:`activities.failover_monitor`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class AwsTarget:
     """Its router node name (the primary's or the shadow's)."""
     volume_ids: tuple[str, ...] = ()
     """Its data volume(s) for the EBS latency."""
+    running: bool = True
+    """EC2 says the serving instance is ``running`` (not stopping, stopped or gone)."""
+    standby_running: bool = False
+    """The other node's instance exists and is ``running`` (a shadow to fail over to)."""
 
 
 def aws_spec_of(memo_spec: dict[str, Any]) -> AwsShadowSpec:
@@ -79,7 +84,11 @@ class AwsWatcher:
         targets: dict[str, AwsTarget] = {}
         for region, members in _by_region(specs).items():
             ec2 = self._clients(region).ec2
-            primaries = _describe(ec2, "instance-id", [s.ec2_instance_id for s in members])
+            # By id, in any state: a terminated primary is still described for about an hour,
+            # which is how failover learns it is gone. Shadows by tag, only those that exist:
+            # a replaced shadow's terminated instance carries the same tag.
+            primaries = _describe(ec2, "instance-id", [s.ec2_instance_id for s in members],
+                                  states=None)
             shadows = _describe(ec2, f"tag:{NODE_TAG}", [s.shadow_node for s in members])
             by_node = {_tags(i).get(NODE_TAG): i for i in shadows}
             by_id = {i["InstanceId"]: i for i in primaries}
@@ -92,8 +101,11 @@ class AwsWatcher:
                                found[0] if found and found[0][0] == spec.primary_node else None)
                 if serving is not None:
                     node, instance = serving
+                    others = [i for n, i in found if n != node]
                     targets[spec.instance_id] = AwsTarget(
-                        spec, instance["InstanceId"], node, _volumes(instance, spec))
+                        spec, instance["InstanceId"], node, _volumes(instance, spec),
+                        running=_running(instance),
+                        standby_running=bool(others) and _running(others[0]))
         return targets
 
     def read(self, targets: dict[str, AwsTarget], period_s: int = 60,
@@ -162,21 +174,29 @@ def _by_region(specs: dict[str, AwsShadowSpec]) -> dict[str, list[AwsShadowSpec]
     return regions
 
 
-def _describe(ec2: Any, name: str, values: list[str]) -> list[dict[str, Any]]:
+_LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+"""EC2 states of an instance that still exists (not shutting down or terminated)."""
+
+
+def _describe(ec2: Any, name: str, values: list[str],
+              states: list[str] | None = _LIVE_STATES) -> list[dict[str, Any]]:
     """Instances matching a filter (a filter, unlike ``InstanceIds``, does not fail the whole
-    call when one id is gone); terminated ones left out."""
+    call when one id is gone), in one of ``states`` (``None``: any)."""
     instances: list[dict[str, Any]] = []
     unique = sorted(set(values))
     for start in range(0, len(unique), _FILTER_VALUES):
+        filters = [{"Name": name, "Values": unique[start:start + _FILTER_VALUES]}]
+        if states is not None:
+            filters.append({"Name": "instance-state-name", "Values": states})
         with aws_errors("ec2"):
-            pages = ec2.get_paginator("describe_instances").paginate(Filters=[
-                {"Name": name, "Values": unique[start:start + _FILTER_VALUES]},
-                {"Name": "instance-state-name",
-                 "Values": ["pending", "running", "stopping", "stopped"]},
-            ])
+            pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
             instances.extend(i for page in pages for r in page["Reservations"]
                              for i in r["Instances"])
     return instances
+
+
+def _running(instance: dict[str, Any]) -> bool:
+    return bool(instance.get("State", {}).get("Name") == "running")
 
 
 def _tags(instance: dict[str, Any]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any, cast
 from temporalio import activity
 from temporalio.client import Client
 
-from activities.watch_aws import AwsWatcher, event_key, event_signal, new_events
+from activities.watch_aws import AwsTarget, AwsWatcher, event_key, event_signal, new_events
 from activities.watch_items import Watched
 from infra.aws.spec import AwsShadowSpec
 from infra.errors import InfraError
@@ -29,6 +29,8 @@ class AwsFleet:
         self._aws = aws
         self.events_sent = events_sent
         """Keys (:func:`event_key`) of the EC2 events already signalled."""
+        self.located: dict[str, AwsTarget] = {}
+        """What the last :meth:`locate` read from EC2 (nothing if it could not ask)."""
 
     async def locate(self, watched: dict[str, Watched],
                      specs: dict[str, tuple[str, AwsShadowSpec]],
@@ -36,6 +38,7 @@ class AwsFleet:
         """Find each AWS protection's serving instance (``specs``: instance id -> workflow id
         and spec); an instance that changed (a cutover) starts a fresh window. If AWS cannot
         be asked, the instances known stay watched. Returns the instances watched."""
+        self.located = {}
         if not specs:
             return set()
         try:
@@ -62,6 +65,7 @@ class AwsFleet:
                 watched[instance_id] = fresh
             else:
                 item.aws, item.profile, item.policy = target, profile, policy
+        self.located = targets
         return set(targets)
 
     async def sample(self, watched: dict[str, Watched], period_s: int) -> list[str]:

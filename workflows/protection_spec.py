@@ -46,8 +46,9 @@ class PolicySpec:
     profile: str = "default"
     """Readiness profile: ``default`` (monotone) or ``spec`` (the specification's formula)."""
     failover_after_s: float = FAILOVER_AFTER_S
-    """Local platform: a serving node that has not answered for this long is failed over to
-    the shadow (an emergency cutover); 0 turns automatic failover off. 0 or 3..3600."""
+    """A serving node down this long (local: not answering; AWS: its instance not running)
+    is failed over to the shadow (an emergency cutover); 0 turns automatic failover off.
+    0 or 3..3600."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.shadow import ShadowRequest
+from activities.watch import WatchFleetInput
 from bench.workload import Writer, missing_acked
 from infra.aws.clients import AwsClients
 from infra.aws.discovery import ROLE_TAG
@@ -42,8 +44,13 @@ from tests.infra.aws.pg_world import (
 from tests.workflows.test_cutover import Protected, protect, run_cutover
 from tests.workflows.test_cutover_crash import ActivityWorkers, _wait_until_terminated
 from tests.workflows.test_cutover_crash import activity_workers as activity_workers
+from workers.protect import ensure_fleet_watcher
+from workers.registry import new_worker
 from workers.settings import Settings
 from workflows.cutover import CutoverInput, CutoverWorkflow, cutover_workflow_id
+from workflows.protection import InstanceProtectionWorkflow
+from workflows.protection_spec import PolicyChange, PolicySpec, ProtectionSpec
+from workflows.protection_state import ProtectionState
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +212,60 @@ async def test_emergency_cutover_on_aws_with_the_primary_instance_stopped(
     assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
     with pytest.raises(psycopg.OperationalError):
         local_service.primary.endpoint.connect(timeout_s=1).close()
+    protected.platform.close()
+
+
+async def test_the_fleet_watcher_fails_over_a_stopped_aws_primary(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService, aws: AwsClients,
+) -> None:
+    """The serving EC2 instance stops under tier-1 writes (its PostgreSQL killed with -9): the
+    fleet watcher reads the state at discovery; while the protection is advisory it only
+    logs, once advisory is off it asks for an emergency cutover, which moves ALB and Route 53
+    to the shadow with no acknowledged write lost."""
+    protected, world, request = await _on_aws(local_service, settings, aws, tier=1)
+    primary, shadow = world.nodes
+    # Scores never act here (threshold 100, 100 readings): only the failover rule can.
+    policy = PolicySpec(advisory=True, failover_after_s=3, threshold=100,
+                        consecutive_readings=100)
+    spec = ProtectionSpec(request.instance_id, "aws", 1, request.primary_port,
+                          request.shadow_port, request.router_port, policy,
+                          aws=world.platform_spec())
+    watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=300)
+    client = temporal_env.client
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            # Started as protected (the AWS shadow program needs a provider plugin not here).
+            handle = await client.start_workflow(
+                InstanceProtectionWorkflow.run,
+                ProtectionState(spec=spec, phase="protected", shadow_healthy=True),
+                id=spec.workflow_id, task_queue=task_queue,
+                memo={"spec": dataclasses.asdict(spec)})
+            watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=watch)
+            with Writer(ResolvingEndpoint(aws, world), rate=60) as writer:  # type: ignore[arg-type]
+                await asyncio.sleep(3)  # the watcher has found the protection by now
+                aws.ec2.stop_instances(InstanceIds=[world.primary_ec2])
+                local_service.primary.kill()
+                await asyncio.sleep(3 + 4)  # past failover_after_s, and then some
+                status = await handle.query(InstanceProtectionWorkflow.status)
+                assert status.cutovers == 0 and status.phase == "protected", "advisory: no act"
+                await handle.execute_update(InstanceProtectionWorkflow.set_policy,
+                                            PolicyChange(advisory=False))
+                changed_at = time.monotonic()
+                async with asyncio.timeout(90):
+                    while status.cutovers == 0:
+                        await asyncio.sleep(0.25)
+                        status = await handle.query(InstanceProtectionWorkflow.status)
+                await _first_write_after(writer, changed_at, timeout_s=30)
+            await watcher.terminate("test over")
+            await handle.terminate("test over")
+    assert any(f"EC2 instance {world.primary_ec2} is not running" in line
+               for line in status.log), status.log
+    assert status.primary_node == shadow
+    assert alb_weights(aws, world) == {primary: 0, shadow: 100}
+    assert dns_weights(aws, world) == {primary: 0, shadow: 100}
+    assert _role(aws, world.shadow_ec2) == "primary"
+    assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
     protected.platform.close()
 
 

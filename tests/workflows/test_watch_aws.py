@@ -265,3 +265,27 @@ def test_the_watched_instance_follows_the_role_tags(
     gone = aws_spec_of({**dataclasses.asdict(_spec(world)), "instance_id": "other-db",
                         "aws": {**_spec(world).aws, "ec2_instance_id": "i-0123456789abcdef0"}})
     assert watcher.locate({"other-db": gone}) == {}
+
+
+def test_located_instances_carry_their_ec2_state_for_failover(
+    clients: AwsClients, world: World,
+) -> None:
+    """What the failover rule reads at discovery: whether the serving instance runs, and
+    whether the shadow's does; a terminated primary is still located (and not running)."""
+    spec = aws_spec_of(dataclasses.asdict(_spec(world)))
+    watcher = AwsWatcher(lambda region: clients)
+    alone = watcher.locate({"orders-db": spec})["orders-db"]
+    assert alone.running and not alone.standby_running  # no shadow yet
+    shadow_id = simulate_shadow_stack(clients, world)
+    both = watcher.locate({"orders-db": spec})["orders-db"]
+    assert both.running and both.standby_running
+    clients.ec2.stop_instances(InstanceIds=[shadow_id])
+    assert not watcher.locate({"orders-db": spec})["orders-db"].standby_running
+    clients.ec2.start_instances(InstanceIds=[shadow_id])
+    clients.ec2.stop_instances(InstanceIds=[world.primary_id])
+    stopped = watcher.locate({"orders-db": spec})["orders-db"]
+    assert (stopped.ec2_instance_id, stopped.running, stopped.standby_running) == \
+        (world.primary_id, False, True)
+    clients.ec2.terminate_instances(InstanceIds=[world.primary_id])
+    terminated = watcher.locate({"orders-db": spec})["orders-db"]
+    assert (terminated.ec2_instance_id, terminated.running) == (world.primary_id, False)
