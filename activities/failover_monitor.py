@@ -13,12 +13,13 @@ for an emergency cutover (``request_cutover`` with ``emergency``).
   but ``running`` (stopping, stopped, shutting down, terminated) is down, and the shadow's
   instance must be running. A database that hangs on a running instance is the metrics'
   and EC2 status checks' business (reported as risk), not this rule's.
- The protection's own checks still decide: it refuses while paused, during another
+
+The protection's own checks still decide: it refuses while paused, during another
 cutover, without a healthy shadow, or while tier 1 is relaxed (the shadow may lack
 acknowledged writes; an operator must force that), and the cutover fences the dead node at
 the router before anything is promoted. An advisory protection is only told in the log.
 
-"Not answering" is what ``pg_isready`` calls no response or rejecting: no connection, a
+Locally, "not answering" is what ``pg_isready`` calls no response or rejecting: no connection, a
 timeout, or a server that takes no connections now (starting up, shutting down, recovering
 from a crash). A server that answers with an error (a wrong password, a missing database) is
 up: a misconfiguration is no reason to fail over. One request per outage: the next one needs
@@ -128,7 +129,7 @@ class FailoverMonitor:
         alive = located.running
         silent = None if alive else located.ec2_instance_id
         await self._decide(target, alive, silent, self._ready(located.standby_running),
-                           f"EC2 instance {located.ec2_instance_id} is not running")
+                           f"EC2 instance {located.ec2_instance_id} has not been running")
 
     def _update(self, workflow_id: str, instance_id: str, phase: str,
                 policy: dict[str, object]) -> _Target | None:

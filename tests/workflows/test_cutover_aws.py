@@ -259,7 +259,7 @@ async def test_the_fleet_watcher_fails_over_a_stopped_aws_primary(
                 await _first_write_after(writer, changed_at, timeout_s=30)
             await watcher.terminate("test over")
             await handle.terminate("test over")
-    assert any(f"EC2 instance {world.primary_ec2} is not running" in line
+    assert any(f"EC2 instance {world.primary_ec2} has not been running" in line
                for line in status.log), status.log
     assert status.primary_node == shadow
     assert alb_weights(aws, world) == {primary: 0, shadow: 100}
