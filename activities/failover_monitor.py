@@ -23,7 +23,9 @@ Locally, "not answering" is what ``pg_isready`` calls no response or rejecting: 
 timeout, or a server that takes no connections now (starting up, shutting down, recovering
 from a crash). A server that answers with an error (a wrong password, a missing database) is
 up: a misconfiguration is no reason to fail over. One request per outage: the next one needs
-the node to answer again or the roles to change.
+the node to answer again or the roles to change, so a cutover that failed is not asked for again
+(an operator's call). Sight lost is a new start: after a gap in the AWS observations or a new
+watcher run, the node must stay down for ``failover_after_s`` again.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ CHECK_INTERVAL_S = 1.0
 """Time between two probes of a protection's serving node."""
 PROBE_TIMEOUT_S = 2
 """libpq's connect timeout for a probe (its smallest useful value)."""
+REQUEST_TIMEOUT_S = 15.0
+"""Longest wait for a protection to take a request (its update returns once scheduled): a
+protection whose workflow cannot run (no worker, a broken deploy) must not hold the watcher."""
 
 
 def failover_due(answers: bool, down_since: float | None, now: float,
@@ -99,7 +104,10 @@ class _Target:
     down_since: float | None = None
     handled: str | None = None
     """The silent node this outage was already handled for (asked, refused or advised): a
-    local port, or an EC2 instance id."""
+    local port, or an EC2 instance id. Kept while the protection is not ``protected`` (a
+    cutover that fails returns it there, its node still down)."""
+    active: bool = True
+    """The protection is ``protected``: its node is judged."""
 
 
 class FailoverMonitor:
@@ -109,6 +117,19 @@ class FailoverMonitor:
         self._client = client
         self._haproxy = HAProxyManager(state_dir / "haproxy")
         self._targets: dict[str, _Target] = {}
+
+    def reset(self) -> None:
+        """Forget everything (a new watcher run: what an earlier one saw may be hours old)."""
+        self._targets.clear()
+
+    def unobserved(self, instance_ids: set[str]) -> None:
+        """AWS could not be asked about these protections: whatever happened meanwhile, their
+        outages start over (a node seen down before the gap must stay down ``failover_after_s``
+        after it, and a node handled before it may have come back and gone down again)."""
+        for instance_id in instance_ids:
+            target = self._targets.get(instance_id)
+            if target is not None:
+                target.down_since = target.handled = None
 
     def track(self, workflow_id: str, spec: LocalShadowSpec, phase: str,
               policy: dict[str, object]) -> None:
@@ -133,20 +154,22 @@ class FailoverMonitor:
 
     def _update(self, workflow_id: str, instance_id: str, phase: str,
                 policy: dict[str, object]) -> _Target | None:
-        """The target of a ``protected`` protection, with its policy; forgets any other."""
+        """The target of a ``protected`` protection, with its policy; ``None`` in other phases
+        (their target, if any, is judged no more, but keeps the outage it handled)."""
+        target = self._targets.get(instance_id)
         if phase != "protected":
-            self._targets.pop(instance_id, None)
+            if target is not None:
+                target.active, target.down_since = False, None
             return None
         after_s = float(policy.get("failover_after_s", FAILOVER_AFTER_S))  # type: ignore[arg-type]
         advisory = policy.get("advisory") is True
-        target = self._targets.get(instance_id)
         if target is None or target.workflow_id != workflow_id:
             target = self._targets[instance_id] = _Target(workflow_id, instance_id, after_s,
                                                           advisory)
         else:
             if target.advisory and not advisory:
                 target.handled = None  # advisory turned off mid-outage: act on it now
-            target.after_s, target.advisory = after_s, advisory
+            target.after_s, target.advisory, target.active = after_s, advisory, True
         return target
 
     def keep_only(self, instance_ids: set[str]) -> None:
@@ -156,8 +179,9 @@ class FailoverMonitor:
 
     async def run(self, interval_s: float = CHECK_INTERVAL_S) -> None:
         """Probe every local target each ``interval_s``, each on its own, until cancelled."""
-        await check_each(lambda: {k: t for k, t in self._targets.items() if t.spec is not None},
-                         self._check, interval_s)
+        await check_each(
+            lambda: {k: t for k, t in self._targets.items() if t.spec is not None and t.active},
+            self._check, interval_s)
 
     async def _check(self, target: _Target) -> None:
         spec = target.spec
@@ -209,17 +233,19 @@ class FailoverMonitor:
     async def _request(self, target: _Target, reason: str) -> None:
         instance = target.instance_id
         try:
-            await self._client.get_workflow_handle(target.workflow_id).execute_update(
-                "request_cutover", CutoverRequest(reason, emergency=True))
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                await self._client.get_workflow_handle(target.workflow_id).execute_update(
+                    "request_cutover", CutoverRequest(reason, emergency=True))
         except WorkflowUpdateFailedError as err:
             # The protection said no (relaxed tier 1, paused...): an operator's call now.
             cause = getattr(err.cause, "message", None) or str(err.cause or err)
             log.warning("%s: automatic failover refused by the protection: %s", instance, cause)
             count_failover_request(instance, "refused")
             return
-        except Exception as err:  # Temporal unreachable: ask again at the next observation
+        except Exception as err:  # Temporal or the protection unreachable: ask again next time
             target.handled = None
-            log.warning("%s: could not ask for a failover: %s", instance, err)
+            log.warning("%s: could not ask for a failover: %s", instance,
+                        err if str(err) else f"no answer in {REQUEST_TIMEOUT_S:.0f} s")
             return
         log.warning("%s: %s; emergency cutover requested.", instance, reason)
         count_failover_request(instance, "requested")

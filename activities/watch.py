@@ -138,6 +138,8 @@ class WatchActivities:
         self._aws.events_sent = set(value_to_type(list[str], details[1]) if len(details) > 1
                                     else request.events_sent)
         watched: dict[str, _Watched] = {}
+        if self._failover is not None:  # an earlier run's outages may be hours old
+            self._failover.reset()
         # Tier 1's non-strict mode and failover of a silent primary check every second; the
         # samples come once per interval.
         checks = [asyncio.create_task(c.run()) for c in (self._sync, self._failover) if c]
@@ -180,7 +182,7 @@ class WatchActivities:
         (``set_policy`` rewrites the memo, and visibility reads cost no actions)."""
         seen: set[str] = set()
         aws_specs: dict[str, tuple[str, AwsShadowSpec]] = {}
-        aws_states: dict[str, tuple[str, dict[str, Any]]] = {}  # phase and memo policy
+        aws_states: dict[str, tuple[str, dict[str, Any]]] = {}  # phase and failover policy
         policies: dict[str, tuple[str, PolicyConfig]] = {}
         query = f"{PROTECTION_QUERY} AND TaskQueue = '{activity.info().task_queue}'"
         async for execution in self._client.list_workflows(query):
@@ -203,8 +205,10 @@ class WatchActivities:
             if self._shadows is not None:  # risk-triggered shadows: tier and standing flag
                 self._shadows.track(execution.id, spec)
             phase = execution.typed_search_attributes.get(search_attributes.PHASE) or ""
+            # The fleet's advisory mode holds for automatic failover too.
+            failover_policy = {**(spec.get("policy") or {}), "advisory": policy.advisory}
             if platform == "aws":
-                aws_states[instance_id] = (phase, spec.get("policy") or {})
+                aws_states[instance_id] = (phase, failover_policy)
                 continue  # located below, for the whole fleet at once
             seen.add(instance_id)
             if self._sync is not None:  # the attributes follow tier changes and phases
@@ -213,7 +217,7 @@ class WatchActivities:
                 self._sync.track(execution.id, replace(local, tier=tier), tier, phase,
                                  strict=spec.get("sync_strict") is True)
             if self._failover is not None:
-                self._failover.track(execution.id, local, phase, spec.get("policy") or {})
+                self._failover.track(execution.id, local, phase, failover_policy)
             item = watched.get(instance_id)
             if item is None:
                 watched[instance_id] = self._watch(execution.id, local, local.primary_port,
@@ -222,9 +226,12 @@ class WatchActivities:
                 item.profile, item.policy = profile, policy
         seen |= await self._aws.locate(watched, aws_specs, policies, request.window_samples)
         if self._failover is not None:  # EC2 states come with discovery: no extra calls
-            for instance_id, target in self._aws.located.items():
-                await self._failover.observe_aws(aws_specs[instance_id][0], target,
-                                                 *aws_states[instance_id])
+            located = self._aws.located
+            self._failover.unobserved(set(aws_specs) - set(located))
+            # Together: a protection slow to take its request holds no other's.
+            await asyncio.gather(*(
+                self._failover.observe_aws(aws_specs[iid][0], target, *aws_states[iid])
+                for iid, target in located.items()))
         for gone in set(watched) - seen:
             del watched[gone]
         for checker in (self._sync, self._failover):

@@ -90,14 +90,20 @@ class AwsWatcher:
             primaries = _describe(ec2, "instance-id", [s.ec2_instance_id for s in members],
                                   states=None)
             shadows = _describe(ec2, f"tag:{NODE_TAG}", [s.shadow_node for s in members])
-            by_node = {_tags(i).get(NODE_TAG): i for i in shadows}
+            # A stopped old shadow may still carry the tag beside its running replacement.
+            by_node = {_tags(i).get(NODE_TAG): i for i in sorted(shadows, key=_running)}
             by_id = {i["InstanceId"]: i for i in primaries}
             for spec in members:
                 nodes = [(spec.primary_node, by_id.get(spec.ec2_instance_id)),
                          (spec.shadow_node, by_node.get(spec.shadow_node))]
                 found = [(node, i) for node, i in nodes if i is not None]
-                # Cutovers move the role tag; before the first one only the primary exists.
-                serving = next(((n, i) for n, i in found if _tags(i).get(ROLE_TAG) == "primary"),
+                # Cutovers move the role tag; before the first one only the primary exists. A
+                # primary that was already stopped when it was failed over keeps its tag (the
+                # cutover stops and retags only a running node): the running one serves.
+                tagged = sorted((pair for pair in found
+                                 if _tags(pair[1]).get(ROLE_TAG) == "primary"),
+                                key=lambda pair: not _running(pair[1]))
+                serving = next(iter(tagged),
                                found[0] if found and found[0][0] == spec.primary_node else None)
                 if serving is not None:
                     node, instance = serving

@@ -217,6 +217,26 @@ async def test_watcher_fails_over_a_primary_that_stops_answering(
         assert weights[shadow_node] == 100 and weights[instance_id] == 0
 
 
+async def test_an_advisory_fleet_watcher_only_logs_a_silent_primary(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The watcher's fleet policy is advisory: a protection that is not advisory itself is
+    still only logged when its primary stops answering, as its score decisions would be."""
+    watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=300,
+                            policy=PolicyConfig(advisory=True))
+    policy = PolicySpec(failover_after_s=3, threshold=100, consecutive_readings=100)
+    async with _protected_tier1(temporal_env, settings, task_queue, local_service, policy,
+                                watch) as handle:
+        await asyncio.sleep(3)  # the watcher has found the protection by now
+        await asyncio.to_thread(local_service.primary.kill)
+        async with asyncio.timeout(30):
+            while "advisory protection, so no failover" not in caplog.text:
+                await asyncio.sleep(0.5)
+        status = await handle.query(InstanceProtectionWorkflow.status)
+        assert status.cutovers == 0 and status.phase == "protected", status.log
+
+
 def test_reporting_rule() -> None:
     """A score hovering at a band edge is not news; a decision, a threshold crossing, a
     10-point move or a score appearing or vanishing is."""

@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.watch import WatchFleetInput
 from activities.watch_aws import AwsWatcher, aws_spec_of
 from infra.aws.clients import AwsClients
-from infra.aws.discovery import ROLE_TAG
+from infra.aws.discovery import NODE_TAG, ROLE_TAG
 from infra.aws.factory import clients_for
 from infra.aws.metrics import CloudWatchMetricsCollector, read_many
 from models.policy import PolicyConfig
@@ -39,6 +39,7 @@ from tests.infra.aws.conftest import (
     empty_account,
     point_boto3_at,
     simulate_shadow_stack,
+    some_image,
 )
 from tests.infra.aws.conftest import moto_url as moto_url
 from tests.infra.aws.conftest import world as world
@@ -289,3 +290,29 @@ def test_located_instances_carry_their_ec2_state_for_failover(
     clients.ec2.terminate_instances(InstanceIds=[world.primary_id])
     terminated = watcher.locate({"orders-db": spec})["orders-db"]
     assert (terminated.ec2_instance_id, terminated.running) == (world.primary_id, False)
+
+
+def test_located_roles_prefer_the_running_instance_when_tags_are_doubled(
+    clients: AwsClients, world: World,
+) -> None:
+    """A stopped old shadow beside its running replacement (same node tag), and a primary that
+    was already stopped when it was failed over (a cutover retags only a running node, so both
+    carry ``primary``): the running instances are the ones that count."""
+    spec = aws_spec_of(dataclasses.asdict(_spec(world)))
+    watcher = AwsWatcher(lambda region: clients)
+    shadow_id = simulate_shadow_stack(clients, world)
+    stale_tags = [{"Key": NODE_TAG, "Value": "orders-db-shadow"},
+                  {"Key": ROLE_TAG, "Value": "shadow"}]
+    stale = clients.ec2.run_instances(
+        ImageId=some_image(clients), MinCount=1, MaxCount=1, InstanceType="t3.large",
+        SubnetId=world.other_subnet,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": stale_tags}],
+    )["Instances"][0]["InstanceId"]
+    clients.ec2.stop_instances(InstanceIds=[stale])
+    assert watcher.locate({"orders-db": spec})["orders-db"].standby_running
+
+    clients.ec2.stop_instances(InstanceIds=[world.primary_id])
+    for instance in (world.primary_id, shadow_id):
+        clients.ec2.create_tags(Resources=[instance], Tags=[{"Key": ROLE_TAG, "Value": "primary"}])
+    serving = watcher.locate({"orders-db": spec})["orders-db"]
+    assert (serving.ec2_instance_id, serving.running) == (shadow_id, True)
