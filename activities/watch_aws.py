@@ -100,11 +100,10 @@ class AwsWatcher:
                 # Cutovers move the role tag; before the first one only the primary exists. A
                 # primary that was already stopped when it was failed over keeps its tag (the
                 # cutover stops and retags only a running node): the running one serves.
-                tagged = sorted((pair for pair in found
-                                 if _tags(pair[1]).get(ROLE_TAG) == "primary"),
-                                key=lambda pair: not _running(pair[1]))
-                serving = next(iter(tagged),
-                               found[0] if found and found[0][0] == spec.primary_node else None)
+                serving = min(
+                    (pair for pair in found if _tags(pair[1]).get(ROLE_TAG) == "primary"),
+                    key=lambda pair: not _running(pair[1]),
+                    default=found[0] if found and found[0][0] == spec.primary_node else None)
                 if serving is not None:
                     node, instance = serving
                     others = [i for n, i in found if n != node]

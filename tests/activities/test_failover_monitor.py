@@ -83,7 +83,10 @@ class _Protections:
 
 AFTER_S = 0.2
 """A short ``failover_after_s`` (the spec allows 3 s and up; the rule takes any)."""
-PROTECTED = "protected"
+
+
+async def _past_the_bound() -> None:
+    await asyncio.sleep(AFTER_S + 0.05)
 
 
 def _located(*, running: bool, standby_running: bool = True) -> AwsTarget:
@@ -99,7 +102,7 @@ def _monitor(tmp_path: Path, protections: _Protections) -> FailoverMonitor:
     return FailoverMonitor(cast(Client, protections), tmp_path)
 
 
-async def _observe(monitor: FailoverMonitor, located: AwsTarget, phase: str = PROTECTED,
+async def _observe(monitor: FailoverMonitor, located: AwsTarget, phase: str = "protected",
                    **policy: object) -> None:
     await monitor.observe_aws("protect-orders-db", located,
                               phase, {"failover_after_s": AFTER_S, **policy})
@@ -111,7 +114,7 @@ async def test_a_stopped_aws_primary_is_asked_for_once_per_outage(tmp_path: Path
     down = _located(running=False)
     await _observe(monitor, down)
     assert protections.requests == [], "not before failover_after_s"
-    await asyncio.sleep(AFTER_S + 0.05)
+    await _past_the_bound()
     await _observe(monitor, down)
     ((workflow_id, request),) = protections.requests
     assert workflow_id == "protect-orders-db" and request.emergency
@@ -121,14 +124,14 @@ async def test_a_stopped_aws_primary_is_asked_for_once_per_outage(tmp_path: Path
     # not asked again (an operator's call now).
     await _observe(monitor, down, phase="cutting_over")
     await _observe(monitor, down)
-    await asyncio.sleep(AFTER_S + 0.05)
+    await _past_the_bound()
     await _observe(monitor, down)
     assert len(protections.requests) == 1
     # It runs again, then stops: a new outage, with its own grace period.
     await _observe(monitor, _located(running=True))
     await _observe(monitor, down)
     assert len(protections.requests) == 1
-    await asyncio.sleep(AFTER_S + 0.05)
+    await _past_the_bound()
     await _observe(monitor, down)
     assert len(protections.requests) == 2
 
@@ -138,7 +141,7 @@ async def test_aws_failover_needs_a_running_shadow_and_a_bound(tmp_path: Path) -
     monitor = _monitor(tmp_path, protections)
     no_shadow = _located(running=False, standby_running=False)
     await _observe(monitor, no_shadow)
-    await asyncio.sleep(AFTER_S + 0.05)
+    await _past_the_bound()
     await _observe(monitor, no_shadow)
     assert protections.requests == [], "nothing to fail over to"
     await _observe(monitor, _located(running=False))
@@ -146,7 +149,7 @@ async def test_aws_failover_needs_a_running_shadow_and_a_bound(tmp_path: Path) -
 
     off = _monitor(tmp_path, protections := _Protections())
     await _observe(off, no_shadow, failover_after_s=0)
-    await asyncio.sleep(AFTER_S + 0.05)
+    await _past_the_bound()
     await _observe(off, _located(running=False), failover_after_s=0)
     assert protections.requests == [], "failover_after_s 0 turns it off"
 
@@ -158,7 +161,7 @@ async def test_an_advisory_aws_protection_is_only_logged_until_advisory_is_off(
     monitor = _monitor(tmp_path, protections)
     down = _located(running=False)
     await _observe(monitor, down, advisory=True)
-    await asyncio.sleep(AFTER_S + 0.05)
+    await _past_the_bound()
     await _observe(monitor, down, advisory=True)
     assert protections.requests == []
     assert "advisory protection, so no failover" in caplog.text
@@ -171,16 +174,16 @@ async def test_a_gap_in_aws_observations_starts_the_outage_over(tmp_path: Path) 
     monitor = _monitor(tmp_path, protections)
     down = _located(running=False)
     await _observe(monitor, down)
-    await asyncio.sleep(AFTER_S + 0.05)
+    await _past_the_bound()
     monitor.unobserved({"orders-db"})  # AWS could not be asked at this discovery
     await _observe(monitor, down)
     assert protections.requests == [], "down for failover_after_s again after the gap"
-    await asyncio.sleep(AFTER_S + 0.05)
+    await _past_the_bound()
     await _observe(monitor, down)
     assert len(protections.requests) == 1
     monitor.reset()  # a new watcher run: a handled outage is judged again, grace included
     await _observe(monitor, down)
-    await asyncio.sleep(AFTER_S + 0.05)
+    await _past_the_bound()
     await _observe(monitor, down)
     assert len(protections.requests) == 2
 
@@ -193,10 +196,9 @@ async def test_a_protection_that_never_takes_the_request_holds_the_watcher_brief
     monitor = _monitor(tmp_path, stuck)
     down = _located(running=False)
     await _observe(monitor, down)
-    await asyncio.sleep(AFTER_S + 0.05)
-    started = time.monotonic()
-    await asyncio.wait_for(_observe(monitor, down), timeout=5)
-    assert time.monotonic() - started < 2
+    await _past_the_bound()
+    async with asyncio.timeout(2):  # the request gives up after 0.3 s
+        await _observe(monitor, down)
     stuck.stuck = False  # it works again: asked at the next observation, not skipped
     await _observe(monitor, down)
     assert len(stuck.requests) == 1

@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.watch import WatchFleetInput
 from activities.watch_aws import AwsWatcher, aws_spec_of
 from infra.aws.clients import AwsClients
-from infra.aws.discovery import NODE_TAG, ROLE_TAG
+from infra.aws.discovery import ROLE_TAG
 from infra.aws.factory import clients_for
 from infra.aws.metrics import CloudWatchMetricsCollector, read_many
 from models.policy import PolicyConfig
@@ -39,7 +39,6 @@ from tests.infra.aws.conftest import (
     empty_account,
     point_boto3_at,
     simulate_shadow_stack,
-    some_image,
 )
 from tests.infra.aws.conftest import moto_url as moto_url
 from tests.infra.aws.conftest import world as world
@@ -301,13 +300,7 @@ def test_located_roles_prefer_the_running_instance_when_tags_are_doubled(
     spec = aws_spec_of(dataclasses.asdict(_spec(world)))
     watcher = AwsWatcher(lambda region: clients)
     shadow_id = simulate_shadow_stack(clients, world)
-    stale_tags = [{"Key": NODE_TAG, "Value": "orders-db-shadow"},
-                  {"Key": ROLE_TAG, "Value": "shadow"}]
-    stale = clients.ec2.run_instances(
-        ImageId=some_image(clients), MinCount=1, MaxCount=1, InstanceType="t3.large",
-        SubnetId=world.other_subnet,
-        TagSpecifications=[{"ResourceType": "instance", "Tags": stale_tags}],
-    )["Instances"][0]["InstanceId"]
+    stale = simulate_shadow_stack(clients, world)  # listed after the running one
     clients.ec2.stop_instances(InstanceIds=[stale])
     assert watcher.locate({"orders-db": spec})["orders-db"].standby_running
 
