@@ -4,7 +4,8 @@ One primary (``pgbench -i``, about ``--size-gb``) runs behind HAProxy in ``.stat
 
 - ``provision_s`` vs ``pg_basebackup_s``: ``LocalPlatform.provision_shadow`` (preflight, the
   copy started at once, ``pulumi up``: slot, data directory adopting the copy, standby started
-  and accepting connections, tier settings, router entry) against a plain ``pg_basebackup``
+  and accepting connections, tier settings, router entry; the Pulumi CLI and its provider host
+  at ``SHADOWSHIFT_PULUMI_NICE``, recorded as ``pulumi_nice``) against a plain ``pg_basebackup``
   with the provider's flags (``-X stream -c fast --compress=server-lz4:1``, synced; a temporary
   slot instead of the stack's). ``pg_basebackup_nosync_s`` adds ``--no-sync``, the baseline of
   the first results: it leaves the copy's durability to the standby's first start (PostgreSQL
@@ -258,7 +259,8 @@ def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
         machine["postgresql"] = query_one(lab.primary.endpoint, "SHOW server_version")
     finally:
         lab.close()
-    return _report(config, machine, scale, db_bytes, runs, uncached, phases)
+    return _report(config, machine, scale, db_bytes, runs, uncached, phases,
+                   pulumi_nice=lab.settings.pulumi_nice)
 
 
 def provision_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -283,14 +285,15 @@ def provision_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: int,
             runs: list[dict[str, Any]], uncached: dict[str, Any],
-            phases: dict[str, Any]) -> dict[str, Any]:
+            phases: dict[str, Any], *, pulumi_nice: int) -> dict[str, Any]:
     tiers = ("tier1", "tier2", "tier3")
     return {
         "benchmark": "shadow",
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine,
         "parameters": {**asdict(config), "pgbench_scale": scale, "db_bytes": db_bytes,
-                       "poll_s": POLL_S, "status_interval_s": STATUS_INTERVAL_S},
+                       "poll_s": POLL_S, "status_interval_s": STATUS_INTERVAL_S,
+                       "pulumi_nice": pulumi_nice},
         "method": _method_notes(),
         **provision_summary(runs),
         "provision_runs": runs,

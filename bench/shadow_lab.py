@@ -80,9 +80,12 @@ class Lab:
         # dirs in stacks/, the Pulumi CLI built in .tools (else from PATH).
         passphrase = work_dir / "pulumi-passphrase"
         passphrase.write_text(uuid.uuid4().hex + "\n")
-        self.driver = StackDriver(pulumi_config(load_settings({
-            "SHADOWSHIFT_STATE_DIR": str(work_dir),
-            "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(passphrase)})))
+        environ = {"SHADOWSHIFT_STATE_DIR": str(work_dir),
+                   "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(passphrase)}
+        if "SHADOWSHIFT_PULUMI_NICE" in os.environ:  # e.g. 0, to compare with the default
+            environ["SHADOWSHIFT_PULUMI_NICE"] = os.environ["SHADOWSHIFT_PULUMI_NICE"]
+        self.settings = load_settings(environ)
+        self.driver = StackDriver(pulumi_config(self.settings))
         self.router = PgEndpoint(port=self.router_port)
 
     def start(self) -> int:

@@ -35,6 +35,8 @@ tracer = trace.get_tracer("shadowshift.pulumi")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER_DIR = REPO_ROOT / "scripts" / "bin"
 """Holds our ``pulumi-resource-pulumi-python`` launcher for Python dynamic providers."""
+YIELDING_LAUNCHER = LAUNCHER_DIR / "pulumi-yielding"
+"""Runs the CLI in a session of its own at a low CPU share (:attr:`PulumiConfig.cpu_nice`)."""
 
 ProgressCallback = Callable[[str], None]
 """Receives each line Pulumi prints; activities turn it into heartbeats."""
@@ -54,6 +56,10 @@ class PulumiConfig:
     """Folder containing ``bin/pulumi``; ``None`` runs ``pulumi`` from ``PATH``."""
     project_name: str = "shadowshift"
     """Pulumi project that owns every ShadowShift stack."""
+    cpu_nice: int = 19
+    """Nice of the scheduler autogroup the CLI and its provider host run in (0: the CLI runs
+    as a child of the worker like any other). Servers the providers start keep normal
+    priority; see ``scripts/bin/pulumi-yielding``."""
 
 
 @dataclass(frozen=True)
@@ -273,13 +279,21 @@ class StackDriver:
         if self._command is None:
             root = str(self._config.pulumi_root) if self._config.pulumi_root else None
             try:
-                self._command = auto.PulumiCommand(root=root)
+                command = auto.PulumiCommand(root=root)
             except (FileNotFoundError, auto.errors.InvalidVersionError) as err:
                 raise InfraError(
                     f"the Pulumi CLI is unusable ({err}); run `make setup` or set "
                     "SHADOWSHIFT_PULUMI_ROOT to a folder with bin/pulumi"
                 ) from err
+            if self._config.cpu_nice:  # the launcher runs the CLI named in _env()
+                command.command = str(YIELDING_LAUNCHER)
+            self._command = command
         return self._command
+
+    def _cli(self) -> str:
+        """The Pulumi CLI itself (what the yielding launcher runs)."""
+        root = self._config.pulumi_root
+        return str(root / "bin" / "pulumi") if root else "pulumi"
 
     def _env(self) -> dict[str, str]:
         tool_dirs = [str(LAUNCHER_DIR)]
@@ -293,6 +307,8 @@ class StackDriver:
             "PULUMI_CONFIG_PASSPHRASE_FILE": str(self._config.passphrase_file),
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "YIELDING_PULUMI_CLI": self._cli(),
+            "YIELDING_PULUMI_NICE": str(self._config.cpu_nice),
             # The dynamic-provider host unpickles providers by reference to our modules.
             "PYTHONPATH": python_path,
             "PATH": os.pathsep.join([*tool_dirs, os.environ.get("PATH", "")]),

@@ -54,6 +54,7 @@ def pulumi_config(settings: Settings) -> PulumiConfig:
         passphrase_file=settings.pulumi_passphrase_file,
         work_root=settings.state_dir / "stacks",
         pulumi_root=settings.pulumi_root,
+        cpu_nice=settings.pulumi_nice,
     )
 
 

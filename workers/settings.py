@@ -51,6 +51,10 @@ class Settings:
     pulumi_root: Path | None = None
     """``SHADOWSHIFT_PULUMI_ROOT``: folder with ``bin/pulumi``; default ``.tools`` if built there,
     else ``pulumi`` from ``PATH``."""
+    pulumi_nice: int = 19
+    """``SHADOWSHIFT_PULUMI_NICE``: CPU priority of the Pulumi CLI and its provider host (nice of
+    their own scheduler autogroup, 0..19), so that on a shared machine the shadow's copy and the
+    databases come first; 0 = like any other process. No effect without autogroups."""
     otlp_endpoint: str | None = None
     """``SHADOWSHIFT_OTLP_ENDPOINT``: OTLP/gRPC collector ``http(s)://host:port`` for traces,
     and for metrics that have no Prometheus port set; unset: no OTLP export."""
@@ -145,6 +149,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PULUMI_BACKEND_URL": ("pulumi_backend_url", _url(("file", "s3", "gs", "azblob", "https"))),
     "PULUMI_PASSPHRASE_FILE": ("pulumi_passphrase_file", _path),
     "PULUMI_ROOT": ("pulumi_root", _path),
+    "PULUMI_NICE": ("pulumi_nice", _int_range(0, 19)),
     "OTLP_ENDPOINT": ("otlp_endpoint", _url(("http", "https"))),
     "PROMETHEUS_PORT": ("prometheus_port", _int_range(0, 65535)),
     "TEMPORAL_METRICS_PORT": ("temporal_metrics_port", _int_range(0, 65535)),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from temporalio import workflow
@@ -17,7 +19,7 @@ from activities.errors import NON_RETRYABLE_TYPES
 from activities.shadow import ShadowRequest, WaitForSyncRequest
 from bench.workload import Writer, prepare_table, wait_until_present
 from infra.local.ports import port_free
-from infra.local.postgres import query_one
+from infra.local.postgres import PgServer, query_one
 from infra.platform import ReplicationStatus
 from tests.conftest import LocalService
 from workers.registry import new_worker, pulumi_config
@@ -108,6 +110,12 @@ async def test_shadow_under_write_load_holds_every_acked_commit(
     assert local_service.haproxy.weights(shadow.instance_id) == {
         shadow.instance_id: 100, f"{shadow.instance_id}-shadow": 0
     }
+    # Pulumi ran at a low CPU share (pulumi-yielding); the standby it started did not inherit it.
+    home = settings.state_dir / "instances" / shadow.instance_id / "shadow"
+    standby = PgServer(home=home, port=shadow.shadow_port).pid()
+    assert standby is not None and os.getpriority(os.PRIO_PROCESS, standby) == 0
+    autogroup = Path(f"/proc/{standby}/autogroup")
+    assert not autogroup.exists() or autogroup.read_text().split()[-1] == "0"
 
 
 async def test_destroy_leaves_nothing_behind(

@@ -8,8 +8,11 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import pulumi
 import pytest
+from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
 from infra.errors import InfraError, InvalidRequestError, StackBusyError
 from infra.pulumi_engine import PulumiConfig, StackDriver
@@ -112,3 +115,58 @@ def test_unsafe_stack_names_are_refused(stack_driver: StackDriver, bad: str) -> 
     """Stack names that could escape the state folder never reach Pulumi."""
     with pytest.raises(InvalidRequestError):
         stack_driver.up(bad, smoke_program("/tmp/never", "x"))
+
+
+class _SchedulingProbe(ResourceProvider):
+    """Reports, from inside the provider host, its scheduling and a started server's."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        # A server the way the local providers start one: in a session of its own.
+        server = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        try:
+            outs = {"host_sid": os.getsid(0), "host_nice": os.nice(0),
+                    "host_autogroup": Path("/proc/self/autogroup").read_text().strip(),
+                    "server_nice": os.getpriority(os.PRIO_PROCESS, server.pid),
+                    "server_autogroup": Path(f"/proc/{server.pid}/autogroup").read_text()
+                    .strip()}
+        finally:
+            server.kill()
+            server.wait()
+        return CreateResult(id_="probe", outs={"facts": outs})
+
+
+class _Probe(Resource):
+    facts: pulumi.Output[dict[str, Any]]
+
+    def __init__(self, name: str) -> None:
+        super().__init__(_SchedulingProbe(), name, {"facts": None})
+
+
+def _probe_program() -> None:
+    pulumi.export("facts", _Probe("probe").facts)
+
+
+def _autogroup_nice(line: str) -> int:
+    """The nice of an autogroup, from ``/proc/<pid>/autogroup`` (``/autogroup-7 nice 19``)."""
+    return int(line.rsplit(" ", 1)[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(),
+                    reason="this kernel has no scheduler autogroups (CONFIG_SCHED_AUTOGROUP)")
+@pytest.mark.parametrize("nice", [19, 0])
+def test_the_cli_yields_the_cpu_but_servers_it_starts_do_not(
+    pulumi_config: PulumiConfig, nice: int
+) -> None:
+    """With ``cpu_nice`` the CLI and its provider host run in a session of their own whose
+    autogroup has that nice; a server a provider starts in a new session runs at normal
+    priority, and no process's own nice changes (a standby would inherit it). With 0 the CLI
+    runs in the caller's session."""
+    driver = StackDriver(dataclasses.replace(pulumi_config, cpu_nice=nice))
+    outputs = driver.up(f"probe-{nice}", _probe_program).outputs["facts"]
+    driver.destroy(f"probe-{nice}", _probe_program)
+
+    assert (outputs["host_sid"] != os.getsid(0)) is bool(nice)
+    assert _autogroup_nice(outputs["host_autogroup"]) == nice
+    assert outputs["host_nice"] == 0 and outputs["server_nice"] == 0
+    assert _autogroup_nice(outputs["server_autogroup"]) == 0
+    assert outputs["server_autogroup"] != outputs["host_autogroup"]
