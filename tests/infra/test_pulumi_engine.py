@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pulumi
 import pytest
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
@@ -17,6 +21,7 @@ from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 from infra.errors import InfraError, InvalidRequestError, StackBusyError
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from infra.smoke import smoke_program
+from workers.settings import REPO_ROOT
 
 
 def test_up_refresh_destroy_round_trip(stack_driver: StackDriver, tmp_path: Path) -> None:
@@ -170,3 +175,65 @@ def test_the_cli_yields_the_cpu_but_servers_it_starts_do_not(
     assert outputs["host_nice"] == 0 and outputs["server_nice"] == 0
     assert _autogroup_nice(outputs["server_autogroup"]) == 0
     assert outputs["server_autogroup"] != outputs["host_autogroup"]
+
+
+class _Stall(ResourceProvider):
+    """A create that takes a minute and prints nothing (no broken pipe ends its host)."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        time.sleep(60)
+        return CreateResult(id_="stall", outs={})
+
+
+class _Stalled(Resource):
+    def __init__(self, name: str) -> None:
+        super().__init__(_Stall(), name, {})
+
+
+def stalled_program() -> None:
+    """Imported by the child process of the test below."""
+    _Stalled("stall")
+
+
+def _cmdline(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # gone since it was listed
+        return ""
+
+
+def test_pulumi_dies_with_the_worker_that_ran_it(pulumi_config: PulumiConfig) -> None:
+    """A worker SIGKILLed mid-update takes its Pulumi CLI and provider host along, although
+    they run in a session of their own: nothing is left serving a dead update."""
+    config = {"backend_url": pulumi_config.backend_url,
+              "passphrase_file": str(pulumi_config.passphrase_file),
+              "work_root": str(pulumi_config.work_root),
+              "pulumi_root": str(pulumi_config.pulumi_root or "") or None}
+    script = (
+        "import json, sys\nfrom pathlib import Path\n"
+        "from infra.pulumi_engine import PulumiConfig, StackDriver\n"
+        "from tests.infra.test_pulumi_engine import stalled_program\n"
+        "c = json.loads(sys.argv[1])\n"
+        "root = Path(c['pulumi_root']) if c['pulumi_root'] else None\n"
+        "StackDriver(PulumiConfig(backend_url=c['backend_url'], pulumi_root=root,\n"
+        "                         passphrase_file=Path(c['passphrase_file']),\n"
+        "                         work_root=Path(c['work_root']))).up('stall', stalled_program)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script, json.dumps(config)],
+                              cwd=REPO_ROOT, start_new_session=True)
+    pulumi: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any("pulumi.dynamic" in _cmdline(p) for p in pulumi):
+            assert worker.poll() is None and time.monotonic() < deadline, "no provider host"
+            time.sleep(0.05)
+            pulumi = psutil.Process(worker.pid).children(recursive=True)
+        time.sleep(0.5)  # the host is in its minute-long create
+        worker.kill()
+        worker.wait()
+        _gone, alive = psutil.wait_procs(pulumi, timeout=10)
+        assert not alive, f"outlived the worker: {[_cmdline(p) for p in alive]}"
+    finally:
+        for process in [worker, *pulumi]:
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                process.kill()
