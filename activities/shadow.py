@@ -14,7 +14,7 @@ from typing import Any
 from temporalio import activity
 
 from activities.errors import translated_errors
-from activities.heartbeat import heartbeat_callback
+from activities.heartbeat import heartbeat_callback, heartbeating
 from activities.sync_supervisor import RELAX, RESTORE, SYNC_LAG_BOUND_BYTES, sync_step
 from infra.factory import platform_for
 from infra.platform import Platform, ReplicationStatus
@@ -120,7 +120,9 @@ class ShadowActivities:
     def provision_shadow(self, request: ShadowRequest) -> ProvisionResult:
         """Create (or finish creating) the shadow; heartbeats carry Pulumi's progress."""
         started = time.monotonic()
-        with translated_errors():
+        # Pulumi runs at a low CPU share and prints nothing while it waits on a busy machine:
+        # a steady beat keeps a slow provisioning from reading as a dead worker.
+        with translated_errors(), heartbeating("provisioning the shadow", every_s=5.0):
             info = self.platform(request).provision_shadow(heartbeat_callback())
         return ProvisionResult(
             shadow_node=info.shadow_node,
@@ -204,7 +206,7 @@ class ShadowActivities:
     @activity.defn
     def destroy_shadow(self, request: ShadowRequest) -> bool:
         """Remove processes, slot, data directory and router entry; ``False`` if none."""
-        with translated_errors():
+        with translated_errors(), heartbeating("removing the shadow", every_s=5.0):
             return self.platform(request).destroy_shadow(heartbeat_callback())
 
 

@@ -9,7 +9,9 @@ One primary (``pgbench -i``, about ``--size-gb``) runs behind HAProxy in ``.stat
   with the provider's flags (``-X stream -c fast --compress=server-lz4:1``, synced; a temporary
   slot instead of the stack's). ``pg_basebackup_nosync_s`` adds ``--no-sync``, the baseline of
   the first results: it leaves the copy's durability to the standby's first start (PostgreSQL
-  fsyncs every file of a copy before it recovers), which provisioning cannot skip. Runs rotate
+  fsyncs every file of a copy before it recovers), which provisioning cannot skip.
+  ``provision_unyielding_s`` is the same provisioning with Pulumi at normal priority
+  (``SHADOWSHIFT_PULUMI_NICE=0``): what yielding the CPU to the copy buys. Runs rotate
   which goes first, after one untimed warm-up copy; the shadow is destroyed between runs;
   ratios are of the medians (goal ``provision_ratio`` <= 1.2). With ``--uncached`` up to
   three more rounds run with the OS page cache dropped (machine-wide) before each timed
@@ -174,7 +176,8 @@ def _shadow_figures(poller: _Poller, stats: WorkloadStats) -> dict[str, Any]:
     }
 
 
-PROVISION_OPS = ("provision", "pg_basebackup", "pg_basebackup_nosync")
+PROVISION_OPS = ("provision", "pg_basebackup", "pg_basebackup_nosync", "provision_unyielding")
+"""Timed in every round, in a rotating order."""
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 UNCACHED_REPEATS = 3
 """Most runs with the page cache dropped (one per operation order)."""
@@ -203,6 +206,9 @@ def measure_provisioning(lab: Lab, *, uncached: bool = False) -> list[dict[str, 
                 DROP_CACHES.write_text("1\n")
             if op == "provision":
                 timings.update(lab.time_provision())
+            elif op == "provision_unyielding":
+                timings["provision_unyielding_s"] = lab.time_provision(yielding=False)[
+                    "provision_s"]
             elif op == "pg_basebackup":
                 timings["pg_basebackup_s"] = round(lab.time_basebackup(), 3)
             else:
@@ -275,12 +281,15 @@ def provision_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         # What provisioning adds to its own copy (which overlaps Pulumi's start).
         timings["overhead_s"] = round(timings["provision_s"] - timings["seed_s"], 3)
     provision_s = median_of("provision_s")
+    unyielding = median_of("provision_unyielding_s")
     synced, nosync = median_of("pg_basebackup_s"), median_of("pg_basebackup_nosync_s")
     return {"pg_basebackup_s": synced, "pg_basebackup_nosync_s": nosync,
             "provision_s": provision_s, "provision_ratio": ratio(provision_s, synced),
             "provision_ratio_nosync": ratio(provision_s, nosync),
             "provision_seed_s": median_of("seed_s"),
-            "provision_overhead_s": median_of("overhead_s")}
+            "provision_overhead_s": median_of("overhead_s"),
+            "provision_unyielding_s": unyielding,
+            "provision_ratio_unyielding": ratio(unyielding, synced)}
 
 
 def _report(config: BenchConfig, machine: dict[str, Any], scale: int, db_bytes: int,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -86,6 +87,9 @@ class Lab:
             environ["SHADOWSHIFT_PULUMI_NICE"] = os.environ["SHADOWSHIFT_PULUMI_NICE"]
         self.settings = load_settings(environ)
         self.driver = StackDriver(pulumi_config(self.settings))
+        # The same backend with the CLI at normal priority: what yielding the CPU buys.
+        self.unyielding_driver = StackDriver(
+            dataclasses.replace(pulumi_config(self.settings), cpu_nice=0))
         self.router = PgEndpoint(port=self.router_port)
 
     def start(self) -> int:
@@ -110,14 +114,15 @@ class Lab:
             conn.execute("CHECKPOINT")
         return scale
 
-    def platform(self, tier: int) -> LocalPlatform:
-        """The local platform for this primary's shadow at ``tier``."""
+    def platform(self, tier: int, *, yielding: bool = True) -> LocalPlatform:
+        """The local platform for this primary's shadow at ``tier``; ``yielding=False`` runs
+        Pulumi at normal priority whatever ``SHADOWSHIFT_PULUMI_NICE`` says."""
         spec = LocalShadowSpec(
             instance_id=self.instance_id, primary_port=self.primary_port,
             shadow_port=self.shadow_port, router_port=self.router_port,
             state_dir=self.work_dir / "state", tier=tier, compression=self.config.compression,
             archive_interval_s=self.config.archive_interval_s)
-        return LocalPlatform(spec, self.driver)
+        return LocalPlatform(spec, self.driver if yielding else self.unyielding_driver)
 
     def time_basebackup(self, *, sync: bool = True) -> float:
         """Seconds for a plain ``pg_basebackup`` with the provider's flags (copy removed)."""
@@ -136,9 +141,9 @@ class Lab:
         shutil.rmtree(home)
         return elapsed
 
-    def time_provision(self) -> dict[str, float]:
+    def time_provision(self, *, yielding: bool = True) -> dict[str, float]:
         """Seconds for ``provision_shadow`` (tier 2), the copy inside it, and the destroy."""
-        shadow = self.platform(2)
+        shadow = self.platform(2, yielding=yielding)
         started = time.perf_counter()
         info = shadow.provision_shadow()
         provisioned = time.perf_counter()

@@ -115,7 +115,7 @@ async def worker_process(
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # any child left in the group (Pulumi)
+            os.killpg(process.pid, signal.SIGKILL)  # any child left in the group
         log.close()
 
 

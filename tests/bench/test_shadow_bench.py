@@ -59,7 +59,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         stdout, stderr = bench.communicate(timeout=240)
     assert bench.returncode == 0, stdout[-2000:] + stderr[-4000:]
     result = json.loads(output.read_text())
-    for key in ("provision_s", "pg_basebackup_s", "provision_ratio"):
+    for key in ("provision_s", "pg_basebackup_s", "provision_ratio", "provision_unyielding_s"):
         assert isinstance(result[key], float) and result[key] > 0, key
     for tier in ("tier1", "tier2", "tier3"):
         for stat in ("p50", "p99"):
