@@ -15,9 +15,11 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,34 @@ LAUNCHER_DIR = REPO_ROOT / "scripts" / "bin"
 """Holds our ``pulumi-resource-pulumi-python`` launcher for Python dynamic providers."""
 YIELDING_LAUNCHER = LAUNCHER_DIR / "pulumi-yielding"
 """Runs the CLI in a session of its own at a low CPU share (:attr:`PulumiConfig.cpu_nice`)."""
+
+
+@dataclass(frozen=True)
+class LaunchSupport:
+    """What this machine offers the launchers in ``scripts/bin`` (probed once per process)."""
+
+    pdeathsig: bool
+    """``setpriv --pdeathsig`` works (util-linux 2.33 or later): a child can die with its
+    parent."""
+    own_autogroup: bool
+    """The CLI can get a session and scheduler autogroup of its own (``setsid -w`` and a
+    writable ``/proc/self/autogroup``)."""
+
+
+@cache
+def launch_support() -> LaunchSupport:
+    """Probe :class:`LaunchSupport` (two short processes, once per process)."""
+    pdeathsig = _runs("setpriv", "--pdeathsig", "KILL", "true")
+    own_autogroup = (pdeathsig and os.access("/proc/self/autogroup", os.W_OK)
+                     and _runs("setsid", "-w", "true"))
+    return LaunchSupport(pdeathsig, own_autogroup)
+
+
+def _runs(*argv: str) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+    except OSError:
+        return False
 
 ProgressCallback = Callable[[str], None]
 """Receives each line Pulumi prints; activities turn it into heartbeats."""
@@ -78,6 +108,8 @@ class StackDriver:
     def __init__(self, config: PulumiConfig) -> None:
         self._config = config
         self._command: auto.PulumiCommand | None = None
+        self._launch_env: dict[str, str] = {}
+        """What the launchers in ``scripts/bin`` need, set with the command."""
 
     def up(
         self,
@@ -285,17 +317,19 @@ class StackDriver:
                     f"the Pulumi CLI is unusable ({err}); run `make setup` or set "
                     "SHADOWSHIFT_PULUMI_ROOT to a folder with bin/pulumi"
                 ) from err
-            if self._config.cpu_nice:  # the launcher runs the CLI named in _env()
+            support = launch_support()
+            if support.pdeathsig:  # the provider host's launcher ties it to the CLI
+                self._launch_env["SETPRIV_PDEATHSIG"] = "1"
+            if support.pdeathsig and self._config.cpu_nice:
+                self._launch_env["YIELDING_PULUMI_CLI"] = command.command
+                if support.own_autogroup:
+                    self._launch_env["YIELDING_PULUMI_NICE"] = str(self._config.cpu_nice)
                 command.command = str(YIELDING_LAUNCHER)
             self._command = command
         return self._command
 
-    def _cli(self) -> str:
-        """The Pulumi CLI itself (what the yielding launcher runs)."""
-        root = self._config.pulumi_root
-        return str(root / "bin" / "pulumi") if root else "pulumi"
-
     def _env(self) -> dict[str, str]:
+        self._pulumi_command()  # decides what the launchers are told
         tool_dirs = [str(LAUNCHER_DIR)]
         if self._config.pulumi_root:
             tool_dirs.insert(0, str(self._config.pulumi_root / "bin"))
@@ -307,11 +341,10 @@ class StackDriver:
             "PULUMI_CONFIG_PASSPHRASE_FILE": str(self._config.passphrase_file),
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            "YIELDING_PULUMI_CLI": self._cli(),
-            "YIELDING_PULUMI_NICE": str(self._config.cpu_nice),
             # The dynamic-provider host unpickles providers by reference to our modules.
             "PYTHONPATH": python_path,
             "PATH": os.pathsep.join([*tool_dirs, os.environ.get("PATH", "")]),
+            **self._launch_env,
         }
 
     def _work_dir(self, stack_name: str) -> Path:

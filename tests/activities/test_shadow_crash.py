@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from infra.local.postgres import PgServer, query_one
 from tests.activities.test_shadow import ProvisionAndSync, ProvisionInput
-from tests.conftest import LocalService, worker_env
+from tests.conftest import LocalService, pulumi_processes, survivors, worker_env
 from workers.registry import new_worker, pulumi_config
 from workers.settings import REPO_ROOT, Settings
 
@@ -54,25 +53,6 @@ def _basebackups(home: Path) -> list[psutil.Process]:
     return found
 
 
-def _pulumi_processes(worker_pid: int) -> dict[psutil.Process, str]:
-    """The worker's descendants that run Pulumi (the CLI, its launchers, the provider host),
-    with their command lines."""
-    found = {}
-    for process in psutil.Process(worker_pid).children(recursive=True):
-        with contextlib.suppress(psutil.Error):  # gone since the listing
-            cmdline = " ".join(process.cmdline())
-            if "pulumi" in cmdline:
-                found[process] = cmdline
-    return found
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 async def test_sigkill_mid_update_converges(
     temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
     local_service: LocalService, workers: list[subprocess.Popen[bytes]],
@@ -104,7 +84,7 @@ async def test_sigkill_mid_update_converges(
             deadline = time.monotonic() + 120
             # Killed once the provider host runs: the CLI, the host and the copy all die.
             while True:
-                pulumi = _pulumi_processes(workers[0].pid)
+                pulumi = pulumi_processes(workers[0].pid)
                 host_runs = any("pulumi.dynamic" in cmdline for cmdline in pulumi.values())
                 if host_runs and list(locks.glob("*.json")):
                     break
@@ -114,7 +94,7 @@ async def test_sigkill_mid_update_converges(
             workers[0].wait()
             await asyncio.sleep(1)
             # They run in a session of their own (pulumi-yielding), yet die with the worker.
-            assert not [cmdline for process, cmdline in pulumi.items() if _alive(process)]
+            assert not [pulumi[process] for process in survivors(pulumi, timeout_s=0)]
             leftovers = _basebackups(shadow_home)
             for process in leftovers:  # an orphaned copy would be a separate bug
                 process.kill()

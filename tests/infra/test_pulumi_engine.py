@@ -19,9 +19,10 @@ import pytest
 from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
 from infra.errors import InfraError, InvalidRequestError, StackBusyError
-from infra.pulumi_engine import PulumiConfig, StackDriver
+from infra.pulumi_engine import PulumiConfig, StackDriver, launch_support
 from infra.smoke import smoke_program
-from workers.settings import REPO_ROOT
+from tests.conftest import pulumi_processes, survivors, worker_env
+from workers.settings import REPO_ROOT, Settings
 
 
 def test_up_refresh_destroy_round_trip(stack_driver: StackDriver, tmp_path: Path) -> None:
@@ -122,18 +123,8 @@ def test_unsafe_stack_names_are_refused(stack_driver: StackDriver, bad: str) -> 
         stack_driver.up(bad, smoke_program("/tmp/never", "x"))
 
 
-def _runs(*argv: str) -> bool:
-    try:
-        return subprocess.run(argv, capture_output=True, check=False).returncode == 0
-    except FileNotFoundError:
-        return False
-
-
-PDEATHSIG = _runs("setpriv", "--pdeathsig", "KILL", "true")
-"""Whether the launchers can tie a process to its parent (util-linux 2.33 or later)."""
+SUPPORT = launch_support()
 AUTOGROUP = Path("/proc/self/autogroup")
-YIELDS = PDEATHSIG and os.access(AUTOGROUP, os.W_OK) and _runs("setsid", "-w", "true")
-"""Whether ``pulumi-yielding`` can give the CLI an autogroup of its own here."""
 
 
 class _SchedulingProbe(ResourceProvider):
@@ -170,7 +161,8 @@ def _autogroup_nice(line: str) -> int:
     return int(line.rsplit(" ", 1)[1])
 
 
-@pytest.mark.skipif(not YIELDS, reason="pulumi-yielding runs the CLI plainly here: it needs a "
+@pytest.mark.skipif(not SUPPORT.own_autogroup,
+                    reason="the CLI cannot have an autogroup of its own here: it needs a "
                     "writable /proc/self/autogroup, setsid -w and setpriv --pdeathsig")
 @pytest.mark.parametrize("nice", [19, 0])
 def test_the_cli_yields_the_cpu_but_servers_it_starts_do_not(
@@ -213,49 +205,35 @@ def stalled_program(marker: str) -> None:
     _Stalled("stall", marker)
 
 
-def _cmdline(process: psutil.Process) -> str:
-    try:
-        return " ".join(process.cmdline())
-    except psutil.Error:  # gone since it was listed
-        return ""
-
-
-@pytest.mark.skipif(not PDEATHSIG, reason="setpriv --pdeathsig is missing (util-linux < 2.33)")
-def test_pulumi_dies_with_the_worker_that_ran_it(
-    pulumi_config: PulumiConfig, tmp_path: Path
-) -> None:
+@pytest.mark.skipif(not SUPPORT.pdeathsig,
+                    reason="setpriv --pdeathsig is missing (util-linux < 2.33)")
+def test_pulumi_dies_with_the_worker_that_ran_it(settings: Settings, tmp_path: Path) -> None:
     """A worker SIGKILLed mid-update takes its Pulumi CLI and provider host along, although
     they run in a session of their own: nothing is left serving a dead update."""
     marker = tmp_path / "in-create"
-    config = {"backend_url": pulumi_config.backend_url,
-              "passphrase_file": str(pulumi_config.passphrase_file),
-              "work_root": str(pulumi_config.work_root),
-              "pulumi_root": str(pulumi_config.pulumi_root or "") or None}
     script = (
-        "import json, sys\nfrom pathlib import Path\n"
-        "from infra.pulumi_engine import PulumiConfig, StackDriver\n"
+        "import sys\n"
+        "from infra.pulumi_engine import StackDriver\n"
         "from tests.infra.test_pulumi_engine import stalled_program\n"
-        "c = json.loads(sys.argv[1])\n"
-        "root = Path(c['pulumi_root']) if c['pulumi_root'] else None\n"
-        "StackDriver(PulumiConfig(backend_url=c['backend_url'], pulumi_root=root,\n"
-        "                         passphrase_file=Path(c['passphrase_file']),\n"
-        "                         work_root=Path(c['work_root'])))"
-        ".up('stall', lambda: stalled_program(sys.argv[2]))\n"
+        "from workers.registry import pulumi_config\n"
+        "from workers.settings import load_settings\n"
+        "StackDriver(pulumi_config(load_settings()))"
+        ".up('stall', lambda: stalled_program(sys.argv[1]))\n"
     )
-    worker = subprocess.Popen([sys.executable, "-c", script, json.dumps(config), str(marker)],
-                              cwd=REPO_ROOT, start_new_session=True)
-    pulumi: list[psutil.Process] = []
+    worker = subprocess.Popen([sys.executable, "-c", script, str(marker)], cwd=REPO_ROOT,
+                              env=worker_env(settings), start_new_session=True)
+    pulumi: dict[psutil.Process, str] = {}
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():  # the host is in its minute-long create
             assert worker.poll() is None and time.monotonic() < deadline, "create never ran"
             time.sleep(0.05)
-        pulumi = psutil.Process(worker.pid).children(recursive=True)
-        assert any("pulumi.dynamic" in _cmdline(p) for p in pulumi)
+        pulumi = pulumi_processes(worker.pid)
+        assert any("pulumi.dynamic" in cmdline for cmdline in pulumi.values())
         worker.kill()
         worker.wait()
-        _gone, alive = psutil.wait_procs(pulumi, timeout=10)
-        assert not alive, f"outlived the worker: {[_cmdline(p) for p in alive]}"
+        alive = survivors(pulumi, timeout_s=10)
+        assert not alive, f"outlived the worker: {[pulumi[p] for p in alive]}"
     finally:
         for process in [worker, *pulumi]:
             with contextlib.suppress(psutil.Error, ProcessLookupError):
