@@ -63,6 +63,14 @@ def survivors(processes: Iterable[psutil.Process], timeout_s: float) -> list[psu
         time.sleep(0.05)
 
 
+def autogroup_nice(line: str) -> int:
+    """The nice of a scheduler autogroup, from a ``/proc/<pid>/autogroup`` line
+    (``/autogroup-7 nice 19``). The root autogroup, that of processes whose session dates from
+    boot (a CI runner started by PID 1 without ``setsid``), shows an empty line; the kernel
+    refuses to reweight it, so it always runs at nice 0."""
+    return int(line.split()[-1]) if line.strip() else 0
+
+
 def _running(process: psutil.Process) -> bool:
     try:
         return process.status() != psutil.STATUS_ZOMBIE

@@ -21,7 +21,7 @@ from bench.workload import Writer, prepare_table, wait_until_present
 from infra.local.ports import port_free
 from infra.local.postgres import PgServer, query_one
 from infra.platform import ReplicationStatus
-from tests.conftest import LocalService
+from tests.conftest import LocalService, autogroup_nice
 from workers.registry import new_worker, pulumi_config
 from workers.settings import Settings
 
@@ -116,7 +116,7 @@ async def test_shadow_under_write_load_holds_every_acked_commit(
     assert standby is not None
     assert os.getpriority(os.PRIO_PROCESS, standby) == os.getpriority(os.PRIO_PROCESS, 0)
     autogroup = Path(f"/proc/{standby}/autogroup")
-    assert not autogroup.exists() or autogroup.read_text().split()[-1] == "0"
+    assert not autogroup.exists() or autogroup_nice(autogroup.read_text()) == 0
 
 
 async def test_destroy_leaves_nothing_behind(
