@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import platform
 import pwd
 import shutil
 import signal
@@ -143,6 +144,27 @@ def query_one(endpoint: PgEndpoint, sql: str, params: tuple[Any, ...] = ()) -> A
     return None if row is None else row[0]
 
 
+def startup_sync_method() -> str:
+    """How a standby makes its data directory durable when it starts from a copy or a rewind
+    (``recovery_init_sync_method``): ``syncfs`` where Linux reports write-back errors to it
+    (5.8 and later), else PostgreSQL's default ``fsync``.
+
+    The first start after a copy or a crash syncs the whole data directory. With ``fsync`` that
+    is one fsync per file, and on ext4 each of them flushes the disk's cache even when the file
+    is clean: about 0.1 s of a standby's 0.17 s first start on a 1 GB copy that
+    ``pg_basebackup`` has just synced, on a provisioning's critical path. ``syncfs`` is one
+    flush per file system (0.08 s). As PostgreSQL's documentation says, it also writes back
+    the dirty pages of every other file on that file system, so a file system busy with other
+    writers makes it slower."""
+    if platform.system() != "Linux":
+        return "fsync"
+    try:
+        major, minor = (int(part) for part in platform.release().split(".")[:2])
+    except ValueError:
+        return "fsync"
+    return "syncfs" if (major, minor) >= (5, 8) else "fsync"
+
+
 @dataclass(frozen=True, kw_only=True)
 class PgServer:
     """One server process: ``home/data`` is its data directory, ``home/server.log`` its log."""
@@ -256,6 +278,7 @@ class PgServer:
             # Once promoted, this node is the one a later recovery rewinds: pg_rewind needs
             # wal_log_hints from the start (the copy's own auto.conf is replaced here).
             "wal_log_hints": "on",
+            "recovery_init_sync_method": startup_sync_method(),
             **extra,
         }
         target = data_dir or self.data_dir

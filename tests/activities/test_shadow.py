@@ -19,7 +19,7 @@ from activities.errors import NON_RETRYABLE_TYPES
 from activities.shadow import ShadowRequest, WaitForSyncRequest
 from bench.workload import Writer, prepare_table, wait_until_present
 from infra.local.ports import port_free
-from infra.local.postgres import PgServer, query_one
+from infra.local.postgres import PgServer, query_one, startup_sync_method
 from infra.platform import ReplicationStatus
 from tests.conftest import LocalService, autogroup_nice
 from workers.registry import new_worker, pulumi_config
@@ -117,6 +117,9 @@ async def test_shadow_under_write_load_holds_every_acked_commit(
     assert os.getpriority(os.PRIO_PROCESS, standby) == os.getpriority(os.PRIO_PROCESS, 0)
     autogroup = Path(f"/proc/{standby}/autogroup")
     assert not autogroup.exists() or autogroup_nice(autogroup.read_text()) == 0
+    # Its first start synced the copy with one syncfs, not an fsync (and disk flush) per file.
+    sync_method = query_one(local_service.shadow, "SHOW recovery_init_sync_method")
+    assert sync_method == startup_sync_method()
 
 
 async def test_destroy_leaves_nothing_behind(

@@ -3,22 +3,24 @@ its caller (real PostgreSQL)."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from infra.local.ports import free_port
-from infra.local.postgres import PgServer
+from infra.local.postgres import PgServer, startup_sync_method
 from infra.local.resources import ShadowDataDirProvider
 from workers.settings import REPO_ROOT
 
 _START_THEN_SIGINT = """
 import os, signal, sys
 from pathlib import Path
-from infra.local.postgres import PgServer
+from infra.local.postgres import PgServer, startup_sync_method
 from infra.local.resources import ShadowDataDirProvider
 PgServer(home=Path(sys.argv[1]), port=int(sys.argv[2])).start()
 os.killpg(0, signal.SIGINT)  # what a Pulumi provider host or a Ctrl-C gets right after
@@ -74,3 +76,17 @@ def test_deleting_the_data_dir_resource_stops_its_server(tmp_path: Path) -> None
                                    {"home": str(server.home), "port": server.port})
     assert not server.home.exists()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize(("system", "release", "method"), [
+    ("Linux", "6.18.44-fc-v1272", "syncfs"), ("Linux", "5.8.0-63-generic", "syncfs"),
+    ("Linux", "5.4.0-216-generic", "fsync"), ("Linux", "4.19.0-27-amd64", "fsync"),
+    ("Linux", "unparsable", "fsync"), ("Darwin", "23.4.0", "fsync"),
+])
+def test_startup_sync_uses_syncfs_only_where_it_reports_errors(
+    monkeypatch: pytest.MonkeyPatch, system: str, release: str, method: str
+) -> None:
+    """syncfs only on Linux 5.8 and later, where it reports write-back errors; else fsync."""
+    monkeypatch.setattr(platform, "system", lambda: system)
+    monkeypatch.setattr(platform, "release", lambda: release)
+    assert startup_sync_method() == method
