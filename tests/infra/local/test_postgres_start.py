@@ -20,7 +20,7 @@ from workers.settings import REPO_ROOT
 _START_THEN_SIGINT = """
 import os, signal, sys
 from pathlib import Path
-from infra.local.postgres import PgServer, startup_sync_method
+from infra.local.postgres import PgServer
 from infra.local.resources import ShadowDataDirProvider
 PgServer(home=Path(sys.argv[1]), port=int(sys.argv[2])).start()
 os.killpg(0, signal.SIGINT)  # what a Pulumi provider host or a Ctrl-C gets right after
