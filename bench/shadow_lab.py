@@ -86,10 +86,10 @@ class Lab:
         if "SHADOWSHIFT_PULUMI_NICE" in os.environ:  # e.g. 0, to compare with the default
             environ["SHADOWSHIFT_PULUMI_NICE"] = os.environ["SHADOWSHIFT_PULUMI_NICE"]
         self.settings = load_settings(environ)
-        self.driver = StackDriver(pulumi_config(self.settings))
+        config = pulumi_config(self.settings)
+        self.driver = StackDriver(config)
         # The same backend with the CLI at normal priority: what yielding the CPU buys.
-        self.unyielding_driver = StackDriver(
-            dataclasses.replace(pulumi_config(self.settings), cpu_nice=0))
+        self.unyielding_driver = StackDriver(dataclasses.replace(config, cpu_nice=0))
         self.router = PgEndpoint(port=self.router_port)
 
     def start(self) -> int:

@@ -102,14 +102,21 @@ class StackResult:
     """Resource changes by kind (``create``, ``same``, ``delete``...)."""
 
 
+@dataclass(frozen=True)
+class _Cli:
+    """How a driver runs Pulumi: the command the SDK calls (the CLI, or ``pulumi-yielding``
+    in front of it) and the environment the launchers read."""
+
+    command: auto.PulumiCommand
+    launcher_env: dict[str, str]
+
+
 class StackDriver:
     """Runs ``up``/``refresh``/``destroy`` for inline programs on one backend."""
 
     def __init__(self, config: PulumiConfig) -> None:
         self._config = config
-        self._command: auto.PulumiCommand | None = None
-        self._launch_env: dict[str, str] = {}
-        """What the launchers in ``scripts/bin`` need, set with the command."""
+        self._cli: _Cli | None = None
 
     def up(
         self,
@@ -248,7 +255,7 @@ class StackDriver:
         validate_stack_name(stack_name)
         return auto.LocalWorkspace(
             work_dir=str(work_dir or self._work_dir(stack_name)),
-            pulumi_command=self._pulumi_command(),
+            pulumi_command=self._launch().command,
             env_vars=self._env(),
         )
 
@@ -291,7 +298,7 @@ class StackDriver:
             workspace = auto.LocalWorkspace(
                 work_dir=str(work_dir),
                 program=program,
-                pulumi_command=self._pulumi_command(),
+                pulumi_command=self._launch().command,
                 env_vars=self._env(),
                 project_settings=settings,
                 secrets_provider="passphrase",
@@ -307,8 +314,9 @@ class StackDriver:
             raise self._translate(stack_name, err) from err
         return stack
 
-    def _pulumi_command(self) -> auto.PulumiCommand:
-        if self._command is None:
+    def _launch(self) -> _Cli:
+        """The CLI and what the launchers in ``scripts/bin`` are told, decided once."""
+        if self._cli is None:
             root = str(self._config.pulumi_root) if self._config.pulumi_root else None
             try:
                 command = auto.PulumiCommand(root=root)
@@ -317,19 +325,19 @@ class StackDriver:
                     f"the Pulumi CLI is unusable ({err}); run `make setup` or set "
                     "SHADOWSHIFT_PULUMI_ROOT to a folder with bin/pulumi"
                 ) from err
+            env: dict[str, str] = {}
             support = launch_support()
             if support.pdeathsig:  # the provider host's launcher ties it to the CLI
-                self._launch_env["SETPRIV_PDEATHSIG"] = "1"
+                env["SETPRIV_PDEATHSIG"] = "1"
             if support.pdeathsig and self._config.cpu_nice:
-                self._launch_env["YIELDING_PULUMI_CLI"] = command.command
+                env["YIELDING_PULUMI_CLI"] = command.command
                 if support.own_autogroup:
-                    self._launch_env["YIELDING_PULUMI_NICE"] = str(self._config.cpu_nice)
+                    env["YIELDING_PULUMI_NICE"] = str(self._config.cpu_nice)
                 command.command = str(YIELDING_LAUNCHER)
-            self._command = command
-        return self._command
+            self._cli = _Cli(command, env)
+        return self._cli
 
     def _env(self) -> dict[str, str]:
-        self._pulumi_command()  # decides what the launchers are told
         tool_dirs = [str(LAUNCHER_DIR)]
         if self._config.pulumi_root:
             tool_dirs.insert(0, str(self._config.pulumi_root / "bin"))
@@ -344,7 +352,7 @@ class StackDriver:
             # The dynamic-provider host unpickles providers by reference to our modules.
             "PYTHONPATH": python_path,
             "PATH": os.pathsep.join([*tool_dirs, os.environ.get("PATH", "")]),
-            **self._launch_env,
+            **self._launch().launcher_env,
         }
 
     def _work_dir(self, stack_name: str) -> Path:

@@ -52,6 +52,12 @@ def pulumi_processes(pid: int) -> dict[psutil.Process, str]:
     return found
 
 
+def runs_provider_host(processes: dict[psutil.Process, str]) -> bool:
+    """Whether Pulumi's Python dynamic-provider host is among ``processes`` (from
+    :func:`pulumi_processes`)."""
+    return any("pulumi.dynamic" in cmdline for cmdline in processes.values())
+
+
 def survivors(processes: Iterable[psutil.Process], timeout_s: float) -> list[psutil.Process]:
     """Those of ``processes`` still running after up to ``timeout_s``; a zombie counts as gone
     (an orphan waits for whoever adopted it to reap it)."""

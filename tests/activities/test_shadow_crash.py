@@ -19,7 +19,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from infra.local.postgres import PgServer, query_one
 from tests.activities.test_shadow import ProvisionAndSync, ProvisionInput
-from tests.conftest import LocalService, pulumi_processes, survivors, worker_env
+from tests.conftest import (
+    LocalService,
+    pulumi_processes,
+    runs_provider_host,
+    survivors,
+    worker_env,
+)
 from workers.registry import new_worker, pulumi_config
 from workers.settings import REPO_ROOT, Settings
 
@@ -85,8 +91,7 @@ async def test_sigkill_mid_update_converges(
             # Killed once the provider host runs: the CLI, the host and the copy all die.
             while True:
                 pulumi = pulumi_processes(workers[0].pid)
-                host_runs = any("pulumi.dynamic" in cmdline for cmdline in pulumi.values())
-                if host_runs and list(locks.glob("*.json")):
+                if runs_provider_host(pulumi) and list(locks.glob("*.json")):
                     break
                 assert time.monotonic() < deadline, "pulumi up never reached its provider host"
                 await asyncio.sleep(0.02)

@@ -21,7 +21,13 @@ from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 from infra.errors import InfraError, InvalidRequestError, StackBusyError
 from infra.pulumi_engine import PulumiConfig, StackDriver, launch_support
 from infra.smoke import smoke_program
-from tests.conftest import autogroup_nice, pulumi_processes, survivors, worker_env
+from tests.conftest import (
+    autogroup_nice,
+    pulumi_processes,
+    runs_provider_host,
+    survivors,
+    worker_env,
+)
 from workers.settings import REPO_ROOT, Settings
 
 
@@ -226,7 +232,7 @@ def test_pulumi_dies_with_the_worker_that_ran_it(settings: Settings, tmp_path: P
             assert worker.poll() is None and time.monotonic() < deadline, "create never ran"
             time.sleep(0.05)
         pulumi = pulumi_processes(worker.pid)
-        assert any("pulumi.dynamic" in cmdline for cmdline in pulumi.values())
+        assert runs_provider_host(pulumi)
         worker.kill()
         worker.wait()
         alive = survivors(pulumi, timeout_s=10)
