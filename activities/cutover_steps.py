@@ -12,61 +12,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.cutover_checks import CutoverPlan
+from contracts.cutover import (
+    CATCH_UP,
+    FENCE_PRIMARY,
+    FENCE_ROUTER,
+    PROMOTE,
+    SHIFT_TRAFFIC,
+    STOP_PRIMARY,
+    StepOutcome,
+    StepRequest,
+)
 from infra.errors import InfraError, InvalidRequestError
+from infra.observability import cutover_step_span
 from infra.platform import Platform
-from workers.observability import cutover_step_span
-
-FENCE_PRIMARY, FENCE_ROUTER, STOP_PRIMARY = "fence_primary", "fence_router", "stop_primary"
-CATCH_UP, PROMOTE, SHIFT_TRAFFIC = "catch_up", "promote", "shift_traffic"
-PLANNED_STEPS = [FENCE_PRIMARY, CATCH_UP, PROMOTE, SHIFT_TRAFFIC]
-"""Planned: fence at the source, wait for its final position, promote, move traffic."""
-EMERGENCY_STEPS = [FENCE_ROUTER, STOP_PRIMARY, CATCH_UP, PROMOTE, SHIFT_TRAFFIC]
-"""Emergency: fence at the router (needs nothing from the source), stop it if it answers."""
-STEP_ACTIVITIES = {
-    FENCE_PRIMARY: "fence_primary",
-    FENCE_ROUTER: "fence_router",
-    STOP_PRIMARY: "stop_primary",
-    CATCH_UP: "catch_up_shadow",
-    PROMOTE: "promote_shadow",
-    SHIFT_TRAFFIC: "shift_traffic",
-}
-"""Activity that runs each step on its own."""
-NON_RETRYABLE_CUTOVER_TYPES = [
-    "InvalidRequest", "Unsupported", "CatchUpTimeout", "FenceLost", "PastPointOfNoReturn",
-]
-"""Failure types the workflow's retry policies must not retry."""
-
-
-@dataclass
-class StepRequest:
-    """Input of every critical-path activity."""
-
-    plan: CutoverPlan
-    """The plan from preflight."""
-    steps: list[str] = field(default_factory=list)
-    """``switch_over`` only: the steps to run, in order."""
-    catch_up_timeout_s: float = 10.0
-    """How long catch-up may wait for the shadow."""
-
-
-@dataclass
-class StepOutcome:
-    """One finished step."""
-
-    step: str
-    """Step name."""
-    ms: float
-    """Its duration in the attempt that finished it."""
-    detail: str = ""
-    """Step output (final position, data directory of a stopped source)."""
-
 
 StepFunction = Callable[[Platform, StepRequest], str]
 
@@ -93,7 +57,7 @@ def run_steps(platform: Platform, request: StepRequest, steps: list[str]) -> lis
             continue
         started = time.monotonic()
         try:
-            with cutover_step_span(step, request.plan.shadow.instance_id,
+            with cutover_step_span(step, request.plan.instance.instance_id,
                                    {"shadowshift.cutover.mode": request.plan.mode}):
                 detail = _STEPS[step](platform, request)
         except ApplicationError as err:
