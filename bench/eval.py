@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 
 from bench.detectors import Episode, model_scores, score_alarms, windowed_gaussian
+from contracts.policy import Policy
 from models.dataset import SPLIT_BOUNDS, from_nab, from_synthetic
 from models.metrics import FloatArray
 from models.nab import NabSeries, load_nab, nab_available
-from models.policy import PolicyConfig
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from models.scoring import run_policy
 from models.synthetic import FleetConfig, generate_fleet
@@ -56,7 +56,7 @@ THRESHOLDS = {
     "windowed_gaussian": [3.0, 4.0, 6.0, 8.0],
 }
 """Thresholds swept per detector (score units differ: readiness 0..100, Gaussian |z|)."""
-DEFAULT_THRESHOLD = {"model_default": PolicyConfig().threshold, "model_spec": 70.0,
+DEFAULT_THRESHOLD = {"model_default": Policy().threshold, "model_spec": 70.0,
                      "windowed_gaussian": 4.0}
 """The operating point of each detector (the spec leaves its threshold open; 70 is ours)."""
 NAB_FOLDS = 4
@@ -94,7 +94,7 @@ def _summarise(series: list[_Series], detector: str,
     kinds: dict[str, list[int]] = {}
     days = sum(s.days for s in series)
     for item in series:
-        policy = PolicyConfig(threshold=item.thresholds[detector] if threshold is None
+        policy = Policy(threshold=item.thresholds[detector] if threshold is None
                               else threshold)
         decisions = run_policy(item.times, item.scores[detector], policy)
         alarms = item.times[[d.action == "migrate" for d in decisions]]
@@ -226,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         "model": {"file": str(predictor.source.name), "sha256": predictor.model_sha256,
                   "horizon_s": predictor.horizon_s},
-        "policy": {"consecutive_readings": PolicyConfig().consecutive_readings,
-                   "cooldown_s": PolicyConfig().cooldown_s},
+        "policy": {"consecutive_readings": Policy().consecutive_readings,
+                   "cooldown_s": Policy().cooldown_s},
         "synthetic_holdout": {"fleet": fleet.to_dict(),
                               **_report(synthetic_series(predictor, fleet))},
     }

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from models.policy import PolicyConfig
+from contracts.policy import Policy
 from models.readiness import PROFILES
 from models.trace import CLI_METRICS, Trace, TraceError, load_trace
 from workers.cli_base import Subcommand, UsageError
@@ -38,7 +38,7 @@ def _add_score_trace_arguments(parser: argparse.ArgumentParser) -> None:
                         "default: the bundled model)")
     parser.add_argument("--profile", choices=PROFILES, default="default",
                         help="readiness score profile (default: default)")
-    parser.add_argument("--threshold", type=float, default=PolicyConfig().threshold,
+    parser.add_argument("--threshold", type=float, default=Policy().threshold,
                         help="readiness score that counts as high")
 
 
@@ -63,7 +63,7 @@ def _run_score_trace(args: argparse.Namespace) -> int:
     from models.scoring import score_series
 
     try:
-        policy = PolicyConfig(threshold=args.threshold)
+        policy = Policy(threshold=args.threshold)
     except ValueError as err:
         raise UsageError(str(err)) from err
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.policy import PolicyConfig
+from contracts.policy import Policy
 from models.predictor import Predictor
 from models.scoring import score_series
 from models.synthetic import FleetConfig, generate_fleet
@@ -100,7 +100,7 @@ def build_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
     return DemoTrace(path, float(times[0]), incident.onset, incident.failure_at, float(times[-1]))
 
 
-def offline_verdict(trace: DemoTrace, predictor: Predictor, policy: PolicyConfig,
+def offline_verdict(trace: DemoTrace, predictor: Predictor, policy: Policy,
                     window_samples: int) -> OfflineVerdict:
     """Score the trace as the watcher will (same window length, same policy), offline."""
     from models.trace import load_trace  # pandas is only needed here

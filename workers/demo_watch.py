@@ -18,13 +18,13 @@ from contextlib import suppress
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from contracts import search_attributes
+from contracts.cutover import cutover_workflow_id
+from contracts.spec import protection_workflow_id
+from contracts.watch import watcher_id
 from infra.local.postgres import PgEndpoint
 from workers.demo_services import LocalService, say
-from workflows import search_attributes
-from workflows.cutover import cutover_workflow_id
-from workflows.fleet_watcher import watcher_id
 from workflows.protection import InstanceProtectionWorkflow
-from workflows.protection_spec import protection_workflow_id
 
 TASK_QUEUE = "shadowshift-demo"
 """The demo worker's queue (its own, so a demo never joins another worker's watcher)."""
