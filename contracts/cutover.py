@@ -52,6 +52,9 @@ class CutoverInput:
     """How long the shadow may take to replay the fenced primary's final position."""
     activity_task_queue: str = ""
     """Task queue of the activities; default: the workflow's own."""
+    fence_lease_s: float = 0.0
+    """Emergency: promote no earlier than this long after the source was cut off (the
+    platform's ``Capabilities.fence_lease_s``: its agent has fenced it by then)."""
 
 
 @dataclass
@@ -82,6 +85,8 @@ class CutoverState:
     """``completed``, ``compensated`` or ``promoted_unverified`` once done."""
     detail: str = ""
     """Why, when not completed."""
+    trigger: str = ""
+    """What asked for it (``contracts.protection.TRIGGERS``; empty when started on its own)."""
 
 
 @dataclass
@@ -162,6 +167,10 @@ class StepRequest:
     """``switch_over`` only: the steps to run, in order."""
     catch_up_timeout_s: float = 10.0
     """How long catch-up may wait for the shadow."""
+    fence_lease_s: float = 0.0
+    """Emergency: promotion waits until ``fenced_at`` + this (see ``CutoverInput``)."""
+    fenced_at: float = 0.0
+    """Epoch seconds at which the source was cut off (0: not yet, or in this activity)."""
 
 
 @dataclass
@@ -174,6 +183,8 @@ class StepOutcome:
     """Its duration in the attempt that finished it."""
     detail: str = ""
     """Step output (final position, data directory of a stopped source)."""
+    finished_at: float = 0.0
+    """Epoch seconds at which it finished."""
 
 
 @dataclass

@@ -17,6 +17,9 @@ INVALID_REQUEST = "InvalidRequest"
 UNSUPPORTED = "Unsupported"
 INVALID_SPEC = "InvalidSpec"
 """A protection's spec failed validation in the workflow's first step."""
+NOT_CONFIRMED = "FailoverNotConfirmed"
+"""A failure detector's request was refused: the node's agent still sees the primary answer,
+so fewer than a quorum of vantage points saw it down."""
 COOLDOWN = "Cooldown"
 """A cutover request was refused because the last cutover is too recent; the failure's
 details carry ``{"retry_after_s": seconds}``."""

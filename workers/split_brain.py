@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from infra.local.fencing import NodeSessions
 from infra.local.haproxy import HAProxyManager
 from infra.local.postgres import PgEndpoint
 
@@ -57,7 +58,9 @@ class SplitBrainMonitor:
         self.service = service
         self.interval_s = interval_s
         self.report = MonitorReport()
-        self._conns: dict[str, psycopg.Connection | None] = dict.fromkeys(endpoints)
+        self._sessions = NodeSessions()
+        """One session per server, each statement under a deadline: a frozen server must read
+        as not writable now, not stall the monitor until it thaws."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="split-brain-monitor", daemon=True)
 
@@ -73,24 +76,15 @@ class SplitBrainMonitor:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-        for conn in self._conns.values():
-            if conn is not None:
-                conn.close()
+        self._sessions.close()
         return self.report
 
     def _writable(self, name: str) -> bool:
-        conn = self._conns[name]
         try:
-            if conn is None or conn.closed:
-                conn = self.endpoints[name].connect(timeout_s=1)
-                self._conns[name] = conn
-            row = conn.execute(_WRITABLE).fetchone()
-            return bool(row and row[0])
+            row = self._sessions.run(self.endpoints[name], _WRITABLE, timeout_s=0.5)
         except psycopg.Error:
-            if conn is not None:
-                conn.close()
-            self._conns[name] = None
-            return False  # unreachable or terminated: it cannot take a write now
+            return False  # unreachable, hung or terminated: it cannot take a write now
+        return bool(row and row[0])
 
     def _run(self) -> None:
         first, second = list(self.endpoints)

@@ -14,15 +14,18 @@ cutover, without a healthy shadow, or while tier 1 is relaxed (the shadow may la
 acknowledged writes; an operator must force that), and the cutover fences the dead node at
 the router before anything is promoted. An advisory protection is only told in the log.
 
-One request per outage: the next one needs the node to answer again or the roles to change,
-so a cutover that failed is not asked for again (an operator's call). Sight lost is a new
-start: after the platform could not be asked, or in a new watcher run, the node must stay
-down for ``failover_after_s`` again.
+While an outage lasts the request is repeated, first after :data:`RETRY_S`, then at doubling
+intervals up to :data:`RETRY_MAX_S`: a refusal may not hold any more (a shadow back in sync, a
+protection resumed), and a cutover that failed (its preflight timed out on a hung primary)
+may succeed the next time. A node that answers again, or new roles, end the outage. Sight
+lost is a new start: after the platform could not be asked, or in a new watcher run, the node
+must stay down for ``failover_after_s`` again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -32,7 +35,12 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities.watching.checks import check_each
 from activities.watching.items import Target
-from contracts.protection import FAILURE_DETECTION, CutoverRequest, ProtectionApi
+from contracts.protection import (
+    FAILURE_DETECTION,
+    CutoverRequest,
+    FailureEvidence,
+    ProtectionApi,
+)
 from infra.observability import count_failover_request
 from infra.platform import ALIVE, DOWN, SHIFTING, UNSEEN, FleetObserver, Located
 
@@ -40,6 +48,10 @@ log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 1.0
 """Time between two observations of a protection's serving node."""
+RETRY_S = 5.0
+"""First wait before asking again for the same outage."""
+RETRY_MAX_S = 60.0
+"""Longest wait between two requests for the same outage."""
 REQUEST_TIMEOUT_S = 15.0
 """Longest wait for a protection to take a request (its update returns once scheduled): a
 protection whose workflow cannot run (no worker, a broken deploy) must not hold the watcher."""
@@ -65,6 +77,10 @@ class _Watch:
     """The silent node this outage was already handled for (asked, refused or advised). Kept
     while the protection is not ``protected`` (a cutover that fails returns it there, its node
     still down)."""
+    retry_at: float | None = None
+    """When to ask again for the handled outage (``None``: never, e.g. advisory)."""
+    retry_s: float = RETRY_S
+    """The wait after the next request."""
     active: bool = True
     """The protection is ``protected``: its node is judged."""
 
@@ -72,8 +88,9 @@ class _Watch:
 class FailoverMonitor:
     """Watches the serving node of every protection in phase ``protected``."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, retry_s: float = RETRY_S) -> None:
         self._client = client
+        self._retry_s = retry_s
         self._watches: dict[str, _Watch] = {}
         self._observers: Mapping[str, FleetObserver] = {}
 
@@ -95,10 +112,11 @@ class FailoverMonitor:
             return
         advisory = target.policy.advisory or fleet_advisory
         if watch is None or watch.target.workflow_id != target.workflow_id:
-            self._watches[instance_id] = _Watch(target, located, advisory)
+            self._watches[instance_id] = _Watch(target, located, advisory,
+                                                retry_s=self._retry_s)
             return
         if watch.advisory and not advisory:
-            watch.handled = None  # advisory turned off mid-outage: act on it now
+            watch.handled = watch.retry_at = None  # advisory turned off mid-outage: act now
         watch.target, watch.located, watch.advisory, watch.active = (target, located, advisory,
                                                                      True)
 
@@ -107,11 +125,22 @@ class FailoverMonitor:
         for gone in set(self._watches) - instance_ids:
             del self._watches[gone]
 
-    async def run(self, interval_s: float = CHECK_INTERVAL_S) -> None:
-        """Observe every active protection each ``interval_s``, each on its own, until
-        cancelled."""
-        await check_each(lambda: {k: w for k, w in self._watches.items() if w.active},
-                         self._check, interval_s)
+    async def run(self, interval_s: float | None = None) -> None:
+        """Observe every active protection, each on its own, until cancelled: every
+        ``interval_s``, or by default at its platform's ``liveness_interval_s``."""
+        platforms = sorted(self._observers) or [""]
+
+        def active(platform: str) -> dict[str, _Watch]:
+            return {k: w for k, w in self._watches.items() if w.active
+                    and (not platform or w.target.request.spec.platform == platform)}
+
+        await asyncio.gather(*(
+            check_each(functools.partial(active, platform), self._check,
+                       interval_s or self._interval(platform)) for platform in platforms))
+
+    def _interval(self, platform: str) -> float:
+        observer = self._observers.get(platform)
+        return observer.liveness_interval_s if observer is not None else CHECK_INTERVAL_S
 
     async def check(self, instance_id: str) -> None:
         """One observation of ``instance_id``'s serving node, acted on (what :meth:`run` does
@@ -136,9 +165,12 @@ class FailoverMonitor:
         alive = seen.state == ALIVE
         due, watch.down_since = failover_due(alive, watch.down_since, time.time(),
                                              watch.target.policy.failover_after_s)
+        now = time.time()
         if alive:
-            watch.handled = None
-        if not due or watch.handled == seen.key or seen.state != DOWN:
+            watch.handled, watch.retry_at, watch.retry_s = None, None, self._retry_s
+        if not due or seen.state != DOWN:
+            return
+        if watch.handled == seen.key and (watch.retry_at is None or now < watch.retry_at):
             return
         ready = await asyncio.to_thread(observer.standby_ready, watch.target.request,
                                         watch.located)
@@ -146,32 +178,43 @@ class FailoverMonitor:
             log.debug("%s: serving node down (%s), but the shadow is not ready either",
                       watch.target.instance_id, seen.what)
             return  # asked again at the next observation: the shadow may be restarting
+        again = watch.handled == seen.key
         watch.handled = seen.key
-        silent_s = time.time() - (watch.down_since or time.time())
-        await self._act(watch, f"{seen.what} for {silent_s:.0f} s")
+        silent_s = now - (watch.down_since or now)
+        evidence = FailureEvidence(list(seen.down) or [observer.name], list(seen.up),
+                                   watch.down_since or now, seen.confirm)
+        await self._act(watch, f"{seen.what} for {silent_s:.0f} s", again, evidence)
 
-    async def _act(self, watch: _Watch, what: str) -> None:
+    async def _act(self, watch: _Watch, what: str, again: bool,
+                   evidence: FailureEvidence) -> None:
         instance = watch.target.instance_id
+        # The next request for this outage, unless the node answers or the roles change.
+        watch.retry_at = time.time() + watch.retry_s
+        watch.retry_s = min(watch.retry_s * 2, RETRY_MAX_S)
         if watch.advisory:
+            watch.retry_at = None  # logged once per outage
             log.warning("%s: %s; advisory protection, so no failover "
                         "(shadowshift cutover %s --emergency would move traffic).",
                         instance, what, instance)
             count_failover_request(instance, "advisory")
             return
-        reason = f"automatic failover: {what}"
+        reason = f"automatic failover: {what}" + (" (asked again)" if again else "")
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 await self._client.get_workflow_handle(watch.target.workflow_id).execute_update(
                     ProtectionApi.request_cutover,
-                    CutoverRequest(reason, emergency=True, trigger=FAILURE_DETECTION))
+                    CutoverRequest(reason, emergency=True, trigger=FAILURE_DETECTION,
+                                   evidence=evidence))
         except WorkflowUpdateFailedError as err:
             # The protection said no (relaxed tier 1, paused...): an operator's call now.
             cause = getattr(err.cause, "message", None) or str(err.cause or err)
-            log.warning("%s: automatic failover refused by the protection: %s", instance, cause)
+            log.warning("%s: automatic failover refused by the protection: %s (asking again in "
+                        "%.0f s if it stays down)", instance, cause,
+                        (watch.retry_at or time.time()) - time.time())
             count_failover_request(instance, "refused")
             return
         except Exception as err:  # Temporal or the protection unreachable: ask again next time
-            watch.handled = None
+            watch.handled = watch.retry_at = None
             log.warning("%s: could not ask for a failover: %s", instance,
                         err if str(err) else f"no answer in {REQUEST_TIMEOUT_S:.0f} s")
             return

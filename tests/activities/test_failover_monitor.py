@@ -144,11 +144,15 @@ def _target(phase: str = "protected", **policy: Any) -> Target:
     return Target("protect-orders-db", PlatformRequest(spec), phase, 2)
 
 
+RETRY_S = 0.3
+"""A short first wait before asking again (the watcher's is 5 s)."""
+
+
 class _Rig:
     def __init__(self, protections: _Protections) -> None:
         self.protections = protections
         self.observer = _Observations()
-        self.monitor = FailoverMonitor(cast(Client, protections))
+        self.monitor = FailoverMonitor(cast(Client, protections), retry_s=RETRY_S)
         self.monitor.reset({"scripted": self.observer})
         self.located = Located("orders-db", "orders-db", "i-0aaaaaaaaaaaaaaaa")
 
@@ -158,7 +162,7 @@ class _Rig:
         await self.monitor.check("orders-db")
 
 
-async def test_a_dead_primary_is_asked_for_once_per_outage() -> None:
+async def test_a_dead_primary_is_asked_for_again_with_backoff_while_it_stays_down() -> None:
     rig = _Rig(_Protections())
     await rig.observe(DOWN)
     assert rig.protections.requests == [], "not before failover_after_s"
@@ -169,20 +173,31 @@ async def test_a_dead_primary_is_asked_for_once_per_outage() -> None:
     assert request.trigger == FAILURE_DETECTION
     assert "EC2 instance i-0aaaaaaaaaaaaaaaa has not been running for" in request.reason
     await rig.observe(DOWN)
-    # The cutover runs, fails and leaves the protection protected with the node still down:
-    # not asked again (an operator's call now).
+    assert len(rig.protections.requests) == 1, "not again before the retry wait"
+    # The cutover runs, fails (a preflight that timed out on a hung primary) and leaves the
+    # protection protected with the node still down: asked again once the wait is over (and
+    # the node was down for failover_after_s since the protection came back).
     await rig.observe(DOWN, phase="cutting_over")
     await rig.observe(DOWN)
-    await _past_the_bound()
-    await rig.observe(DOWN)
-    assert len(rig.protections.requests) == 1
-    # It runs again, then stops: a new outage, with its own grace period.
-    await rig.observe(ALIVE)
-    await rig.observe(DOWN)
-    assert len(rig.protections.requests) == 1
-    await _past_the_bound()
+    await asyncio.sleep(max(RETRY_S, AFTER_S) + 0.05)
     await rig.observe(DOWN)
     assert len(rig.protections.requests) == 2
+    assert "(asked again)" in rig.protections.requests[1][1].reason
+    # The wait doubles: not at RETRY_S, then at twice RETRY_S.
+    await asyncio.sleep(RETRY_S + 0.05)
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 2
+    await asyncio.sleep(RETRY_S)
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 3
+    # It answers again, then stops: a new outage, with its own grace period and waits.
+    await rig.observe(ALIVE)
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 3
+    await _past_the_bound()
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 4
+    assert "(asked again)" not in rig.protections.requests[3][1].reason
 
 
 async def test_failover_needs_a_ready_shadow_and_a_bound() -> None:

@@ -177,7 +177,7 @@ def test_event_severity_is_turned_into_risk_by_the_policy() -> None:
     ("kwargs", "field"),
     [({"consecutive_readings": 0}, "consecutive_readings"), ({"cooldown_s": -1}, "cooldown_s"),
      ({"threshold": float("nan")}, "threshold"), ({"threshold": 101}, "threshold"),
-     ({"profile": "x"}, "profile"), ({"failover_after_s": 1}, "failover_after_s")],
+     ({"profile": "x"}, "profile"), ({"failover_after_s": 0.1}, "failover_after_s")],
 )
 def test_bad_policy_is_refused_naming_the_field(kwargs: dict[str, object], field: str) -> None:
     """Nonsense knobs are refused with a message naming the field."""

@@ -35,8 +35,9 @@ policy:
         ("tier: 1", "tier: 7", ":3: tier 7: allowed values are 1, 2, 3"),
         ("  threshold: 65", "  threshold: 165", ":8: policy.threshold 165.0 is outside 0..100"),
         ("  advisory: true", "  advisory: maybe", ":9: policy.advisory: expected true or false"),
-        ("  advisory: true", "  advisory: true\n  failover_after_s: 1",
-         ":10: policy.failover_after_s 1.0 is outside 3..3600 (0 turns automatic failover off)"),
+        ("  advisory: true", "  advisory: true\n  failover_after_s: 0.1",
+         ":10: policy.failover_after_s 0.1 is outside 0.5..3600 (0 turns automatic failover "
+         "off)"),
         ("  advisory: true", "  advisroy: true", ":9: policy.advisroy: unknown field; allowed:"),
         ("shadow_port: 5434", "shadow_port: 5433", ":4: primary_port, shadow_port and "
          "router_port must differ"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import time
@@ -11,6 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psutil
+import psycopg
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
@@ -226,6 +229,52 @@ async def test_watcher_fails_over_a_primary_that_stops_answering(
         assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
         weights = local_service.haproxy.weights(instance_id)
         assert weights[shadow_node] == 100 and weights[instance_id] == 0
+
+
+def _freeze(server: PgServer) -> list[psutil.Process]:
+    """SIGSTOP the server's postmaster and every process it started (a hung host or a long
+    GC-like pause: the kernel still accepts connections, nothing answers)."""
+    postmaster = psutil.Process(server.pid())
+    family = [postmaster, *postmaster.children(recursive=True)]
+    for process in family:
+        process.suspend()
+    return family
+
+
+async def test_watcher_fails_over_a_hung_primary_that_then_takes_no_write(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+    local_service: LocalService,
+) -> None:
+    """Every process of the tier-1 primary frozen under writes: the watcher asks for the
+    emergency cutover, which kills the hung server (it cannot be asked to stop) and moves
+    traffic to the shadow. No acknowledged write is lost, and when the freeze ends the former
+    primary takes no write, neither through the router nor on its own port."""
+    instance_id = local_service.request.instance_id
+    watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=300)
+    policy = Policy(failover_after_s=3, threshold=100, consecutive_readings=100)
+    async with _protected_tier1(temporal_env, settings, task_queue, local_service, policy,
+                                watch) as handle:
+        with Writer(local_service.router, rate=50) as writer:
+            await acked_after(writer)
+            frozen = await asyncio.to_thread(_freeze, local_service.primary)
+            frozen_at = time.monotonic()
+            status = await _wait_for_status(handle, lambda s: s.cutovers == 1, 90)
+            await acked_after(writer, since=frozen_at, count=1, timeout_s=30)
+            first_write_s = min(t for t in writer.stats.ack_times if t > frozen_at) - frozen_at
+            for process in frozen:  # the freeze ends (a no-op for the killed ones)
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
+            await acked_after(writer, since=time.monotonic())
+        print(f"hung primary: first write on the shadow {first_write_s:.1f} s after the freeze")
+        assert status.last_cutover is not None
+        assert status.last_cutover.trigger == "failure-detection", status.last_cutover
+        assert status.primary_node == f"{instance_id}-shadow"
+        assert missing_acked(local_service.shadow, writer.stats.acked_ids) == []
+        direct = local_service.primary.endpoint.conninfo(connect_timeout=2)
+        with pytest.raises(psycopg.OperationalError), \
+                psycopg.connect(direct, autocommit=True) as conn:
+            conn.execute("INSERT INTO shadowshift_workload (id) VALUES (-1)")
+        assert local_service.haproxy.weights(instance_id)[instance_id] == 0
 
 
 async def test_an_advisory_fleet_watcher_only_logs_a_silent_primary(
