@@ -23,11 +23,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.errors import translated_errors
 from activities.heartbeat import heartbeat_callback, heartbeating
+from contracts.agent_tasks import AgentTask
+from contracts.errors import INVALID_REQUEST
 from contracts.shadow import (
+    HOST_TASK_PURPOSES,
     TIER_LAG_BOUND_BYTES,
+    HostTasksRequest,
     InspectRequest,
     NodeFacts,
     PlatformRequest,
@@ -73,7 +78,7 @@ class PlatformShadowActivities(ShadowActivities):
             info = platform.provision_shadow(heartbeat_callback())
         return ProvisionResult(shadow_node=info.shadow_node, outputs=dict(info.outputs),
                                seconds=round(time.monotonic() - started, 3),
-                               capabilities=platform.capabilities)
+                               capabilities=platform.capabilities, agent_task=info.agent_task)
 
     @activity.defn
     def wait_for_sync(self, request: WaitForSyncRequest) -> ReplicationStatus:
@@ -125,6 +130,16 @@ class PlatformShadowActivities(ShadowActivities):
         activity.logger.info("%s rejoined as the shadow of %s: %s.", request.former,
                              request.instance.serving_node, done)
         return done
+
+    @activity.defn
+    def host_tasks(self, request: HostTasksRequest) -> list[AgentTask]:
+        """The agent tasks the platform wants run before the step of ``request.purpose``."""
+        if request.purpose not in HOST_TASK_PURPOSES:
+            raise ApplicationError(f"purpose {request.purpose!r} is not one of "
+                                   f"{HOST_TASK_PURPOSES}", type=INVALID_REQUEST,
+                                   non_retryable=True)
+        with self._platform(request.instance) as platform:
+            return platform.host_tasks(request.purpose, request.node)
 
     @activity.defn
     def retire_former_primary(self, request: RecoverRequest) -> bool:

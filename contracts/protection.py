@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from temporalio import workflow
 
+from contracts.agent_tasks import AgentTask
 from contracts.policy import Policy, PolicyChange
 from contracts.shadow import Capabilities, ReplicationStatus
 from contracts.spec import ProtectionSpec
@@ -99,6 +100,29 @@ class CutoverRequest:
     """What asked: ``prediction`` (the fleet watcher's policy: counted as a false migration
     if the primary then stays healthy), ``failure-detection``, ``operator`` or
     ``external-event``."""
+    evidence: FailureEvidence | None = None
+    """``failure-detection`` only: what the failure detector saw."""
+
+
+QUORUM = 2
+"""Vantage points that must see the serving node down before it is failed over: one observer
+cut off from a healthy primary (the control worker, the router's health check, the agent) can
+never trigger a failover on its own."""
+
+
+@dataclass
+class FailureEvidence:
+    """What the failure detector saw of a serving node it asks to fail over."""
+
+    down: list[str]
+    """Vantage points that see it down (``control``, ``router``, ``agent``...)."""
+    up: list[str] = field(default_factory=list)
+    """Vantage points that still see it answer."""
+    suspected_at: float = 0.0
+    """Epoch seconds of the first observation that saw it down."""
+    confirm: AgentTask | None = None
+    """With fewer than :data:`QUORUM` down: the probe that asks the node's agent (its vote
+    decides); ``None`` when the platform has no other vantage point to ask."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio import activity
 
+from contracts.agent_tasks import AgentTask
 from contracts.spec import ProtectionSpec
 
 SYNC_LAG_BOUND_BYTES = 16 * 2**20
@@ -51,6 +52,12 @@ class Capabilities:
     """``unprotect`` is safe while degraded: the stack never holds the serving primary."""
     sync_relax: bool = False
     """Tier 1's synchronous mode can be relaxed and restored (non-strict mode)."""
+    agents: bool = False
+    """Host-local work runs on node agents: provisioning, inspection and recovery hand the
+    workflow :class:`~contracts.agent_tasks.AgentTask` s to route to the hosts' queues."""
+    fence_lease_s: float = 0.0
+    """An emergency cutover promotes no earlier than this long after it cut the former
+    primary off: a live agent of that primary has fenced it by then (its lease ran out)."""
 
 
 @dataclass
@@ -101,6 +108,8 @@ class ProvisionResult:
     """Wall time of the activity attempt that finished the job."""
     capabilities: Capabilities = field(default_factory=Capabilities)
     """What the platform can do (kept by the protection)."""
+    agent_task: AgentTask | None = None
+    """Not finished: run this on its host, then call ``provision_shadow`` again."""
 
 
 @dataclass
@@ -139,6 +148,8 @@ class NodeFacts:
     """It could rejoin in place after a cutover (``None``: unknown, it did not answer)."""
     advice: str = ""
     """What to change, when it cannot."""
+    agent_task: AgentTask | None = None
+    """The facts live on the node's host: run this there; its answer replaces these facts."""
 
 
 @dataclass
@@ -149,6 +160,24 @@ class RecoverRequest:
     """The protected instance; ``serving_node`` is the new primary."""
     former: str
     """The former primary, to become the new shadow."""
+
+
+HOST_TASK_PURPOSES = ("rejoin", "retire", "destroy")
+"""What :meth:`ShadowActivities.host_tasks` plans for."""
+
+
+@dataclass
+class HostTasksRequest:
+    """Which host-local work to plan, on a platform with agents."""
+
+    instance: PlatformRequest
+    """The protected instance, with the roles as they are now."""
+    purpose: str
+    """``rejoin`` (rewind ``node`` into the standby of the serving node), ``retire`` (remove
+    the former primary ``node``'s server) or ``destroy`` (remove the standby ``node``'s
+    server before unprotecting)."""
+    node: str
+    """The node concerned."""
 
 
 class ShadowActivities:
@@ -180,6 +209,13 @@ class ShadowActivities:
     def rejoin_former_primary(self, request: RecoverRequest) -> str:
         """Make the former primary the shadow of the node that replaced it, in place;
         returns what was done. Fails non-retryably when it must be retired instead."""
+        raise NotImplementedError
+
+    @activity.defn
+    def host_tasks(self, request: HostTasksRequest) -> list[AgentTask]:
+        """The agent tasks to run, in order, before the control-side activity of the same
+        purpose (``rejoin_former_primary``, ``retire_former_primary``, ``destroy_shadow``);
+        none on a platform without agents."""
         raise NotImplementedError
 
     @activity.defn

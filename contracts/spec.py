@@ -25,8 +25,9 @@ from typing import Any
 
 from contracts.policy import Policy, PolicyError, validate_policy
 from contracts.spec_aws import AwsSection, AwsSectionError, validate_aws_section
+from contracts.spec_hosts import HostsSection, HostsSectionError, validate_hosts_section
 
-PLATFORMS = ("local", "aws")
+PLATFORMS = ("local", "aws", "hosts")
 """Platforms a protection may name (each is a package under ``infra/`` and a line of
 ``infra.factory``)."""
 PLANNED_PLATFORMS = ("kubernetes",)
@@ -48,15 +49,17 @@ class ProtectionSpec:
     """2-48 characters of a-z, 0-9 and '-'; names the workflow, the stack and the router
     entry."""
     platform: str = "local"
-    """Where the instance runs: ``local`` or ``aws``."""
+    """Where the instance runs: ``local`` (this machine), ``hosts`` (hosts with node agents)
+    or ``aws``."""
     tier: int = 2
     """1 synchronous (RPO 0), 2 asynchronous streaming, 3 WAL shipping on an interval."""
     primary_port: int = 0
-    """Local platform: port of the primary PostgreSQL."""
+    """Local and hosts platforms: port of the primary PostgreSQL."""
     shadow_port: int = 0
-    """Local platform: port for the shadow."""
+    """Local and hosts platforms: port for the shadow."""
     router_port: int = 0
-    """Local platform: HAProxy frontend port of the service."""
+    """Local and hosts platforms: HAProxy frontend port of the service (on the control
+    worker's machine)."""
     policy: Policy = field(default_factory=Policy)
     """Decision policy."""
     sync_strict: bool = False
@@ -74,6 +77,8 @@ class ProtectionSpec:
     aws: AwsSection | None = None
     """Platform aws only: the EC2 instance, the shadow's subnet, Route 53 and/or ALB,
     PostgreSQL (``docs/aws/protection-spec.example.yaml``)."""
+    hosts: HostsSection | None = None
+    """Platform hosts only: the primary's and the shadow's hosts."""
     decode_errors: list[str] = field(default_factory=list)
     """Set only by lenient decoding: unknown fields and wrong types found in the input, each
     as ``field: what is wrong``. :func:`validate_spec` refuses a spec that has any."""
@@ -117,11 +122,22 @@ def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
     if not spec.standing_shadow and spec.tier != 3:
         raise SpecError(f"standing_shadow false needs tier 3 (tier {spec.tier} instances always "
                         "keep a shadow); set tier: 3 or standing_shadow: true")
-    if spec.platform == "local":
-        _validate_local(spec)
+    if spec.platform in ("local", "hosts"):
+        _validate_ports(spec)
     elif spec.primary_port or spec.shadow_port or spec.router_port:
-        raise SpecError(f"primary_port: only for platform local (this spec's platform is "
-                        f"{spec.platform}); remove the ports")
+        raise SpecError(f"primary_port: only for platforms local and hosts (this spec's "
+                        f"platform is {spec.platform}); remove the ports")
+    if spec.platform == "hosts":
+        if spec.hosts is None:
+            raise SpecError("platform hosts needs the hosts section (primary and shadow, each "
+                            "with host and address); see docs/operations.md")
+        try:
+            validate_hosts_section(spec.hosts)
+        except HostsSectionError as err:
+            raise SpecError(f"hosts.{err}") from err
+    elif spec.hosts is not None:
+        raise SpecError(f"hosts: only for platform hosts (this spec's platform is "
+                        f"{spec.platform}); remove the section or set platform: hosts")
     if spec.platform == "aws":
         if spec.aws is None:
             raise SpecError("platform aws needs the aws section (ec2_instance_id, region, "
@@ -141,14 +157,16 @@ def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
     return spec
 
 
-def _validate_local(spec: ProtectionSpec) -> None:
+def _validate_ports(spec: ProtectionSpec) -> None:
     ports = {"primary_port": spec.primary_port, "shadow_port": spec.shadow_port,
              "router_port": spec.router_port}
     for name, port in ports.items():
         if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
             raise SpecError(f"{name} {port!r} is outside 1024..65535")
-    if len(set(ports.values())) != 3:
+    if spec.platform == "local" and len(set(ports.values())) != 3:
         raise SpecError("primary_port, shadow_port and router_port must differ")
+    if spec.platform == "hosts" and spec.router_port in (spec.primary_port, spec.shadow_port):
+        raise SpecError("router_port must differ from primary_port and shadow_port")
 
 
 # -- from plain data ---------------------------------------------------------------------------
@@ -239,8 +257,11 @@ def _value_of(hint: Any, value: object, name: str, problems: list[str]) -> objec
 
 def spec_to_dict(spec: ProtectionSpec) -> dict[str, Any]:
     """The spec as plain data (what :func:`spec_from_dict` reads back), without empty
-    ``decode_errors``."""
+    ``decode_errors`` and without the sections of other platforms."""
     data = dataclasses.asdict(spec)
     if not data["decode_errors"]:
         del data["decode_errors"]
+    for section in ("hosts",):  # added after "aws": absent from memos written before it
+        if data[section] is None:
+            del data[section]
     return data

@@ -94,4 +94,4 @@ def test_every_contract_activity_is_registered_by_the_worker() -> None:
                 assert f".{name}" in source, f"{api.__name__}.{name} is not registered"
     assert {w.__name__ for w in WORKFLOWS} == {
         "InstanceProtectionWorkflow", "FleetWatcherWorkflow", "CutoverWorkflow",
-        "ModelRetrainingWorkflow", "ObserveOutcomesWorkflow"}
+        "ModelRetrainingWorkflow", "ObserveOutcomesWorkflow", "HostTaskWorkflow"}

@@ -33,6 +33,7 @@ from models.registry import ModelRegistry
 from workers.settings import Settings
 from workflows.cutover import CutoverWorkflow
 from workflows.fleet_watcher import FleetWatcherWorkflow
+from workflows.host_task import HostTaskWorkflow
 from workflows.protection import InstanceProtectionWorkflow
 from workflows.retraining import ModelRetrainingWorkflow, ObserveOutcomesWorkflow
 
@@ -42,6 +43,7 @@ WORKFLOWS: Sequence[type] = (
     CutoverWorkflow,
     ModelRetrainingWorkflow,
     ObserveOutcomesWorkflow,
+    HostTaskWorkflow,
 )
 """Workflow classes every worker registers."""
 
@@ -103,6 +105,7 @@ def build_activities(settings: Settings, client: Client, *,
         shadow.inspect_node,
         shadow.rejoin_former_primary,
         shadow.retire_former_primary,
+        shadow.host_tasks,
         *cutover_activities(cutover),
         outcomes.record_outcome,
         outcomes.report_outcome_evidence,

@@ -64,6 +64,8 @@ class CutoverWorkflow:
         self._state = CutoverState()
         self._queue = ""
         self._trigger = ""
+        self._fenced_at = 0.0
+        """When the source was cut off (the activity's clock), for the lease wait."""
 
     @workflow.query
     def progress(self) -> CutoverState:
@@ -75,7 +77,8 @@ class CutoverWorkflow:
         """Preflight, critical path, verify, finalise; compensate or recover forward."""
         self._queue = request.activity_task_queue or workflow.info().task_queue
         self._trigger = request.trigger
-        self._state = CutoverState(request.instance.instance_id, request.mode, "preflight")
+        self._state = CutoverState(request.instance.instance_id, request.mode, "preflight",
+                                   trigger=request.trigger)
         plan = await self._preflight(request)
         self._state.source, self._state.target = plan.source, plan.target
         outcome, detail = "failed", "interrupted"
@@ -119,7 +122,9 @@ class CutoverWorkflow:
                 for step in steps:
                     restore.promote_attempted = step == PROMOTE
                     outcomes = await self._activity(
-                        STEP_ACTIVITIES[step], StepRequest(plan, [], request.catch_up_timeout_s),
+                        STEP_ACTIVITIES[step],
+                        StepRequest(plan, [], request.catch_up_timeout_s, request.fence_lease_s,
+                                    self._fenced_at),
                         attempts=10 if step == SHIFT_TRAFFIC else 3,
                         summary=_step_summary(step, plan),
                     )
@@ -141,7 +146,8 @@ class CutoverWorkflow:
     ) -> None:
         try:
             outcomes = await self._activity(
-                CutoverActivities.switch_over, StepRequest(plan, steps, request.catch_up_timeout_s),
+                CutoverActivities.switch_over,
+                StepRequest(plan, steps, request.catch_up_timeout_s, request.fence_lease_s),
                 attempts=3, summary=f"switch {plan.source} → {plan.target}: {', '.join(steps)}",
             )
         except ActivityError as err:
@@ -166,6 +172,8 @@ class CutoverWorkflow:
             if outcome.step not in self._state.completed_steps:
                 self._state.completed_steps.append(outcome.step)
             self._state.step_ms[outcome.step] = outcome.ms
+            if outcome.step in (FENCE_ROUTER, STOP_PRIMARY):
+                self._fenced_at = max(self._fenced_at, outcome.finished_at)
             if outcome.step in _FENCES and not compensations:
                 compensations.append((_RESTORE, lambda: self._restore(restore)))
             elif outcome.step == STOP_PRIMARY and outcome.detail:

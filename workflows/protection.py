@@ -28,13 +28,14 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from contracts import search_attributes
-from contracts.errors import COOLDOWN, INVALID_SPEC
+from contracts.errors import COOLDOWN, INVALID_SPEC, NOT_CONFIRMED
 from contracts.policy import Policy, PolicyChange, PolicyError, validate_policy
 from contracts.protection import (
     EXTERNAL_EVENT,
     HISTORY_KEPT,
     MEMO_ROLES,
     MEMO_SPEC,
+    QUORUM,
     TRIGGERS,
     CutoverRequest,
     ExternalEvent,
@@ -54,6 +55,7 @@ from contracts.spec import (
     validate_spec,
 )
 from models.policy import event_risk
+from workflows.agent_tasks import agent_vote
 from workflows.protection_details import current_details
 from workflows.protection_phases import ProtectionPhases
 from workflows.recovery import RecoveryPhase
@@ -89,6 +91,8 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         # can be delivered in the very first activation, ahead of run().
         self.state: ProtectionState = resume or ProtectionState(spec=_typed(spec))
         self._published: tuple[object, ...] | None = None
+        self._confirming = False
+        """A failover request is waiting for the agent's vote (no second one meanwhile)."""
 
     @workflow.run
     async def run(self, spec: ProtectionSpec, resume: ProtectionState | None = None) -> None:
@@ -140,7 +144,26 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
     @workflow.update
     async def request_cutover(  # type: ignore[override]  # see _OVERRIDES
         self, request: CutoverRequest) -> str:
-        """Ask for a cutover now; answers when it has been scheduled."""
+        """Ask for a cutover now; answers when it has been scheduled.
+
+        A failure detector's request whose evidence lacks a quorum of vantage points first
+        asks the node's agent (a short probe through the host's queue): if the agent sees
+        the primary answer, the request is refused and nothing changes."""
+        evidence = request.evidence
+        if evidence is not None and len(evidence.down) < QUORUM and evidence.confirm:
+            self._confirming = True
+            try:
+                agrees, seen = await agent_vote(evidence.confirm)
+            finally:
+                self._confirming = False
+            if not agrees:
+                self._note(f"Failover not confirmed: {seen} (down: "
+                           f"{', '.join(evidence.down)}; up: {', '.join(evidence.up)}).")
+                raise ApplicationError(
+                    f"not failing over: {seen}; only {', '.join(evidence.down)} saw the "
+                    f"primary down (a quorum is {QUORUM})", type=NOT_CONFIRMED,
+                    non_retryable=True)
+            request.reason = f"{request.reason}; the agent agrees: {seen}"
         self._state.pending_cutover = request
         self._note(f"Cutover requested ({request.trigger}): {request.reason}.")
         return "scheduled"
@@ -163,6 +186,8 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
             raise ValueError(f"no healthy shadow yet (phase {state.phase})")
         if state.phase == "cutting_over" or state.pending_cutover is not None:
             raise ValueError("a cutover is already in progress")
+        if self._confirming:
+            raise ValueError("a failover is being confirmed with the primary's agent")
         if state.unprotect is not None:
             raise ValueError("the protection is ending (unprotect requested)")
         if request.emergency and state.sync_degraded and not request.force:
@@ -353,12 +378,15 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         billable action, so only when it changed (a start without a memo, ``set_policy``, a
         cutover)."""
         state = self._state
-        memo = {MEMO_SPEC: spec_to_dict(state.spec),
-                MEMO_ROLES: {"serving_node": state.serving_node,
-                             "original_home": state.original_home}}
-        current = {key: workflow.memo_value(key, None) for key in memo}
-        if current != memo:
-            workflow.upsert_memo(memo)
+        roles = {"serving_node": state.serving_node, "original_home": state.original_home}
+        # Compared as specs, not as dicts: a field added to the spec since the memo was
+        # written (with its default) must not count as a change, or a new version would
+        # upsert where the recorded history did not (a nondeterminism on replay).
+        memo_spec = workflow.memo_value(MEMO_SPEC, None)
+        same_spec = isinstance(memo_spec, dict) and \
+            spec_from_dict(memo_spec, strict=False) == state.spec
+        if not same_spec or workflow.memo_value(MEMO_ROLES, None) != roles:
+            workflow.upsert_memo({MEMO_SPEC: spec_to_dict(state.spec), MEMO_ROLES: roles})
 
     def _upsert_search_attributes(self) -> None:
         """Publish instance, platform, phase, tier and readiness band, only when they change

@@ -12,18 +12,21 @@ from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 from contracts.cutover import CutoverInput, cutover_workflow_id
-from contracts.errors import NON_RETRYABLE_TYPES
+from contracts.errors import INVALID_REQUEST, NON_RETRYABLE_TYPES
 from contracts.protection import PREDICTION, CutoverRequest, LastCutover, ProtectionState
 from contracts.shadow import (
+    HostTasksRequest,
     InspectRequest,
     NodeFacts,
     PlatformRequest,
     ShadowActivities,
     WaitForSyncRequest,
 )
+from workflows.agent_tasks import inspect as inspect_on_host
+from workflows.agent_tasks import run_agent_task
 from workflows.cutover import CutoverWorkflow
 from workflows.retraining_hooks import cutover_record, record_outcome, refused_record
 
@@ -33,6 +36,9 @@ ACTIVITY_RETRY = RetryPolicy(
     non_retryable_error_types=NON_RETRYABLE_TYPES,
 )
 """Retries for the protection's activities: what retrying cannot fix fails at once."""
+MAX_AGENT_ROUNDS = 4
+"""Provisioning rounds on a platform with agents (prepare, copy on the host, finish: three
+suffice; one more absorbs a copy redone after a crash)."""
 LONG_HEARTBEAT = timedelta(minutes=2)
 """Heartbeat timeout of the shadow's long activities (they beat every few seconds)."""
 
@@ -71,14 +77,36 @@ class ProtectionPhases:
         self._note(f"Shadow of {state.spec.instance_id} is in sync. Protected.")
 
     async def _provision_shadow(self) -> None:
+        """Provision; on a platform with agents, run each host-local step the platform hands
+        back (the copy on the shadow's host) and provision again until it converges."""
         state = self._state
-        result = await workflow.execute_activity_method(
-            ShadowActivities.provision_shadow, self._request(),
-            start_to_close_timeout=timedelta(minutes=60), heartbeat_timeout=LONG_HEARTBEAT,
-            retry_policy=ACTIVITY_RETRY,
-            summary=f"provision the shadow of {self._serving()}",
+        for _ in range(MAX_AGENT_ROUNDS):
+            result = await workflow.execute_activity_method(
+                ShadowActivities.provision_shadow, self._request(),
+                start_to_close_timeout=timedelta(minutes=60), heartbeat_timeout=LONG_HEARTBEAT,
+                retry_policy=ACTIVITY_RETRY,
+                summary=f"provision the shadow of {self._serving()}",
+            )
+            state.capabilities = result.capabilities
+            if result.agent_task is None:
+                return
+            await run_agent_task(result.agent_task)
+        raise ApplicationError(
+            f"provisioning the shadow of {self._serving()} did not converge after "
+            f"{MAX_AGENT_ROUNDS} host-local steps", type=INVALID_REQUEST, non_retryable=True)
+
+    async def _run_host_tasks(self, purpose: str, node: str) -> None:
+        """On a platform with agents, the host-local work before the control-side step of
+        ``purpose`` (nothing elsewhere, and no activity is scheduled)."""
+        if not self._state.capabilities.agents:
+            return
+        tasks = await workflow.execute_activity_method(
+            ShadowActivities.host_tasks, HostTasksRequest(self._request(), purpose, node),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY,
+            summary=f"plan the host-local steps to {purpose} {node or 'the shadow'}",
         )
-        state.capabilities = result.capabilities
+        for task in tasks:
+            await run_agent_task(task)
 
     async def _wait_for_sync(self) -> None:
         state = self._state
@@ -93,6 +121,7 @@ class ProtectionPhases:
 
     async def _destroy_shadow(self) -> None:
         """Remove the standby side (router entry, standby, data directory, slot)."""
+        await self._run_host_tasks("destroy", "")
         await workflow.execute_activity_method(
             ShadowActivities.destroy_shadow, self._request(),
             start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=LONG_HEARTBEAT,
@@ -114,8 +143,11 @@ class ProtectionPhases:
                                          non_retryable_error_types=NON_RETRYABLE_TYPES),
                 summary=f"inspect {node}",
             )
-        except ActivityError as err:
-            self._note(f"Could not inspect {node}: {err.cause or err}.")
+            if facts.agent_task is not None:  # the facts live on the node's host
+                facts = await inspect_on_host(facts.agent_task)
+        except (ActivityError, ApplicationError) as err:
+            why = err.cause if isinstance(err, ActivityError) and err.cause else err
+            self._note(f"Could not inspect {node}: {why}.")
             return None
         if facts.home and node == state.spec.instance_id and facts.home != state.original_home:
             state.original_home = facts.home
@@ -139,7 +171,8 @@ class ProtectionPhases:
             result = await workflow.execute_child_workflow(
                 CutoverWorkflow.run,
                 CutoverInput(self._request(), mode=mode, reason=request.reason,
-                             trigger=request.trigger),
+                             trigger=request.trigger,
+                             fence_lease_s=state.capabilities.fence_lease_s),
                 id=cutover_workflow_id(state.spec.instance_id),
                 static_summary=f"{mode} cutover of {state.spec.instance_id} "
                                f"({request.trigger}): {request.reason}",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from contracts.errors import NON_RETRYABLE_TYPES
 from contracts.protection import ProtectionState
@@ -63,6 +63,8 @@ class RecoveryPhase:
 
         async def _wait_for_sync(self) -> None: ...
 
+        async def _run_host_tasks(self, purpose: str, node: str) -> None: ...
+
     async def _recover(self) -> None:
         """Re-shadow the instance; ends ``protected`` (or ``degraded`` with the reason)."""
         state = self._state
@@ -84,9 +86,10 @@ class RecoveryPhase:
                     state, former, workflow.now().timestamp(), facts, why))
                 await self._retire(request)
             await self._wait_for_sync()
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
+            cause = err.cause if isinstance(err, ActivityError) and err.cause else err
             self._set_phase("degraded")
-            self._note(f"No shadow for {state.spec.instance_id}: {err.cause or err}.")
+            self._note(f"No shadow for {state.spec.instance_id}: {cause}.")
             return
         if how == "rejoined":  # feedback loop: the former primary can be watched again
             await report_outcome_evidence(
@@ -99,6 +102,7 @@ class RecoveryPhase:
     async def _rejoin(self, request: RecoverRequest) -> tuple[str, str]:
         """``("rejoined", "")``, or ``("retired", why)`` when the former primary cannot rejoin."""
         try:
+            await self._run_host_tasks("rejoin", request.former)  # the rewind, on its host
             done = await workflow.execute_activity_method(
                 ShadowActivities.rejoin_former_primary, request,
                 start_to_close_timeout=timedelta(minutes=30),
@@ -111,14 +115,16 @@ class RecoveryPhase:
                 summary=f"rejoin {request.former} as the shadow of "
                         f"{request.instance.serving_node}",
             )
-        except ActivityError as err:
-            self._note(f"{request.former} cannot rejoin: {err.cause or err}. Retiring it.")
-            return "retired", str(err.cause or err)
+        except (ActivityError, ApplicationError) as err:
+            why = err.cause if isinstance(err, ActivityError) and err.cause else err
+            self._note(f"{request.former} cannot rejoin: {why}. Retiring it.")
+            return "retired", str(why)
         self._note(f"{request.former} rejoined as the shadow ({done}).")
         return "rejoined", ""
 
     async def _retire(self, request: RecoverRequest) -> None:
         """Remove the former primary's side, then provision a fresh shadow."""
+        await self._run_host_tasks("retire", request.former)
         await workflow.execute_activity_method(
             ShadowActivities.retire_former_primary, request,
             start_to_close_timeout=timedelta(minutes=30),

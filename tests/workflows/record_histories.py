@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.agent_tasks import AgentHello, AgentTask
 from contracts.policy import PolicyChange
 from contracts.protection import (
     CutoverRequest,
@@ -31,12 +33,14 @@ from contracts.protection import (
     UnprotectRequest,
 )
 from contracts.retraining import RetrainingConfig, RetrainingInput
+from contracts.version import VERSION
 from contracts.watch import WatchFleetInput, watcher_id
 from infra.local.postgres import PgServer, alter_system
 from tests.conftest import LocalService, local_request, with_spec
 from workers.protect import ensure_fleet_watcher, start_protection
 from workers.registry import new_worker
 from workers.settings import Settings
+from workflows.host_task import HostTaskWorkflow, host_task_workflow_id
 from workflows.protection import InstanceProtectionWorkflow
 from workflows.retraining import ModelRetrainingWorkflow, ObserveOutcomesWorkflow
 
@@ -163,3 +167,19 @@ async def test_record_retraining_and_outcomes(
     await _save(client, retrain, "retraining")
     await _save(client, observe, "observe-outcomes")
 
+
+
+async def test_record_host_task_without_its_agent(
+    temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
+) -> None:
+    """A host task whose host has no agent: the pickup timeout ends it with AgentDown."""
+    client = temporal_env.client
+    task = AgentTask(f"h{uuid.uuid4().hex[:6]}", hello=AgentHello(VERSION))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            handle = await client.start_workflow(
+                HostTaskWorkflow.run, task, id=host_task_workflow_id(task),
+                task_queue=task_queue)
+            with contextlib.suppress(WorkflowFailureError):
+                await handle.result()
+    await _save(client, handle.id, "host-task-agent-down")
