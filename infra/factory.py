@@ -15,6 +15,8 @@ from contracts.shadow import Capabilities, PlatformRequest
 from infra.aws.factory import build_aws_observer, build_aws_platform
 from infra.aws.platform import AwsPlatform
 from infra.errors import InvalidRequestError
+from infra.hosts.factory import build_hosts_observer, build_hosts_platform
+from infra.hosts.platform import HostsPlatform
 from infra.local.factory import build_local_observer, build_local_platform
 from infra.local.platform import LocalPlatform
 from infra.platform import FleetObserver, Platform, PlatformContext
@@ -36,6 +38,8 @@ BUILDERS: dict[str, PlatformBuilder] = {
     "local": PlatformBuilder(build_local_platform, build_local_observer,
                              LocalPlatform.capabilities),
     "aws": PlatformBuilder(build_aws_platform, build_aws_observer, AwsPlatform.capabilities),
+    "hosts": PlatformBuilder(build_hosts_platform, build_hosts_observer,
+                             HostsPlatform.capabilities),
 }
 """Builders per value of the spec's ``platform`` field."""
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from contracts.agent_tasks import AgentTask
 from contracts.shadow import Capabilities, Health, NodeFacts, PlatformRequest, ReplicationStatus
 from infra.pulumi_engine import StackDriver
 from models.metrics import MetricSample
@@ -69,6 +70,9 @@ class ShadowInfo:
     """Name of the shadow node (its router entry)."""
     outputs: Mapping[str, object] = field(default_factory=dict)
     """Platform-specific stack outputs (ports, paths, ids)."""
+    agent_task: AgentTask | None = None
+    """Not finished (platforms with agents): the workflow runs this on its host and asks
+    for provisioning again, which then converges further."""
 
 
 class Platform(abc.ABC):
@@ -119,6 +123,12 @@ class Platform(abc.ABC):
             InvalidRequestError: ``former`` cannot rejoin (data gone, cannot be rewound,
                 still serving): retire it instead.
         """
+
+    def host_tasks(self, purpose: str, node: str) -> list[AgentTask]:
+        """Agent tasks to run, in order, before the control-side step of ``purpose``
+        (``rejoin``, ``retire``, ``destroy``; see ``contracts.shadow.HostTasksRequest``).
+        Only platforms whose capabilities say ``agents`` have any."""
+        return []
 
     @abc.abstractmethod
     def retire(self, former: str) -> bool:
@@ -285,6 +295,14 @@ class Liveness:
     is handled once."""
     what: str = ""
     """How a ``down`` node was judged, for the log (``port 5433 has not answered``)."""
+    down: tuple[str, ...] = ()
+    """Vantage points that saw it down (``control``, ``router``...); empty: the platform has
+    one, and ``state`` is its verdict."""
+    up: tuple[str, ...] = ()
+    """Vantage points that saw it answer."""
+    confirm: AgentTask | None = None
+    """With fewer than ``contracts.protection.QUORUM`` vantage points down: the probe that
+    asks the node's own agent, which the protection runs before it fails over."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +328,8 @@ class FleetObserver(abc.ABC):
 
     name: ClassVar[str]
     """The ``platform`` value of specs it reads."""
+    liveness_interval_s: ClassVar[float] = 1.0
+    """How often the failure detector asks :meth:`liveness` of each protection."""
 
     @abc.abstractmethod
     def locate(self, instances: Mapping[str, PlatformRequest]) -> dict[str, Located]:

@@ -193,7 +193,8 @@ def stack_driver(pulumi_config: PulumiConfig) -> Iterator[StackDriver]:
 SERVER_FIXTURES = frozenset({
     "temporal_env", "time_skipping_env", "local_service", "stack_driver", "pulumi_config",
     "moto_url", "clients", "world", "aws_env", "aws", "ui_env", "greeter", "small_disk",
-    "workers", "activity_workers", "compose", "enforcing_moto",
+    "workers", "activity_workers", "compose", "enforcing_moto", "hosts_driver", "fleets",
+    "pulumi_state_dir",
 })
 """Fixtures that start or reach a real server or program: a test using one is integration."""
 
@@ -288,9 +289,11 @@ async def acked_after(writer: Writer, since: float | None = None, count: int = 2
 
 
 async def polled(client: Client, task_queue: str, activities: bool = True,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, since: float | None = None) -> None:
     """Wait until a worker polls ``task_queue`` for activity (or workflow) tasks, so a test's
-    timed window does not include a worker's start-up."""
+    timed window does not include a worker's start-up. ``since`` (epoch seconds) ignores
+    pollers not seen since then: the server lists a dead worker's poller for minutes, so a
+    queue an earlier test served looks polled before the new worker is up."""
     kind = (TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY if activities
             else TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
     deadline = time.monotonic() + timeout_s
@@ -298,7 +301,8 @@ async def polled(client: Client, task_queue: str, activities: bool = True,
         response = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
             namespace=client.namespace, task_queue=TaskQueue(name=task_queue),
             task_queue_type=kind))
-        if response.pollers:
+        if any(since is None or poller.last_access_time.ToSeconds() >= since
+               for poller in response.pollers):
             return
         if time.monotonic() > deadline:
             pytest.fail(f"no worker polled {task_queue} within {timeout_s:.0f} s")

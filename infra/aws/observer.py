@@ -100,7 +100,9 @@ class AwsObserver(FleetObserver):
             raise
         self._targets = targets
         self._fresh = {iid: Liveness(ALIVE if t.running else DOWN, t.ec2_instance_id,
-                                     f"EC2 instance {t.ec2_instance_id} has not been running")
+                                     f"EC2 instance {t.ec2_instance_id} has not been running",
+                                     down=() if t.running else ("ec2",),
+                                     up=("ec2",) if t.running else ())
                        for iid, t in targets.items()}
         for iid in set(specs) - set(targets):
             self._fresh[iid] = Liveness(UNSEEN, "")

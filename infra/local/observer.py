@@ -116,7 +116,8 @@ class LocalObserver(FleetObserver):
         port = int(serving.identity)
         alive = answers(PgEndpoint(port=port))
         return Liveness(ALIVE if alive else DOWN, serving.identity,
-                        f"port {port} has not answered")
+                        f"port {port} has not answered",
+                        down=() if alive else ("control",), up=("control",) if alive else ())
 
     def standby_ready(self, instance: PlatformRequest, located: Located) -> bool:
         """The other node answers as a standby."""

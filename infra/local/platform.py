@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
@@ -24,9 +23,10 @@ from infra.local.postgres import (
 )
 from infra.local.program import data_dir_props, shadow_program
 from infra.local.rejoin import rejoin_as_standby
+from infra.local.routed import RoutedPostgres
 from infra.local.seed import SEED_POSITION_FILE, EarlySeed, drop_idle_slot
 from infra.local.spec import LocalShadowSpec
-from infra.platform import Health, Platform, ProgressCallback, ReplicationStatus, ShadowInfo
+from infra.platform import Platform, ProgressCallback, ReplicationStatus, ShadowInfo
 from infra.pulumi_engine import StackDriver
 
 REWIND_ADVICE = (
@@ -41,7 +41,7 @@ _SPACE_MARGIN = 1.2
 _SPACE_FLOOR_BYTES = 64 * 1024 * 1024
 
 
-class LocalPlatform(Platform):
+class LocalPlatform(RoutedPostgres, Platform):
     """One protected PostgreSQL on this machine, its standby shadow and its HAProxy service."""
 
     name = "local"
@@ -261,64 +261,6 @@ class LocalPlatform(Platform):
 
     # -- traffic and fencing (the cutover's side of the contract) ---------------------------
 
-    def get_weights(self) -> dict[str, int]:
-        """HAProxy weight per node (0 for nodes in maintenance)."""
-        return self.haproxy.weights(self.spec.instance_id)
-
-    def set_weights(self, weights: Mapping[str, int]) -> None:
-        """Set weights absolutely; 0..100 maps one to one onto HAProxy weights.
-
-        A node given a positive weight is also taken out of maintenance, so restoring the
-        weights after :meth:`fence_router` is one call.
-        """
-        for node, weight in weights.items():
-            if not 0 <= weight <= 100:
-                raise InvalidRequestError(f"weight {weight} for {node} is outside 0..100")
-        service = self.spec.instance_id
-        lines: list[str] = []
-        for node, weight in weights.items():  # in the caller's order: lower before raise
-            lines.append(self.haproxy.weight_command(service, node, weight))
-            if weight > 0:
-                lines.append(self.haproxy.state_command(service, node, True))
-        self.haproxy.commands(lines)  # one runtime-API round trip for all of them
-
-    def fence(self, node: str) -> None:
-        """Out of the router (weight 0), read-only confirmed, client sessions ended.
-
-        The read-only setting is written (and fsynced) before the weight changes: until the
-        reload nothing changes for clients, so the slow part stays out of their blackout.
-        """
-        endpoint = self._endpoint(node)
-        fencing.persist_read_only(self.sessions, endpoint, True)
-        self.haproxy.set_weight(self.spec.instance_id, node, 0)
-        fencing.reload_read_only(self.sessions, endpoint, True)
-        fencing.end_client_sessions(self.sessions, endpoint)
-
-    def unfence(self, node: str) -> None:
-        """Writable again (the router weight is restored separately, absolutely)."""
-        fencing.set_read_only(self.sessions, self._endpoint(node), False)
-
-    def promote(self, node: str) -> None:
-        """``pg_promote`` the standby and wait until it accepts writes (no-op when it does)."""
-        fencing.promote_server(self.sessions, self._endpoint(node))
-
-    def probe(self, node: str) -> Health:
-        """Ask the node (on a cached session) whether it is a writable primary."""
-        return fencing.probe_server(self.sessions, self._endpoint(node))
-
-    def fence_router(self, node: str) -> None:
-        """Weight 0, maintenance, router sessions closed: needs nothing from the node."""
-        service = self.spec.instance_id
-        self.haproxy.commands([
-            self.haproxy.weight_command(service, node, 0),
-            self.haproxy.state_command(service, node, False),
-            self.haproxy.shutdown_command(service, node),
-        ])
-
-    def close_router_sessions(self, node: str) -> None:
-        """Close sessions HAProxy still holds to ``node``."""
-        self.haproxy.shutdown_sessions(self.spec.instance_id, node)
-
     def stop_node(self, node: str) -> str | None:
         """Fence and stop the node's server if it answers; its data directory, else ``None``."""
         return fencing.stop_server(self.sessions, self._endpoint(node))
@@ -327,38 +269,9 @@ class LocalPlatform(Platform):
         """Start a node :meth:`stop_node` stopped (``token`` is its data directory)."""
         fencing.start_server(self._endpoint(node), token)
 
-    def final_position(self, node: str) -> str:
-        """Flushed WAL position of a (fenced) primary; replayed position of a standby."""
-        return fencing.flushed_position(self.sessions, self._endpoint(node))
-
-    def replay_gap(self, node: str, position: str | None = None) -> int:
-        """WAL bytes standby ``node`` has yet to replay to reach ``position``."""
-        return fencing.replay_gap(self.sessions, self._endpoint(node), position)
-
-    def replication_between(self, source: str, target: str) -> ReplicationStatus:
-        """Standby ``target`` as primary ``source``'s ``pg_stat_replication`` shows it."""
-        return fencing.stream_state(self.sessions, self._endpoint(source), target)
-
     def nodes(self) -> tuple[str, str]:
         """``(primary node, shadow node)`` as provisioned."""
         return self.spec.primary_node, self.spec.shadow_node
-
-    def prepare_cutover(self, source: str) -> None:
-        """``CHECKPOINT`` on the source while clients still write: it becomes the last one
-        both sides share, so a later ``pg_rewind`` of the former primary reads little WAL,
-        and its I/O burst is over before the fence (it used to sit right before the window)."""
-        self.sessions.run(self._endpoint(source), "CHECKPOINT")
-
-    def routes_service(self) -> bool:
-        """HAProxy runs and has this instance's service."""
-        return self.haproxy.running() and self.spec.instance_id in self.haproxy.services()
-
-    def write_through_router(self, check_id: str) -> str:
-        """Upsert through HAProxy; the node whose port answered."""
-        port = fencing.write_through(PgEndpoint(port=self.spec.router_port), check_id)
-        by_port = {self.spec.primary_port: self.spec.primary_node,
-                   self.spec.shadow_port: self.spec.shadow_node}
-        return by_port.get(port, f"port {port}")
 
     # -- recovery of a former primary -------------------------------------------------------
 
@@ -431,6 +344,16 @@ class LocalPlatform(Platform):
         return self._endpoint(node)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    @property
+    def service(self) -> str:
+        """HAProxy service of the instance: its id."""
+        return self.spec.instance_id
+
+    @property
+    def router_endpoint(self) -> PgEndpoint:
+        """HAProxy's frontend on this machine."""
+        return PgEndpoint(port=self.spec.router_port)
 
     def _endpoint(self, node: str) -> PgEndpoint:
         return self.spec.endpoint_of(node)  # by name: roles swap, ports stay

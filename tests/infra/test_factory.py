@@ -42,7 +42,7 @@ def test_unknown_platform_is_refused_naming_the_known_ones(tmp_path: Path) -> No
     """An unknown platform fails as bad input and says which platforms exist."""
     served = _platforms(None, tmp_path)
     mars = PlatformRequest(dataclasses.replace(REQUEST.spec, platform="mars"))
-    with pytest.raises(InvalidRequestError, match=r"'mars'.*aws, local"):
+    with pytest.raises(InvalidRequestError, match=r"'mars'.*aws, hosts, local"):
         served.platform_for(mars)
     with pytest.raises(InvalidRequestError, match=r"'mars'"):
         served.observer("mars")

@@ -12,6 +12,7 @@ import yaml
 from contracts.policy import Policy
 from contracts.spec import ProtectionSpec, spec_from_dict, spec_to_dict
 from contracts.spec_aws import AwsSection, DnsRouting
+from contracts.spec_hosts import HostPlacement, HostsSection
 from workers.cli_protect import _differences, running_spec
 from workers.cli_spec import SpecFileError, load_spec_file
 
@@ -55,15 +56,21 @@ def test_every_dataclass_field_round_trips_through_a_spec_file(tmp_path: Path) -
     policy = _non_default(Policy)
     local = _non_default(ProtectionSpec, instance_id="db-orders", platform="local", tier=3,
                          primary_port=5433, shadow_port=5434, router_port=6433, policy=policy,
-                         aws=None, decode_errors=[], replication_user="replicator")
+                         aws=None, hosts=None, decode_errors=[],
+                         replication_user="replicator")
     aws = ProtectionSpec("orders-db", "aws", tier=3, standing_shadow=False, policy=policy,
                          aws=AwsSection(ec2_instance_id="i-0123456789abcdef0",
                                         region="eu-west-1",
                                         shadow_subnet_id="subnet-0bbbbbbbbbbbbbbbb",
                                         dns=DnsRouting(hosted_zone_id="Z0123456789ABCDEFGHIJ",
                                                        record_name="db.example.com")))
+    hosts = ProtectionSpec("orders-db", "hosts", tier=1, primary_port=5432, shadow_port=5432,
+                           router_port=6432, policy=policy,
+                           hosts=HostsSection(HostPlacement("db-a", "198.18.0.10"),
+                                              HostPlacement("db-b", "198.18.0.11"),
+                                              fleet_index=0, router_source="198.18.0.2"))
     covered: set[str] = set()
-    for spec in (local, aws):
+    for spec in (local, aws, hosts):
         path = tmp_path / f"{spec.platform}.yaml"  # type: ignore[attr-defined]
         path.write_text(yaml.safe_dump(spec_to_dict(spec)))  # type: ignore[arg-type]
         assert load_spec_file(path) == spec
