@@ -19,6 +19,7 @@ Timeouts, chosen on purpose (an agent that is down is itself a failure signal):
 - :data:`PROBE_PICKUP_S`: schedule-to-start of the failure detector's probe. Asked only when
   another vantage point already suspects the primary, and the failover waits for its answer:
   1 s is ~100 times a healthy pickup and well inside the 5 s failover goal.
+- :data:`PROBE_ANSWER_S`: start-to-close of that probe (a frozen agent may hold the task).
 - :data:`AGENT_HEARTBEAT_S`: heartbeat timeout of the long tasks (copy, rewind): they heartbeat
   every few seconds, so 30 s without one means the agent (or its host) is gone, and the task is
   retried, on the same queue, when it comes back.
@@ -78,7 +79,8 @@ from contracts.shadow import NodeFacts
 
 __all__ = [
     "AGENT_DOWN", "AGENT_HEARTBEAT_S", "AGENT_HTTP_PORT", "AGENT_PICKUP_S", "AGENT_QUEUE_PREFIX",
-    "LEASE_MARGIN_S", "LEASE_S", "PROBE_PICKUP_S", "RENEW_INTERVAL_S", "VERSION_MISMATCH",
+    "LEASE_MARGIN_S", "LEASE_S", "PROBE_ANSWER_S", "PROBE_PICKUP_S", "RENEW_INTERVAL_S",
+    "VERSION_MISMATCH",
     "AgentActivities", "AgentCall", "AgentHello", "AgentInfo", "AgentTask",
     "EnsurePrimaryRequest", "LocalView", "PrimarySource", "RewindRequest", "SeedRequest",
     "ServerInfo", "ServerRef", "host_task_queue",
@@ -93,6 +95,11 @@ AGENT_PICKUP_S = 10.0
 """Schedule-to-start timeout of an agent task (see the module docstring)."""
 PROBE_PICKUP_S = 1.0
 """Schedule-to-start timeout of the failure detector's probe."""
+PROBE_ANSWER_S = 1.0
+"""Start-to-close timeout of the failure detector's probe: the agent's own check of its server
+takes at most half a second. A frozen host's agent can hold a task the server already handed
+to its long poll (pickup then looks instant), so the answer needs its own bound: a late
+answer is a vote *down*."""
 AGENT_HEARTBEAT_S = 30.0
 """Heartbeat timeout of the agent's long tasks."""
 LEASE_S = 1.5

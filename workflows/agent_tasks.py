@@ -22,6 +22,7 @@ from contracts.agent import (
     AGENT_DOWN,
     AGENT_HEARTBEAT_S,
     AGENT_PICKUP_S,
+    PROBE_ANSWER_S,
     PROBE_PICKUP_S,
     VERSION_MISMATCH,
     AgentActivities,
@@ -82,7 +83,7 @@ async def probe(task: AgentTask) -> LocalView:
     timeout and no retry (a late answer is no answer)."""
     assert task.probe is not None
     return await _run(task, AgentActivities.probe_local, task.probe,
-                      pickup_s=PROBE_PICKUP_S, attempts=1)
+                      pickup_s=PROBE_PICKUP_S, answer_s=PROBE_ANSWER_S, attempts=1)
 
 
 async def agent_vote(task: AgentTask) -> tuple[bool, str]:
@@ -101,12 +102,13 @@ async def agent_vote(task: AgentTask) -> tuple[bool, str]:
 
 async def _run(task: AgentTask, method: Callable[[AgentActivities, A], T], arg: A, *,
                long: bool = False, pickup_s: float = AGENT_PICKUP_S,
-               attempts: int | None = None) -> T:
+               answer_s: float | None = None, attempts: int | None = None) -> T:
     retry = _RETRY if attempts is None else RetryPolicy(maximum_attempts=attempts)
     options: dict[str, Any] = {
         "task_queue": host_task_queue(task.host),
         "schedule_to_start_timeout": timedelta(seconds=pickup_s),
-        "start_to_close_timeout": timedelta(hours=6 if long else 0.05),
+        "start_to_close_timeout": (timedelta(seconds=answer_s) if answer_s is not None
+                                   else timedelta(hours=6 if long else 0.05)),
         "retry_policy": retry,
         "summary": task.what(),
     }

@@ -115,6 +115,11 @@ def isolate_port(netns: str, port: int) -> None:
     it and nothing it sends leaves, established connections included; the host's own
     processes still reach it over loopback (its agent can still talk to a fenced server).
 
+    Packets from outside are answered with a TCP reset, not dropped: a fenced server is a
+    decision, not a fault, so whoever asks learns at once that it is gone (the cutover's
+    last check that the source takes no write, clients, the router's health check) instead
+    of waiting out a connect timeout (libpq's floor is 2 s). Only resets leave the port.
+
     Ports live in a table of their own (``inet shadowshift_isolate``), so :func:`heal`
     does not lift an isolation and :func:`partition` does not replace it. Idempotent.
     """
@@ -155,10 +160,11 @@ def _isolation_body(ports: set[int]) -> str:
         }}
         chain input {{
             type filter hook input priority raw; policy accept;
-            iifname != "lo" tcp dport @ports drop
+            iifname != "lo" tcp dport @ports reject with tcp reset
         }}
         chain output {{
             type filter hook output priority raw; policy accept;
+            oifname != "lo" tcp sport @ports tcp flags rst accept
             oifname != "lo" tcp sport @ports drop
         }}"""
 

@@ -5,7 +5,7 @@
   memory from the host's own cgroups, disk and PostgreSQL from inside the host.
 - liveness: two vantage points every check, a third on demand —
 
-  * ``control``: this worker's probe of the postmaster (:mod:`infra.hosts.probe`, 0.5 s);
+  * ``control``: this worker's probe of the postmaster (:mod:`infra.local.probe`, 0.5 s);
   * ``router``: HAProxy's own health check of the server (its ``show stat`` status);
   * ``agent``: asked by the protection, through the host's task queue, only when fewer than
     ``contracts.protection.QUORUM`` of the others see the node down (``Liveness.confirm``).
@@ -35,7 +35,7 @@ from contracts.protection import QUORUM
 from contracts.shadow import PlatformRequest
 from infra.errors import InfraError
 from infra.hosts.placement import HostsShadowSpec
-from infra.hosts.probe import postmaster_answers
+from infra.local.probe import postmaster_answers
 from infra.local.haproxy import HAProxyManager
 from infra.platform import (
     ALIVE,

@@ -34,7 +34,7 @@ from contracts.version import VERSION
 from infra.errors import InfraError, InvalidRequestError
 from infra.hosts import firewall
 from infra.hosts.placement import HostsShadowSpec
-from infra.hosts.probe import postmaster_answers
+from infra.local.probe import postmaster_answers
 from infra.hosts.program import hosts_program
 from infra.local import fencing
 from infra.local.haproxy import HAProxyManager

@@ -27,6 +27,7 @@ import psycopg
 
 from infra.errors import InfraError
 from infra.local.postgres import PgEndpoint, PgServer, alter_system
+from infra.local.probe import PROBE_TIMEOUT_S, postmaster_answers
 from infra.platform import Health, ReplicationStatus
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,22 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
+def _require_answer(endpoint: PgEndpoint) -> None:
+    """Before a TCP connection: the postmaster must answer within
+    :data:`~infra.local.probe.PROBE_TIMEOUT_S`. libpq's connect timeout cannot go under 2 s,
+    and a frozen or cut-off server (a kernel that completes the handshake, packets dropped)
+    would hold every probe that long; a live postmaster answers in well under a millisecond.
+
+    Raises:
+        ServerHangs: it did not answer (not retried).
+    """
+    if endpoint.host.startswith("/"):
+        return  # a unix socket: no handshake to hang in
+    if not postmaster_answers(endpoint.host, endpoint.port):
+        raise ServerHangs(f"the server at {endpoint.host}:{endpoint.port} does not answer "
+                          f"within {PROBE_TIMEOUT_S} s")
+
+
 class NodeSessions:
     """One cached autocommit connection per server, reopened once when it broke."""
 
@@ -126,8 +143,10 @@ class NodeSessions:
         """
         for attempt in (0, 1):
             conn = self._conns.get((endpoint.host, endpoint.port))
+            fresh = conn is None or conn.closed
             try:
                 if conn is None or conn.closed:
+                    _require_answer(endpoint)
                     conn = endpoint.connect(timeout_s=2)
                     self._conns[endpoint.host, endpoint.port] = conn
                 with _WATCHDOG.deadline(conn, timeout_s):
@@ -135,7 +154,9 @@ class NodeSessions:
                     return cursor.fetchone() if cursor.description else None
             except psycopg.OperationalError as err:
                 self.drop(endpoint)
-                if attempt or isinstance(err, ServerHangs):
+                # Reconnect once for a cached session that broke; a fresh connection that
+                # failed would only fail again.
+                if attempt or fresh or isinstance(err, ServerHangs):
                     raise
         return None  # unreachable: the loop returns or raises
 

@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.protection import CutoverRequest, ProtectionStatus
-from infra.hosts.probe import postmaster_answers
+from infra.local.probe import postmaster_answers
 from infra.local.haproxy import HAProxyManager
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint

@@ -170,8 +170,9 @@ def test_partition_stops_established_connections(fleet: Fleet) -> None:
 
 def test_isolating_a_port_cuts_only_that_port_and_survives_heal(fleet: Fleet) -> None:
     """isolate_port cuts one TCP port of host a off CONTROL, ROUTER and the other hosts
-    (a connection opened before stalls too) while another port still answers and the host
-    itself still reaches it over loopback; heal() does not lift it; release_port does."""
+    (a connection opened before is reset, a new one refused at once: a fence answers, it
+    does not make callers wait) while another port still answers and the host itself still
+    reaches it over loopback; heal() does not lift it; release_port does."""
     a, b = fleet.hosts["a"], fleet.hosts["b"]
     other = start_echo(a, ECHO_PORT + 1)
     try:
@@ -179,10 +180,14 @@ def test_isolating_a_port_cuts_only_that_port_and_survives_heal(fleet: Fleet) ->
             a.isolate_port(ECHO_PORT)
             try:
                 assert firewall.isolated_ports(a.netns) == {ECHO_PORT}
-                conn.settimeout(0.5)
+                conn.settimeout(2)
                 conn.sendall(b"during")
-                with pytest.raises(TimeoutError):
+                with pytest.raises(ConnectionResetError):
                     conn.recv(100)
+                started = time.monotonic()
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection((str(a.address), ECHO_PORT), timeout=2).close()
+                assert time.monotonic() - started < 1
                 assert echo(a.address, source=a.router) is None
                 assert echo_from(b, a.address).startswith("error")
                 assert echo(a.address, ECHO_PORT + 1) == str(a.control)
