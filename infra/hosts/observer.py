@@ -35,8 +35,8 @@ from contracts.protection import QUORUM
 from contracts.shadow import PlatformRequest
 from infra.errors import InfraError
 from infra.hosts.placement import HostsShadowSpec
-from infra.local.probe import postmaster_answers
 from infra.local.haproxy import HAProxyManager
+from infra.local.probe import postmaster_answers
 from infra.platform import (
     ALIVE,
     DOWN,

@@ -34,11 +34,11 @@ from contracts.version import VERSION
 from infra.errors import InfraError, InvalidRequestError
 from infra.hosts import firewall
 from infra.hosts.placement import HostsShadowSpec
-from infra.local.probe import postmaster_answers
 from infra.hosts.program import hosts_program
 from infra.local import fencing
 from infra.local.haproxy import HAProxyManager
 from infra.local.postgres import PgEndpoint, set_synchronous_standby
+from infra.local.probe import postmaster_answers
 from infra.local.routed import RoutedPostgres
 from infra.platform import Platform, ProgressCallback, ReplicationStatus, ShadowInfo
 from infra.pulumi_engine import StackDriver

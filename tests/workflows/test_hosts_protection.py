@@ -19,10 +19,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.protection import CutoverRequest, ProtectionStatus
-from infra.local.probe import postmaster_answers
 from infra.local.haproxy import HAProxyManager
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint
+from infra.local.probe import postmaster_answers
 from infra.pulumi_engine import StackDriver
 from tests.conftest import acked_after
 from workers.hosts_lab import PG_PORT, HostsLab
