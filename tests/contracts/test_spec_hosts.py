@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.spec import ProtectionSpec
 from workers.cli_spec import SpecFileError, load_spec_file
+from workers.settings import REPO_ROOT
 
 GOOD = """\
 instance_id: db-orders
@@ -28,7 +30,7 @@ hosts:
 """
 
 
-def load(tmp_path: Path, text: str) -> object:
+def load(tmp_path: Path, text: str) -> ProtectionSpec:
     """Write ``text`` as a spec file and load it."""
     path = tmp_path / "spec.yaml"
     path.write_text(text)
@@ -38,8 +40,8 @@ def load(tmp_path: Path, text: str) -> object:
 def test_a_good_hosts_spec_loads(tmp_path: Path) -> None:
     """Both placements load as written; fleet_index stays unset for real hosts."""
     spec = load(tmp_path, GOOD)
-    assert spec.hosts is not None  # type: ignore[attr-defined]
-    section = spec.hosts  # type: ignore[attr-defined]
+    section = spec.hosts
+    assert section is not None
     assert (section.primary.host, section.primary.address) == ("db-eu1-a", "10.0.1.21")
     assert (section.shadow.host, section.shadow.address) == ("db-eu1-b", "10.0.1.22")
     assert section.fleet_index is None
@@ -82,3 +84,20 @@ def test_platform_hosts_without_the_section_is_refused(tmp_path: Path) -> None:
     """``platform: hosts`` needs the section, and the message says what it holds."""
     with pytest.raises(SpecFileError, match=r":2: platform hosts needs the hosts section"):
         load(tmp_path, GOOD[:GOOD.index("hosts:\n")])
+
+
+def test_the_vm_fleet_spec_in_the_operations_guide_loads(tmp_path: Path) -> None:
+    """The spec shown in docs/operations.md's VM fleet section is valid as written: the real
+    loader reads its hosts section with the placements the text describes."""
+    guide = (REPO_ROOT / "docs" / "operations.md").read_text()
+    section = guide[guide.index("### 4. The spec and `shadowshift protect`"):]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    spec = load(tmp_path, section[start:section.index("```\n", start)])
+    assert (spec.platform, spec.tier, spec.router_port) == ("hosts", 1, 6432)
+    section_hosts = spec.hosts
+    assert section_hosts is not None
+    assert (section_hosts.primary.host, section_hosts.primary.address) == \
+        ("db-eu1-a", "10.0.1.21")
+    assert (section_hosts.shadow.host, section_hosts.shadow.address) == \
+        ("db-eu1-b", "10.0.1.22")
+    assert section_hosts.fleet_index is None
