@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 """A host (and its agent's task queue suffix): what ``shadowshift agent --host`` accepts."""
+NAMESPACE_HOST_NAME_MAX = 9
+"""Namespace hosts (``fleet_index`` set) are named ``ss<N>-<name>`` in the kernel, whose
+interface names hold 15 characters (``infra.hosts.network``)."""
 
 
 class HostsSectionError(ValueError):
@@ -69,6 +72,14 @@ def validate_hosts_section(section: HostsSection) -> None:
     if index is not None and (isinstance(index, bool) or not isinstance(index, int)
                               or not 0 <= index <= 255):
         raise HostsSectionError(f"fleet_index {index!r} is outside 0..255")
+    if index is not None:
+        for role in ("primary", "shadow"):
+            host = getattr(section, role).host
+            if len(host) > NAMESPACE_HOST_NAME_MAX:
+                raise HostsSectionError(
+                    f"{role}.host {host!r}: a namespace host (fleet_index {index}) has a name "
+                    f"of at most {NAMESPACE_HOST_NAME_MAX} characters (its network namespace "
+                    "is ss<N>-<name>), so no such host is in the fleet")
     if section.router_source:
         _ipv4("router_source", section.router_source)
 

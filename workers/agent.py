@@ -13,8 +13,13 @@ Start-up refuses, with exit code 2 and one line naming the other agent:
   (``DescribeTaskQueue``). Its identity is ``shadowshift-agent/<version>@<host>/<pid>``. The
   poller of this data root's previous agent is ignored (the lock proves it dead: an agent
   SIGKILLed a moment ago must be replaceable at once), and so is a poller Temporal has not
-  heard from for :data:`POLLER_FRESH_S`. Two agents started within the same instant can both
-  pass; the lock still keeps them off each other's data root.
+  heard from for ``workers.agent_presence.POLLER_FRESH_S`` (90 s): until then a SIGKILLed
+  agent's poller counts, so an agent for its host on *another* data root is refused. Two
+  agents started within the same instant can both pass; the lock still keeps them off each
+  other's data root.
+
+A refused agent leaves nothing behind: a data root it created for itself (with its lock
+file) is removed again.
 
 Exit codes: 0 after SIGTERM/SIGINT (the servers keep running; only the lease stops), 2 bad
 options or refused, 3 Temporal unreachable. Stopping the agent stops nothing else: the
@@ -31,15 +36,11 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -52,6 +53,7 @@ from contracts.agent import host_task_queue
 from contracts.version import VERSION
 from contracts.wire import DATA_CONVERTER
 from workers.agent_http import AgentHttpApi, AgentHttpServer
+from workers.agent_presence import host_pollers
 from workers.agent_settings import AgentOptions, add_agent_arguments, options_from_args
 from workers.logging_config import configure_logging
 from workers.process_exit import exit_process
@@ -61,9 +63,6 @@ log = logging.getLogger("shadowshift.agent")
 
 PROG = "shadowshift agent"
 OK, REFUSED, UNREACHABLE = 0, 2, 3
-POLLER_FRESH_S = 90.0
-"""A poller Temporal heard from within this long is taken as alive: an idle worker's long
-poll is renewed about every minute."""
 LOCK_FILE = "agent.lock"
 IDENTITY_FILE = "agent.identity"
 SHUTDOWN_GRACE_S = 10.0
@@ -93,11 +92,13 @@ def agent_config(options: AgentOptions, settings: Settings) -> AgentConfig:
 @contextmanager
 def data_root_lock(data_root: Path) -> Iterator[str | None]:
     """Hold ``<data_root>/agent.lock`` for the agent's life; yields the identity of the
-    previous agent of this data root (dead: it held the lock while alive).
+    previous agent of this data root (dead: it held the lock while alive). A data root this
+    call created is removed again when the agent does not start (:class:`AgentStartError`).
 
     Raises:
         AgentStartError: another agent holds it.
     """
+    created = [path for path in (data_root, *data_root.parents) if not path.exists()]
     data_root.mkdir(parents=True, exist_ok=True)
     identity_file = data_root / IDENTITY_FILE
     fd = os.open(data_root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
@@ -108,27 +109,38 @@ def data_root_lock(data_root: Path) -> Iterator[str | None]:
             holder = _read(identity_file) or "an agent"
             raise AgentStartError(f"{holder} already runs on {data_root}; stop it first") \
                 from None
-        yield _read(identity_file) or None
+        try:
+            yield _read(identity_file) or None
+        except AgentStartError:
+            _remove_created(created)
+            raise
     finally:
         os.close(fd)
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove the folders a refused agent created (deepest first), with its own files only:
+    a folder holding anything else stays."""
+    if not created:
+        return
+    for name in (LOCK_FILE, IDENTITY_FILE):
+        (created[0] / name).unlink(missing_ok=True)
+    for path in created:
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 async def other_agent(client: Client, host: str, predecessor: str | None) -> str | None:
     """The identity of another live poller of ``host``'s task queue, if any (see the module
     docstring for which pollers are not counted)."""
-    response = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-        namespace=client.namespace,
-        task_queue=TaskQueue(name=host_task_queue(host), kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
-    now = time.time()
-    for poller in response.pollers:
+    for poller in await host_pollers(client, host):
         if predecessor is not None and poller.identity == predecessor:
             log.info("Ignoring the poller of this data root's previous agent, %s (gone).",
                      predecessor)
             continue
-        if now - poller.last_access_time.ToSeconds() > POLLER_FRESH_S:
-            continue
-        return poller.identity or "an unnamed worker"
+        return poller.identity
     return None
 
 

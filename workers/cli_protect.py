@@ -1,7 +1,8 @@
 """``shadowshift protect SPEC.yaml`` and ``shadowshift unprotect INSTANCE``.
 
 ``protect`` starts the instance's protection or joins the one already running (never two per
-instance) and follows its phase until it is protected, unless ``--no-wait``. ``unprotect``
+instance) and follows its phase until it is protected, unless ``--no-wait``. On the hosts
+platform it first checks that an agent of this version serves each host of the spec. ``unprotect``
 asks the protection to destroy its shadow and end, then waits for the workflow to complete.
 """
 
@@ -16,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.protection import MEMO_SPEC, ProtectionApi, UnprotectRequest
 from contracts.spec import ProtectionSpec, spec_from_dict, spec_to_dict
+from workers.agent_presence import HostNotServedError, check_hosts_served
 from workers.cli_base import (
     OK,
     REFUSED,
@@ -74,6 +76,11 @@ async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
+    if not joined and spec.hosts is not None:
+        try:  # before anything starts: not a 10 s pickup timeout deep in provisioning
+            await check_hosts_served(client, spec.hosts)
+        except HostNotServedError as err:
+            raise CliError(f"{err}; nothing was started", REFUSED) from err
     handle = await start_protection(client, spec, task_queue=task_queue)
     if not args.json:
         verb = "Joined the running" if joined else "Started"

@@ -88,11 +88,13 @@ async def test_agent_killed_mid_copy_is_replaced_and_the_copy_converges(
 async def test_second_agent_for_a_host_is_refused(agents: Agents) -> None:
     """A second agent for a host that has one exits 2 with one line naming the first agent's
     identity: through Temporal's pollers from another data root, through the data root's
-    lock from the same one."""
+    lock from the same one. The refused agent leaves nothing: the data root it made for
+    itself is gone, the first agent's files are untouched."""
     first = await agents.start()
     identity = f"shadowshift-agent/{VERSION}@{first.host}/{first.process.pid}"
+    first_files = sorted(p.name for p in first.data_root.iterdir())
 
-    elsewhere = agents.launch(first.host, data_root=agents.tmp_path / "elsewhere")
+    elsewhere = agents.launch(first.host, data_root=agents.tmp_path / "elsewhere" / "root")
     same_root = agents.launch(first.host, data_root=first.data_root)
 
     for refused in (elsewhere, same_root):
@@ -102,6 +104,30 @@ async def test_second_agent_for_a_host_is_refused(agents: Agents) -> None:
     assert "already served by" in elsewhere.log_text()
     assert "already runs on" in same_root.log_text()
     assert first.process.poll() is None
+    assert not (agents.tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in first.data_root.iterdir()) == first_files
+    assert (first.data_root / "agent.identity").read_text().strip() == identity
+
+
+async def test_a_sigkilled_agent_is_replaced_from_its_data_root_only(agents: Agents) -> None:
+    """Right after an agent is SIGKILLed, Temporal still lists its poller: an agent for the
+    host on another data root is refused naming the dead one (it might be alive elsewhere),
+    an agent on the dead one's data root is accepted at once (its lock proves the dead one
+    gone) and serves the host."""
+    first = await agents.start()
+    dead = f"shadowshift-agent/{VERSION}@{first.host}/{first.process.pid}"
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+
+    elsewhere = agents.launch(first.host, data_root=agents.tmp_path / "elsewhere")
+    assert elsewhere.process.wait(timeout=60) == 2
+    assert f"host {first.host} is already served by {dead}" in elsewhere.log_text()
+
+    second = await agents.start(first.host, data_root=first.data_root)
+    assert f"Ignoring the poller of this data root's previous agent, {dead}" in \
+        second.log_text()
+    status, health = second.http("GET", "/health")
+    assert status == 200 and health["host"] == first.host
 
 
 async def test_sigterm_stops_the_agent_and_leaves_its_servers_running(
@@ -137,7 +163,7 @@ async def test_a_task_for_a_host_without_agent_fails_its_schedule_to_start(
 @pytest.mark.integration  # runs our program
 def test_bad_options_exit_with_one_line(tmp_path: Path) -> None:
     """A host name outside the rules exits 2, an unreachable Temporal exits 3, each with one
-    line saying what to change."""
+    line saying what to change; the data root it would have used is not left behind."""
     def agent(*args: str, address: str = "127.0.0.1:1") -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "workers.cli", "agent", *args],
                               cwd=REPO_ROOT, env=agent_env(address), capture_output=True,
@@ -150,4 +176,4 @@ def test_bad_options_exit_with_one_line(tmp_path: Path) -> None:
     assert unreachable.returncode == 3, unreachable.stderr
     assert "cannot reach Temporal at 127.0.0.1:1" in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
-    assert os.path.exists(tmp_path / "root" / "agent.lock")
+    assert not os.path.exists(tmp_path / "root")  # nothing half-created
