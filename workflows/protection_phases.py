@@ -14,6 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
+from contracts.agent_tasks import AgentHello, AgentTask
 from contracts.cutover import CutoverInput, cutover_workflow_id
 from contracts.errors import INVALID_REQUEST, NON_RETRYABLE_TYPES
 from contracts.protection import PREDICTION, CutoverRequest, LastCutover, ProtectionState
@@ -25,6 +26,7 @@ from contracts.shadow import (
     ShadowActivities,
     WaitForSyncRequest,
 )
+from contracts.version import VERSION
 from workflows.agent_tasks import inspect as inspect_on_host
 from workflows.agent_tasks import run_agent_task
 from workflows.cutover import CutoverWorkflow
@@ -66,6 +68,7 @@ class ProtectionPhases:
         state = self._state
         self._set_phase("provisioning")
         primary = state.serving_node or state.spec.instance_id
+        await self._greet_agents()
         facts = await self._inspect(primary)
         if facts is not None and facts.rewindable is False:
             self._note(f"Preflight: {facts.advice}. Until then a former primary is re-seeded by "
@@ -75,6 +78,20 @@ class ProtectionPhases:
         await self._wait_for_sync()
         self._set_phase("protected")
         self._note(f"Shadow of {state.spec.instance_id} is in sync. Protected.")
+
+    async def _greet_agents(self) -> None:
+        """A spec that names hosts: both hosts' agents must answer, and run this version,
+        before anything is created (``shadowshift protect`` checks this as well; a
+        protection started with the plain ``temporal`` CLI does not pass through it).
+
+        Raises:
+            ApplicationError: ``AgentDown`` or ``AgentVersionMismatch``, naming the host.
+        """
+        hosts = self._state.spec.hosts
+        if hosts is None:
+            return
+        for placement in (hosts.primary, hosts.shadow):
+            await run_agent_task(AgentTask(placement.host, hello=AgentHello(VERSION)))
 
     async def _provision_shadow(self) -> None:
         """Provision; on a platform with agents, run each host-local step the platform hands

@@ -10,12 +10,13 @@ import contextlib
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.protection import CutoverRequest, ProtectionStatus
@@ -37,14 +38,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def lab(settings: Settings, temporal_env: WorkflowEnvironment) -> Iterator[HostsLab]:
-    """Hosts ``wa`` and ``wb`` with their agents, reaching the session's Temporal. (Other
-    tests name their hosts otherwise: an agent refuses a host name whose queue another agent
-    polled within the last 90 s, and a killed agent's poll is listed that long.)"""
+    """Two hosts with their agents, reaching the session's Temporal; the names are new for
+    each test (an agent refuses a host name whose queue another agent polled within the last
+    90 s, and a killed agent's poll is listed that long)."""
     host, port = temporal_env.client.service_client.config.target_host.rsplit(":", 1)
     base = Path(tempfile.mkdtemp(prefix="ssf", dir="/tmp"))  # short: socket paths
+    tag = uuid.uuid4().hex[:4]
     base.chmod(0o755)
     made = HostsLab.create(StackDriver(pulumi_config(settings)), base,
-                           ("wa", "wb"), (host, int(port)), disk_mib=256)
+                           (f"w{tag}a", f"w{tag}b"), (host, int(port)), disk_mib=256)
     try:
         for name in made.hosts:
             made.start_agent(name)
@@ -81,11 +83,12 @@ async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
     on ``wb`` by its agent and streams synchronously from ``wa``; a planned cutover under
     writes loses nothing, and ``wa``'s agent rewinds the former primary into the new shadow."""
     client = temporal_env.client
+    wa, wb = list(lab.hosts)
     router_port = free_ports(1)[0]
-    spec = lab.spec("db-hosts", "wa", "wb", router_port, tier=1)
+    spec = lab.spec("db-hosts", wa, wb, router_port, tier=1)
     async with _worker(client, settings, task_queue):
         await lab.wait_for_agents(client)
-        await lab.ensure_primary(client, task_queue, "wa", spec.instance_id)
+        await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
         handle = await start_protection(client, spec, task_queue=task_queue)
         status = await _status(handle, lambda s: s.phase == "protected", 240)
         assert status.shadow_healthy
@@ -94,16 +97,41 @@ async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
         with Writer(router, rate=50) as writer:
             await acked_after(writer)
             await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
-                                        CutoverRequest("move to wb"))
+                                        CutoverRequest("move to the other host"))
             status = await _status(handle, lambda s: s.cutovers == 1 and s.recoveries
                                    and s.phase == "protected", 240)
             await acked_after(writer, since=time.monotonic())
         await handle.terminate("test over")
     assert status.primary_node == "db-hosts-shadow" and status.recoveries == ["rejoined"]
-    wb = lab.placement("wb").address
-    assert missing_acked(PgEndpoint(host=wb, port=PG_PORT), writer.stats.acked_ids) == []
-    assert postmaster_answers(lab.placement("wa").address, PG_PORT)
-    with PgEndpoint(host=wb, port=PG_PORT).connect() as conn:
+    wb_address = lab.placement(wb).address
+    assert missing_acked(PgEndpoint(host=wb_address, port=PG_PORT), writer.stats.acked_ids) == []
+    assert postmaster_answers(lab.placement(wa).address, PG_PORT)
+    with PgEndpoint(host=wb_address, port=PG_PORT).connect() as conn:
         row = conn.execute("SELECT application_name, sync_state, host(client_addr) "
                            "FROM pg_stat_replication").fetchone()
-    assert row == ("db-hosts", "sync", lab.placement("wa").address), row
+    assert row == ("db-hosts", "sync", lab.placement(wa).address), row
+
+
+async def test_a_protection_started_without_the_cli_refuses_a_host_no_agent_serves(
+    lab: HostsLab, settings: Settings, temporal_env: WorkflowEnvironment, task_queue: str,
+) -> None:
+    """Started as the plain ``temporal`` CLI would (no preflight of ours): the workflow greets
+    both hosts' agents first, so a shadow host without an agent fails the protection at once,
+    naming the host, with nothing created (no router service, no slot on the primary)."""
+    client = temporal_env.client
+    wa, wb = list(lab.hosts)
+    router_port = free_ports(1)[0]
+    spec = lab.spec("db-noagent", wa, wb, router_port, tier=1)
+    async with _worker(client, settings, task_queue):
+        await lab.wait_for_agents(client)
+        await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
+        lab.stop_agent(wb)
+        handle = await start_protection(client, spec, task_queue=task_queue)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    message = str(failed.value.cause)
+    assert f"shadowshift agent --host {wb}" in message, message
+    haproxy = HAProxyManager(settings.state_dir / "haproxy")
+    assert not haproxy.running() or spec.instance_id not in haproxy.services()
+    with PgEndpoint(host=lab.placement(wa).address, port=PG_PORT).connect() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
