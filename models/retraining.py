@@ -1,7 +1,7 @@
 """Champion vs challenger: train a challenger on outcome history plus the base data, compare.
 
 The challenger is trained by :func:`models.training.fit` (the same LightGBM training,
-early stopping and isotonic calibration as ``make model``) on the base data — the synthetic
+early stopping and centered isotonic calibration as ``make model``) on the base data — the synthetic
 fleet and NAB, split by time within every series — plus one row per resolved outcome record:
 the features of the metric window the decision was made on, labelled "failed or degraded
 within the horizon". Outcome rows are split by time too: the oldest 60 % train, the newest

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import psutil
@@ -130,7 +130,7 @@ class LocalMetricsCollector:
             values["network_in_bytes"] = current.bytes_in - previous.bytes_in
             values["network_out_bytes"] = current.bytes_out - previous.bytes_out
         timestamp = self._apply_overlay(now, values)
-        return MetricSample(timestamp=timestamp, instance_id=self.instance_id, **values)
+        return _sample(timestamp, self.instance_id, values)
 
     def _apply_overlay(self, now: float, values: dict[str, float | None]) -> float:
         """Replace the metrics a replayed trace carries; returns the sample's timestamp."""
@@ -149,7 +149,7 @@ class LocalMetricsCollector:
             if metric == "network_bytes":  # the trace has the sum; keep the split consistent
                 values["network_in_bytes"], values["network_out_bytes"] = value, 0.0
             else:
-                values[metric] = value
+                values[metric] = value  # a column key (other:m07) becomes an extra column
         return reading.timestamp
 
     def _database(
@@ -182,6 +182,19 @@ class LocalMetricsCollector:
         except Exception:
             return 0.0, 0.0
         return (float(stats.bytes_in), float(stats.bytes_out)) if stats else (0.0, 0.0)
+
+
+_SAMPLE_FIELDS = frozenset(f.name for f in fields(MetricSample)) - {"timestamp", "instance_id",
+                                                                   "columns"}
+
+
+def _sample(timestamp: float, instance_id: str, values: dict[str, float | None]
+            ) -> MetricSample:
+    """A sample from named readings; keys that are not sample fields (the column keys of a
+    replayed multi-column trace, ``other:m07``) go into :attr:`MetricSample.columns`."""
+    named = {k: v for k, v in values.items() if k in _SAMPLE_FIELDS}
+    extra = {k: v for k, v in values.items() if k not in _SAMPLE_FIELDS}
+    return MetricSample(timestamp, instance_id, columns=extra, **named)
 
 
 def _data_directory(conn: psycopg.Connection) -> Path | None:
