@@ -22,10 +22,11 @@ times 10); see :mod:`models.readiness`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from models.feedback import Label
+from models.feedback import Evidence, Label, label_outcome
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,46 @@ def failure_rates(
         total, weight = sums.get(instance_id, (0.0, 0.0))
         out[instance_id] = (total + m * prior) / (weight + m)
     return out
+
+
+class RecordHistory(Protocol):
+    """What :func:`rates_from_history` needs of a stored record (the outcome store's
+    ``HistoryRecord`` has it)."""
+
+    @property
+    def instance_id(self) -> str:
+        """The instance."""
+
+    @property
+    def kind(self) -> str:
+        """``cutover``, ``refused`` or ``near_miss``."""
+
+    @property
+    def at(self) -> float:
+        """Decision time."""
+
+    @property
+    def horizon_s(self) -> float:
+        """Outcome window length."""
+
+    @property
+    def policy_decided(self) -> bool:
+        """A cutover the policy made."""
+
+    @property
+    def observations(self) -> Sequence[tuple[str, str, float]]:
+        """``(source, status, at)`` of each observation."""
+
+
+def rates_from_history(records: Iterable[RecordHistory], now: float,
+                       classes: Mapping[str, str] | None = None, instances: Iterable[str] = (),
+                       config: HistoryConfig | None = None) -> dict[str, float]:
+    """:func:`failure_rates` of stored records, each labelled by
+    :func:`models.feedback.label_outcome` (records whose horizon is still open are left out)."""
+    evidence = [
+        OutcomeEvidence(r.instance_id, r.at, label_outcome(
+            r.kind, r.policy_decided, [Evidence(s, st, t) for s, st, t in r.observations],
+            r.at, r.horizon_s))
+        for r in records if r.at + r.horizon_s <= now
+    ]
+    return failure_rates(evidence, now, classes, instances, config)

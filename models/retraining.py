@@ -28,7 +28,7 @@ from sklearn.metrics import average_precision_score
 
 from models.dataset import SPLIT_BOUNDS, SPLITS, Dataset, build_dataset
 from models.features import FEATURE_NAMES, Float32Array, window_features
-from models.metrics import METRICS, sanitize
+from models.metrics import column_kind, sanitize
 from models.predictor import Predictor
 from models.synthetic import FleetConfig
 from models.training import TrainingConfig, fit, training_series, write_model
@@ -49,7 +49,7 @@ class RetrainingConfig:
     seed: int = FleetConfig().seed
     """Synthetic fleet seed; keep it fixed so held-out rows stay unseen by every champion."""
     use_nab: bool = True
-    """Mix in ``../shared/data/nab`` when present."""
+    """Mix in the real series of ``../shared/data`` (NAB and ASD) when present."""
     min_gain: float = 0.01
     """The challenger's average precision must beat the champion's by this much."""
     min_heldout_positives: int = 20
@@ -101,7 +101,8 @@ def outcome_rows(examples: Sequence[OutcomeExample]) -> Dataset:
         order = np.argsort(np.asarray(example.timestamps, dtype=np.float64), kind="stable")
         times = np.asarray(example.timestamps, dtype=np.float64)[order][None, :]
         values = {m: sanitize(m, raw)[order][None, :]
-                  for m, raw in example.values.items() if m in METRICS and len(raw) == len(order)}
+                  for m, raw in example.values.items()
+                  if _is_column(m) and len(raw) == len(order)}
         rows[i] = window_features(times, values)[0]
     position = np.arange(len(ordered)) / max(len(ordered), 1)
     return Dataset(
@@ -112,10 +113,19 @@ def outcome_rows(examples: Sequence[OutcomeExample]) -> Dataset:
     )
 
 
+def _is_column(key: str) -> bool:
+    try:
+        column_kind(key)
+    except KeyError:
+        return False
+    return True
+
+
 def training_config(config: RetrainingConfig) -> TrainingConfig:
     """The :class:`TrainingConfig` of a retraining run."""
     fleet = replace(FleetConfig(), instances=config.instances, days=config.days, seed=config.seed)
-    return TrainingConfig(fleet=fleet, use_nab=config.use_nab, num_threads=config.num_threads)
+    return TrainingConfig(fleet=fleet, use_nab=config.use_nab, use_asd=config.use_nab,
+                          num_threads=config.num_threads)
 
 
 def build(config: RetrainingConfig, examples: Sequence[OutcomeExample]) -> Dataset:

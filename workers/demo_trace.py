@@ -1,16 +1,22 @@
-"""The demo's failure: a recorded disk-degradation trace, replayed into the primary's metrics.
+"""The demo's failure: a real incident recorded on an application server, replayed into the
+primary's metrics.
 
-The trace is one host of the synthetic fleet the model is evaluated on (``models/synthetic``,
-mode ``disk_degradation``: disk latency grows exponentially for about two hours, then I/O
-stalls and errors), recorded at 5-minute steps and written as a plain CSV. It is not part of
-the model's training fleet (other seed). Its healthy prefix is long enough to cover the
-shadow's provisioning and a steady-state window; the replay speed makes one sample of the
-fleet watcher (one second) one trace step (five minutes).
+The trace is one incident of the ASD data (``../shared/data/asd``: real servers, 19 unnamed
+metrics at 5-minute steps, incidents labelled by their operators from incident reports),
+named by :data:`TRACE_SERVER` and :data:`TRACE_INCIDENT`. It is cut from ``healthy_hours``
+before the incident's first labelled row (:attr:`DemoTrace.onset`) to two steps after
+:attr:`DemoTrace.failure_at`, which is the onset plus 15 minutes: the evaluation's "caught in
+time" limit, where the demo fails the primary. The replay speed makes one sample of the fleet
+watcher (one second) one trace step (five minutes).
 
-Why not a NAB series: the model does not generalise to NAB series it has not seen (issue 5's
-closing note: 0/20 leave-series-out episodes), so a NAB replay would show the plumbing but not
-a prediction. The synthetic mode is one the model recognises, and the demo prints the model's
-offline verdict on the very file it replays before it starts.
+Why this incident: the leave-server-out evaluation (``bench/results/eval.json``, fold of
+:data:`TRACE_SERVER`) catches it in time with a model that never saw the server, and the
+shipped model does too on the demo's window (the demo prints its offline verdict on the very
+file it replays before it starts). It is a sudden incident, not a slow degradation: the lead
+is minutes, which is what the model earns on real data (docs/model.md).
+
+Without the shared data the demo falls back to a host of the synthetic fleet
+(``models/synthetic``, a disk degradation), and says so in :attr:`DemoTrace.source`.
 """
 
 from __future__ import annotations
@@ -21,25 +27,32 @@ from pathlib import Path
 
 import numpy as np
 
+from models.asd import ASD_DIR, asd_available, load_server
 from models.policy import PolicyConfig
 from models.predictor import Predictor
 from models.scoring import score_series
 from models.synthetic import FleetConfig, generate_fleet
 
-TRACE_SEED = 7
-"""Fleet seed of the recorded host (training uses other seeds)."""
-TRACE_HOST = 7
-"""Index of the host in that fleet; its first incident is a disk degradation."""
-TRACE_MODE = "disk_degradation"
+TRACE_SERVER = "omi-9"
+"""The ASD server the incident was recorded on."""
+TRACE_INCIDENT = 2
+"""Index of the incident among the server's labelled incidents (time order, from 0)."""
+IN_TIME_S = 900.0
+"""The primary is failed this long after the incident's first labelled row."""
 STEP_S = 300.0
 """The trace's sampling step."""
-COLUMNS = {
+ASD_COLUMNS = {f"m{i:02d}": f"other:m{i:02d}" for i in range(1, 20)}
+"""CSV column → column key of the ASD trace: 19 metrics without names, all ``other``."""
+SYNTHETIC_COLUMNS = {
     "cpu_percent": "cpu_percent", "memory_percent": "memory_percent",
     "disk_latency_ms": "disk_latency_ms", "network_bytes": "network_bytes",
     "request_latency_ms": "request_latency_ms", "requests_per_second": "requests_per_second",
     "error_rate": "error_rate",
 }
-"""CSV column → metric. Restarts and replication lag stay real (the overlay leaves them)."""
+"""CSV column → metric of the synthetic fallback."""
+COLUMNS = ASD_COLUMNS if asd_available() else SYNTHETIC_COLUMNS
+"""What the overlay replays (CSV column → column key). Metrics the trace lacks stay real."""
+_SYNTHETIC_SEED, _SYNTHETIC_HOST = 7, 7
 
 
 @dataclass(frozen=True)
@@ -51,11 +64,15 @@ class DemoTrace:
     start: float
     """Trace time of the first row (epoch seconds on the trace's clock)."""
     onset: float
-    """When the degradation starts."""
+    """When the incident starts (its first labelled row)."""
     failure_at: float
-    """When the host fails (I/O stalls, errors)."""
+    """When the demo fails the primary."""
     end: float
     """Trace time of the last row."""
+    source: str = ""
+    """Where the trace comes from, for the summary (server, incident, its type and time)."""
+    mode: str = "asd_incident"
+    """``asd_incident`` or, without the shared data, ``disk_degradation`` (synthetic)."""
 
     def wall_time(self, trace_time: float, wall_start: float, speedup: float) -> float:
         """Wall-clock moment at which the overlay plays ``trace_time``."""
@@ -71,38 +88,68 @@ class OfflineVerdict:
     lead_time_s: float | None
     """``failure_at - first_migrate_at`` on the trace's clock."""
     healthy_max_score: float
-    """Highest readiness score before the degradation starts (false-alarm margin)."""
+    """Highest readiness score before the incident starts (false-alarm margin)."""
 
 
 def build_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
-    """Write the trace CSV: ``healthy_hours`` before the onset, through two steps past the
-    failure, every metric of :data:`COLUMNS`, 5-minute steps."""
+    """Write the trace CSV: ``healthy_hours`` before the onset through two steps past the
+    failure point, every column of :data:`COLUMNS`, 5-minute steps."""
+    if not asd_available():
+        return _synthetic_trace(out_dir, healthy_hours)
+    server = load_server(ASD_DIR / f"{TRACE_SERVER}.csv")
+    incident = server.incidents[TRACE_INCIDENT]
+    start = incident.start - healthy_hours * 3600
+    if start < server.times[0]:
+        raise ValueError(f"healthy_hours {healthy_hours} is longer than the recorded history")
+    failure_at = incident.start + IN_TIME_S
+    keep = (server.times >= start) & (server.times <= failure_at + 2 * STEP_S)
+    times = server.times[keep]
+    columns = [server.values[key][keep] for key in ASD_COLUMNS.values()]
+    path = _write(out_dir, times, list(ASD_COLUMNS), columns)
+    when = f"{(incident.start - server.times[0]) / 86400:.1f} days into its recording"
+    source = (f"ASD {TRACE_SERVER}, incident {TRACE_INCIDENT + 1} of {len(server.incidents)} "
+              f"({incident.kind}, {(incident.end - incident.start) / 60 + 5:.0f} min long, "
+              f"{when})")
+    return DemoTrace(path, float(times[0]), incident.start, failure_at, float(times[-1]),
+                     source, "asd_incident")
+
+
+def _synthetic_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
     config = FleetConfig(
-        instances=TRACE_HOST + 1, days=3, seed=TRACE_SEED, benign_events_per_day=0.5,
+        instances=_SYNTHETIC_HOST + 1, days=3, seed=_SYNTHETIC_SEED, benign_events_per_day=0.5,
         metric_absent_probability=0.0, other_only_probability=0.0, jitter_s=0.0,
         sample_missing_probability=0.0, gaps_per_day=0.0, corrupt_probability=0.0,
     )
-    host = generate_fleet(config)[TRACE_HOST]
-    incident = next(i for i in host.incidents if i.mode == TRACE_MODE)
+    host = generate_fleet(config)[_SYNTHETIC_HOST]
+    incident = next(i for i in host.incidents if i.mode == "disk_degradation")
     start = incident.onset - healthy_hours * 3600
     if start < host.times[0]:
         raise ValueError(f"healthy_hours {healthy_hours} is longer than the recorded history")
     keep = (host.times >= start) & (host.times <= incident.failure_at + 2 * STEP_S)
     times = host.times[keep]
-    columns = [host.values[metric][keep] for metric in COLUMNS.values()]
+    columns = [host.values[metric][keep] for metric in SYNTHETIC_COLUMNS.values()]
+    path = _write(out_dir, times, list(SYNTHETIC_COLUMNS), columns)
+    return DemoTrace(path, float(times[0]), incident.onset, incident.failure_at,
+                     float(times[-1]), "synthetic fleet (seed 7, host 7): the shared ASD data "
+                     "was not found", "disk_degradation")
+
+
+def _write(out_dir: Path, times: np.ndarray, names: list[str],
+           columns: list[np.ndarray]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "trace.csv"
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["timestamp", *COLUMNS])
+        writer.writerow(["timestamp", *names])
         for row, moment in enumerate(times.tolist()):
             writer.writerow([f"{moment:.0f}", *(f"{float(c[row]):.6g}" for c in columns)])
-    return DemoTrace(path, float(times[0]), incident.onset, incident.failure_at, float(times[-1]))
+    return path
 
 
 def offline_verdict(trace: DemoTrace, predictor: Predictor, policy: PolicyConfig,
                     window_samples: int) -> OfflineVerdict:
-    """Score the trace as the watcher will (same window length, same policy), offline."""
+    """Score the trace as the watcher will (same window length, same policy, baselines
+    learned from the trace's first row), offline."""
     from models.trace import load_trace  # pandas is only needed here
 
     loaded = load_trace(trace.csv_path, "timestamp", list(COLUMNS.items()))

@@ -9,7 +9,7 @@ import pytest
 
 from activities.outcomes_store import OutcomeRecord, OutcomeStore
 from models.feedback import Evidence, label_outcome
-from models.history import HistoryConfig, OutcomeEvidence, failure_rates
+from models.history import HistoryConfig, OutcomeEvidence, failure_rates, rates_from_history
 
 DAY = 86400.0
 
@@ -75,5 +75,6 @@ def test_history_term_is_read_from_the_outcome_store(tmp_path: Path) -> None:
         h.at, h.horizon_s)) for h in history]
     rates = failure_rates(evidence, 3 * DAY)
     assert rates["db-a"] > HistoryConfig().fleet_prior
+    assert rates_from_history(history, 3 * DAY) == pytest.approx(rates)
     # db-b's cutovers only looked healthy afterwards: censored, so it keeps the prior.
     assert {e.outcome for e in evidence if e.instance_id == "db-b"} == {"censored"}
