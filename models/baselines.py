@@ -77,7 +77,11 @@ _Z_CLIP = 50.0
 _RELATIVE_FLOOR = np.float32(0.01)
 """Scales never fall below 1 % of the level: a nearly constant column would otherwise turn
 its last-digit noise into huge z scores (the window features use the same floor)."""
-_HISTORY_CAP_H = 720.0
+_HISTORY_CAP_H = 48.0
+"""``history_h`` says how warm the baselines are, and nothing more: past two days every
+baseline has learned (the novelty after one, the hour-of-day slots after half a day). A longer
+cap would be a clock: on the ASD servers incidents only occur after the 30 unlabelled days,
+so a feature reading "30 days of history" would leak the label through the calendar."""
 _FORMAT = 1
 
 

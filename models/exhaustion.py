@@ -3,15 +3,19 @@
 A resource that runs out is a column whose kind has a capacity (:data:`EXHAUSTION_SPECS`):
 disk space, memory, connections against ``max_connections``, transaction-ID age against
 wraparound, WAL retained by replication slots against its budget, and replication lag
-against a lag budget. The forecast fits a straight line by least squares to the column's
-samples in the last ``fit_window_s`` and extrapolates it to the capacity:
+against a lag budget. The forecast fits the column's samples in the last ``fit_window_s`` by
+least squares and extrapolates the fit to the capacity:
 
     hours = (capacity - level now) / slope,   level now = the line's value at the newest sample
 
 The fitted level is used rather than the last sample, so one noisy reading does not move
 the forecast. A forecast is only made when the rise is real: at least ``min_samples``
 samples spanning ``min_span_s``, and a slope at least ``min_t`` standard errors above zero
-(a flat, noisy disk gets no "full in 40 days"). A column already at capacity forecasts 0.
+(a flat, noisy disk gets no "full in 40 days"). When the rise is also *accelerating* (a
+quadratic fit's curvature at least ``min_t`` standard errors above zero: a fill that speeds
+up, like WAL piling up behind a stuck slot under growing load), the quadratic is extrapolated
+instead, which a straight line would overestimate badly. A column already at capacity
+forecasts 0.
 
 Forecasts serve twice: as a model feature (``exhaustion__hours_min`` in
 :mod:`models.features`, the soonest over every such column, capped) and as text for the
@@ -58,8 +62,10 @@ EXHAUSTION_SPECS: dict[str, ExhaustionSpec] = {
 class ExhaustionConfig:
     """How forecasts are made."""
 
-    fit_window_s: float = 10800.0
-    """Samples of the last 3 hours are fitted (the feature's long window)."""
+    fit_window_s: float = 7200.0
+    """Samples of the last 2 hours are fitted: long enough to see a trend through noise,
+    short enough to follow a fill that started recently (measured on synthetic fill-ups,
+    ``bench/eval.py``'s ``synthetic_fill_up_holdout``)."""
     min_samples: int = 6
     """Fewer samples than this in the window: no forecast."""
     min_span_s: float = 1800.0
@@ -134,10 +140,39 @@ def hours_to_exhaustion(times: FloatArray, values: FloatArray, capacity: float,
         stderr = np.sqrt((residual * residual).sum(axis=1) / dof / sxx)
         span_h = np.where(n > 0, (x * weight).min(axis=1, initial=0.0), 0.0)
         hours = (capacity - level) / slope
+        quadratic = _quadratic_hours(x, y, weight, n, capacity, config.min_t)
     enough = (n >= config.min_samples) & (-span_h >= config.min_span_s / 3600.0) & (sxx > 0)
     rising = enough & (slope > config.min_t * stderr) & (slope > 0)
+    hours = np.where(np.isfinite(quadratic), quadratic, hours)
     out = np.where(rising, np.maximum(hours, 0.0), np.nan)
     out[enough & (level >= capacity)] = 0.0
+    return out
+
+
+def _quadratic_hours(x: FloatArray, y: FloatArray, weight: FloatArray, n: FloatArray,
+                     capacity: float, min_t: float) -> FloatArray:
+    """Hours until ``c0 + c1 h + c2 h^2`` reaches the capacity, where the curvature ``c2`` is
+    significantly positive; NaN elsewhere. Rows are fitted in one batched solve."""
+    powers = [weight, x, x * x, x ** 3, x ** 4]
+    sums = [p.sum(axis=1) for p in powers]
+    normal = np.stack([np.stack([sums[i + j] for j in range(3)], axis=1) for i in range(3)],
+                      axis=1)
+    right = np.stack([(y).sum(axis=1), (x * y).sum(axis=1), (x * x * y).sum(axis=1)], axis=1)
+    usable = (n >= 8) & (np.abs(np.linalg.det(normal)) > 1e-12)
+    out = np.full(x.shape[0], np.nan)
+    if not usable.any():
+        return out
+    inverse = np.linalg.inv(normal[usable])
+    coef = np.einsum("nij,nj->ni", inverse, right[usable])
+    fitted = coef[:, 0:1] + coef[:, 1:2] * x[usable] + coef[:, 2:3] * x[usable] ** 2
+    residual = (y[usable] - fitted) * weight[usable]
+    variance = (residual * residual).sum(axis=1) / np.maximum(n[usable] - 3, 1)
+    c0, c1, c2 = coef[:, 0], coef[:, 1], coef[:, 2]
+    curved = c2 > min_t * np.sqrt(np.maximum(variance * inverse[:, 2, 2], 0.0))
+    discriminant = c1 * c1 - 4 * c2 * (c0 - capacity)
+    root = (-c1 + np.sqrt(np.maximum(discriminant, 0.0))) / (2 * c2)
+    hours = np.where(curved & (discriminant >= 0) & (root > 0), root, np.nan)
+    out[np.flatnonzero(usable)] = hours
     return out
 
 

@@ -31,7 +31,7 @@ from models.features import FEATURE_NAMES, Float32Array, window_features
 from models.metrics import column_kind, sanitize
 from models.predictor import Predictor
 from models.synthetic import FleetConfig
-from models.training import TrainingConfig, fit, training_series, write_model
+from models.training import TRAINING_FLEET, TrainingConfig, fit, training_series, write_model
 
 METRIC = "average_precision"
 """The metric promotions are decided on (see the module docstring)."""
@@ -123,7 +123,8 @@ def _is_column(key: str) -> bool:
 
 def training_config(config: RetrainingConfig) -> TrainingConfig:
     """The :class:`TrainingConfig` of a retraining run."""
-    fleet = replace(FleetConfig(), instances=config.instances, days=config.days, seed=config.seed)
+    fleet = replace(TRAINING_FLEET, instances=config.instances, days=config.days,
+                    seed=config.seed)
     return TrainingConfig(fleet=fleet, use_nab=config.use_nab, use_asd=config.use_nab,
                           num_threads=config.num_threads)
 

@@ -55,6 +55,10 @@ from models.synthetic import FleetConfig, generate_fleet
 
 log = logging.getLogger(__name__)
 
+TRAINING_FLEET = FleetConfig(fill_ups_per_day=0.15)
+"""The synthetic training fleet: the default fleet plus disk fill-ups, so the model learns
+what the exhaustion forecast means (the hold-out fleet of bench/eval.py has none)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingConfig:
@@ -62,7 +66,7 @@ class TrainingConfig:
 
     horizon_s: float = 7200.0
     """Predict failure or degradation within this many seconds."""
-    fleet: FleetConfig = field(default_factory=FleetConfig)
+    fleet: FleetConfig = field(default_factory=lambda: TRAINING_FLEET)
     """Synthetic training fleet."""
     use_nab: bool = True
     """Mix in the NAB series (skipped with a warning when the data is absent)."""
@@ -328,14 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=DEFAULT_MODEL_PATH)
-    parser.add_argument("--instances", type=int, default=FleetConfig().instances)
-    parser.add_argument("--days", type=float, default=FleetConfig().days)
-    parser.add_argument("--seed", type=int, default=FleetConfig().seed)
+    parser.add_argument("--instances", type=int, default=TRAINING_FLEET.instances)
+    parser.add_argument("--days", type=float, default=TRAINING_FLEET.days)
+    parser.add_argument("--seed", type=int, default=TRAINING_FLEET.seed)
     parser.add_argument("--no-nab", action="store_true", help="leave the NAB series out")
     parser.add_argument("--no-asd", action="store_true", help="leave the ASD servers out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    fleet = replace(FleetConfig(), instances=args.instances, days=args.days, seed=args.seed)
+    fleet = replace(TRAINING_FLEET, instances=args.instances, days=args.days, seed=args.seed)
     result = train(TrainingConfig(fleet=fleet, use_nab=not args.no_nab,
                                   use_asd=not args.no_asd), args.output)
     test = result.metadata["evaluation"]["test"]["calibrated"]
