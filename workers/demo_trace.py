@@ -9,11 +9,17 @@ before the incident's first labelled row (:attr:`DemoTrace.onset`) to two steps 
 time" limit, where the demo fails the primary. The replay speed makes one sample of the fleet
 watcher (one second) one trace step (five minutes).
 
-Why this incident: the leave-server-out evaluation (``bench/results/eval.json``, fold of
-:data:`TRACE_SERVER`) catches it in time with a model that never saw the server, and the
-shipped model does too on the demo's window (the demo prints its offline verdict on the very
-file it replays before it starts). It is a sudden incident, not a slow degradation: the lead
-is minutes, which is what the model earns on real data (docs/model.md).
+Why this incident: a model trained without :data:`TRACE_SERVER` (its leave-server-out fold,
+same training as ``make model``) migrates 55-65 minutes before the incident's first labelled
+row at thresholds 20-25 with no false migration on that server's 15 labelled days, and the
+shipped model does so about 65 minutes before it when the demo replays
+:data:`DEMO_HEALTHY_HOURS` of history (the demo prints its offline verdict on the very file it
+replays before it starts). Most ASD incidents are not caught in time by any model here
+(docs/model.md, "Why the ASD goal is not met"): this is one that is, not a typical one.
+
+The model needs a day of the instance's own history before its novelty baseline speaks, so
+the demo must replay at least :data:`DEMO_HEALTHY_HOURS` hours before the incident; with the
+demo's old 12 hours the model stays silent on every ASD incident.
 
 Without the shared data the demo falls back to a host of the synthetic fleet
 (``models/synthetic``, a disk degradation), and says so in :attr:`DemoTrace.source`.
@@ -33,10 +39,19 @@ from models.predictor import Predictor
 from models.scoring import score_series
 from models.synthetic import FleetConfig, generate_fleet
 
-TRACE_SERVER = "omi-9"
+TRACE_SERVER = "omi-11"
 """The ASD server the incident was recorded on."""
 TRACE_INCIDENT = 2
-"""Index of the incident among the server's labelled incidents (time order, from 0)."""
+"""Index of the incident among the server's labelled incidents (time order, from 0): a
+"temporal" incident of 170 minutes, 32.7 days into the recording."""
+DEMO_HEALTHY_HOURS = 30.0
+"""Trace hours to replay before the incident (at 300x: 6 minutes of demo)."""
+DEMO_THRESHOLD = 30.0
+"""Readiness threshold for the replay. With 19 unnamed metrics the default profile is
+60 x probability plus the local server's real CPU, memory and disk terms (a few points), so
+the demo's former 60 would need certainty. On this trace the shipped model peaks near 4 in
+the last healthy 12 hours and fires at any threshold from 15 to 40; the leave-server-out
+folds chose thresholds of 17 to 36."""
 IN_TIME_S = 900.0
 """The primary is failed this long after the incident's first labelled row."""
 STEP_S = 300.0
