@@ -50,22 +50,29 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.counting import (
+    SELECTION,
+    TARGET_FALSE_PER_DAY,
+    EvalSeries,
+    choose_threshold,
+    count,
+    distribution,
+    random_control,
+)
 from bench.detectors import (
     IN_TIME_S,
     LEAD_MARGIN_S,
     Episode,
-    migrations,
     model_scores,
-    random_scores,
-    score_alarms,
     windowed_gaussian,
 )
+from bench.synthetic_eval import HOLDOUT_SEED, fill_up_holdout, synthetic_holdout
 from models.asd import AsdServer, asd_available, load_asd
 from models.dataset import (
     Dataset,
@@ -76,7 +83,6 @@ from models.dataset import (
     from_synthetic,
     series_matrices,
 )
-from models.features import series_features
 from models.metrics import FloatArray
 from models.nab import NabSeries, load_nab, nab_available
 from models.policy import PolicyConfig
@@ -87,153 +93,12 @@ from models.training import TrainingConfig, choose_synthetic_weight, train
 log = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval.json"
-HOLDOUT_SEED = 1001
-TARGET_FALSE_PER_DAY = 0.1
-"""The goal's false-migration limit per instance-day."""
-SELECTION_FALSE_PER_DAY = 0.08
-"""Thresholds are chosen at this rate on training folds, leaving room for the held-out
-series to be noisier than the training ones."""
-SELECTION = ("most episodes caught in time (NAB: caught) with false migrations per "
-             f"instance-day <= {SELECTION_FALSE_PER_DAY} on out-of-fold scores of the "
-             "training series; ties: more caught at all, then more caught before onset, then "
-             "the lower threshold (the false-migration budget is spent, not saved)")
 INNER_FOLDS = 3
 """Inner folds that give out-of-fold scores of the training series."""
 NAB_FOLDS = 4
 """Leave-series-out folds over the 12 NAB files (3 files each, every 4th by name)."""
-RANDOM_SEEDS = 20
-"""Seeds of the random-score control."""
 DETECTORS = ("model_default", "model_spec", "windowed_gaussian")
 """Detectors whose thresholds are chosen on training folds."""
-SYNTHETIC_THRESHOLD = {"model_default": PolicyConfig().threshold, "model_spec": 70.0,
-                       "windowed_gaussian": 4.0}
-"""Fixed operating points of the synthetic hold-out (as before this issue)."""
-
-
-@dataclass
-class EvalSeries:
-    """One evaluated series: times, episodes, where migrations count, detector scores."""
-
-    name: str
-    """Series name (its ``group`` in the dataset)."""
-    times: FloatArray
-    """Epoch seconds."""
-    episodes: list[Episode]
-    """Labelled episodes."""
-    region: tuple[float, float]
-    """Migrations count inside this span (the labelled part)."""
-    unlabelled: tuple[float, float] | None = None
-    """ASD's 30 normal days, reported apart."""
-    scores: dict[str, FloatArray] = field(default_factory=dict)
-    """Detector → score per row."""
-    thresholds: dict[str, float] = field(default_factory=dict)
-    """Detector → threshold chosen for it on training folds."""
-
-    @property
-    def days(self) -> float:
-        """Length of the counting region in days."""
-        return (self.region[1] - self.region[0]) / 86400.0
-
-
-# -- counting ---------------------------------------------------------------------------
-
-
-def count(series: Sequence[EvalSeries], detector: str,
-          threshold: float | None = None) -> dict[str, Any]:
-    """Episode-level figures of one detector over many series (each at its own chosen
-    threshold unless ``threshold`` is given)."""
-    totals = {"episodes": 0, "caught_before": 0, "caught_in_time": 0, "caught_late": 0,
-              "false_alarms": 0, "alarms": 0}
-    leads: list[float] = []
-    kinds: dict[str, list[int]] = {}
-    unlabelled_false, unlabelled_days = 0, 0.0
-    for item in series:
-        level = item.thresholds[detector] if threshold is None else threshold
-        alarms = migrations(item.times, item.scores[detector], level)
-        result = score_alarms(alarms, item.episodes, item.region)
-        for key in totals:
-            totals[key] += result[key]
-        leads += result["lead_min"]
-        for kind, (in_time, caught, n) in result["kinds"].items():
-            mine = kinds.setdefault(kind, [0, 0, 0])
-            mine[0], mine[1], mine[2] = mine[0] + in_time, mine[1] + caught, mine[2] + n
-        if item.unlabelled is not None:
-            start, end = item.unlabelled
-            unlabelled_false += int(((alarms >= start) & (alarms < end)).sum())
-            unlabelled_days += (end - start) / 86400.0
-    days = sum(item.days for item in series)
-    episodes = max(totals["episodes"], 1)
-    summary: dict[str, Any] = {
-        **totals,
-        "caught": totals["caught_in_time"] + totals["caught_late"],
-        "missed": totals["episodes"] - totals["caught_in_time"] - totals["caught_late"],
-        "caught_before_share": round(totals["caught_before"] / episodes, 3),
-        "caught_in_time_share": round(totals["caught_in_time"] / episodes, 3),
-        "instance_days": round(days, 2),
-        "false_per_instance_day": round(totals["false_alarms"] / days, 3) if days else None,
-        "median_lead_min": round(float(np.median(leads)), 1) if leads else None,
-        "lead_min": _distribution(leads),
-        "by_kind": {k: f"{a} in time, {b} caught of {n}" for k, (a, b, n) in sorted(kinds.items())},
-    }
-    if unlabelled_days:
-        summary["normal_days_false_per_day"] = round(unlabelled_false / unlabelled_days, 3)
-    if threshold is None:
-        summary["thresholds"] = {item.name: round(item.thresholds[detector], 4)
-                                 for item in series}
-    else:
-        summary["threshold"] = threshold
-    return summary
-
-
-def _distribution(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    q = np.percentile(values, [0, 25, 50, 75, 100])
-    return dict(zip(("min", "p25", "median", "p75", "max"), (round(float(x), 1) for x in q),
-                    strict=True))
-
-
-def choose_threshold(series: Sequence[EvalSeries], detector: str, objective: str) -> float:
-    """The threshold that maximises ``objective`` (``caught_in_time`` or ``caught``) with
-    false migrations per instance-day at most :data:`SELECTION_FALSE_PER_DAY` on ``series``
-    (scores out of fold); the highest candidate when none qualifies."""
-    pooled = np.concatenate([s.scores[detector][(s.times >= s.region[0]) &
-                                                (s.times <= s.region[1])] for s in series])
-    pooled = pooled[np.isfinite(pooled)]
-    if pooled.size == 0:
-        return float("inf")
-    candidates = np.unique(np.quantile(pooled, np.concatenate([
-        np.linspace(0.5, 0.99, 50), 1 - np.geomspace(1e-2, 1e-5, 120)])))
-    best: tuple[int, int, int, float] | None = None
-    for threshold in candidates.tolist():
-        result = count(series, detector, threshold)
-        if result["false_per_instance_day"] > SELECTION_FALSE_PER_DAY:
-            continue
-        key = (result[objective], result["caught"], result["caught_before"], -threshold)
-        if best is None or key > best:
-            best = key
-    return -best[3] if best is not None else float(candidates[-1])
-
-
-def random_control(series: Sequence[EvalSeries], false_per_day: float) -> dict[str, Any]:
-    """Chance level: random scores at the model's false-migration rate (mean over seeds)."""
-    results = []
-    for seed in range(RANDOM_SEEDS):
-        for i, item in enumerate(series):
-            item.scores["random"] = random_scores(item.times.size, seed * 1000 + i)
-        low, high = 0.0, 1.0
-        for _ in range(30):  # bisection on the threshold: higher = fewer migrations
-            middle = (low + high) / 2
-            if count(series, "random", middle)["false_per_instance_day"] > false_per_day:
-                low = middle
-            else:
-                high = middle
-        results.append(count(series, "random", high))
-    keys = ("caught_before", "caught_in_time", "caught", "false_alarms",
-            "false_per_instance_day")
-    return {"seeds": RANDOM_SEEDS, "tuned_to_false_per_instance_day": false_per_day,
-            "episodes": results[0]["episodes"],
-            **{f"mean_{k}": round(float(np.mean([r[k] for r in results])), 3) for k in keys}}
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -407,87 +272,6 @@ def nab_leave_series_out(corpus: Corpus, config: TrainingConfig
                            lambda n: n.split(":")[0])
 
 
-def synthetic_holdout(predictor: Predictor, fleet: FleetConfig) -> dict[str, Any]:
-    """The held-out synthetic fleet at the fixed operating points (the pre-issue counting:
-    an alarm from ``min(onset, failure - horizon)`` to recovery catches an incident)."""
-    evaluated = []
-    for instance in generate_fleet(fleet):
-        labelled = from_synthetic(instance, predictor.horizon_s)
-        features = series_features(labelled.times, labelled.values, predictor.feature_config,
-                                   max_samples=64, baseline_config=predictor.baseline_config)
-        episodes = [Episode(i.failure_at, i.recovered_at, i.mode,
-                            i.failure_at - min(i.onset, i.failure_at - predictor.horizon_s))
-                    for i in instance.incidents]
-        item = EvalSeries(instance.instance_id, labelled.times, episodes,
-                          (float(labelled.times[0]), float(labelled.times[-1])))
-        scores = model_scores(features, predictor)
-        item.scores = {"model_default": scores["default"], "model_spec": scores["spec"],
-                       "windowed_gaussian": windowed_gaussian(labelled.times, labelled.values)}
-        evaluated.append(item)
-    report: dict[str, Any] = {"fleet": fleet.to_dict(), "series": len(evaluated),
-                              "instance_days": round(sum(s.days for s in evaluated), 2),
-                              "detectors": {}}
-    for detector, threshold in SYNTHETIC_THRESHOLD.items():
-        result = count(evaluated, detector, threshold)
-        result["recall"] = round(result["caught"] / max(result["episodes"], 1), 3)
-        report["detectors"][detector] = result
-    sweep = []
-    for threshold in range(20, 75, 5):
-        result = count(evaluated, "model_default", float(threshold))
-        sweep.append({"threshold": threshold, "false_per_instance_day":
-                      result["false_per_instance_day"],
-                      "recall": round(result["caught"] / max(result["episodes"], 1), 3)})
-    report["model_default_sweep"] = sweep
-    matched = [row for row in sweep if row["false_per_instance_day"] <= 0.038]
-    report["model_default_at_old_false_rate"] = max(matched, key=lambda r: r["recall"],
-                                                    default=None)
-    model = report["detectors"]["model_default"]
-    report["detectors"]["random_control"] = random_control(evaluated,
-                                                           model["false_per_instance_day"])
-    return report
-
-
-def fill_up_holdout(predictor: Predictor, instances: int = 60) -> dict[str, Any]:
-    """Disk fill-ups on a held-out fleet (seed never trained on): how many the model
-    catches at the operating point, and how right the exhaustion forecast is at that moment
-    (forecast hours against the time the disk really had left)."""
-    from models.scoring import series_forecasts
-
-    fleet = replace(FleetConfig(), instances=instances, days=4.0, seed=HOLDOUT_SEED + 1,
-                    fill_ups_per_day=0.5)
-    threshold = SYNTHETIC_THRESHOLD["model_default"]
-    caught = total = 0
-    errors: list[float] = []
-    leads: list[float] = []
-    for instance in generate_fleet(fleet):
-        labelled = from_synthetic(instance, predictor.horizon_s)
-        features = series_features(labelled.times, labelled.values, predictor.feature_config,
-                                   max_samples=64, baseline_config=predictor.baseline_config)
-        alarms = migrations(labelled.times, model_scores(features, predictor)["default"],
-                            threshold)
-        forecast = None
-        for incident in (i for i in instance.incidents if i.mode == "disk_fill"):
-            total += 1
-            inside = alarms[(alarms >= incident.onset) & (alarms <= incident.recovered_at)]
-            if inside.size == 0:
-                continue
-            caught += 1
-            first = float(inside[0])
-            leads.append((incident.failure_at - first) / 60.0)
-            if forecast is None:
-                forecast = series_forecasts(labelled.times, labelled.values, max_samples=64)
-            row = int(np.searchsorted(labelled.times, first))
-            made = forecast[row] if row < len(forecast) else None
-            actual_h = (incident.failure_at - first) / 3600.0
-            if made is not None and actual_h > 0:
-                errors.append((made.hours - actual_h) / actual_h)
-    return {"fleet": fleet.to_dict(), "threshold": threshold, "fill_ups": total,
-            "caught": caught, "lead_min_before_full": _distribution(leads),
-            "forecasts_at_first_alarm": len(errors),
-            "forecast_relative_error": _distribution([100 * e for e in errors]),
-            "forecast_within_10_percent": sum(1 for e in errors if abs(e) <= 0.1)}
-
-
 def asd_signal_delay(corpus: Corpus) -> dict[str, Any]:
     """How soon does an ASD incident look unusual at all, to a detector that needs no model?
 
@@ -552,7 +336,7 @@ def asd_signal_delay(corpus: Corpus) -> dict[str, Any]:
         "visible_in_time": in_time,
         "visible_in_time_share": round(in_time / max(total, 1), 3),
         "never_visible": never,
-        "first_visible_min_after_onset": _distribution(delays),
+        "first_visible_min_after_onset": distribution(delays),
         "crossing_runs_per_labelled_day_outside_incidents": round(float(np.mean(
             false_per_day)), 3),
     }
