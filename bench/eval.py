@@ -362,9 +362,11 @@ def goals(report: dict[str, Any]) -> dict[str, Any]:
                       "false_per_instance_day": f"{nab['false_per_instance_day']} (goal <= 0.1)",
                       "met": bool(nab["caught"] >= 10
                                   and nab["false_per_instance_day"] <= TARGET_FALSE_PER_DAY)}
-    syn = report.get("synthetic_holdout", {}).get("detectors", {}).get("model_default")
+    syn = report.get("synthetic_holdout", {}).get("model_default_at_old_false_rate")
     if syn:
-        out["synthetic"] = {"recall": f"{syn['recall']} (before this issue: 0.674)",
+        # The readiness scale moved with the new model; compare at the old false rate.
+        out["synthetic"] = {"recall": f"{syn['recall']} at threshold {syn['threshold']} "
+                                      "(before this issue: 0.674)",
                             "false_per_instance_day": f"{syn['false_per_instance_day']} "
                                                       "(before this issue: 0.038)",
                             "met": bool(syn["recall"] >= 0.674

@@ -3,6 +3,8 @@ decision's reason."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -82,4 +84,4 @@ def test_series_forecast_is_causal() -> None:
     rows = series_forecasts(times, {"disk_used_percent": used})
     assert all(f is None for f in rows[:60])
     late = [f.hours for f in rows[100:] if f is not None]
-    assert late and all(a > b for a, b in zip(late, late[1:], strict=False))
+    assert late and all(a > b for a, b in itertools.pairwise(late))

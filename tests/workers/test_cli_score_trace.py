@@ -165,7 +165,7 @@ def test_model_for_other_features_is_refused(tmp_path: Path,
     model = tmp_path / "other.txt"
     model.write_bytes(DEFAULT_MODEL_PATH.read_bytes())
     metadata = json.loads(metadata_path_for(DEFAULT_MODEL_PATH).read_text())
-    metadata["feature_names"] = metadata["feature_names"][:-1] + ["something_else"]
+    metadata["feature_names"] = [*metadata["feature_names"][:-1], "something_else"]
     metadata_path_for(model).write_text(json.dumps(metadata))
     trace = tmp_path / "t.csv"
     trace.write_text("timestamp,value\n" + "".join(f"{i * 300},{i % 7}\n" for i in range(20)))
