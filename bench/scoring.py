@@ -68,7 +68,7 @@ def _fleet(instances: int, columns: Sequence[str], seed: int = 0, start_step: in
         series = level + rng.normal(0, 3, (instances, width)).cumsum(axis=1) * 0.3
         series = np.clip(np.abs(series), 0, 100)
         series[rng.random(series.shape) < 0.02] = np.nan
-        values[column] = series
+        values[column] = series.astype(np.float32)  # as before issue 19, for comparison
     return times, values
 
 

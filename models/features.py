@@ -37,7 +37,12 @@ from models.baselines import (
     BaselineConfig,
     series_baseline_features,
 )
-from models.exhaustion import ExhaustionConfig, exhaustion_columns, soonest
+from models.exhaustion import (
+    ExhaustionConfig,
+    FitBasis,
+    exhaustion_columns,
+    hours_to_exhaustion_block,
+)
 from models.metrics import (
     NAMED_KINDS,
     SPEC_BY_NAME,
@@ -296,12 +301,17 @@ def window_features(
     for key in keys:
         named.setdefault(column_kind(key), key)
     summary = _SummaryBuilder(len(keys), rows)
+    exhaustion = exhaustion or ExhaustionConfig()
+    exhaustible = exhaustion_columns(keys)
+    soonest_row = len(WINDOW_FEATURE_NAMES) - 1
     # Chunks keep every temporary in cache: for a 100k-instance fleet, whole-batch
     # temporaries cost more in page faults than in arithmetic.
     for start in range(0, rows, _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, rows)
         shared = _Shared.build(np.ascontiguousarray(times[start:stop].T), config)
         filled = set()
+        soonest_h = np.full(stop - start, np.nan, dtype=np.float32)
+        basis = FitBasis.build(shared.age_h, exhaustion) if exhaustible else None
         for position, key in enumerate(keys):
             kind = column_kind(key)
             spec = SPEC_BY_NAME[kind]
@@ -310,6 +320,10 @@ def window_features(
             block = _metric_block(block_input, shared, spec.valid_min,
                                   spec.threshold if is_slot else None)
             summary.add(position, start, stop, block)
+            if key in exhaustible:
+                hours = hours_to_exhaustion_block(shared.age_h, block_input,
+                                                  exhaustion.capacity(kind), exhaustion, basis)
+                soonest_h = np.fmin(soonest_h, hours)
             if is_slot:
                 column = _SLOT_START[kind]
                 for offset, feature in enumerate(block):
@@ -318,12 +332,11 @@ def window_features(
         for kind, column in _SLOT_START.items():
             if kind not in filled:
                 out[column : column + _slot_width(kind), start:stop] = np.nan
+        if exhaustible:  # no rise anywhere reads as "not within the cap"
+            out[soonest_row, start:stop] = np.where(
+                np.isnan(soonest_h), HOURS_TO_THRESHOLD_CAP,
+                np.minimum(soonest_h, HOURS_TO_THRESHOLD_CAP))
     summary.write(out, _SUMMARY_START)
-    exhaustible = exhaustion_columns(keys)
-    if exhaustible:
-        hours, _ = soonest(times, {k: values[k] for k in exhaustible}, exhaustion)
-        out[len(WINDOW_FEATURE_NAMES) - 1] = np.minimum(hours, HOURS_TO_THRESHOLD_CAP)
-        out[len(WINDOW_FEATURE_NAMES) - 1, np.isnan(hours)] = HOURS_TO_THRESHOLD_CAP
     if baseline is not None:
         out[len(WINDOW_FEATURE_NAMES):] = baseline.T
     return out.T
