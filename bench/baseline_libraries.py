@@ -14,8 +14,9 @@ samples before the ones it scores):
   ``learn_one``/``score_one`` per sample.
 
 And for the *seasonal location and scale*: ``ours`` (hour-of-day robust location/scale plus
-weekday offset, online) against statsmodels ``STL`` (period one day) refitted every day on the
-trailing 7 days, whose seasonal profile and trend predict the next day.
+weekday offset, online) against statsmodels ``STL`` (period one day, LOESS jumps of 10, not
+robust: the robust fit takes 3.3 s per column-day) refitted every day on the trailing 7 days,
+whose seasonal profile and trend predict the next day.
 
 Quality, per detector, on the 8 shared ASD servers: the share of the 55 incidents whose score,
 held for 3 readings in a row, reaches in ``[onset - 2 h, onset + 15 min]`` a level that the
@@ -154,7 +155,10 @@ def statsmodels_stl(matrix: np.ndarray, times: FloatArray) -> FloatArray:
             return np.full(day.shape[0], np.nan)
         z = np.zeros(day.shape)
         for column in range(history.shape[1]):
-            fit = STL(history[:, column], period=DAY, robust=True).fit()
+            # LOESS evaluated every 10th point and interpolated (STL's documented speed-up):
+            # 36 ms a fit instead of 3.3 s for the robust, full one on 7 days at 5 minutes.
+            fit = STL(history[:, column], period=DAY, robust=False, seasonal_jump=10,
+                      trend_jump=10, low_pass_jump=10).fit()
             seasonal = fit.seasonal[-DAY:][: day.shape[0]]
             scale = 1.4826 * np.median(np.abs(fit.resid)) + 1e-3
             z[:, column] = np.abs(day[:, column] - fit.trend[-1] - seasonal) / scale
@@ -246,8 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "novelty": measure(NOVELTY, servers),
         "seasonal": measure(SEASONAL, servers),
         "note": "'ours' costs are for one instance at a time (a Python step per sample); the "
-                "fleet path updates every instance in one vector step, about 3 us per "
-                "instance-sample at 19 columns (bench/results/scoring.json)",
+                "fleet path updates every instance in one vector step (its cost per "
+                "instance-sample at 19 columns: unnamed_19_with_baselines in "
+                "bench/results/scoring.json)",
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1) + "\n")
