@@ -10,6 +10,7 @@ RUN apt-get update \
  && useradd --create-home --uid 10001 shadowshift
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contracts contracts
 COPY workflows workflows
 COPY activities activities
 COPY infra infra

@@ -9,11 +9,12 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/scripts/bin:$(
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 
-.PHONY: setup python-deps pulumi system-packages test lint unit demo worker clean help
+.PHONY: setup python-deps pulumi system-packages test lint unit histories demo worker clean help
 
 help:
 	@echo "make demo   - set up everything and run the end-to-end demo"
 	@echo "make test   - set up everything and run every test (lint included)"
+	@echo "make unit   - lint and the tests that need no server (under a minute)"
 	@echo "make setup  - only the set-up: .venv, temporal CLI, Pulumi CLI, PostgreSQL, HAProxy"
 	@echo "make worker - run a worker against SHADOWSHIFT_TEMPORAL_ADDRESS"
 
@@ -39,10 +40,20 @@ $(PASSPHRASE):
 
 lint: python-deps
 	.venv/bin/ruff check .
-	.venv/bin/mypy workflows activities infra models workers bench
+	.venv/bin/mypy contracts workflows activities infra models workers bench
+	.venv/bin/lint-imports
+
+# Tests that need no real server or program (pytest marker ``integration`` marks the others).
+unit: python-deps
+	@bash scripts/run-tests.sh -m "not integration" -q
 
 test: setup lint
 	@bash scripts/run-tests.sh
+
+# Record the workflow histories the replay tests replay (commit them): when a workflow change
+# is meant to change what workflows record. See tests/workflows/record_histories.py.
+histories: setup
+	@bash scripts/run-tests.sh tests/workflows/record_histories.py -q -p no:cacheprovider
 
 # The end-to-end demo (about 3¼ minutes): DEMO_ARGS="--healthy-hours 4" shortens its steady state.
 DEMO_ARGS ?=

@@ -18,99 +18,62 @@ Every activity works through :class:`~infra.platform.Platform` (built by
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.cutover_checks import CutoverPlan, PreflightRequest, plan_cutover
+from activities.cutover_checks import plan_cutover
 from activities.cutover_record import CutoverRecord
-from activities.cutover_steps import (
+from activities.cutover_steps import run_steps
+from activities.errors import translated_errors
+from activities.heartbeat import heartbeating
+from contracts.cutover import (
     CATCH_UP,
-    EMERGENCY_STEPS,
+    CRITICAL_STEPS,
     FENCE_PRIMARY,
     FENCE_ROUTER,
-    NON_RETRYABLE_CUTOVER_TYPES,
-    PLANNED_STEPS,
     PROMOTE,
     SHIFT_TRAFFIC,
-    STEP_ACTIVITIES,
     STOP_PRIMARY,
+    CutoverActivities,
+    CutoverPlan,
+    FinaliseRequest,
+    PreflightRequest,
+    RestoreRequest,
     StepOutcome,
     StepRequest,
-    run_steps,
+    VerifyResult,
 )
-from activities.errors import translated_errors
-from activities.shadow import ShadowActivities, ShadowRequest
+from contracts.shadow import PlatformRequest
 from infra.errors import InfraError
+from infra.factory import Platforms
+from infra.observability import observe_cutover
 from infra.platform import Platform
-from infra.pulumi_engine import StackDriver
-from workers.observability import observe_cutover
-
-__all__ = [
-    "CATCH_UP", "EMERGENCY_STEPS", "FENCE_PRIMARY", "FENCE_ROUTER", "NON_RETRYABLE_CUTOVER_TYPES",
-    "PLANNED_STEPS", "PROMOTE", "SHIFT_TRAFFIC", "STEP_ACTIVITIES", "STOP_PRIMARY",
-    "CutoverActivities", "FinaliseRequest", "RestoreRequest", "StepOutcome",
-    "StepRequest", "VerifyResult",
-]
 
 
-@dataclass
-class RestoreRequest:
-    """Compensation input: put the source back in charge (only before promotion)."""
+class PlatformCutoverActivities(CutoverActivities):
+    """Activities of the cutover saga, through each request's platform; the cutover record
+    (lock and event log) lives in the state dir."""
 
-    plan: CutoverPlan
-    """The plan from preflight."""
-    stopped_data_dir: str = ""
-    """Set when ``stop_primary`` stopped the source: start it again."""
-    promote_attempted: bool = False
-    """Promotion was requested: wait for a promotion in flight to show before deciding."""
-
-
-@dataclass
-class VerifyResult:
-    """Where a write through the router landed."""
-
-    node: str
-    """Node that took the write."""
-    ms: float
-    """Write + read round trip."""
-
-
-@dataclass
-class FinaliseRequest:
-    """The cutover event to record."""
-
-    plan: CutoverPlan
-    """The plan from preflight."""
-    outcome: str
-    """``completed``, ``compensated`` or ``promoted_unverified``."""
-    step_ms: dict[str, float]
-    """Per-step durations."""
-    detail: str = ""
-    """Why, when not completed."""
-
-
-class CutoverActivities:
-    """Activities of the cutover saga; clients and state dir come in through ``__init__``."""
-
-    def __init__(self, driver: StackDriver, state_dir: Path) -> None:
-        self._shadow = ShadowActivities(driver, state_dir)
+    def __init__(self, platforms: Platforms, state_dir: Path) -> None:
+        self._platforms = platforms
         self._state_dir = state_dir
 
-    def platform(self, request: ShadowRequest) -> Platform:
-        """The platform object of ``request`` (validates it)."""
-        return self._shadow.platform(request)
+    def platform(self, request: PlatformRequest) -> Platform:
+        """The platform object of ``request``."""
+        return self._platforms.platform_for(request)
 
     @activity.defn
     def preflight_cutover(self, request: PreflightRequest) -> CutoverPlan:
         """Check everything a cutover needs and take the instance's cutover lock; change
         nothing else. Bad requests fail with ``InvalidRequest`` (not retried)."""
-        with translated_errors():
-            platform = self.platform(request.shadow)
+        # A source that hangs holds every probe of it for its connect timeout: the beat keeps
+        # a slow preflight from reading as a dead worker under the saga's short timeout.
+        with translated_errors(), heartbeating("preflight", every_s=1.0):
+            platform = self.platform(request.instance)
             try:
-                record = self._record(request.shadow)
+                record = self._record(request.instance)
                 plan = plan_cutover(platform, request, record.lock_holder())
                 record.take_lock(request.workflow_id)
                 if plan.mode == "planned":
@@ -163,7 +126,7 @@ class CutoverActivities:
         """
         plan = request.plan
         with translated_errors():
-            platform = self.platform(plan.shadow)
+            platform = self.platform(plan.instance)
             try:
                 settle_until = time.monotonic() + (2.0 if request.promote_attempted else 0.0)
                 while True:
@@ -177,14 +140,14 @@ class CutoverActivities:
                     if time.monotonic() >= settle_until:
                         break
                     time.sleep(0.05)
-                if request.stopped_data_dir:
-                    platform.start_node(plan.source, request.stopped_data_dir)
+                if request.stopped_token:
+                    platform.start_node(plan.source, request.stopped_token)
                 if platform.probe(plan.source).reachable:
                     platform.unfence(plan.source)
                 platform.set_weights(plan.previous_weights)
                 activity.logger.warning(
                     "Cutover of %s compensated. Traffic is back on %s.",
-                    plan.shadow.instance_id,
+                    plan.instance.instance_id,
                     plan.source,
                 )
             finally:
@@ -195,7 +158,7 @@ class CutoverActivities:
         """A real write and read through the router must land on the new primary."""
         started = time.monotonic()
         with translated_errors():
-            platform = self.platform(plan.shadow)
+            platform = self.platform(plan.instance)
             try:
                 node = platform.write_through_router(plan.workflow_id)
             except InfraError as err:
@@ -212,7 +175,7 @@ class CutoverActivities:
     def recover_forward(self, plan: CutoverPlan) -> None:
         """After promotion: re-assert every post-promotion fact (all idempotent)."""
         with translated_errors():
-            platform = self.platform(plan.shadow)
+            platform = self.platform(plan.instance)
             try:
                 platform.promote(plan.target)
                 try:
@@ -222,7 +185,7 @@ class CutoverActivities:
                 platform.set_weights({plan.source: 0, plan.target: 100})
                 platform.close_router_sessions(plan.source)
                 activity.logger.warning(
-                    "Re-applied the cutover of %s to %s.", plan.shadow.instance_id, plan.target
+                    "Re-applied the cutover of %s to %s.", plan.instance.instance_id, plan.target
                 )
             finally:
                 platform.close()
@@ -238,7 +201,7 @@ class CutoverActivities:
                 "finalise_cutover runs only as an activity of a cutover workflow (it got no "
                 "workflow run id); start the cutover workflow instead of calling it alone",
                 type="InvalidRequest", non_retryable=True)
-        record = self._record(plan.shadow)
+        record = self._record(plan.instance)
         started_at = record.lock_taken_at()
         added = record.append_event(plan.workflow_id, run_id, {
             "outcome": request.outcome,
@@ -248,11 +211,12 @@ class CutoverActivities:
             "step_ms": request.step_ms,
             "possible_loss_bytes": plan.possible_loss_bytes,
             "detail": request.detail,
+            "trigger": request.trigger,
         })
         if added:  # once per cutover, like the event
             observe_cutover(
-                plan.shadow.instance_id, plan.mode, request.outcome,
-                blackout_ms=sum(ms for s, ms in request.step_ms.items() if s in STEP_ACTIVITIES),
+                plan.instance.instance_id, plan.mode, request.outcome,
+                blackout_ms=sum(ms for s, ms in request.step_ms.items() if s in CRITICAL_STEPS),
                 duration_s=None if started_at is None else time.time() - started_at,
             )
         record.release_lock(plan.workflow_id)
@@ -261,11 +225,11 @@ class CutoverActivities:
     # -- internals -------------------------------------------------------------------------
 
     def _run(self, request: StepRequest, steps: list[str]) -> list[StepOutcome]:
-        platform = self.platform(request.plan.shadow)
+        platform = self.platform(request.plan.instance)
         try:
             return run_steps(platform, request, steps)
         finally:
             platform.close()
 
-    def _record(self, shadow: ShadowRequest) -> CutoverRecord:
-        return CutoverRecord(self._state_dir, shadow.instance_id)
+    def _record(self, instance: PlatformRequest) -> CutoverRecord:
+        return CutoverRecord(self._state_dir, instance.instance_id)

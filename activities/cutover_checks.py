@@ -6,51 +6,10 @@ bad request leaves every server and weight as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from activities.shadow import TIER_LAG_BOUND_BYTES, ShadowRequest
+from contracts.cutover import MODES, CutoverPlan, PreflightRequest
+from contracts.shadow import TIER_LAG_BOUND_BYTES
 from infra.errors import InvalidRequestError
 from infra.platform import Platform
-
-MODES = ("planned", "emergency")
-
-
-@dataclass
-class PreflightRequest:
-    """What the workflow asks before anything changes."""
-
-    shadow: ShadowRequest
-    """The protected instance (local protection spec)."""
-    mode: str
-    """``planned`` or ``emergency``."""
-    workflow_id: str
-    """The cutover's workflow id; holds the instance's cutover lock."""
-
-
-@dataclass
-class CutoverPlan:
-    """Who loses and who gains the traffic, decided once by preflight."""
-
-    shadow: ShadowRequest
-    """The protected instance."""
-    mode: str
-    """``planned`` or ``emergency``."""
-    workflow_id: str
-    """Holder of the cutover lock."""
-    source: str
-    """Node that serves now and becomes the former primary."""
-    target: str
-    """Standby that becomes the primary."""
-    previous_weights: dict[str, int]
-    """Router weights before the cutover, restored by compensation."""
-    source_reachable: bool = True
-    """Whether the source answered during preflight."""
-    lag_bytes: int | None = None
-    """Replication lag seen by preflight (``None`` when the source is unreachable)."""
-    possible_loss_bytes: int | None = 0
-    """Bound on acknowledged writes that may be lost (``None``: unknown, see loss_bound)."""
-    loss_bound: str = ""
-    """The bound in one sentence."""
 
 
 def plan_cutover(
@@ -62,7 +21,7 @@ def plan_cutover(
         InvalidRequestError: unknown instance, no healthy shadow, another cutover running,
             no single serving primary (planned), or an unknown mode.
     """
-    instance_id = request.shadow.instance_id
+    instance_id = request.instance.instance_id
     if request.mode not in MODES:
         raise InvalidRequestError(f"mode {request.mode!r} is not one of {MODES}")
     if not platform.routes_service():
@@ -109,7 +68,7 @@ def _plan_planned(
         raise InvalidRequestError(
             f"no healthy shadow: {target} is {status.state}, not streaming from {source}"
         )
-    tier = request.shadow.tier
+    tier = request.instance.spec.tier
     if tier == 1 and status.sync_state != "sync":
         raise InvalidRequestError(
             f"no healthy shadow: tier 1 needs {target} synchronous, it is {status.sync_state}"
@@ -121,7 +80,7 @@ def _plan_planned(
             f"{bound})"
         )
     return CutoverPlan(
-        request.shadow, request.mode, request.workflow_id, source, target, dict(weights),
+        request.instance, request.mode, request.workflow_id, source, target, dict(weights),
         source_reachable=True, lag_bytes=status.lag_bytes, possible_loss_bytes=0,
         loss_bound="0: the source is fenced and the shadow replays its final position first",
     )
@@ -140,14 +99,15 @@ def _plan_emergency(
         standbys = [n for n in nodes if platform.probe(n).in_recovery]
         if len(standbys) != 1:
             raise InvalidRequestError(
-                f"cannot tell the failed primary of {request.shadow.instance_id}: router {weights}"
+                f"cannot tell the failed primary of {request.instance.instance_id}: "
+                f"router {weights}"
             )
         source = next(n for n in nodes if n not in standbys)
     target = next(n for n in nodes if n != source)
     _require_standby(platform, target)
     reachable = platform.probe(source).reachable
     lag = platform.replication_between(source, target).lag_bytes if reachable else None
-    tier = request.shadow.tier
+    tier = request.instance.spec.tier
     if tier == 1:
         loss: int | None = 0
         bound = "0: tier 1 commits wait for the shadow's flush (unless sync was relaxed)"
@@ -159,9 +119,10 @@ def _plan_emergency(
         )
     else:
         loss = None
-        bound = f"WAL not yet archived: up to {request.shadow.archive_interval_s}s of writes"
+        bound = (f"WAL not yet shipped: up to {request.instance.spec.archive_interval_s}s "
+                 "of writes")
     return CutoverPlan(
-        request.shadow, request.mode, request.workflow_id, source, target, dict(weights),
+        request.instance, request.mode, request.workflow_id, source, target, dict(weights),
         source_reachable=reachable, lag_bytes=lag, possible_loss_bytes=loss, loss_bound=bound,
     )
 

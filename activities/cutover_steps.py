@@ -10,63 +10,30 @@ compensates exactly those.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 
 import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.cutover_checks import CutoverPlan
+from activities.heartbeat import heartbeat_callback
+from contracts.cutover import (
+    CATCH_UP,
+    FENCE_PRIMARY,
+    FENCE_ROUTER,
+    PROMOTE,
+    SHIFT_TRAFFIC,
+    STOP_PRIMARY,
+    StepOutcome,
+    StepRequest,
+)
 from infra.errors import InfraError, InvalidRequestError
+from infra.observability import cutover_step_span
 from infra.platform import Platform
-from workers.observability import cutover_step_span
-
-FENCE_PRIMARY, FENCE_ROUTER, STOP_PRIMARY = "fence_primary", "fence_router", "stop_primary"
-CATCH_UP, PROMOTE, SHIFT_TRAFFIC = "catch_up", "promote", "shift_traffic"
-PLANNED_STEPS = [FENCE_PRIMARY, CATCH_UP, PROMOTE, SHIFT_TRAFFIC]
-"""Planned: fence at the source, wait for its final position, promote, move traffic."""
-EMERGENCY_STEPS = [FENCE_ROUTER, STOP_PRIMARY, CATCH_UP, PROMOTE, SHIFT_TRAFFIC]
-"""Emergency: fence at the router (needs nothing from the source), stop it if it answers."""
-STEP_ACTIVITIES = {
-    FENCE_PRIMARY: "fence_primary",
-    FENCE_ROUTER: "fence_router",
-    STOP_PRIMARY: "stop_primary",
-    CATCH_UP: "catch_up_shadow",
-    PROMOTE: "promote_shadow",
-    SHIFT_TRAFFIC: "shift_traffic",
-}
-"""Activity that runs each step on its own."""
-NON_RETRYABLE_CUTOVER_TYPES = [
-    "InvalidRequest", "Unsupported", "CatchUpTimeout", "FenceLost", "PastPointOfNoReturn",
-]
-"""Failure types the workflow's retry policies must not retry."""
-
-
-@dataclass
-class StepRequest:
-    """Input of every critical-path activity."""
-
-    plan: CutoverPlan
-    """The plan from preflight."""
-    steps: list[str] = field(default_factory=list)
-    """``switch_over`` only: the steps to run, in order."""
-    catch_up_timeout_s: float = 10.0
-    """How long catch-up may wait for the shadow."""
-
-
-@dataclass
-class StepOutcome:
-    """One finished step."""
-
-    step: str
-    """Step name."""
-    ms: float
-    """Its duration in the attempt that finished it."""
-    detail: str = ""
-    """Step output (final position, data directory of a stopped source)."""
-
 
 StepFunction = Callable[[Platform, StepRequest], str]
 
@@ -86,14 +53,50 @@ def run_steps(platform: Platform, request: StepRequest, steps: list[str]) -> lis
     # reach the server only if the steps outlast the throttle. A retry may then redo
     # finished steps; every step is idempotent, so it converges.
     activity.heartbeat([asdict(outcome) for outcome in done])
-    for node in (request.plan.target, request.plan.source):
-        platform.probe(node)  # open the sessions before the window, not inside it
+    # Open the sessions before the window, not inside it; an emergency's source is presumed
+    # dead or hung, and a probe of a hung one would only wait for its deadline.
+    warm = [request.plan.target] + ([request.plan.source] if request.plan.mode == "planned"
+                                    else [])
+    for node in warm:
+        platform.probe(node)
+    with _beating(done):
+        _run_each(platform, request, steps, finished, done)
+    return [outcome for outcome in done if outcome.step in steps]
+
+
+@contextmanager
+def _beating(done: list[StepOutcome], every_s: float = 1.0) -> Iterator[None]:
+    """Heartbeat the finished steps every ``every_s`` while a step runs: a step that waits on
+    a hung node (up to its statement deadline) must not read as a dead worker under the saga's
+    3 s heartbeat timeout. The SDK throttles what reaches the server."""
+    beat = heartbeat_callback(lambda _: [asdict(outcome) for outcome in list(done)],
+                              min_interval_s=0)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            beat("")
+
+    thread = threading.Thread(target=loop, name="cutover-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_each(platform: Platform, request: StepRequest, steps: list[str], finished: set[str],
+              done: list[StepOutcome]) -> None:
     for step in steps:
         if step in finished:
             continue
         started = time.monotonic()
+        if step == PROMOTE:
+            _wait_for_the_lease(request, done)
+            started = time.monotonic()  # the wait is not the promotion's
         try:
-            with cutover_step_span(step, request.plan.shadow.instance_id,
+            with cutover_step_span(step, request.plan.instance.instance_id,
                                    {"shadowshift.cutover.mode": request.plan.mode}):
                 detail = _STEPS[step](platform, request)
         except ApplicationError as err:
@@ -111,9 +114,27 @@ def run_steps(platform: Platform, request: StepRequest, steps: list[str]) -> lis
                 f"{step} failed: {str(err).strip()}", [o.step for o in done],
                 type="InvalidRequest" if invalid else "StepFailed", non_retryable=invalid,
             ) from err
-        done.append(StepOutcome(step, round((time.monotonic() - started) * 1000, 2), detail))
+        done.append(StepOutcome(step, round((time.monotonic() - started) * 1000, 2), detail,
+                                finished_at=time.time()))
         activity.heartbeat([asdict(outcome) for outcome in done])
-    return [outcome for outcome in done if outcome.step in steps]
+
+
+def _wait_for_the_lease(request: StepRequest, done: list[StepOutcome]) -> None:
+    """Emergency on a platform with agents: promote only once the source's agent has fenced
+    it, i.e. ``fence_lease_s`` after the source was cut off (``contracts.agent``'s lease
+    argument). Cut off = the last of the router fence and the stop, in this attempt or an
+    earlier activity (``request.fenced_at``)."""
+    if request.plan.mode != "emergency" or request.fence_lease_s <= 0:
+        return
+    fenced = [o.finished_at for o in done if o.step in (FENCE_ROUTER, STOP_PRIMARY)]
+    fenced_at = max([request.fenced_at, *fenced])
+    if fenced_at <= 0:
+        fenced_at = time.time()  # not recorded (an old attempt): count from now, safely late
+    wait_s = fenced_at + request.fence_lease_s - time.time()
+    if wait_s > 0:
+        activity.logger.info("Waiting %.2f s for the lease of %s to run out before promoting.",
+                             wait_s, request.plan.source)
+        time.sleep(wait_s)
 
 
 def _fence_primary(platform: Platform, request: StepRequest) -> str:

@@ -17,10 +17,10 @@ from contextlib import contextmanager
 
 from temporalio.exceptions import ApplicationError
 
+from contracts.errors import INVALID_REQUEST, NON_RETRYABLE_TYPES, UNSUPPORTED
 from infra.errors import InfraError, InvalidRequestError, StackBusyError
 
-NON_RETRYABLE_TYPES = ["InvalidRequest", "Unsupported"]
-"""Error types a workflow's retry policy should list as non-retryable."""
+__all__ = ["NON_RETRYABLE_TYPES", "translated_errors"]
 
 
 @contextmanager
@@ -29,10 +29,10 @@ def translated_errors() -> Iterator[None]:
     try:
         yield
     except InvalidRequestError as err:
-        raise ApplicationError(str(err), type="InvalidRequest", non_retryable=True) from err
+        raise ApplicationError(str(err), type=INVALID_REQUEST, non_retryable=True) from err
     except StackBusyError as err:
         raise ApplicationError(str(err), type="StackBusy") from err
     except InfraError as err:
         raise ApplicationError(str(err), type="InfraError") from err
     except NotImplementedError as err:
-        raise ApplicationError(str(err), type="Unsupported", non_retryable=True) from err
+        raise ApplicationError(str(err), type=UNSUPPORTED, non_retryable=True) from err

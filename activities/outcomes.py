@@ -30,14 +30,26 @@ from dataclasses import dataclass
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.outcomes_store import KINDS, STATUSES, OutcomeRecord, OutcomeStore
+from activities.outcomes_store import OutcomeRecord, OutcomeStore
+from contracts.errors import INVALID_REQUEST
+from contracts.outcomes import (
+    DEFAULT_HORIZON_S,
+    KINDS,
+    STATUSES,
+    ObserveOutcomesResult,
+    OutcomeActivities,
+    OutcomeEvidence,
+    RecordOutcomeInput,
+    ResolveOutcomesInput,
+)
+from contracts.shadow import PlatformRequest
+from infra.errors import InfraError
+from infra.factory import Platforms
 from infra.local.metrics import LocalMetricsCollector
 from infra.local.postgres import PgEndpoint
+from infra.observability import count_false_migration
 from models.metrics import MetricSample
-from workers.observability import count_false_migration
 
-DEFAULT_HORIZON_S = 7200.0
-"""The shipped model's horizon: an outcome looks this far past the decision."""
 NEAR_MISS_MARGIN = 20.0
 """A hold with a score within this many points under the threshold is a near miss."""
 PROBE_INTERVAL_S = 300.0
@@ -58,76 +70,6 @@ class DegradationThresholds:
     """Mean disk I/O latency."""
     error_rate: float = 0.05
     """Fraction of failed transactions."""
-
-
-@dataclass
-class RecordOutcomeInput:
-    """A cutover or a refused cutover, as the protection workflow saw it."""
-
-    record_id: str
-    """Stable across retries, e.g. ``<workflow id>:<first run id>:cutover:<n>``."""
-    instance_id: str
-    """The protected instance."""
-    kind: str
-    """``cutover``, ``refused`` or ``near_miss``."""
-    at: float
-    """Decision time (workflow clock), epoch seconds."""
-    reason: str = ""
-    """Why it happened (or did not)."""
-    readiness_score: float | None = None
-    """Latest score the protection knew."""
-    failure_probability: float | None = None
-    """Latest probability the protection knew."""
-    host: str | None = "127.0.0.1"
-    """The endpoint whose fate decides the outcome (for a cutover: the former primary)."""
-    port: int | None = None
-    """Its port; None = nothing to probe (evidence must be reported)."""
-    horizon_s: float = DEFAULT_HORIZON_S
-    """How long after ``at`` the outcome is watched."""
-    policy_decided: bool = False
-    """A cutover the policy made because the score crossed the threshold (the model's call):
-    if the instance then stays healthy it counts as a false migration."""
-
-
-@dataclass
-class OutcomeEvidence:
-    """Something known about an instance's health, from outside the probes."""
-
-    instance_id: str
-    """The instance the open records are about."""
-    status: str
-    """``healthy``, ``degraded`` or ``failed``."""
-    at: float
-    """When it was true, epoch seconds."""
-    source: str = "report"
-    """Who says so, e.g. ``recovery``."""
-    detail: str = ""
-    """One sentence."""
-    final: bool = False
-    """The instance's endpoint is going away on purpose (e.g. retired after a cutover):
-    stop probing it, so its closed port is not taken for a failure."""
-    probe_port: int | None = None
-    """Probe the open records of the instance here from now on (e.g. a former primary that
-    rejoined as the shadow and can be watched again)."""
-    probe_host: str = "127.0.0.1"
-    """Host of ``probe_port``."""
-
-
-@dataclass
-class ObserveOutcomesResult:
-    """What one probe round saw."""
-
-    probed: int
-    """Records whose endpoint was probed."""
-    statuses: dict[str, int]
-    """Observations by status."""
-
-
-@dataclass
-class ResolveOutcomesInput:
-    """Resolve records whose horizon ended before ``now`` (None: the activity's clock)."""
-
-    now: float | None = None
 
 
 def classify(sample: MetricSample, limits: DegradationThresholds) -> tuple[str, str]:
@@ -193,7 +135,8 @@ class OutcomeRecorder:
         return ObserveOutcomesResult(len(open_records), statuses)
 
     def note_risk(self, instance_id: str, at: float, readiness_score: float, decision: str,
-                  threshold: float, window: dict[str, object], endpoint: PgEndpoint) -> bool:
+                  threshold: float, window: dict[str, object],
+                  address: tuple[str, int] | None) -> bool:
         """Remember the window behind a reported score, and record what a held decision near
         or above the threshold means: a near miss (within the margin under it) or a refused
         cutover (at or above it, but the policy held: hysteresis, cooldown, fleet budget,
@@ -211,34 +154,53 @@ class OutcomeRecorder:
         return self._store.add(OutcomeRecord(
             record_id=f"{instance_id}:{kind}:{int(at)}", instance_id=instance_id, kind=kind,
             at=at, horizon_s=self._horizon_s, readiness_score=readiness_score, reason=reason,
-            host=endpoint.host, port=endpoint.port, window=window))
+            host=address[0] if address else None, port=address[1] if address else None,
+            window=window))
 
 
-class OutcomeActivities:
-    """Activities over one outcome store."""
+class StoreOutcomeActivities(OutcomeActivities):
+    """Activities over one outcome store; the platforms say where a node can be probed."""
 
-    def __init__(self, store: OutcomeStore, recorder: OutcomeRecorder | None = None) -> None:
+    def __init__(self, store: OutcomeStore, platforms: Platforms,
+                 recorder: OutcomeRecorder | None = None) -> None:
         self._store = store
+        self._platforms = platforms
         self._recorder = recorder or OutcomeRecorder(store)
+
+    def _address(self, instance: PlatformRequest, node: str) -> tuple[str, int] | None:
+        """Where ``node`` can be probed from this worker (``None``: nowhere, or unknown)."""
+        if not node:
+            return None
+        try:
+            platform = self._platforms.platform_for(instance)
+            try:
+                return platform.probe_address(node)
+            finally:
+                platform.close()
+        except InfraError as err:
+            activity.logger.warning("Cannot probe %s of %s: %s", node, instance.instance_id, err)
+            return None
 
     @activity.defn
     def record_outcome(self, request: RecordOutcomeInput) -> bool:
         """Store a cutover, refusal or near miss; returns False if it was already stored."""
         if request.kind not in KINDS:
             raise ApplicationError(f"kind {request.kind!r}: use one of {', '.join(KINDS)}",
-                                   type="InvalidRequest", non_retryable=True)
+                                   type=INVALID_REQUEST, non_retryable=True)
         if not (request.horizon_s > 0 and math.isfinite(request.at)):
             raise ApplicationError("horizon_s must be > 0 and at a finite epoch time",
-                                   type="InvalidRequest", non_retryable=True)
+                                   type=INVALID_REQUEST, non_retryable=True)
+        instance_id = request.instance.instance_id
         if request.kind == "cutover":
             # The cutover stops the former primary on purpose: until the recovery path says
             # where it can be watched again, a closed port says nothing about its health.
-            self._store.probe_instance_at(request.instance_id, request.at, None, None)
+            self._store.probe_instance_at(instance_id, request.at, None, None)
+        address = self._address(request.instance, request.probe_node)
         return self._store.add(OutcomeRecord(
-            record_id=request.record_id, instance_id=request.instance_id, kind=request.kind,
+            record_id=request.record_id, instance_id=instance_id, kind=request.kind,
             at=request.at, horizon_s=request.horizon_s, readiness_score=request.readiness_score,
             failure_probability=request.failure_probability, reason=request.reason,
-            host=request.host if request.port else None, port=request.port,
+            host=address[0] if address else None, port=address[1] if address else None,
             policy_decided=request.policy_decided))
 
     @activity.defn
@@ -247,18 +209,19 @@ class OutcomeActivities:
         if evidence.status not in STATUSES:
             raise ApplicationError(
                 f"status {evidence.status!r}: use one of {', '.join(STATUSES)}",
-                type="InvalidRequest", non_retryable=True)
+                type=INVALID_REQUEST, non_retryable=True)
+        instance_id = evidence.instance.instance_id
         attached = 0
         for record in self._store.pending(evidence.at):
-            if record.instance_id == evidence.instance_id and record.at <= evidence.at:
+            if record.instance_id == instance_id and record.at <= evidence.at:
                 self._store.observe(record.record_id, evidence.at, evidence.status,
                                     evidence.source, evidence.detail)
                 if evidence.final:
                     self._store.stop_probing(record.record_id)
                 attached += 1
-        if evidence.probe_port and not evidence.final:
-            self._store.probe_instance_at(evidence.instance_id, evidence.at,
-                                          evidence.probe_host, evidence.probe_port)
+        address = self._address(evidence.instance, evidence.probe_node)
+        if address is not None and not evidence.final:
+            self._store.probe_instance_at(instance_id, evidence.at, *address)
         return attached
 
     @activity.defn

@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("healthy", "degraded", "failed")
-"""Observation statuses, from best to worst."""
-KINDS = ("cutover", "refused", "near_miss")
-"""Record kinds."""
+from contracts.outcomes import KINDS, STATUSES
+
 WINDOW_MAX_AGE_S = 900.0
 """A remembered window older than this at the record's time is not attached to it."""
 

@@ -1,15 +1,12 @@
-"""Retraining activities: train a challenger, evaluate it against the champion, promote or refuse.
+"""Retraining: train a challenger, evaluate it against the champion, promote or refuse.
 
-Each is idempotent, keyed by the candidate id (the retraining workflow's id): a retried
-``train_challenger`` returns the finished candidate instead of training again, a retried
-``promote_challenger`` finds its own promotion (or refusal) already recorded.
-
-The retraining workflow runs the three as one heartbeating activity, ``retrain_challenger``:
-the candidate's files are written to the training worker's state dir, so evaluating or
-promoting them on another worker (a separate activity may land anywhere on the queue) would
-not find them. A retry on another worker retrains from scratch. The three remain registered
-for runs started before (their histories schedule them one by one). The rule and
-the metric live in :mod:`models.retraining`; the atomic swap in :mod:`models.registry`.
+One activity, ``retrain_challenger``, does all three on one worker: the candidate's files are
+written to the training worker's state dir, so evaluating or promoting them on another worker
+would not find them. Each step is idempotent, keyed by the candidate id (the retraining
+workflow's id): a retry that lands on the same worker reuses the finished candidate and finds
+its own promotion (or refusal) already recorded; a retry on another worker retrains from
+scratch. The rule and the metric live in :mod:`models.retraining`; the atomic swap in
+:mod:`models.registry`.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import json
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,108 +24,35 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.outcomes_store import OutcomeStore
+from contracts.errors import INVALID_REQUEST
+from contracts.retraining import (
+    Challenger,
+    Evaluation,
+    PromotionResult,
+    RetrainDecision,
+    RetrainingActivities,
+    RetrainingConfig,
+    TrainChallengerInput,
+)
 from models.predictor import ModelError, Predictor
 from models.registry import MODEL_FILE, ModelRegistry
-from models.retraining import (
-    METRIC,
-    OutcomeExample,
-    RetrainingConfig,
-    beats,
-    score,
-    train_candidate,
-)
+from models.retraining import METRIC, OutcomeExample, beats, score, train_candidate
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass
-class TrainChallengerInput:
-    """Which run this is and what to train on."""
-
-    candidate_id: str
-    """Unique per retraining run (the workflow id)."""
-    config: RetrainingConfig = field(default_factory=RetrainingConfig)
-    """Data and decision settings."""
-
-
-@dataclass
-class Challenger:
-    """A trained challenger, ready to evaluate."""
-
-    candidate_id: str
-    """The run."""
-    model_sha256: str
-    """Digest of its model file."""
-    rows: int
-    """Training data rows, all splits."""
-    outcome_rows: int
-    """Rows from resolved outcome records."""
-    heldout_rows: int
-    """Held-out rows the comparison uses."""
-    heldout_positives: int
-    """Failures among them."""
-    training_s: float
-    """Wall time of training."""
-
-
-@dataclass
-class Evaluation:
-    """Champion and challenger on the same held-out rows."""
-
-    candidate_id: str
-    """The challenger's run."""
-    metric: str
-    """The metric (``average_precision``)."""
-    champion_version: int
-    """Version of the model in force when evaluated."""
-    champion_sha256: str
-    """Its model digest."""
-    champion_score: float
-    """Its metric value."""
-    challenger_score: float
-    """The challenger's."""
-    heldout_rows: int
-    """Rows compared on."""
-    heldout_positives: int
-    """Failures among them."""
-
-
-@dataclass
 class PromoteInput:
-    """The evaluation to decide on."""
+    """The evaluation to decide on, and the rule's knobs."""
 
     evaluation: Evaluation
     """Both scores."""
-    config: RetrainingConfig = field(default_factory=RetrainingConfig)
-    """Holds the rule's knobs (``min_gain``, ``min_heldout_positives``)."""
+    config: RetrainingConfig
+    """Holds ``min_gain`` and ``min_heldout_positives``."""
 
 
-@dataclass
-class PromotionResult:
-    """What was decided."""
-
-    promoted: bool
-    """Whether the challenger is now the current model."""
-    version: int
-    """The version in force afterwards."""
-    reason: str
-    """One sentence with both scores."""
-
-
-@dataclass
-class RetrainDecision:
-    """One retraining run's training, evaluation and decision."""
-
-    challenger: Challenger
-    """Training summary."""
-    evaluation: Evaluation
-    """Champion and challenger scores."""
-    promotion: PromotionResult
-    """Promoted or refused, and why."""
-
-
-class RetrainingActivities:
-    """Activities over one model registry and one outcome store."""
+class RegistryRetrainingActivities(RetrainingActivities):
+    """Retraining over one model registry and one outcome store."""
 
     def __init__(self, registry: ModelRegistry, outcomes: OutcomeStore) -> None:
         self._registry = registry
@@ -138,6 +62,14 @@ class RetrainingActivities:
         return self._registry.root / "candidates" / _UNSAFE.sub("_", candidate_id)
 
     @activity.defn
+    def retrain_challenger(self, request: TrainChallengerInput) -> RetrainDecision:
+        """Train, evaluate and promote or refuse on this worker; each step heartbeats, and
+        each is idempotent on a retry that lands here again."""
+        challenger = self.train_challenger(request)
+        evaluation = self.evaluate_challenger(challenger)
+        promotion = self.promote_challenger(PromoteInput(evaluation, request.config))
+        return RetrainDecision(challenger, evaluation, promotion)
+
     def train_challenger(self, request: TrainChallengerInput) -> Challenger:
         """Train on outcome history plus the base data; reuse a finished candidate."""
         folder = self._candidate_dir(request.candidate_id)
@@ -170,7 +102,6 @@ class RetrainingActivities:
                              result.training_s)
         return result
 
-    @activity.defn
     def evaluate_challenger(self, challenger: Challenger) -> Evaluation:
         """Score the current model and the challenger on the challenger's held-out rows."""
         folder = self._candidate_dir(challenger.candidate_id)
@@ -185,7 +116,7 @@ class RetrainingActivities:
                 challenger_score = score(candidate, features, labels)
         except (ModelError, OSError, ValueError) as err:
             raise ApplicationError(f"cannot evaluate {challenger.candidate_id}: {err}",
-                                   type="InvalidRequest", non_retryable=True) from err
+                                   type=INVALID_REQUEST, non_retryable=True) from err
         return Evaluation(
             candidate_id=challenger.candidate_id, metric=METRIC,
             champion_version=pointer.version, champion_sha256=champion.model_sha256,
@@ -193,16 +124,6 @@ class RetrainingActivities:
             heldout_rows=int(labels.size), heldout_positives=int(labels.sum()),
         )
 
-    @activity.defn
-    def retrain_challenger(self, request: TrainChallengerInput) -> RetrainDecision:
-        """Train, evaluate and promote or refuse on this worker (see the module docstring);
-        each step heartbeats, and each is idempotent on a retry that lands here again."""
-        challenger = self.train_challenger(request)
-        evaluation = self.evaluate_challenger(challenger)
-        promotion = self.promote_challenger(PromoteInput(evaluation, request.config))
-        return RetrainDecision(challenger, evaluation, promotion)
-
-    @activity.defn
     def promote_challenger(self, request: PromoteInput) -> PromotionResult:
         """Promote the challenger if it beats the champion; record the decision either way."""
         evaluation = request.evaluation
@@ -231,7 +152,7 @@ class RetrainingActivities:
                 expected_version=evaluation.champion_version, reason=reason,
             )
         except ModelError as err:
-            raise ApplicationError(str(err), type="InvalidRequest", non_retryable=True) from err
+            raise ApplicationError(str(err), type=INVALID_REQUEST, non_retryable=True) from err
         activity.logger.info("Challenger %s promoted to %s: %s.", evaluation.candidate_id,
                              pointer.label, reason)
         return PromotionResult(True, pointer.version, reason)

@@ -1,15 +1,16 @@
-"""The scoring activity: a batch of metric windows in, probabilities, scores and decisions out.
+"""The fleet watcher's scorer: a batch of metric windows in, probabilities, scores and
+decisions out (plain method calls inside the watcher's activity, not an activity itself).
 
 The worker loads the model once and hands the :class:`~models.predictor.Predictor` to
-:class:`ScoringActivities`; :meth:`ScoringActivities.reload` swaps in a new model file and
+:class:`FleetScorer`; :meth:`FleetScorer.reload` swaps in a new model file and
 keeps the current one if the new file is refused. Built with a
 :class:`~models.registry.ModelRegistry`, the activities also pick up promoted models without
 a restart: before each batch one ``stat`` of the registry's version pointer tells whether a
 promotion happened, and only then is the new model loaded (a refused file is logged once and
 the previous model keeps scoring until the pointer changes again).
 
-The activity is stateless: the policy's memory travels in the request and comes back in the
-result, so the calling workflow owns it (and can carry it across continue-as-new).
+The scorer is stateless: the policy's memory travels in the request and comes back in the
+result, so the watcher owns it (and carries it across its runs).
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from contracts.policy import FleetBudget, Policy, PolicyState
 from models.metrics import METRICS, FloatArray, empty_counts, sanitize
-from models.policy import PolicyConfig, PolicyState, Reading, decide
+from models.policy import Reading, decide
 from models.predictor import ModelError, Predictor
 from models.readiness import PROFILES, Profile
 from models.registry import DEFAULT_VERSION, ModelRegistry
@@ -46,6 +46,8 @@ class MetricWindow:
     """Canonical metric name → one value per timestamp (``None`` = not collected)."""
     historical_failure_rate: float = 0.0
     """The instance's failure history, 0..1."""
+    policy: Policy = field(default_factory=Policy)
+    """The instance's policy (threshold, hysteresis, advisory, readiness profile)."""
 
 
 @dataclass
@@ -55,11 +57,9 @@ class ScoreInstancesInput:
     windows: list[MetricWindow]
     """One window per instance."""
     now: float
-    """Decision time (the workflow's clock), epoch seconds."""
-    profile: str = "default"
-    """Readiness profile: ``default`` or ``spec``."""
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    """Policy knobs."""
+    """Decision time (the watcher's clock), epoch seconds."""
+    budget: FleetBudget = field(default_factory=FleetBudget)
+    """The fleet's budget and maintenance windows."""
     policy_state: PolicyState = field(default_factory=PolicyState)
     """The policy's memory from the previous call."""
 
@@ -100,8 +100,12 @@ class ScoreInstancesResult:
     """Registry version of the model used (0 = the shipped default)."""
 
 
-class ScoringActivities:
-    """Activities around one loaded failure model."""
+class ScoreError(ValueError):
+    """A batch cannot be scored (unknown metric, misshapen window, unknown profile)."""
+
+
+class FleetScorer:
+    """One loaded failure model (hot-reloaded from the registry) and the policy."""
 
     def __init__(self, predictor: Predictor, registry: ModelRegistry | None = None,
                  version: int = DEFAULT_VERSION,
@@ -112,7 +116,7 @@ class ScoringActivities:
         self._stamp = stamp
 
     @classmethod
-    def from_registry(cls, registry: ModelRegistry) -> ScoringActivities:
+    def from_registry(cls, registry: ModelRegistry) -> FleetScorer:
         """Start with the registry's current model (the shipped default before any promotion).
 
         Raises:
@@ -175,40 +179,47 @@ class ScoringActivities:
         log.info("Model reloaded from %s (sha256 %s).", path, loaded.model_sha256[:12])
         return True
 
-    @activity.defn
-    def score_instances(self, request: ScoreInstancesInput) -> ScoreInstancesResult:
-        """Score every window and run the policy on the batch."""
-        if request.profile not in PROFILES:
-            raise ApplicationError(
-                f"unknown profile {request.profile!r}; use one of {', '.join(PROFILES)}",
-                type="InvalidRequest", non_retryable=True,
-            )
+    def score(self, request: ScoreInstancesInput) -> ScoreInstancesResult:
+        """Score every window (each with its own profile) and run the policy on the batch.
+
+        Raises:
+            ScoreError: an unknown profile or metric, or a misshapen window.
+        """
+        unknown = sorted({w.policy.profile for w in request.windows} - set(PROFILES))
+        if unknown:
+            raise ScoreError(f"unknown profile {unknown[0]!r}; use one of {', '.join(PROFILES)}")
         self.refresh()
         predictor, version = self._model  # one model for the whole batch, even during a reload
         try:
             times, values, ignored_per_window, counts = windows_to_arrays(request.windows)
         except ValueError as err:
-            raise ApplicationError(str(err), type="InvalidRequest", non_retryable=True) from err
+            raise ScoreError(str(err)) from err
         history = np.array([w.historical_failure_rate for w in request.windows], dtype=np.float64)
-        scores = score_windows(times, values, predictor, history,
-                               cast(Profile, request.profile))
+        probability = np.full(len(request.windows), np.nan)
+        readiness = np.full(len(request.windows), np.nan)
+        for profile in sorted({w.policy.profile for w in request.windows}):
+            rows = np.array([w.policy.profile == profile for w in request.windows])
+            scores = score_windows(times[rows], {m: v[rows] for m, v in values.items()},
+                                   predictor, history[rows], cast(Profile, profile))
+            probability[rows], readiness[rows] = scores.failure_probability, \
+                scores.readiness_score
         # No usable value at all: there is nothing to judge, so no score (the policy holds).
         blind = ~np.any([~np.isnan(v).all(axis=1) for v in values.values()] or
                         [np.zeros(len(request.windows), dtype=bool)], axis=0)
-        scores.failure_probability[blind] = np.nan
-        scores.readiness_score[blind] = np.nan
-        readings = [Reading(w.instance_id, s)
-                    for w, s in zip(request.windows, scores.readiness_score.tolist(), strict=True)]
-        decisions, state = decide(request.policy_state, request.policy, readings, request.now)
+        probability[blind] = np.nan
+        readiness[blind] = np.nan
+        readings = [Reading(w.instance_id, s, w.policy)
+                    for w, s in zip(request.windows, readiness.tolist(), strict=True)]
+        decisions, state = decide(request.policy_state, request.budget, readings, request.now)
         for decision in decisions:
             if decision.action == "migrate":
-                activity.logger.info("%s %s", decision.instance_id, decision.reason)
+                log.info("%s %s", decision.instance_id, decision.reason)
         return ScoreInstancesResult(
             scores=[
                 InstanceScore(w.instance_id, p, s, d.action, d.act, d.reason, n)
                 for w, p, s, d, n in zip(
-                    request.windows, scores.failure_probability.tolist(),
-                    scores.readiness_score.tolist(), decisions, ignored_per_window, strict=True)
+                    request.windows, probability.tolist(), readiness.tolist(), decisions,
+                    ignored_per_window, strict=True)
             ],
             policy_state=state,
             model_sha256=predictor.model_sha256,

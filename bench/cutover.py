@@ -38,19 +38,19 @@ import numpy as np
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.cutover import CutoverActivities
-from activities.shadow import ShadowRequest
-from bench.cutover_monitor import SplitBrainMonitor, blackout_ms, failures_between
-from bench.workload import Writer, missing_acked, prepare_table
+from contracts.cutover import CutoverInput, CutoverResult, cutover_workflow_id
+from contracts.shadow import PlatformRequest
+from contracts.spec import ProtectionSpec
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.platform import LocalPlatform
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, PgServer
 from infra.local.rejoin import rejoin_as_standby
-from infra.pulumi_engine import StackDriver
-from workers.registry import pulumi_config
+from workers.registry import platforms
 from workers.settings import REPO_ROOT, load_settings
-from workflows.cutover import CutoverInput, CutoverResult, CutoverWorkflow, cutover_workflow_id
+from workers.split_brain import SplitBrainMonitor, blackout_ms, failures_between
+from workers.workload import Writer, missing_acked, prepare_table
+from workflows.cutover import CutoverWorkflow
 
 GOALS = {"blackout_ms_p50": 50, "blackout_ms_p99": 300, "failed_client_ops_per_cutover": 5,
          "lost_acked_writes": 0, "split_brain_observations": 0, "unplanned_failover_ms": 5000}
@@ -70,12 +70,11 @@ class Bench:
                                        "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(passphrase)})
         primary_port, shadow_port, router_port = free_ports(3)
         self.instance_id = f"bench-{uuid.uuid4().hex[:6]}"
-        self.request = ShadowRequest(self.instance_id, primary_port, shadow_port, router_port,
-                                     tier=tier)
+        self.request = PlatformRequest(ProtectionSpec(self.instance_id, "local", tier,
+                                                      primary_port, shadow_port, router_port))
         self.primary = PgServer(home=state_dir / "primary", port=primary_port)
         self.haproxy = HAProxyManager(state_dir / "haproxy")
-        activities = CutoverActivities(StackDriver(pulumi_config(self.settings)), state_dir)
-        platform = activities.platform(self.request)
+        platform = platforms(self.settings).platform_for(self.request)
         assert isinstance(platform, LocalPlatform)  # the bench drives local servers directly
         self.platform = platform
         self.worker: subprocess.Popen[bytes] | None = None
@@ -93,9 +92,9 @@ class Bench:
         self.primary.init(settings=PRIMARY_SETTINGS,
                           initdb_options=[f"--wal-segsize={self.wal_segsize_mb}"])
         self.primary.start()
-        self.haproxy.ensure_service(self.instance_id, self.request.router_port,
+        self.haproxy.ensure_service(self.instance_id, self.request.spec.router_port,
                                     [ServerEntry(self.instance_id, "127.0.0.1",
-                                                 self.request.primary_port)])
+                                                 self.request.spec.primary_port)])
         self.platform.provision_shadow()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
         env.update(SHADOWSHIFT_TEMPORAL_ADDRESS=temporal_address,
@@ -112,7 +111,7 @@ class Bench:
         deadline = time.monotonic() + timeout_s
         while True:
             status = self.platform.replication_between(primary, standby)
-            tier_ok = self.request.tier != 1 or status.sync_state == "sync"
+            tier_ok = self.request.spec.tier != 1 or status.sync_state == "sync"
             if status.state == "streaming" and tier_ok and (status.lag_bytes or 0) < 2**20:
                 return
             if time.monotonic() > deadline:
@@ -171,7 +170,7 @@ async def run(
         await asyncio.to_thread(bench.start, address, task_queue)
         spec = bench.platform.spec
         await asyncio.to_thread(bench.wait_in_sync, spec.primary_node, spec.shadow_node)
-        prepare_table(PgEndpoint(port=bench.request.router_port))
+        prepare_table(PgEndpoint(port=bench.request.spec.router_port))
         return await _measure(env.client, bench, task_queue, cutovers, rate, output,
                               load_start)
     finally:
@@ -183,7 +182,7 @@ async def run(
 
 async def _measure(client: Client, bench: Bench, task_queue: str, cutovers: int, rate: float,
                    output: Path, load_start: float) -> dict[str, Any]:
-    router = PgEndpoint(port=bench.request.router_port)
+    router = PgEndpoint(port=bench.request.spec.router_port)
     monitor = SplitBrainMonitor({n: bench.platform.endpoint(n) for n in bench.servers()},
                                 bench.haproxy, bench.instance_id)
     writer = Writer(router, rate=rate, retry_interval_s=0.01)
@@ -225,7 +224,7 @@ async def _measure(client: Client, bench: Bench, task_queue: str, cutovers: int,
     steps = sorted({step for p in planned for step in p["step_ms"]})
     results: dict[str, Any] = {
         "cutovers": len(planned),
-        "tier": bench.request.tier,
+        "tier": bench.request.spec.tier,
         "write_rate_target_tx_s": rate,
         "wal_segment_size_mb": bench.wal_segsize_mb,
         "acked_writes": len(stats.acked_ids),

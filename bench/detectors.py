@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from contracts.policy import Policy
 from models.features import Float32Array
 from models.metrics import FloatArray
-from models.policy import PolicyConfig
 from models.predictor import Predictor
 from models.scoring import scores_from_features
 
@@ -51,33 +51,39 @@ class Episode:
 
 
 def migrations(times: FloatArray, scores: FloatArray, threshold: float,
-               policy: PolicyConfig | None = None) -> FloatArray:
-    """Times at which the policy migrates one instance, given its scores.
+               policy: Policy | None = None) -> FloatArray:
+    """Times at which the product migrates one instance, given its scores.
 
-    Same rule as :func:`models.policy.decide` for a lone instance: ``consecutive_readings``
-    scores at or above the threshold in a row, no second migration within ``cooldown_s``;
-    a migration resets the streak; NaN is not high. The fleet budget cannot bind for one
-    instance (a cooldown longer than a migration and than 1/``max_per_hour`` of an hour).
+    The same rule as :func:`models.scoring.run_policy` (the policy's decision, then the
+    protection's cooldown), walked over runs of high scores only: ``consecutive_readings``
+    scores at or above the threshold in a row call for a migration and reset the streak; the
+    protection takes it unless it comes within ``cooldown_s`` of the last one taken, and then
+    refuses it, which keeps the policy quiet until that cooldown ends (the streak keeps
+    counting meanwhile). NaN is not high. The fleet budget cannot bind for one instance.
     """
-    policy = policy or PolicyConfig()
+    policy = policy or Policy()
     high = scores >= threshold  # NaN compares False
     if not high.any():
         return np.empty(0)
     need, cooldown = policy.consecutive_readings, policy.cooldown_s
     out: list[float] = []
-    streak = 0
-    last = -np.inf
+    last = quiet_until = -np.inf
     # Only runs of high scores matter; walk them instead of every row.
     edges = np.flatnonzero(np.diff(np.concatenate([[0], high.view(np.int8), [0]])))
     time_list = times.tolist()
     for begin, stop in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
         streak = 0
         for row in range(begin, stop):
+            moment = time_list[row]
             streak += 1
-            if streak >= need and time_list[row] >= last + cooldown:
-                out.append(time_list[row])
-                last = time_list[row]
-                streak = 0
+            if streak < need or moment < quiet_until:
+                continue
+            streak = 0
+            if moment < last + cooldown:  # refused by the protection: quiet until it ends
+                quiet_until = last + cooldown
+            else:
+                out.append(moment)
+                last = moment
     return np.asarray(out)
 
 

@@ -73,6 +73,7 @@ from bench.detectors import (
     windowed_gaussian,
 )
 from bench.synthetic_eval import HOLDOUT_SEED, fill_up_holdout, synthetic_holdout
+from contracts.policy import Policy
 from models.asd import AsdServer, asd_available, load_asd
 from models.dataset import (
     Dataset,
@@ -85,7 +86,6 @@ from models.dataset import (
 )
 from models.metrics import FloatArray
 from models.nab import NabSeries, load_nab, nab_available
-from models.policy import PolicyConfig
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from models.synthetic import FleetConfig, generate_fleet
 from models.training import TrainingConfig, choose_synthetic_weight, train
@@ -393,8 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         "model": {"file": str(predictor.source.name), "sha256": predictor.model_sha256,
                   "horizon_s": predictor.horizon_s},
-        "policy": {"consecutive_readings": PolicyConfig().consecutive_readings,
-                   "cooldown_s": PolicyConfig().cooldown_s},
+        "policy": {"consecutive_readings": Policy().consecutive_readings,
+                   "cooldown_s": Policy().cooldown_s},
         "counting": {"lead_margin_s": LEAD_MARGIN_S, "in_time_s": IN_TIME_S,
                      "selection": SELECTION, "inner_folds": INNER_FOLDS},
     }

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from activities.scoring import MetricWindow, ScoreInstancesInput, ScoringActivities
+from activities.scoring import FleetScorer, MetricWindow, ScoreInstancesInput
 from models.nab import nab_available
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from models.registry import ModelRegistry
@@ -77,7 +77,7 @@ def _batch(instances: int) -> ScoreInstancesInput:
 def hot_reload(folder: Path, instances: int, repeat: int) -> dict[str, Any]:
     """Pointer-check cost per batch, batch cost, promotion-to-use latency."""
     registry = ModelRegistry(folder / "registry")
-    scoring = ScoringActivities.from_registry(registry)
+    scoring = FleetScorer.from_registry(registry)
     request = _batch(instances)
     checks: list[int] = []
     for _ in range(repeat * 100):
@@ -87,13 +87,13 @@ def hot_reload(folder: Path, instances: int, repeat: int) -> dict[str, Any]:
     batches: list[float] = []
     for _ in range(repeat):
         started = time.perf_counter()
-        scoring.score_instances(request)
+        scoring.score(request)
         batches.append(time.perf_counter() - started)
     pickups: list[float] = []
     for i in range(repeat):
         registry.promote(DEFAULT_MODEL_PATH, candidate_id=f"bench-{i}")
         started = time.perf_counter()
-        result = scoring.score_instances(request)
+        result = scoring.score(request)
         pickups.append(time.perf_counter() - started)
         assert result.model_version == i + 1, "the promoted model was not picked up"
     loads: list[float] = []

@@ -46,23 +46,21 @@ from typing import Any
 import numpy as np
 import psutil
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
-from activities.watch import WatchFleetInput
 from bench import scale_double
 from bench.scale_measure import ProcessWatch, crossing_times, latency_summary, watch_window
+from contracts import search_attributes
+from contracts.policy import FleetBudget, Policy
+from contracts.spec import ProtectionSpec
+from contracts.watch import WatchFleetInput
 from infra.local.ports import free_port
-from models.policy import PolicyConfig
 from models.registry import ModelRegistry
 from models.scoring import score_series
 from models.trace import load_trace
 from workers import demo_report
-from workers.demo_trace import COLUMNS, build_trace
-from workers.protect import ensure_fleet_watcher
-from workflows import search_attributes
-from workflows.protection import InstanceProtectionWorkflow, ProtectionState
-from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workers.demo_trace import build_synthetic_trace
+from workers.protect import ensure_fleet_watcher, start_protection
 
 GOAL_ACTIONS_PER_INSTANCE_HOUR = 12.0
 PROTECTED = "WorkflowType = 'InstanceProtectionWorkflow' AND ShadowShiftPhase = 'protected'"
@@ -76,11 +74,11 @@ def say(message: str) -> None:
 def plan_trace(state_dir: Path, threshold: float, window: int) -> scale_double.TracePlan:
     """The demo's recorded trace; injected instances start 2 steps before the offline score
     first reaches ``threshold`` after the degradation's onset."""
-    trace = build_trace(state_dir / "trace", healthy_hours=24)
+    trace = build_synthetic_trace(state_dir / "trace", healthy_hours=24)
     predictor, _ = ModelRegistry(state_dir / "models").load_current()
-    loaded = load_trace(trace.csv_path, "timestamp", list(COLUMNS.items()))
+    loaded = load_trace(trace.csv_path, "timestamp", list(trace.columns.items()))
     scores = score_series(loaded.times, loaded.values, predictor,
-                          policy=PolicyConfig(threshold=threshold), max_samples=window)
+                          policy=Policy(threshold=threshold), max_samples=window)
     onset = int(np.searchsorted(loaded.times, trace.onset))
     high = np.nonzero(scores.readiness_score[onset:] >= threshold)[0]
     if not len(high):
@@ -96,21 +94,11 @@ async def start_protections(client: Client, ids: list[str], task_queue: str) -> 
     started = time.monotonic()
 
     async def start(instance_id: str) -> None:
-        spec = ProtectionSpec(instance_id, platform=scale_double.PLATFORM, tier=2,
-                              primary_port=20000, shadow_port=20001, router_port=20002,
-                              policy=PolicySpec())
+        # "local" with ports nothing listens on: the bench worker serves it with the double.
+        spec = ProtectionSpec(instance_id, platform="local", tier=2, primary_port=20000,
+                              shadow_port=20001, router_port=20002, policy=Policy())
         async with gate:
-            await client.start_workflow(
-                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
-                id=spec.workflow_id, task_queue=task_queue,
-                memo={"spec": dataclasses.asdict(spec)},
-                search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(search_attributes.INSTANCE, instance_id),
-                    SearchAttributePair(search_attributes.PLATFORM, spec.platform),
-                    SearchAttributePair(search_attributes.PHASE, "provisioning"),
-                    SearchAttributePair(search_attributes.TIER, spec.tier),
-                ]),
-            )
+            await start_protection(client, spec, task_queue=task_queue)
 
     await asyncio.gather(*(start(i) for i in ids))
     return time.monotonic() - started
@@ -138,11 +126,11 @@ def server_pid() -> int:
 
 async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     """Every phase; returns the results."""
-    threshold = PolicySpec().threshold
+    threshold = Policy().threshold
     watch_input = WatchFleetInput(
         sample_interval_s=args.sample_interval_s, discovery_interval_s=args.discovery_interval_s,
         # The fleet budget is not under test: let every injected instance through.
-        policy=PolicyConfig(max_concurrent=args.risky, max_per_hour=10 * args.risky),
+        budget=FleetBudget(max_concurrent=args.risky, max_per_hour=10 * args.risky),
     )
     plan = plan_trace(state_dir, threshold, watch_input.window_samples)
     metrics_port = free_port()

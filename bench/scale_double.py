@@ -9,9 +9,9 @@ scoring batch is the product's own.
 Why hand-written: it is a test double of our own ``Platform`` contract, not a reusable
 component; no library provides one.
 
-It is reachable only from the benchmark: :func:`register` adds it to
-``infra.factory.BUILDERS`` at run time inside the bench worker process, and
-``workflows.protection_spec.PLATFORMS`` (what a user's spec may name) does not list it.
+It is reachable only from the benchmark: the bench worker builds its activities with
+:func:`platforms`, which serves ``local`` specs with the double; no production worker ever
+sees it.
 
 Metrics are the demo's recorded host (``workers/demo_trace.py``): every instance replays the
 healthy prefix back and forth from its own offset (no jump at the ends, so no false alarm);
@@ -31,15 +31,27 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from infra import factory
-from infra.platform import Health, Platform, ProgressCallback, ReplicationStatus, ShadowInfo
-from infra.pulumi_engine import StackDriver
+from contracts.shadow import Capabilities, Health, NodeFacts, PlatformRequest, ReplicationStatus
+from infra.factory import PlatformBuilder, Platforms
+from infra.platform import (
+    ALIVE,
+    FleetObserver,
+    Liveness,
+    Located,
+    NodeReading,
+    Platform,
+    PlatformContext,
+    ProgressCallback,
+    ScheduledEvent,
+    ShadowInfo,
+)
 from models.metrics import MetricSample
-from workers.demo_trace import COLUMNS, STEP_S
+from workers.demo_trace import STEP_S, SYNTHETIC_COLUMNS
 
 PLATFORM = "scale-double"
-"""The double's platform name, shown in the output and the ``ShadowShiftPlatform`` attribute."""
+"""The double's name (its results say which platform ran)."""
 TRACE_FILE = "scale-trace.json"
 """In the state dir: where the trace CSV is and which rows to replay (written by the bench)."""
 INJECT_FILE = "scale-inject.json"
@@ -51,7 +63,7 @@ class TracePlan:
     """Which rows of the trace healthy and risky instances replay."""
 
     csv_path: str
-    """The recorded trace (``workers.demo_trace.build_trace``)."""
+    """The recorded trace (``workers.demo_trace.build_synthetic_trace``)."""
     healthy_rows: int
     """Rows before the degradation starts (replayed back and forth)."""
     risky_start_row: int
@@ -82,7 +94,7 @@ class MetricStream:
         with open(self.plan.csv_path, newline="") as source:
             rows = list(csv.DictReader(source))
         self.start = float(rows[0]["timestamp"])
-        self.rows = [{name: float(row[name]) for name in COLUMNS} for row in rows]
+        self.rows = [{name: float(row[name]) for name in SYNTHETIC_COLUMNS} for row in rows]
         self._inject_path = state_dir / INJECT_FILE
         self._inject_mtime = 0.0
         self._injected: frozenset[str] = frozenset()
@@ -153,12 +165,13 @@ class ScaleDoublePlatform(Platform):
     """Answers the platform contract at once with plausible values (bench only).
 
     Provisioning and destruction succeed immediately; replication streams asynchronously
-    with a small lag. The cutover operations keep the base class's ``NotImplementedError``
-    (a non-retryable ``Unsupported`` failure): the benchmark measures how fast a threshold
-    crossing *starts* a cutover, and the saga's own cost is ``make bench-cutover``'s subject.
+    with a small lag. The cutover operations raise ``NotImplementedError`` (a non-retryable
+    ``Unsupported`` failure): the benchmark measures how fast a threshold crossing *starts* a
+    cutover, and the saga's own cost is ``make bench-cutover``'s subject.
     """
 
     name = PLATFORM
+    capabilities = Capabilities()
     _weights: dict[str, dict[str, int]] = {}
 
     def __init__(self, instance_id: str) -> None:
@@ -179,6 +192,10 @@ class ScaleDoublePlatform(Platform):
         lag = self._random.randint(0, 64 * 1024)
         return ReplicationStatus("streaming", "async", lag, lag / 5e6, "0/1000000", "0/1000000")
 
+    def inspect_node(self, node: str) -> NodeFacts:
+        """A reachable node that could rejoin (a double has no settings to read)."""
+        return NodeFacts(node, True, "", True)
+
     def get_weights(self) -> dict[str, int]:
         """Router weights kept in memory."""
         return dict(self._weights.get(self.instance_id, {}))
@@ -186,18 +203,6 @@ class ScaleDoublePlatform(Platform):
     def set_weights(self, weights: Mapping[str, int]) -> None:
         """Absolute weights, in memory."""
         self._weights.setdefault(self.instance_id, {}).update(weights)
-
-    def fence(self, node: str) -> None:
-        """No data to protect in a double."""
-        self.set_weights({node: 0})
-
-    def unfence(self, node: str) -> None:
-        """Undo :meth:`fence`."""
-        self.set_weights({node: 100})
-
-    def promote(self, node: str) -> None:
-        """Nothing to promote in a double."""
-        return None
 
     def probe(self, node: str) -> Health:
         """Every node answers; the one with traffic is writable."""
@@ -208,14 +213,70 @@ class ScaleDoublePlatform(Platform):
         """``(instance, instance-shadow)``."""
         return self.instance_id, self._shadow()
 
+    def routes_service(self) -> bool:
+        """The in-memory router knows the service once provisioned."""
+        return self.instance_id in self._weights
+
+    def probe_address(self, node: str) -> tuple[str, int] | None:
+        """Nothing to probe in a double."""
+        return None
+
     def _shadow(self) -> str:
         return f"{self.instance_id}-shadow"
 
+    def _unsupported(self, *_: object, **__: object) -> Any:
+        raise NotImplementedError(f"{PLATFORM} runs no cutover (bench-cutover measures it)")
 
-def _build(request: factory.PlatformRequest, driver: StackDriver, state_dir: Path) -> Platform:
-    return ScaleDoublePlatform(request.instance_id)
+    rejoin = retire = fence = unfence = fence_router = close_router_sessions = _unsupported
+    stop_node = start_node = promote = final_position = replay_gap = _unsupported
+    replication_between = prepare_cutover = write_through_router = _unsupported
+    relax_sync = restore_sync = relaxed_by_supervisor = _unsupported
 
 
-def register() -> None:
-    """Make ``platform_for`` answer ``scale-double`` in this process (the bench worker only)."""
-    factory.BUILDERS[PLATFORM] = _build
+class ScaleDoubleObserver(FleetObserver):
+    """The watcher's view of the double: the original primary always serves, and samples come
+    from each instance's :class:`DoubleCollector`."""
+
+    name = PLATFORM
+
+    def __init__(self, state_dir: Path) -> None:
+        self._stream = MetricStream(state_dir)
+        self._collectors: dict[str, DoubleCollector] = {}
+
+    def locate(self, instances: Mapping[str, PlatformRequest]) -> dict[str, Located]:
+        """The original primary of each (the double never cuts over)."""
+        return {iid: Located(iid, iid, iid) for iid in instances}
+
+    def sample(self, instances: Mapping[str, PlatformRequest], located: Mapping[str, Located],
+               now: float) -> dict[str, NodeReading]:
+        """The next reading of every located instance."""
+        readings = {}
+        for iid, where in located.items():
+            collector = self._collectors.get(iid)
+            if collector is None:
+                collector = self._collectors[iid] = DoubleCollector(iid, self._stream)
+            readings[iid] = NodeReading(where, collector.sample())
+        return readings
+
+    def scheduled_events(self, located: Mapping[str, Located]) -> dict[str, list[ScheduledEvent]]:
+        """None."""
+        return {}
+
+    def liveness(self, instance: PlatformRequest, located: Located) -> Liveness | None:
+        """Always alive."""
+        return Liveness(ALIVE, located.identity)
+
+    def standby_ready(self, instance: PlatformRequest, located: Located) -> bool:
+        """Always ready."""
+        return True
+
+
+def platforms(state_dir: Path) -> Platforms:
+    """The bench worker's platforms: the double answers for ``local`` specs (the spec's
+    validation knows only the real platforms; the bench's protections name ``local`` with
+    ports nothing listens on, and the worker serves them with the double)."""
+    builder = PlatformBuilder(
+        lambda request, context: ScaleDoublePlatform(request.instance_id),
+        lambda context, period: ScaleDoubleObserver(context.state_dir),
+        ScaleDoublePlatform.capabilities)
+    return Platforms(PlatformContext(None, state_dir), {"local": builder})

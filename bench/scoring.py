@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from contracts.policy import FleetBudget, PolicyState
 from models.baselines import BaselineBank
 from models.features import window_features
-from models.policy import PolicyConfig, PolicyState, Reading, decide
+from models.policy import Reading, decide
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from models.scoring import score_windows, scores_from_features
 
@@ -149,7 +150,7 @@ def measure_policy(instances: int, repeat: int) -> dict[str, Any]:
     """Time one policy decision over a batch of ``instances`` readings."""
     rng = np.random.default_rng(1)
     readings = [Reading(f"i-{i}", float(s)) for i, s in enumerate(rng.uniform(0, 100, instances))]
-    seconds = _time(lambda: decide(PolicyState(), PolicyConfig(), readings, 1.7e9), repeat)
+    seconds = _time(lambda: decide(PolicyState(), FleetBudget(), readings, 1.7e9), repeat)
     return {"instances": instances, "seconds_median": round(statistics.median(seconds), 4),
             "decisions_per_s": round(instances / statistics.median(seconds))}
 

@@ -57,11 +57,11 @@ import psutil
 
 from bench.shadow_lab import BenchConfig, Lab
 from bench.shadow_stats import percentile, rounded, summarise, visibility_lags_ms
-from bench.workload import TABLE, WorkloadStats, Writer, wait_until_present
+from contracts.shadow import ReplicationStatus
 from infra.local.platform import LocalPlatform
 from infra.local.postgres import query_one
-from infra.platform import ReplicationStatus
 from workers.settings import REPO_ROOT
+from workers.workload import TABLE, WorkloadStats, Writer, wait_until_present
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +331,7 @@ def machine_info() -> dict[str, Any]:
                               text=True, check=False).stdout.rstrip()
 
     # Others' uncommitted edits to the code under test would make the commit hash a half-truth.
-    dirty = git("status", "--porcelain", "--", "infra", "bench/workload.py", "bench/shadow.py",
+    dirty = git("status", "--porcelain", "--", "infra", "workers/workload.py", "bench/shadow.py",
                 "bench/shadow_lab.py")
     return {"cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),

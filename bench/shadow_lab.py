@@ -18,7 +18,6 @@ from pathlib import Path
 
 import psutil
 
-from bench.workload import prepare_table
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.platform import LocalPlatform
 from infra.local.ports import free_ports
@@ -27,6 +26,7 @@ from infra.local.spec import LocalShadowSpec
 from infra.pulumi_engine import StackDriver
 from workers.registry import pulumi_config
 from workers.settings import load_settings
+from workers.workload import prepare_table
 
 log = logging.getLogger(__name__)
 

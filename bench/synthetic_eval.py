@@ -14,14 +14,14 @@ import numpy as np
 
 from bench.counting import EvalSeries, count, distribution, random_control
 from bench.detectors import Episode, migrations, model_scores, windowed_gaussian
+from contracts.policy import Policy
 from models.dataset import from_synthetic
 from models.features import series_features
-from models.policy import PolicyConfig
 from models.predictor import Predictor
 from models.synthetic import FleetConfig, generate_fleet
 
 HOLDOUT_SEED = 1001
-SYNTHETIC_THRESHOLD = {"model_default": PolicyConfig().threshold, "model_spec": 70.0,
+SYNTHETIC_THRESHOLD = {"model_default": Policy().threshold, "model_spec": 70.0,
                        "windowed_gaussian": 4.0}
 """Fixed operating points of the synthetic hold-out (as before this issue)."""
 

@@ -1,70 +1,91 @@
-"""One place that turns a protection request into its platform object.
+"""One place that turns a protection request into its platform objects.
 
-Activities never build a platform class themselves: they call :func:`platform_for`, which
-dispatches on the request's ``platform`` field to the builder registered for it. Adding a
-platform is one :data:`BUILDERS` entry (a builder takes the request, the stack driver and the
-state directory and returns an :class:`~infra.platform.Platform`).
+Activities never build a platform class themselves: they call :meth:`Platforms.platform_for`,
+which dispatches on the spec's ``platform`` to the builder registered for it, and the fleet
+watcher reads each platform through :meth:`Platforms.observer`. Adding a platform is one
+:data:`BUILDERS` entry (plus its package, its spec section and the conformance suite).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import dataclass
 
-from infra.aws.factory import build_aws_platform
+from contracts.shadow import Capabilities, PlatformRequest
+from infra.aws.factory import build_aws_observer, build_aws_platform
+from infra.aws.platform import AwsPlatform
 from infra.errors import InvalidRequestError
+from infra.hosts.factory import build_hosts_observer, build_hosts_platform
+from infra.hosts.platform import HostsPlatform
+from infra.local.factory import build_local_observer, build_local_platform
 from infra.local.platform import LocalPlatform
-from infra.local.spec import LocalShadowSpec
-from infra.platform import Platform
-from infra.pulumi_engine import StackDriver
+from infra.platform import FleetObserver, Platform, PlatformContext
 
 
-class PlatformRequest(Protocol):
-    """What every protection request carries (``activities.shadow.ShadowRequest`` does);
-    each builder reads the platform-specific fields it needs from the same object."""
+@dataclass(frozen=True)
+class PlatformBuilder:
+    """How one platform is built."""
 
-    instance_id: str
-    platform: str
-    tier: int
-    platform_spec: dict[str, Any]
-
-
-PlatformBuilder = Callable[[PlatformRequest, StackDriver, Path], Platform]
-"""``(request, driver, state_dir) -> Platform``; raises ``InvalidRequestError`` on bad input."""
-
-_LOCAL_FIELDS = tuple(f.name for f in dataclasses.fields(LocalShadowSpec) if f.name != "state_dir")
-
-
-def _local(request: PlatformRequest, driver: StackDriver, state_dir: Path) -> Platform:
-    """PostgreSQL processes on this machine behind HAProxy.
-
-    Fields the request shares with :class:`LocalShadowSpec` are copied by name (ports, tier,
-    roles...), so a field added to both travels without touching the factory; the spec
-    validates them.
-    """
-    values = {name: getattr(request, name) for name in _LOCAL_FIELDS if hasattr(request, name)}
-    return LocalPlatform(LocalShadowSpec(state_dir=state_dir, **values), driver)
+    platform: Callable[[PlatformRequest, PlatformContext], Platform]
+    """``(request, context) -> Platform``; raises ``InvalidRequestError`` on bad input."""
+    observer: Callable[[PlatformContext, int], FleetObserver]
+    """``(context, metrics_period_s) -> FleetObserver`` (one per watcher run)."""
+    capabilities: Capabilities
+    """What the platform offers beyond the common core."""
 
 
 BUILDERS: dict[str, PlatformBuilder] = {
-    "local": _local,
-    "aws": build_aws_platform,
+    "local": PlatformBuilder(build_local_platform, build_local_observer,
+                             LocalPlatform.capabilities),
+    "aws": PlatformBuilder(build_aws_platform, build_aws_observer, AwsPlatform.capabilities),
+    "hosts": PlatformBuilder(build_hosts_platform, build_hosts_observer,
+                             HostsPlatform.capabilities),
 }
-"""Builder per value of the request's ``platform`` field."""
+"""Builders per value of the spec's ``platform`` field."""
 
 
-def platform_for(request: PlatformRequest, driver: StackDriver, state_dir: Path) -> Platform:
-    """The platform object of ``request``, validated.
+class Platforms:
+    """The platforms a worker serves, with their shared context."""
 
-    Raises:
-        InvalidRequestError: an unknown platform, or a request its platform refuses.
-    """
-    builder = BUILDERS.get(request.platform)
-    if builder is None:
-        raise InvalidRequestError(
-            f"platform {request.platform!r} has no implementation here; "
-            f"use one of {', '.join(sorted(BUILDERS))}"
-        )
-    return builder(request, driver, state_dir)
+    def __init__(self, context: PlatformContext,
+                 builders: dict[str, PlatformBuilder] | None = None) -> None:
+        self.context = context
+        self._builders = builders if builders is not None else BUILDERS
+
+    @property
+    def names(self) -> list[str]:
+        """Platforms served, sorted."""
+        return sorted(self._builders)
+
+    def platform_for(self, request: PlatformRequest) -> Platform:
+        """The platform object of ``request``.
+
+        Raises:
+            InvalidRequestError: an unknown platform, or a request its platform refuses.
+        """
+        return self._builder(request.spec.platform).platform(request, self.context)
+
+    def observer(self, platform: str, metrics_period_s: int = 60) -> FleetObserver:
+        """A fresh fleet observer of ``platform``; a metrics service with a fixed period is
+        read once per ``metrics_period_s``.
+
+        Raises:
+            InvalidRequestError: an unknown platform.
+        """
+        return self._builder(platform).observer(self.context, metrics_period_s)
+
+    def capabilities(self, platform: str) -> Capabilities:
+        """What ``platform`` offers beyond the common core.
+
+        Raises:
+            InvalidRequestError: an unknown platform.
+        """
+        return self._builder(platform).capabilities
+
+    def _builder(self, platform: str) -> PlatformBuilder:
+        builder = self._builders.get(platform)
+        if builder is None:
+            raise InvalidRequestError(
+                f"platform {platform!r} has no implementation here; use one of "
+                f"{', '.join(self.names)}")
+        return builder

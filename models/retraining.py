@@ -26,39 +26,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import average_precision_score
 
+from contracts.retraining import RetrainingConfig
 from models.dataset import SPLIT_BOUNDS, SPLITS, Dataset, build_dataset
 from models.features import FEATURE_NAMES, Float32Array, window_features
 from models.metrics import column_kind, sanitize
 from models.predictor import Predictor
-from models.synthetic import FleetConfig
 from models.training import TRAINING_FLEET, TrainingConfig, fit, training_series, write_model
 
 METRIC = "average_precision"
 """The metric promotions are decided on (see the module docstring)."""
-
-
-@dataclass
-class RetrainingConfig:
-    """What a retraining run trains on and how it decides (plain fields: it travels through
-    Temporal as workflow input)."""
-
-    instances: int = FleetConfig().instances
-    """Synthetic base fleet size (the default model's)."""
-    days: float = FleetConfig().days
-    """Length of each synthetic instance's history."""
-    seed: int = FleetConfig().seed
-    """Synthetic fleet seed; keep it fixed so held-out rows stay unseen by every champion."""
-    use_nab: bool = True
-    """Mix in the real series of ``../shared/data`` (NAB and ASD) when present."""
-    min_gain: float = 0.01
-    """The challenger's average precision must beat the champion's by this much."""
-    min_heldout_positives: int = 20
-    """Fewer failures than this in the held-out rows: too little evidence, no promotion."""
-    label_permutation_seed: int | None = None
-    """A control, not a setting for production: train on labels permuted with this seed
-    (held-out labels stay true), which yields a model that should never be promoted."""
-    num_threads: int = 2
-    """LightGBM threads."""
 
 
 @dataclass

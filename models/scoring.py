@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contracts.policy import FleetBudget, Policy, PolicyState
 from models.baselines import BaselineBank
 from models.exhaustion import ExhaustionConfig, Forecast, exhaustion_columns, forecasts
 from models.features import (
@@ -30,7 +31,7 @@ from models.features import (
     window_features,
 )
 from models.metrics import FloatArray
-from models.policy import Decision, PolicyConfig, PolicyState, Reading, decide
+from models.policy import Decision, Reading, decide, finish_migration, refused
 from models.predictor import Predictor
 from models.readiness import Profile, readiness_scores
 
@@ -92,7 +93,7 @@ def score_series(
     predictor: Predictor,
     *,
     profile: Profile = "default",
-    policy: PolicyConfig | None = None,
+    policy: Policy | None = None,
     historical_failure_rate: float = 0.0,
     instance_id: str = "trace",
     max_samples: int = 256,
@@ -105,7 +106,7 @@ def score_series(
         values: canonical metric → (T,) sanitized values.
         predictor: the model.
         profile: readiness profile.
-        policy: policy knobs (default :class:`PolicyConfig`).
+        policy: the instance's policy (default :class:`~contracts.policy.Policy`).
         historical_failure_rate: the instance's failure history, 0..1.
         instance_id: name used in the decisions.
         max_samples: history per row (see :func:`models.features.series_features`).
@@ -116,7 +117,7 @@ def score_series(
                                max_samples=max_samples, baseline=baseline,
                                baseline_config=predictor.baseline_config)
     scores = scores_from_features(features, predictor, historical_failure_rate, profile)
-    decisions = run_policy(times, scores.readiness_score, policy or PolicyConfig(), instance_id)
+    decisions = run_policy(times, scores.readiness_score, policy or Policy(), instance_id)
     return SeriesScores(scores.failure_probability, scores.readiness_score, decisions,
                         forecasts=series_forecasts(times, values, max_samples=max_samples))
 
@@ -141,13 +142,27 @@ def series_forecasts(times: FloatArray, values: Mapping[str, FloatArray], *,
     return out
 
 
-def run_policy(times: FloatArray, readiness: FloatArray, policy: PolicyConfig,
+def run_policy(times: FloatArray, readiness: FloatArray, policy: Policy,
                instance_id: str = "trace") -> list[Decision]:
-    """The policy's decision at every row of one instance's scores."""
+    """The decision at every row of one instance's scores, as the product takes it: the
+    watcher's policy decides, and the protection takes a migration unless it is within
+    ``policy.cooldown_s`` of the last one it took (then it refuses, and the watcher stays quiet
+    for the cooldown left). A refused migration is returned as a hold."""
     state = PolicyState()
+    budget = FleetBudget(max_concurrent=1, max_per_hour=3600, migration_duration_s=0.0)
+    taken: float | None = None
     decisions = []
     for now, score in zip(times.tolist(), readiness.tolist(), strict=True):
-        (decision,), state = decide(state, policy, [Reading(instance_id, score)], now)
+        (decision,), state = decide(state, budget, [Reading(instance_id, score, policy)], now)
+        if decision.action == "migrate":
+            left = 0.0 if taken is None else taken + policy.cooldown_s - now
+            if left > 0:
+                state = refused(state, instance_id, now, left)
+                decision = Decision(instance_id, "hold", False,
+                                    f"In cooldown for {left:.0f} s after the last migration.")
+            else:
+                taken = now
+                state = finish_migration(state, instance_id)
         decisions.append(decision)
     return decisions
 

@@ -27,42 +27,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from models.policy import Decision, PolicyConfig, PolicyState, Reading, decide
+from contracts.policy import FleetBudget, Policy, PolicyState
+from contracts.watch import ShadowBudget
+from models.policy import Decision, Reading, decide
 
 ShadowAction = Literal["keep", "provision", "release", "wait", "none"]
 CRITICAL_TIERS = (1, 2)
 """Tiers that want a standing shadow."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class ShadowBudgetConfig:
-    """The fleet's shadow budget and the tier-3 trigger."""
+ShadowBudgetConfig = ShadowBudget
+"""The fleet's shadow budget and the tier-3 trigger (the watcher's input carries it)."""
 
-    max_shadows: int = 50
-    """Shadows in the fleet at once (standing and risk-triggered)."""
-    max_provisioning: int = 2
-    """Shadows being provisioned at once (each is a full copy of its primary)."""
-    max_per_hour: int = 10
-    """Shadows provisioned in any 3,600 s."""
-    provisioning_s: float = 900.0
-    """How long a provisioning holds a concurrency slot."""
-    tier3_threshold: float = 35.0
-    """A tier-3 instance gets a shadow at this score (below the cutover threshold, so the
-    shadow is in sync before a cutover could be needed)."""
-    tier3_readings: int = 2
-    """High readings in a row before a tier-3 shadow is provisioned."""
-    release_below: float = 20.0
-    """A tier-3 shadow is released only while the score stays under this."""
-    release_after_s: float = 3600.0
-    """... for this long."""
 
-    def __post_init__(self) -> None:
-        if not self.release_below <= self.tier3_threshold:
-            raise ValueError(f"release_below ({self.release_below}) must not exceed "
-                             f"tier3_threshold ({self.tier3_threshold})")
-        for name in ("max_shadows", "max_provisioning", "max_per_hour", "tier3_readings"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
+def validate_shadow_budget(config: ShadowBudget) -> ShadowBudget:
+    """Return ``config`` if it is consistent, else raise ``ValueError`` naming the field."""
+    if not config.release_below <= config.tier3_threshold:
+        raise ValueError(f"release_below ({config.release_below}) must not exceed "
+                         f"tier3_threshold ({config.tier3_threshold})")
+    for name in ("max_shadows", "max_provisioning", "max_per_hour", "tier3_readings"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, not {getattr(config, name)}")
+    return config
 
 
 @dataclass(frozen=True)
@@ -160,16 +146,14 @@ def _grant(group: list[FleetMember], critical: bool, config: ShadowBudgetConfig,
     active = sum(now < t + config.provisioning_s for t in provisioning.in_flight.values())
     # The shadow cap rides on the policy's concurrency limit: no more grants than free slots.
     concurrent = active + max(0, min(free, config.max_provisioning - active))
-    policy = PolicyConfig(
-        threshold=0.0 if critical else config.tier3_threshold,
-        consecutive_readings=1 if critical else config.tier3_readings,
-        cooldown_s=0.0, max_concurrent=concurrent, max_per_hour=config.max_per_hour,
-        migration_duration_s=config.provisioning_s,
-    )
+    policy = Policy(threshold=0.0 if critical else config.tier3_threshold,
+                    consecutive_readings=1 if critical else config.tier3_readings)
+    budget = FleetBudget(max_concurrent=concurrent, max_per_hour=config.max_per_hour,
+                         migration_duration_s=config.provisioning_s)
     # A critical instance wants a shadow whatever its score; an unknown score ranks last.
     readings = [Reading(m.instance_id, _finite_or(m.readiness_score, 0.0) if critical
-                        else m.readiness_score) for m in group]
-    verdicts, provisioning = decide(provisioning, policy, readings, now)
+                        else m.readiness_score, policy) for m in group]
+    verdicts, provisioning = decide(provisioning, budget, readings, now)
     return [_translate(m, v, critical) for m, v in zip(group, verdicts, strict=True)], provisioning
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the system programs of the local platform exist: the PostgreSQL server tools,
-# HAProxy and zstd, plus Chromium (Web UI test) and promtool (compose check). Installs them
-# with apt-get when we are root; otherwise says what to install.
+# HAProxy, zstd and nftables (namespace hosts), plus Chromium (Web UI test) and promtool
+# (compose check). Installs them with apt-get when we are root; otherwise says what to install.
 set -euo pipefail
 
 missing=()
@@ -26,6 +26,10 @@ fi
 # Tier 3 compresses the WAL segments it ships with zstd (archive/restore commands).
 if ! command -v zstd >/dev/null 2>&1; then
   missing+=(zstd)
+fi
+# Namespace hosts (infra/hosts) partition a host and guard a fleet's subnet with nftables.
+if ! command -v nft >/dev/null 2>&1 && [ ! -x /usr/sbin/nft ]; then
+  missing+=(nftables)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

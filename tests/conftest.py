@@ -6,7 +6,9 @@ wheel, and Pulumi runs the CLI built by ``make setup``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -18,15 +20,22 @@ from pathlib import Path
 
 import psutil
 import pytest
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.shadow import ShadowRequest
+from contracts import search_attributes
+from contracts.shadow import PlatformRequest
+from contracts.spec import ProtectionSpec
+from contracts.wire import DATA_CONVERTER
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, PgServer
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from workers.settings import REPO_ROOT, Settings, load_settings
-from workflows import search_attributes
+from workers.workload import Writer
 
 TIME_SKIPPING_FLAG = "frontend.WorkflowTimeSkippingEnabled=true"
 STATUS_FILE_ENV = "PYTEST_STATUS_FILE"
@@ -109,6 +118,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         dev_server_log_level="error",
         search_attributes=search_attributes.ALL,
+        data_converter=DATA_CONVERTER,
     )
     try:
         yield env
@@ -123,6 +133,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         dev_server_log_level="error",
         search_attributes=search_attributes.ALL,
+        data_converter=DATA_CONVERTER,
         dev_server_extra_args=["--dynamic-config-value", TIME_SKIPPING_FLAG],
     )
     try:
@@ -179,11 +190,40 @@ def stack_driver(pulumi_config: PulumiConfig) -> Iterator[StackDriver]:
     yield StackDriver(pulumi_config)
 
 
+SERVER_FIXTURES = frozenset({
+    "temporal_env", "time_skipping_env", "local_service", "stack_driver", "pulumi_config",
+    "moto_url", "clients", "world", "aws_env", "aws", "ui_env", "greeter", "small_disk",
+    "workers", "activity_workers", "compose", "enforcing_moto", "hosts_driver", "fleets",
+    "pulumi_state_dir",
+})
+"""Fixtures that start or reach a real server or program: a test using one is integration."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a server fixture ``integration`` (modules that start servers
+    by hand say so with ``pytestmark``), so ``make unit`` can leave them out."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Record pytest's own verdict, so the runner can tell it from an exit-time crash."""
     status_file = os.environ.get(STATUS_FILE_ENV)
     if status_file:
         Path(status_file).write_text(f"{int(exitstatus)}\n")
+
+
+def local_request(instance_id: str, primary_port: int, shadow_port: int, router_port: int,
+                  tier: int = 2, **spec_fields: object) -> PlatformRequest:
+    """A local protection request with the original roles."""
+    return PlatformRequest(ProtectionSpec(instance_id, "local", tier, primary_port, shadow_port,
+                                          router_port, **spec_fields))  # type: ignore[arg-type]
+
+
+def with_spec(request: PlatformRequest, **changes: object) -> PlatformRequest:
+    """``request`` with some of its spec's fields changed (tier, archive interval...)."""
+    return dataclasses.replace(request, spec=dataclasses.replace(request.spec, **changes))
 
 
 @dataclass
@@ -192,17 +232,27 @@ class LocalService:
 
     primary: PgServer
     haproxy: HAProxyManager
-    request: ShadowRequest
+    request: PlatformRequest
+
+    @property
+    def spec(self) -> ProtectionSpec:
+        """The protection spec of the service (tier 2 unless a test changes it)."""
+        return self.request.spec
+
+    @property
+    def instance_id(self) -> str:
+        """The service's instance id."""
+        return self.request.spec.instance_id
 
     @property
     def router(self) -> PgEndpoint:
         """Where clients connect."""
-        return PgEndpoint(port=self.request.router_port)
+        return PgEndpoint(port=self.request.spec.router_port)
 
     @property
     def shadow(self) -> PgEndpoint:
         """The shadow's own endpoint."""
-        return PgEndpoint(port=self.request.shadow_port)
+        return PgEndpoint(port=self.request.spec.shadow_port)
 
 
 @pytest.fixture
@@ -217,7 +267,7 @@ def local_service(settings: Settings) -> Iterator[LocalService]:
     haproxy.ensure_service(
         instance_id, router_port, [ServerEntry(instance_id, "127.0.0.1", primary_port)]
     )
-    request = ShadowRequest(instance_id, primary_port, shadow_port, router_port)
+    request = local_request(instance_id, primary_port, shadow_port, router_port)
     try:
         yield LocalService(primary, haproxy, request)
     finally:
@@ -225,3 +275,35 @@ def local_service(settings: Settings) -> Iterator[LocalService]:
         PgServer(home=shadow_home, port=shadow_port).stop(mode="immediate")
         haproxy.stop()
         primary.stop(mode="immediate")
+
+
+async def acked_after(writer: Writer, since: float | None = None, count: int = 20,
+                      timeout_s: float = 30.0) -> None:
+    """Wait until ``writer`` has ``count`` acknowledged writes later than ``since``
+    (monotonic; any time when ``None``): the load is really flowing, bounded."""
+    deadline = time.monotonic() + timeout_s
+    while sum(1 for t in writer.stats.ack_times if since is None or t > since) < count:
+        if time.monotonic() > deadline:
+            pytest.fail(f"fewer than {count} writes acknowledged within {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def polled(client: Client, task_queue: str, activities: bool = True,
+                 timeout_s: float = 30.0, since: float | None = None) -> None:
+    """Wait until a worker polls ``task_queue`` for activity (or workflow) tasks, so a test's
+    timed window does not include a worker's start-up. ``since`` (epoch seconds) ignores
+    pollers not seen since then: the server lists a dead worker's poller for minutes, so a
+    queue an earlier test served looks polled before the new worker is up."""
+    kind = (TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY if activities
+            else TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+            namespace=client.namespace, task_queue=TaskQueue(name=task_queue),
+            task_queue_type=kind))
+        if any(since is None or poller.last_access_time.ToSeconds() >= since
+               for poller in response.pollers):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"no worker polled {task_queue} within {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)

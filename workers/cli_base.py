@@ -1,7 +1,7 @@
 """What every ``shadowshift`` subcommand shares: exit codes, errors, the Temporal connection,
 output for people (``stderr`` progress, tables) and for scripts (``--json`` on ``stdout``).
 
-Exit codes (the README lists them too):
+Exit codes (docs/cli.md lists them too):
 
 ====  =====================================================================================
 0     success
@@ -35,8 +35,9 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from contracts.spec import protection_workflow_id
+from contracts.wire import DATA_CONVERTER
 from workers.settings import SettingsError, load_settings
-from workflows.protection_spec import protection_workflow_id
 
 PROG = "shadowshift"
 
@@ -101,7 +102,8 @@ async def connect(args: argparse.Namespace) -> Client:
     namespace = args.namespace or settings.namespace
     try:
         async with asyncio.timeout(args.connect_timeout):
-            client = await Client.connect(address, namespace=namespace)
+            client = await Client.connect(address, namespace=namespace,
+                                          data_converter=DATA_CONVERTER)
             # Connecting succeeds lazily for some failures; one cheap call proves the namespace.
             await client.workflow_service.get_system_info(_system_info_request())
             return client

@@ -18,6 +18,9 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from contracts import search_attributes as sa
+from contracts.cutover import CutoverResult, cutover_workflow_id
+from contracts.protection import CutoverRequest, ProtectionApi, ProtectionStatus
 from workers.cli_base import (
     FAILED,
     OK,
@@ -34,9 +37,6 @@ from workers.cli_base import (
     table,
 )
 from workers.cli_follow import POLL_S, send_update
-from workflows import search_attributes as sa
-from workflows.cutover import CutoverResult, cutover_workflow_id
-from workflows.protection import CutoverRequest, InstanceProtectionWorkflow, ProtectionStatus
 
 PROTECTIONS = 'WorkflowType = "InstanceProtectionWorkflow"'
 
@@ -97,7 +97,7 @@ async def query_status(client: Client, instance_id: str, timeout_s: float) -> Pr
     handle, description = await running_protection(client, instance_id)
     try:
         async with asyncio.timeout(timeout_s):
-            result: ProtectionStatus = await handle.query(InstanceProtectionWorkflow.status)
+            result: ProtectionStatus = await handle.query(ProtectionApi.status)
             return result
     except TimeoutError as err:
         raise CliError(f"no worker answered the status query within {timeout_s:.0f} s: is a "
@@ -165,7 +165,7 @@ async def _cutover(args: argparse.Namespace) -> int:
     handle, description = await running_protection(client, args.instance)
     child = client.get_workflow_handle(cutover_workflow_id(args.instance))
     previous_run = await _run_id(child)
-    await send_update(handle, InstanceProtectionWorkflow.request_cutover,
+    await send_update(handle, ProtectionApi.request_cutover,
                       CutoverRequest(args.reason, args.force, emergency=args.emergency),
                       timeout_s=min(args.timeout, 60),
                       task_queue=description.task_queue)
@@ -240,7 +240,7 @@ def _run_resume(args: argparse.Namespace) -> int:
 async def _pause_or_resume(args: argparse.Namespace, *, paused: bool) -> int:
     client = await connect(args)
     handle, _ = await running_protection(client, args.instance)
-    signal = InstanceProtectionWorkflow.pause if paused else InstanceProtectionWorkflow.resume
+    signal = ProtectionApi.pause if paused else ProtectionApi.resume
     await handle.signal(signal)
     deadline = time.monotonic() + args.timeout
     while (status := await query_status(client, args.instance, args.timeout)).paused != paused:

@@ -13,8 +13,8 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 
+from contracts import search_attributes
 from workers.cli_base import FAILED, REFUSED, TIMED_OUT, CliError, say
-from workflows import search_attributes
 
 POLL_S = 0.5
 

@@ -8,14 +8,14 @@ asks the protection to destroy its shadow and end, then waits for the workflow t
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import typing
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from contracts.protection import MEMO_SPEC, ProtectionApi, UnprotectRequest
+from contracts.spec import ProtectionSpec, spec_from_dict, spec_to_dict
 from workers.cli_base import (
     OK,
     REFUSED,
@@ -31,8 +31,7 @@ from workers.cli_base import (
 )
 from workers.cli_follow import follow_phase, send_update
 from workers.cli_spec import load_spec_file
-from workflows.protection import InstanceProtectionWorkflow, UnprotectRequest
-from workflows.protection_spec import ProtectionSpec
+from workers.protect import start_protection
 from workflows.shadow_on_demand import UNSHADOWED
 
 
@@ -53,9 +52,6 @@ def _run_protect(args: argparse.Namespace) -> int:
 
 
 async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
-    # Imported here: it pulls in the fleet watcher's model libraries (seconds to import).
-    from workers.protect import start_protection
-
     client = await connect(args)
     task_queue = args.task_queue or settings_task_queue()
     joined = False
@@ -63,9 +59,9 @@ async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
         running = await client.get_workflow_handle(spec.workflow_id).describe()
         if running.status == WorkflowExecutionStatus.RUNNING:
             joined = True
-            current = await running.memo_value("spec", default=None)
+            current = await running.memo_value(MEMO_SPEC, default=None)
             differ = (
-                _differences(running_spec(current), dataclasses.asdict(spec)) if current else []
+                _differences(running_spec(current), spec_to_dict(spec)) if current else []
             )
             if differ:
                 raise CliError(
@@ -100,26 +96,14 @@ async def _protect(args: argparse.Namespace, spec: ProtectionSpec) -> int:
 
 
 def running_spec(memo: dict[str, Any]) -> dict[str, Any]:
-    """The running protection's spec from its memo, re-hydrated through the dataclasses so
-    a field added since it started reads as its default (an upgrade must not make a join
-    look like a change); fields the dataclass no longer has are dropped."""
-    try:
-        return dataclasses.asdict(_hydrate(ProtectionSpec, memo))
-    except (TypeError, ValueError):  # not a spec we can read: compare what is there
-        return memo
-
-
-def _hydrate(cls: Any, data: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for item in dataclasses.fields(cls):
-        if item.name not in data:
-            continue
-        value, hint = data[item.name], hints[item.name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = _hydrate(hint, value)
-        values[item.name] = value
-    return cls(**values)
+    """The running protection's spec from its memo, read through the spec's own loader so a
+    field added since it started reads as its default (an upgrade must not make a join look
+    like a change); fields the spec no longer has are dropped."""
+    if not isinstance(memo, dict):
+        return {}
+    spec = spec_from_dict(memo, strict=False)
+    spec.decode_errors = []  # fields it no longer has
+    return spec_to_dict(spec)
 
 
 def _differences(running: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
@@ -151,7 +135,7 @@ def _run_unprotect(args: argparse.Namespace) -> int:
 async def _unprotect(args: argparse.Namespace) -> int:
     client = await connect(args)
     handle, description = await running_protection(client, args.instance)
-    await send_update(handle, InstanceProtectionWorkflow.unprotect,
+    await send_update(handle, ProtectionApi.unprotect,
                       UnprotectRequest(args.reason), timeout_s=min(args.timeout, 60.0),
                       task_queue=description.task_queue)
     phase = "unprotecting"

@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from contracts.spec import protection_workflow_id
 from workers.cli_base import (
     OK,
     Subcommand,
@@ -29,7 +30,6 @@ from workers.cli_base import (
 )
 from workers.cli_control import list_protections
 from workers.report_history import ProtectionHistory, read_history
-from workflows.protection_spec import protection_workflow_id
 
 
 def _add_report_arguments(parser: argparse.ArgumentParser) -> None:

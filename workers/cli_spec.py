@@ -4,7 +4,8 @@ PyYAML's node tree keeps each key's position (``start_mark``), so the file is co
 nodes first and walked alongside the field types of :class:`ProtectionSpec` (read from the
 dataclasses themselves, so a field added there is accepted here); the values are then checked
 by the same :func:`validate_spec` the workflow uses, and its error is placed on the line of
-the field it names, down to nested keys of the ``aws`` section (``aws.dns.ttl_s``). Example::
+the field it names, down to nested keys of the ``aws`` section (``aws.dns.ttl_s``). The
+same spec as JSON is what ``temporal workflow start --input-file`` takes. Example::
 
     instance_id: db-orders
     platform: local
@@ -21,26 +22,32 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from contracts.spec import ProtectionSpec, SpecError, validate_spec
 from workers.cli_base import UsageError
-from workflows.protection_spec import ProtectionSpec, SpecError, validate_spec
 
 _SCALARS = {str: "str", int: "int", float: "number", bool: "bool"}
 
 
 def _field_kinds(cls: type) -> dict[str, str | type]:
     """Kind per field of dataclass ``cls``, from its type hints: a scalar kind, ``section``
-    (a free mapping such as the ``aws`` section, checked by ``validate_spec``), or the nested
-    dataclass itself. Built from the dataclass so a field added there is accepted here."""
+    (a free mapping), or the nested dataclass itself (``X | None`` reads as ``X``; a YAML
+    ``null`` keeps the default). Built from the dataclass so a field added there is accepted
+    here."""
     hints = typing.get_type_hints(cls)
     kinds: dict[str, str | type] = {}
     for item in dataclasses.fields(cls):
+        if item.name == "decode_errors":  # set by lenient decoding, never by a file
+            continue
         hint = hints[item.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             kinds[item.name] = hint
         elif typing.get_origin(hint) is dict or hint is dict:
@@ -125,8 +132,16 @@ def _mapping(
             raise SpecFileError(f"{path}:{line}: {dotted}: given twice")
         lines[dotted] = line
         kind = kinds[name]
+        if isinstance(value_node, yaml.ScalarNode) and value_node.tag.endswith(":null"):
+            continue  # null: the field's default
         if isinstance(kind, type):
-            values[name] = kind(**_mapping(path, value_node, kind, dotted, lines))
+            nested = _mapping(path, value_node, kind, dotted, lines)
+            missing = [f.name for f in dataclasses.fields(kind) if f.name not in nested
+                       and f.default is dataclasses.MISSING
+                       and f.default_factory is dataclasses.MISSING]
+            if missing:
+                raise SpecFileError(f"{path}:{line}: {dotted}.{missing[0]}: required")
+            values[name] = kind(**nested)
             continue
         if kind == "section":
             values[name] = _section(path, value_node, dotted, lines)
@@ -172,8 +187,3 @@ def _is_kind(value: Any, kind: str) -> bool:
     if kind == "number":
         return isinstance(value, int | float)
     return isinstance(value, str)
-
-
-def spec_to_yaml(spec: ProtectionSpec) -> str:
-    """The spec as YAML (what ``load_spec_file`` reads back)."""
-    return yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False)

@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from contracts.policy import Policy
 from models.columns import SHORT_KINDS, ColumnSpecError, canonical_kind, parse_columns
-from models.policy import PolicyConfig
 from models.readiness import PROFILES
 from models.trace import Trace, TraceError, load_trace
 from workers.cli_base import Subcommand, UsageError
@@ -56,7 +56,7 @@ def _add_score_trace_arguments(parser: argparse.ArgumentParser) -> None:
                         "default: the bundled model)")
     parser.add_argument("--profile", choices=PROFILES, default="default",
                         help="readiness score profile (default: default)")
-    parser.add_argument("--threshold", type=float, default=PolicyConfig().threshold,
+    parser.add_argument("--threshold", type=float, default=Policy().threshold,
                         help="readiness score that counts as high")
     parser.add_argument("--history", type=float, default=0.0, metavar="RATE",
                         help="the instance's historical failure rate, 0..1 (default: 0)")
@@ -115,7 +115,7 @@ def _score(args: argparse.Namespace) -> int:
     if not 0.0 <= args.history <= 1.0:
         raise UsageError(f"--history must be within 0..1, not {args.history}")
     try:
-        policy = PolicyConfig(threshold=args.threshold)
+        policy = Policy(threshold=args.threshold)
     except ValueError as err:
         raise UsageError(str(err)) from err
     pairs = _column_pairs(args)

@@ -18,20 +18,20 @@ from typing import Any
 import psycopg
 from temporalio.api.enums.v1 import EventType
 
-from activities.watch import WatchFleetInput
-from bench.cutover_monitor import blackout_ms, failures_between
-from bench.workload import Writer, prepare_table, wait_until_present
+from contracts.cutover import cutover_workflow_id
+from contracts.policy import Policy
+from contracts.spec import ProtectionSpec
+from contracts.watch import WatchFleetInput
 from infra.local.metric_overlay import remove_overlay, write_overlay
 from infra.local.postgres import PgEndpoint
-from models.policy import PolicyConfig
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers import demo_report as report
 from workers.demo_services import DevServer, LocalService, say, worker_process
-from workers.demo_trace import COLUMNS, DemoTrace, OfflineVerdict, offline_verdict
+from workers.demo_trace import DemoTrace, OfflineVerdict, offline_verdict
 from workers.demo_watch import TASK_QUEUE, HeartbeatClock, LagRecorder, Progress
 from workers.protect import ensure_fleet_watcher, start_protection
-from workflows.cutover import cutover_workflow_id
-from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workers.split_brain import blackout_ms, failures_between
+from workers.workload import Writer, prepare_table, wait_until_present
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,9 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
                    stop: asyncio.Event) -> dict[str, Any]:
     """Everything after the services are up; returns the summary."""
     client = server.client
-    policy = PolicySpec(threshold=options.threshold,
-                        consecutive_readings=options.consecutive_readings)
-    verdict = offline_verdict(trace, Predictor.load(DEFAULT_MODEL_PATH),
-                              PolicyConfig(threshold=policy.threshold,
-                                           consecutive_readings=policy.consecutive_readings), 48)
+    policy = Policy(threshold=options.threshold,
+                    consecutive_readings=options.consecutive_readings)
+    verdict = offline_verdict(trace, Predictor.load(DEFAULT_MODEL_PATH), policy, 48)
     _say_verdict(verdict, options)
     async with worker_process(server.address, state_dir, TASK_QUEUE) as worker:
         progress = Progress(client, service.instance_id, worker, stop)
@@ -78,7 +76,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             say(f"Client load: {options.write_rate:g} writes/s through HAProxy on port "
                 f"{service.router_port}, every acknowledged commit recorded.")
             wall_start = time.time()
-            write_overlay(state_dir, service.primary.port, trace.csv_path, COLUMNS,
+            write_overlay(state_dir, service.primary.port, trace.csv_path, dict(trace.columns),
                           speedup=options.speedup, wall_start=wall_start)
             onset_wall = trace.wall_time(trace.onset, wall_start, options.speedup)
             failure_wall = trace.wall_time(trace.failure_at, wall_start, options.speedup)

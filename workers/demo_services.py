@@ -24,12 +24,12 @@ import psutil
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from contracts import search_attributes
 from infra.errors import InfraError
 from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.ports import free_port, free_ports, port_free
 from infra.local.postgres import PgEndpoint, PgServer
 from workers.settings import REPO_ROOT
-from workflows import search_attributes
 
 
 def say(message: str) -> None:
@@ -85,7 +85,8 @@ async def dev_server() -> AsyncIterator[DevServer]:
 async def worker_process(
     address: str, state_dir: Path, task_queue: str
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """``python -m workers.main`` against ``address``, in its own process group."""
+    """``python -m workers.demo_worker`` (the worker, reading the demo's metric overlays)
+    against ``address``, in its own process group."""
     passphrase = REPO_ROOT / ".state" / "pulumi-passphrase"
     if not passphrase.exists():
         raise RuntimeError(f"{passphrase} is missing: run `make setup`")
@@ -100,7 +101,8 @@ async def worker_process(
     )
     log = (state_dir / "worker.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.main"], cwd=REPO_ROOT, env=env, start_new_session=True,
+        [sys.executable, "-m", "workers.demo_worker"], cwd=REPO_ROOT, env=env,
+        start_new_session=True,
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:

@@ -21,20 +21,22 @@ The model needs a day of the instance's own history before its novelty baseline 
 the demo must replay at least :data:`DEMO_HEALTHY_HOURS` hours before the incident; with the
 demo's old 12 hours the model stays silent on every ASD incident.
 
-Without the shared data the demo falls back to a host of the synthetic fleet
-(``models/synthetic``, a disk degradation), and says so in :attr:`DemoTrace.source`.
+Without the shared data (or with ``--trace synthetic``) the demo replays a host of the
+synthetic fleet instead (``models/synthetic``, a disk degradation), and says so in
+:attr:`DemoTrace.source`.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from contracts.policy import Policy
 from models.asd import ASD_DIR, asd_available, load_server
-from models.policy import PolicyConfig
 from models.predictor import Predictor
 from models.scoring import score_series
 from models.synthetic import FleetConfig, generate_fleet
@@ -67,8 +69,6 @@ SYNTHETIC_COLUMNS = {
     "error_rate": "error_rate",
 }
 """CSV column → metric of the synthetic fallback."""
-COLUMNS = ASD_COLUMNS if asd_available() else SYNTHETIC_COLUMNS
-"""What the overlay replays (CSV column → column key). Metrics the trace lacks stay real."""
 _SYNTHETIC_SEED, _SYNTHETIC_HOST = 7, 7
 
 
@@ -86,10 +86,13 @@ class DemoTrace:
     """When the demo fails the primary."""
     end: float
     """Trace time of the last row."""
-    source: str = ""
+    source: str
     """Where the trace comes from, for the summary (server, incident, its type and time)."""
-    mode: str = "asd_incident"
-    """``asd_incident`` or, without the shared data, ``disk_degradation`` (synthetic)."""
+    mode: str
+    """``asd_incident`` or ``disk_degradation`` (synthetic)."""
+    columns: Mapping[str, str]
+    """What the overlay replays: CSV column → column key (metrics the trace lacks stay
+    real)."""
 
     def wall_time(self, trace_time: float, wall_start: float, speedup: float) -> float:
         """Wall-clock moment at which the overlay plays ``trace_time``."""
@@ -108,11 +111,19 @@ class OfflineVerdict:
     """Highest readiness score before the incident starts (false-alarm margin)."""
 
 
-def build_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
+TRACE_KINDS = ("asd", "synthetic")
+"""What the demo can replay: the real ASD incident (default) or the synthetic disk degradation
+(fast: the model predicts it after a few hours of history; the end-to-end test uses it)."""
+
+
+def build_trace(out_dir: Path, healthy_hours: float, kind: str = "asd") -> DemoTrace:
     """Write the trace CSV: ``healthy_hours`` before the onset through two steps past the
-    failure point, every column of :data:`COLUMNS`, 5-minute steps."""
-    if not asd_available():
-        return _synthetic_trace(out_dir, healthy_hours)
+    failure point, every column of the ASD server (``kind="synthetic"``, or the shared data
+    absent: :func:`build_synthetic_trace`), 5-minute steps."""
+    if kind not in TRACE_KINDS:
+        raise ValueError(f"trace kind {kind!r}: use one of {', '.join(TRACE_KINDS)}")
+    if kind == "synthetic" or not asd_available():
+        return build_synthetic_trace(out_dir, healthy_hours)
     server = load_server(ASD_DIR / f"{TRACE_SERVER}.csv")
     incident = server.incidents[TRACE_INCIDENT]
     start = incident.start - healthy_hours * 3600
@@ -128,10 +139,13 @@ def build_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
               f"({incident.kind}, {(incident.end - incident.start) / 60 + 5:.0f} min long, "
               f"{when})")
     return DemoTrace(path, float(times[0]), incident.start, failure_at, float(times[-1]),
-                     source, "asd_incident")
+                     source, "asd_incident", dict(ASD_COLUMNS))
 
 
-def _synthetic_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
+def build_synthetic_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
+    """A disk degradation of a synthetic host with named metrics: the demo's fallback and its
+    fast variant, and what the scale bench replays on every instance (its metrics have names
+    that fill a whole sample)."""
     config = FleetConfig(
         instances=_SYNTHETIC_HOST + 1, days=3, seed=_SYNTHETIC_SEED, benign_events_per_day=0.5,
         metric_absent_probability=0.0, other_only_probability=0.0, jitter_s=0.0,
@@ -147,8 +161,8 @@ def _synthetic_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
     columns = [host.values[metric][keep] for metric in SYNTHETIC_COLUMNS.values()]
     path = _write(out_dir, times, list(SYNTHETIC_COLUMNS), columns)
     return DemoTrace(path, float(times[0]), incident.onset, incident.failure_at,
-                     float(times[-1]), "synthetic fleet (seed 7, host 7): the shared ASD data "
-                     "was not found", "disk_degradation")
+                     float(times[-1]), "synthetic fleet (seed 7, host 7), a disk degradation",
+                     "disk_degradation", dict(SYNTHETIC_COLUMNS))
 
 
 def _write(out_dir: Path, times: np.ndarray, names: list[str],
@@ -163,13 +177,13 @@ def _write(out_dir: Path, times: np.ndarray, names: list[str],
     return path
 
 
-def offline_verdict(trace: DemoTrace, predictor: Predictor, policy: PolicyConfig,
+def offline_verdict(trace: DemoTrace, predictor: Predictor, policy: Policy,
                     window_samples: int) -> OfflineVerdict:
     """Score the trace as the watcher will (same window length, same policy, baselines
     learned from the trace's first row), offline."""
     from models.trace import load_trace  # pandas is only needed here
 
-    loaded = load_trace(trace.csv_path, "timestamp", list(COLUMNS.items()))
+    loaded = load_trace(trace.csv_path, "timestamp", list(trace.columns.items()))
     scores = score_series(loaded.times, loaded.values, predictor, policy=policy,
                           max_samples=window_samples)
     fired = [moment for moment, decision in zip(loaded.times.tolist(), scores.decisions,

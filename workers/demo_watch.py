@@ -2,7 +2,8 @@
 
 Progress is read with ``DescribeWorkflowExecution`` (the ``ShadowShiftPhase`` search attribute
 and the cutover child's start and close times), which is not a billable action, so watching
-the demo does not inflate the steady-state count. Every wait gives up on Ctrl-C and when the
+the demo does not inflate the steady-state count (the one query, of a started cutover's
+trigger, comes after the steady state). Every wait gives up on Ctrl-C and when the
 worker process dies.
 """
 
@@ -14,22 +15,32 @@ import subprocess
 import threading
 import time
 from contextlib import suppress
+from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
+from contracts import search_attributes
+from contracts.cutover import cutover_workflow_id
+from contracts.protection import EXTERNAL_EVENT, FAILURE_DETECTION, OPERATOR, PREDICTION
+from contracts.spec import protection_workflow_id
+from contracts.watch import watcher_id
 from infra.local.postgres import PgEndpoint
 from workers.demo_services import LocalService, say
-from workflows import search_attributes
-from workflows.cutover import cutover_workflow_id
-from workflows.fleet_watcher import watcher_id
+from workflows.cutover import CutoverWorkflow
 from workflows.protection import InstanceProtectionWorkflow
-from workflows.protection_spec import protection_workflow_id
 
 TASK_QUEUE = "shadowshift-demo"
 """The demo worker's queue (its own, so a demo never joins another worker's watcher)."""
 WATCHER = watcher_id(TASK_QUEUE)
 POLL_S = 0.25
+_WHY = {
+    PREDICTION: "The model predicted the failure",
+    FAILURE_DETECTION: "The primary was lost (failure detection, not the model)",
+    OPERATOR: "An operator asked for a cutover",
+    EXTERNAL_EVENT: "A platform event asked for a cutover",
+}
+"""How the demo announces a cutover, by its trigger."""
 
 
 class Interrupted(Exception):
@@ -95,7 +106,8 @@ class Progress:
                 say("No cutover before the failure: the model did not fire in time.")
                 return None
             await self.tick()
-        say(f"The model predicted the failure: cutover started ({description.id}).")
+        say(f"{_WHY.get(await self._trigger(handle), 'A cutover was requested')}: cutover "
+            f"started ({description.id}).")
         while description.close_time is None:
             await self.tick()
             description = await handle.describe()
@@ -104,6 +116,13 @@ class Progress:
         say(f"Cutover {description.status.name.lower() if description.status else 'done'} "
             f"in {end - start:.2f} s; {deadline - start:.1f} s before the failure.")
         return start, end
+
+    async def _trigger(self, handle: WorkflowHandle[Any, Any]) -> str:
+        """What asked for the running cutover (its progress says)."""
+        try:
+            return (await handle.query(CutoverWorkflow.progress)).trigger
+        except RPCError:
+            return ""  # finished already, or not queryable yet: the line says less
 
     async def wait_for_recovery(self, timeout_s: float) -> tuple[float, str] | None:
         """Wall time at which the protection is protected again with a healthy shadow, and

@@ -22,7 +22,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
-from workers.observability import WORKER_RUNNING
+from infra.observability import WORKER_RUNNING
 from workers.settings import SettingsError, load_settings
 
 

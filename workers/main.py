@@ -10,17 +10,20 @@ import concurrent.futures
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from opentelemetry import trace
 from temporalio.client import Client
 
-from activities.watch import WatchFleetInput
+from contracts.watch import WatchFleetInput
+from contracts.wire import DATA_CONVERTER
+from infra import observability
+from infra.factory import Platforms
 from models.predictor import ModelError
-from workers import observability
 from workers.logging_config import configure_logging
 from workers.process_exit import exit_process
 from workers.protect import ensure_fleet_watcher
-from workers.registry import new_worker
+from workers.registry import build_activities, new_worker, platforms
 from workers.schedules import ScheduleConfig, ensure_schedules
 from workers.settings import Settings, SettingsError, load_settings
 from workers.telemetry import Telemetry, start_telemetry
@@ -39,6 +42,7 @@ async def connect(settings: Settings, telemetry: Telemetry) -> Client:
             Client.connect(
                 settings.temporal_address,
                 namespace=settings.namespace,
+                data_converter=DATA_CONVERTER,
                 interceptors=[telemetry.interceptor()],
                 runtime=telemetry.runtime,
             ),
@@ -71,21 +75,25 @@ def start_worker_telemetry(settings: Settings) -> Telemetry:
     return telemetry
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Poll ``settings.task_queue`` until ``stop`` is set, then drain and return."""
+async def run_worker(settings: Settings, stop: asyncio.Event,
+                     served: Callable[[Settings], Platforms] = platforms) -> None:
+    """Poll ``settings.task_queue`` until ``stop`` is set, then drain and return; ``served``
+    builds the platforms the worker serves (the demo's worker adds its metric overlay)."""
     telemetry = start_worker_telemetry(settings)
     try:
-        await _serve(settings, telemetry, stop)
+        await _serve(settings, telemetry, stop, served)
     finally:
         telemetry.shutdown()
 
 
-async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event) -> None:
+async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event,
+                 served: Callable[[Settings], Platforms]) -> None:
     client = await connect(settings, telemetry)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         try:
-            worker = new_worker(client, settings, pool)
+            activities = build_activities(settings, client, served=served(settings))
+            worker = new_worker(client, settings, pool, activities=activities)
         except ModelError as err:
             raise StartupError(f"the failure model cannot be loaded: {err}") from err
         # The feedback loop's schedules (outcome probes, retraining) exist once per task
@@ -98,7 +106,7 @@ async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event) 
             await ensure_fleet_watcher(client, task_queue=settings.task_queue,
                                        request=WatchFleetInput(
                                            sample_interval_s=settings.watch_interval_s,
-                                           aws_period_s=settings.aws_metrics_period_s))
+                                           metrics_period_s=settings.aws_metrics_period_s))
         log.info(
             "Worker polling %s on %s (namespace %s).",
             settings.task_queue,
@@ -113,7 +121,7 @@ async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event) 
     log.info("Worker stopped.")
 
 
-def main() -> int:
+def main(served: Callable[[Settings], Platforms] = platforms) -> int:
     """Entry point; returns the process exit code."""
     try:
         settings = load_settings()
@@ -127,7 +135,7 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop)
+        await run_worker(settings, stop, served)
 
     try:
         asyncio.run(serve())

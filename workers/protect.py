@@ -1,11 +1,11 @@
 """Client-side helpers to start protection: one protection per instance, one fleet watcher.
 
-Used by the CLI, the demo and the tests; the ``temporal`` CLI can do the same (README).
+Used by the CLI, the demo and the tests. ``temporal workflow start --type
+InstanceProtectionWorkflow --input-file spec.json`` does the same: the workflow validates its
+spec and writes its memo itself (docs/operations.md, "Protecting an instance").
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -14,11 +14,13 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
 )
 
-from activities.watch import WatchFleetInput
-from workflows import search_attributes
-from workflows.fleet_watcher import FleetWatcherWorkflow, watcher_id
-from workflows.protection import InstanceProtectionWorkflow, ProtectionState
-from workflows.protection_spec import ProtectionSpec, validate_spec
+from contracts import search_attributes
+from contracts.protection import MEMO_ROLES, MEMO_SPEC
+from contracts.spec import ProtectionSpec, spec_to_dict, validate_spec
+from contracts.watch import WatchFleetInput, watcher_id
+from workflows.fleet_watcher import FleetWatcherWorkflow
+from workflows.protection import InstanceProtectionWorkflow
+from workflows.protection_details import static_details, static_summary
 
 
 async def start_protection(
@@ -27,7 +29,8 @@ async def start_protection(
     """Validate ``spec`` and start (or join) the instance's protection.
 
     A second start for the same instance joins the running protection instead of creating a
-    second one (``USE_EXISTING``), so an instance is never protected twice.
+    second one (``USE_EXISTING``), so an instance is never protected twice. The memo and
+    search attributes go with the start (free), so the workflow need not write them.
 
     Raises:
         SpecError: the spec is invalid; nothing was started.
@@ -35,11 +38,12 @@ async def start_protection(
     validate_spec(spec)
     return await client.start_workflow(
         InstanceProtectionWorkflow.run,
-        ProtectionState(spec=spec),
+        spec,
         id=spec.workflow_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        memo={"spec": dataclasses.asdict(spec)},
+        memo={MEMO_SPEC: spec_to_dict(spec),
+              MEMO_ROLES: {"serving_node": "", "original_home": ""}},
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(search_attributes.INSTANCE, spec.instance_id),
@@ -48,6 +52,8 @@ async def start_protection(
                 SearchAttributePair(search_attributes.TIER, spec.tier),
             ]
         ),
+        static_summary=static_summary(spec),
+        static_details=static_details(spec),
     )
 
 
@@ -61,4 +67,5 @@ async def ensure_fleet_watcher(
         id=watcher_id(task_queue),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"Fleet watcher of task queue {task_queue}",
     )

@@ -13,38 +13,50 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.cutover import CutoverActivities
-from activities.failover_monitor import FailoverMonitor
-from activities.outcomes import OutcomeActivities, OutcomeRecorder
+from activities.cutover import PlatformCutoverActivities
+from activities.outcomes import OutcomeRecorder, StoreOutcomeActivities
 from activities.outcomes_store import OutcomeStore
-from activities.recovery import RecoveryActivities
-from activities.retraining import RetrainingActivities
-from activities.scoring import ScoringActivities
-from activities.shadow import ShadowActivities
-from activities.shadow_planner import ShadowPlanner
-from activities.smoke import SmokeActivities
-from activities.sync_supervisor import SyncSupervisor
-from activities.watch import WatchActivities
+from activities.retraining import RegistryRetrainingActivities
+from activities.scoring import FleetScorer
+from activities.shadow import PlatformShadowActivities
+from activities.watching.failover import FailoverMonitor
+from activities.watching.planner import ShadowPlanner
+from activities.watching.sync import SyncSupervisor
+from activities.watching.watcher import FleetWatchActivities
+from infra import observability
+from infra.factory import Platforms
+from infra.platform import PlatformContext
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from models.registry import ModelRegistry
-from workers import observability
 from workers.settings import Settings
 from workflows.cutover import CutoverWorkflow
 from workflows.fleet_watcher import FleetWatcherWorkflow
+from workflows.host_task import HostTaskWorkflow
 from workflows.protection import InstanceProtectionWorkflow
 from workflows.retraining import ModelRetrainingWorkflow, ObserveOutcomesWorkflow
-from workflows.smoke import SmokeWorkflow
 
 WORKFLOWS: Sequence[type] = (
-    SmokeWorkflow,
     InstanceProtectionWorkflow,
     FleetWatcherWorkflow,
     CutoverWorkflow,
     ModelRetrainingWorkflow,
     ObserveOutcomesWorkflow,
+    HostTaskWorkflow,
 )
 """Workflow classes every worker registers."""
+
+PASSTHROUGH_MODULES = ("contracts", "models")
+"""Imported once, not per workflow run, by the workflow sandbox: the contracts and the pure
+policy (``models.policy``) that workflows use are deterministic, and their dataclasses must
+be the same classes inside and outside the sandbox."""
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox every ShadowShift worker (and the replay tests) runs workflows in."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES))
 
 
 def pulumi_config(settings: Settings) -> PulumiConfig:
@@ -58,43 +70,48 @@ def pulumi_config(settings: Settings) -> PulumiConfig:
     )
 
 
-def build_activities(settings: Settings, client: Client) -> list[Callable[..., Any]]:
-    """Activity callables with their clients injected."""
-    driver = StackDriver(pulumi_config(settings))
-    smoke = SmokeActivities(driver)
-    shadow = ShadowActivities(driver, settings.state_dir)
+def platforms(settings: Settings) -> Platforms:
+    """Every platform, with the worker's Pulumi driver and state dir."""
+    return Platforms(PlatformContext(StackDriver(pulumi_config(settings)), settings.state_dir))
+
+
+def build_activities(settings: Settings, client: Client, *,
+                     served: Platforms | None = None,
+                     feedback: bool = True) -> list[Callable[..., Any]]:
+    """Activity callables with their clients injected.
+
+    ``served``: the platforms (default: every platform, with this worker's Pulumi driver);
+    ``feedback``: whether the fleet watcher records near misses and probes open outcome
+    records (the bench's stand-in platform has nothing to probe)."""
+    served = served or platforms(settings)
     models = model_registry(settings)
     outcome_store = outcomes_store(settings)
-    scoring = ScoringActivities.from_registry(models)
+    scorer = FleetScorer.from_registry(models)
     recorder = OutcomeRecorder(outcome_store)
-    outcomes = OutcomeActivities(outcome_store, recorder)
-    retraining = RetrainingActivities(models, outcome_store)
-    observability.set_model_version(scoring.predictor.model_sha256)
-    cutover = CutoverActivities(driver, settings.state_dir)
-    watch = WatchActivities(client, scoring, settings.state_dir, recorder, ShadowPlanner(client),
-                            sync=SyncSupervisor(client, driver, settings.state_dir),
-                            failover=FailoverMonitor(client, settings.state_dir))
+    outcomes = StoreOutcomeActivities(outcome_store, served, recorder)
+    retraining = RegistryRetrainingActivities(models, outcome_store)
+    observability.set_model_version(scorer.predictor.model_sha256)
+    shadow = PlatformShadowActivities(served)
+    cutover = PlatformCutoverActivities(served, settings.state_dir)
+    watch = FleetWatchActivities(client, scorer, served, recorder if feedback else None,
+                                 ShadowPlanner(client),
+                                 sync=SyncSupervisor(client, served),
+                                 failover=FailoverMonitor(client))
     return [
-        scoring.score_instances,
         watch.watch_fleet,
-        smoke.apply_smoke_stack,
-        smoke.destroy_smoke_stack,
-        smoke.score_smoke_model,
         shadow.provision_shadow,
         shadow.wait_for_sync,
-        shadow.replication_status,
-        shadow.supervise_sync,
         shadow.destroy_shadow,
+        shadow.inspect_node,
+        shadow.rejoin_former_primary,
+        shadow.retire_former_primary,
+        shadow.host_tasks,
         *cutover_activities(cutover),
-        *recovery_activities(RecoveryActivities(driver, settings.state_dir)),
         outcomes.record_outcome,
         outcomes.report_outcome_evidence,
         outcomes.observe_outcomes,
         outcomes.resolve_outcomes,
         retraining.retrain_challenger,
-        retraining.train_challenger,
-        retraining.evaluate_challenger,
-        retraining.promote_challenger,
     ]
 
 
@@ -108,16 +125,7 @@ def outcomes_store(settings: Settings) -> OutcomeStore:
     return OutcomeStore(settings.state_dir / "outcomes" / "outcomes.sqlite")
 
 
-def recovery_activities(recovery: RecoveryActivities) -> list[Callable[..., Any]]:
-    """Recovery of a former primary as the new shadow (or its retirement)."""
-    return [
-        recovery.inspect_node,
-        recovery.rejoin_former_primary_as_shadow,
-        recovery.retire_former_primary,
-    ]
-
-
-def cutover_activities(cutover: CutoverActivities) -> list[Callable[..., Any]]:
+def cutover_activities(cutover: PlatformCutoverActivities) -> list[Callable[..., Any]]:
     """The cutover saga's activities."""
     return [
         cutover.preflight_cutover,
@@ -143,18 +151,22 @@ def new_worker(
     task_queue: str | None = None,
     extra_workflows: Sequence[type] = (),
     with_activities: bool = True,
+    activities: Sequence[Callable[..., Any]] | None = None,
 ) -> Worker:
     """A worker with every workflow and activity, polling ``task_queue`` (default: settings').
 
-    Tests add their own workflows with ``extra_workflows``, or leave the activities to a
-    separate worker process with ``with_activities=False``.
+    Tests add their own workflows with ``extra_workflows``, leave the activities to a separate
+    worker process with ``with_activities=False``, or give their own ``activities``.
     """
+    if activities is None:
+        activities = build_activities(settings, client) if with_activities else []
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=build_activities(settings, client) if with_activities else [],
+        activities=list(activities),
         activity_executor=executor,
+        workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
         # Heartbeats reach the server at most every 80 % of an activity's heartbeat timeout
         # (96 s for the fleet watcher's 2 minutes) instead of the SDK's 60 s default cap.

@@ -18,9 +18,14 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from workflows.cutover import CutoverResult
-from workflows.protection import ExternalEvent, ProtectionState, RiskReport
-from workflows.protection_spec import PolicyChange
+from contracts.cutover import CutoverResult
+from contracts.policy import PolicyChange
+from contracts.protection import ExternalEvent, ProtectionApi, RiskReport
+from contracts.spec import ProtectionSpec
+from workflows.cutover import CutoverWorkflow
+
+SET_POLICY = "set_policy"
+"""The ``set_policy`` update's name (``ProtectionApi.set_policy``), as histories record it."""
 
 
 @dataclass
@@ -152,20 +157,21 @@ async def _read_run(client: Client, events: list[HistoryEvent], out: ProtectionH
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             attrs = event.workflow_execution_started_event_attributes
-            state = await _decode(client, attrs.input.payloads, ProtectionState)
-            _threshold(out, at, state.spec.policy.threshold)
+            # The first run gets the spec; a continued run the spec and its state.
+            spec = await _decode(client, attrs.input.payloads, ProtectionSpec)
+            _threshold(out, at, spec.policy.threshold)
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             signal = event.workflow_execution_signaled_event_attributes
-            if signal.signal_name == "report_risk":
+            if signal.signal_name == ProtectionApi.report_risk.__name__:
                 risk = await _decode(client, signal.input.payloads, RiskReport)
                 out.risk.append(RiskPoint(risk.at, risk.readiness_score,
                                           risk.failure_probability, risk.decision))
-            elif signal.signal_name == "report_event":
+            elif signal.signal_name == ProtectionApi.report_event.__name__:
                 alert = await _decode(client, signal.input.payloads, ExternalEvent)
                 out.events.append(EventMark(at, alert.kind, alert.severity))
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            if request.input.name == "set_policy":
+            if request.input.name == SET_POLICY:
                 change = await _decode(client, request.input.args.payloads, PolicyChange)
                 if change.threshold is not None:  # the other fields leave it as it was
                     _threshold(out, at, change.threshold)
@@ -180,7 +186,7 @@ async def _read_run(client: Client, events: list[HistoryEvent], out: ProtectionH
                 out.lag.append(LagPoint(at, result["lag_bytes"], name))
         elif kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
             child_started = event.child_workflow_execution_started_event_attributes
-            if child_started.workflow_type.name == "CutoverWorkflow":
+            if child_started.workflow_type.name == CutoverWorkflow.__name__:
                 child = child_started.workflow_execution
                 out.cutovers.append(await read_cutover(client, child.workflow_id, child.run_id))
 

@@ -21,7 +21,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from activities.cutover import EMERGENCY_STEPS, PLANNED_STEPS
+from contracts.cutover import EMERGENCY_STEPS, PLANNED_STEPS
 from workers.report_history import CutoverTimeline, ProtectionHistory
 
 READINESS_PNG, CUTOVERS_PNG, LAG_PNG, REPORT_JSON = (

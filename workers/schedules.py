@@ -30,8 +30,8 @@ from temporalio.client import (
     ScheduleSpec,
 )
 
-from models.retraining import RetrainingConfig
-from workflows.retraining import ModelRetrainingWorkflow, ObserveOutcomesWorkflow, RetrainingInput
+from contracts.retraining import RetrainingConfig, RetrainingInput
+from workflows.retraining import ModelRetrainingWorkflow, ObserveOutcomesWorkflow
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""The README's configuration reference, generated from :mod:`workers.settings`.
+"""The operations guide's configuration reference, generated from :mod:`workers.settings`.
 
 ``python -m workers.settings_doc`` prints the table; ``python -m workers.settings_doc --write
-README.md`` replaces the block between the markers. ``tests/workers/test_settings_doc.py``
-fails when the README and the settings drift apart, so the table cannot go stale.
+docs/operations.md`` replaces the block between the markers. ``tests/workers/test_settings_doc.py``
+fails when the guide and the settings drift apart, so the table cannot go stale.
 
 The meaning column is each field's docstring (the string literal under the field),
 read with :mod:`ast` because Python keeps no attribute docstrings at run time.
@@ -19,7 +19,8 @@ from pathlib import Path
 from workers import settings as settings_module
 from workers.settings import PREFIX, REPO_ROOT, Settings
 
-BEGIN = "<!-- settings-reference:begin (python -m workers.settings_doc --write README.md) -->"
+BEGIN = ("<!-- settings-reference:begin "
+         "(python -m workers.settings_doc --write docs/operations.md) -->")
 END = "<!-- settings-reference:end -->"
 _VARIABLE = re.compile(r"^``(?P<var>" + PREFIX + r"[A-Z_]+)``:\s*(?P<meaning>.*)$", re.S)
 
@@ -107,7 +108,8 @@ def main(argv: list[str]) -> int:
         path.write_text(replace_block(path.read_text()))
         return 0
     if argv:
-        print("usage: python -m workers.settings_doc [--write README.md]", file=sys.stderr)
+        print("usage: python -m workers.settings_doc [--write docs/operations.md]",
+              file=sys.stderr)
         return 2
     print(table())
     return 0

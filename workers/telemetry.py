@@ -2,7 +2,7 @@
 
 - Traces: Temporal's tracing interceptor (client and worker) plus our spans (Pulumi operations,
   cutover steps), exported over OTLP when ``SHADOWSHIFT_OTLP_ENDPOINT`` is set.
-- ShadowShift metrics (:mod:`workers.observability`): an OpenTelemetry meter provider with a
+- ShadowShift metrics (:mod:`infra.observability`): an OpenTelemetry meter provider with a
   Prometheus endpoint (``SHADOWSHIFT_PROMETHEUS_PORT``), or else OTLP export.
 - Temporal SDK metrics: the SDK's Rust core exports them itself, through the ``Runtime``; it
   serves its own Prometheus endpoint (``SHADOWSHIFT_TEMPORAL_METRICS_PORT``) or sends OTLP.
@@ -33,7 +33,7 @@ from temporalio.runtime import (
     TelemetryConfig,
 )
 
-from workers import observability
+from infra import observability
 from workers.settings import Settings
 
 SERVICE_NAME = "shadowshift-worker"

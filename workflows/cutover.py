@@ -18,117 +18,42 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from contracts.cutover import (
+    CRITICAL_STEPS,
+    EMERGENCY_STEPS,
+    FENCE_PRIMARY,
+    FENCE_ROUTER,
+    PLANNED_STEPS,
+    PROMOTE,
+    SHIFT_TRAFFIC,
+    STEP_ACTIVITIES,
+    STOP_PRIMARY,
+    CutoverActivities,
+    CutoverInput,
+    CutoverPlan,
+    CutoverResult,
+    CutoverState,
+    FinaliseRequest,
+    PreflightRequest,
+    RestoreRequest,
+    StepOutcome,
+    StepRequest,
+)
 from workflows.cutover_saga import error_type, reason, run_activity, shielded
 
-with workflow.unsafe.imports_passed_through():
-    from activities.cutover import FinaliseRequest, RestoreRequest, VerifyResult
-    from activities.cutover_checks import CutoverPlan, PreflightRequest
-    from activities.cutover_steps import (
-        EMERGENCY_STEPS,
-        FENCE_PRIMARY,
-        FENCE_ROUTER,
-        PLANNED_STEPS,
-        PROMOTE,
-        SHIFT_TRAFFIC,
-        STEP_ACTIVITIES,
-        STOP_PRIMARY,
-        StepOutcome,
-        StepRequest,
-    )
-    from activities.shadow import ShadowRequest
 _FENCES = (FENCE_PRIMARY, FENCE_ROUTER)
 Compensations = list[tuple[str, Callable[[], Awaitable[None]]]]
 """Undo steps ``(name, undo)``, appended after their step succeeded, run in reverse."""
 _MAX_FORWARD_ROUNDS = 3
-
-
-def cutover_workflow_id(instance_id: str) -> str:
-    """Workflow id of an instance's cutover: one at a time per instance."""
-    return f"cutover-{instance_id}"
-
-
-@dataclass
-class CutoverInput:
-    """Which instance to cut over, and how."""
-
-    shadow: ShadowRequest
-    """The protected instance (local protection spec)."""
-    mode: str = "planned"
-    """``planned`` (primary healthy, zero loss) or ``emergency`` (primary failing or dead)."""
-    reason: str = ""
-    """Why, for the record."""
-    combine_critical_path: bool = True
-    """Run fence → shift in one activity (short blackout) instead of one activity each."""
-    catch_up_timeout_s: float = 10.0
-    """How long the shadow may take to replay the fenced primary's final position."""
-    activity_task_queue: str = ""
-    """Task queue of the activities; default: the workflow's own."""
-
-
-@dataclass
-class CutoverState:
-    """Progress, answered by the ``progress`` query."""
-
-    instance_id: str = ""
-    """The instance."""
-    mode: str = ""
-    """``planned`` or ``emergency``."""
-    phase: str = "pending"
-    """Current phase: preflight, critical_path, compensating, verify, recovering, finalise, done."""
-    source: str = ""
-    """Node losing the traffic (the former primary once done)."""
-    target: str = ""
-    """Node gaining it."""
-    completed_steps: list[str] = field(default_factory=list)
-    """Steps finished so far, in order."""
-    step_ms: dict[str, float] = field(default_factory=dict)
-    """Duration of each finished step."""
-    point_of_no_return: bool = False
-    """The target was promoted: only forward from here."""
-    compensated: list[str] = field(default_factory=list)
-    """Compensations that ran."""
-    forward_recoveries: int = 0
-    """Times the switch was re-asserted after promotion."""
-    outcome: str = ""
-    """``completed``, ``compensated`` or ``promoted_unverified`` once done."""
-    detail: str = ""
-    """Why, when not completed."""
-
-
-@dataclass
-class CutoverResult:
-    """The cutover event."""
-
-    instance_id: str
-    """The instance."""
-    mode: str
-    """``planned`` or ``emergency``."""
-    outcome: str
-    """``completed``, ``compensated`` or ``promoted_unverified``."""
-    former_primary: str
-    """The node that served before."""
-    primary: str
-    """The node that serves now."""
-    step_ms: dict[str, float]
-    """Per-step durations (inside the activities)."""
-    critical_path_ms: float
-    """Fence to traffic shifted, summed over the critical steps."""
-    possible_loss_bytes: int | None
-    """Bound on lost acknowledged writes (0 planned and tier 1; ``None`` unknown)."""
-    loss_bound: str
-    """The bound in one sentence."""
-    forward_recoveries: int
-    """Times the switch was re-asserted after promotion."""
-    detail: str
-    """Why, when not completed."""
-    record: str
-    """Where the event was recorded."""
+_RESTORE = CutoverActivities.restore_primary.__name__
+"""The compensation of a fence, named after the activity that runs it."""
+A = TypeVar("A")
+T = TypeVar("T")
 
 
 @workflow.defn
@@ -138,6 +63,9 @@ class CutoverWorkflow:
     def __init__(self) -> None:
         self._state = CutoverState()
         self._queue = ""
+        self._trigger = ""
+        self._fenced_at = 0.0
+        """When the source was cut off (the activity's clock), for the lease wait."""
 
     @workflow.query
     def progress(self) -> CutoverState:
@@ -148,7 +76,9 @@ class CutoverWorkflow:
     async def run(self, request: CutoverInput) -> CutoverResult:
         """Preflight, critical path, verify, finalise; compensate or recover forward."""
         self._queue = request.activity_task_queue or workflow.info().task_queue
-        self._state = CutoverState(request.shadow.instance_id, request.mode, "preflight")
+        self._trigger = request.trigger
+        self._state = CutoverState(request.instance.instance_id, request.mode, "preflight",
+                                   trigger=request.trigger)
         plan = await self._preflight(request)
         self._state.source, self._state.target = plan.source, plan.target
         outcome, detail = "failed", "interrupted"
@@ -160,9 +90,9 @@ class CutoverWorkflow:
             record = await shielded(self._finalise(plan, outcome, detail))
             self._state.phase = "done"
         primary = plan.source if outcome == "compensated" else plan.target
-        critical = [s for s in self._state.step_ms if s in STEP_ACTIVITIES]
+        critical = [s for s in self._state.step_ms if s in CRITICAL_STEPS]
         return CutoverResult(
-            plan.shadow.instance_id, plan.mode, outcome, plan.source, primary,
+            plan.instance.instance_id, plan.mode, outcome, plan.source, primary,
             dict(self._state.step_ms),
             round(sum(self._state.step_ms[s] for s in critical), 2),
             plan.possible_loss_bytes, plan.loss_bound, self._state.forward_recoveries,
@@ -170,9 +100,10 @@ class CutoverWorkflow:
         )
 
     async def _preflight(self, request: CutoverInput) -> CutoverPlan:
-        preflight = PreflightRequest(request.shadow, request.mode, workflow.info().workflow_id)
+        preflight = PreflightRequest(request.instance, request.mode, workflow.info().workflow_id)
         try:
-            return await self._activity("preflight_cutover", preflight, CutoverPlan, attempts=3)
+            return await self._activity(CutoverActivities.preflight_cutover, preflight,
+                                        attempts=3, summary=f"preflight ({request.mode})")
         except ActivityError as err:
             workflow.logger.warning("Cutover refused: %s", reason(err))
             raise ApplicationError(
@@ -191,15 +122,18 @@ class CutoverWorkflow:
                 for step in steps:
                     restore.promote_attempted = step == PROMOTE
                     outcomes = await self._activity(
-                        STEP_ACTIVITIES[step], StepRequest(plan, [], request.catch_up_timeout_s),
-                        list[StepOutcome], attempts=10 if step == SHIFT_TRAFFIC else 3,
+                        STEP_ACTIVITIES[step],
+                        StepRequest(plan, [], request.catch_up_timeout_s, request.fence_lease_s,
+                                    self._fenced_at),
+                        attempts=10 if step == SHIFT_TRAFFIC else 3,
+                        summary=_step_summary(step, plan),
                     )
                     self._record(outcomes, restore, compensations)
         except (ActivityError, asyncio.CancelledError) as err:
             if not self._state.point_of_no_return:
                 why = "cancelled" if isinstance(err, asyncio.CancelledError) else reason(err)
                 if not compensations:  # the fence itself failed, maybe halfway: undo that too
-                    compensations.append(("restore_primary", lambda: self._restore(restore)))
+                    compensations.append((_RESTORE, lambda: self._restore(restore)))
                 if await shielded(self._compensate(compensations, why)):
                     if isinstance(err, asyncio.CancelledError):
                         raise
@@ -212,8 +146,9 @@ class CutoverWorkflow:
     ) -> None:
         try:
             outcomes = await self._activity(
-                "switch_over", StepRequest(plan, steps, request.catch_up_timeout_s),
-                list[StepOutcome], attempts=3,
+                CutoverActivities.switch_over,
+                StepRequest(plan, steps, request.catch_up_timeout_s, request.fence_lease_s),
+                attempts=3, summary=f"switch {plan.source} → {plan.target}: {', '.join(steps)}",
             )
         except ActivityError as err:
             # Register what the last attempt reported as finished. Without details (a timeout)
@@ -237,16 +172,19 @@ class CutoverWorkflow:
             if outcome.step not in self._state.completed_steps:
                 self._state.completed_steps.append(outcome.step)
             self._state.step_ms[outcome.step] = outcome.ms
+            if outcome.step in (FENCE_ROUTER, STOP_PRIMARY):
+                self._fenced_at = max(self._fenced_at, outcome.finished_at)
             if outcome.step in _FENCES and not compensations:
-                compensations.append(("restore_primary", lambda: self._restore(restore)))
+                compensations.append((_RESTORE, lambda: self._restore(restore)))
             elif outcome.step == STOP_PRIMARY and outcome.detail:
-                restore.stopped_data_dir = outcome.detail
+                restore.stopped_token = outcome.detail
             elif outcome.step == PROMOTE:
                 self._state.point_of_no_return = True
                 compensations.clear()
 
     async def _restore(self, restore: RestoreRequest) -> None:
-        await self._activity("restore_primary", restore, None, attempts=10)
+        await self._activity(CutoverActivities.restore_primary, restore, attempts=10,
+                             summary=f"compensate: restore {restore.plan.source}")
 
     async def _compensate(self, compensations: Compensations, why: str) -> bool:
         """Undo in reverse; ``False`` when the target turned out promoted (go forward)."""
@@ -271,13 +209,16 @@ class CutoverWorkflow:
                 self._state.phase = "recovering"
                 self._state.forward_recoveries += 1
                 try:
-                    await self._activity("recover_forward", plan, None, attempts=5)
+                    await self._activity(CutoverActivities.recover_forward, plan, attempts=5,
+                                         summary=f"re-assert the switch to {plan.target}")
                 except ActivityError as err:
                     last = reason(err)
                     continue
             self._state.phase = "verify"
             try:
-                verified = await self._activity("verify_cutover", plan, VerifyResult, attempts=2)
+                verified = await self._activity(CutoverActivities.verify_cutover, plan,
+                                                attempts=2,
+                                                summary=f"verify a write lands on {plan.target}")
             except ActivityError as err:
                 last = reason(err)
                 workflow.logger.warning("Verify after promotion failed: %s", last)
@@ -291,10 +232,20 @@ class CutoverWorkflow:
         return "promoted_unverified", last
 
     async def _finalise(self, plan: CutoverPlan, outcome: str, detail: str) -> str:
-        request = FinaliseRequest(plan, outcome, dict(self._state.step_ms), detail)
-        record: str = await self._activity("finalise_cutover", request, str, attempts=10)
-        workflow.logger.info("Cutover of %s %s.", plan.shadow.instance_id, outcome)
+        request = FinaliseRequest(plan, outcome, dict(self._state.step_ms), detail,
+                                  self._trigger)
+        record = await self._activity(CutoverActivities.finalise_cutover, request, attempts=10,
+                                      summary=f"record the cutover ({outcome})")
+        workflow.logger.info("Cutover of %s %s.", plan.instance.instance_id, outcome)
         return record
 
-    async def _activity(self, name: str, arg: Any, result_type: Any, *, attempts: int) -> Any:
-        return await run_activity(name, arg, result_type, task_queue=self._queue, attempts=attempts)
+    async def _activity(self, activity: Callable[[CutoverActivities, A], T], arg: A, *,
+                        attempts: int, summary: str) -> T:
+        return await run_activity(activity, arg, task_queue=self._queue, attempts=attempts,
+                                  summary=summary)
+
+
+def _step_summary(step: str, plan: CutoverPlan) -> str:
+    """What the Web UI's timeline shows for a step run on its own."""
+    node = plan.target if step in (PROMOTE, SHIFT_TRAFFIC) else plan.source
+    return f"{step.replace('_', ' ')} {node}"

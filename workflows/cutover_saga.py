@@ -6,7 +6,7 @@ Deterministic helpers only (the workflow sandbox imports this module): no I/O, n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -14,26 +14,27 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.cutover_steps import NON_RETRYABLE_CUTOVER_TYPES
+from contracts.cutover import NON_RETRYABLE_CUTOVER_TYPES, CutoverActivities
 
 T = TypeVar("T")
-_START_TO_CLOSE_S = {"verify_cutover": 240.0}
+A = TypeVar("A")
+_START_TO_CLOSE_S: dict[Callable[..., Any], float] = {CutoverActivities.verify_cutover: 240.0}
 """Longer attempts: on AWS, verify waits (heartbeating) for Route 53 to report the shift's
 change INSYNC, tens of seconds and up to the platform's 180 s bound."""
 
 
 async def run_activity(
-    name: str, arg: Any, result_type: Any, *, task_queue: str, attempts: int
-) -> Any:
-    """Run cutover activity ``name``: 60 s per attempt, 3 s heartbeats, quick retries (the
-    critical path is short; a lost worker must be noticed in seconds, not minutes)."""
-    return await workflow.execute_activity(
-        name,
+    activity: Callable[[CutoverActivities, A], T], arg: A, *, task_queue: str, attempts: int,
+    summary: str,
+) -> T:
+    """Run a cutover activity: 60 s per attempt, 3 s heartbeats, quick retries (the critical
+    path is short; a lost worker must be noticed in seconds, not minutes)."""
+    return await workflow.execute_activity_method(
+        activity,
         arg,
-        result_type=result_type,
         task_queue=task_queue,
-        start_to_close_timeout=timedelta(seconds=_START_TO_CLOSE_S.get(name, 60.0)),
+        summary=summary,
+        start_to_close_timeout=timedelta(seconds=_START_TO_CLOSE_S.get(activity, 60.0)),
         heartbeat_timeout=timedelta(seconds=3),
         retry_policy=RetryPolicy(
             initial_interval=timedelta(milliseconds=200),

@@ -2,82 +2,114 @@
 
 It owns the instance's lifecycle (and is the only writer of its Pulumi stack, so the workflow
 id doubles as the stack's mutex): provisioning → syncing → protected, then cutting over when
-the policy or an operator asks, then recovering the former primary as the new shadow (rewound,
-or retired and re-seeded) and protected again, ready for a cutover back. It keeps no timers
-while protected: watching is done by the fleet watcher, which signals ``report_risk`` only
-when something changes, so an idle protection costs no Temporal actions at all.
+the fleet watcher's policy, a failure detector, an external event or an operator asks, then
+recovering the former primary as the new shadow (rewound, or retired and re-seeded) and
+protected again, ready for a cutover back. It keeps no timers while protected: watching is
+done by the fleet watcher, which tells it only what matters, so an idle protection costs no
+Temporal actions at all.
 
-Which node serves is part of the state (``serving_node``) and of every activity request, so
-the shadow stack and every check follow the roles across continue-as-new and worker crashes.
+Started with the spec alone (``shadowshift protect``, or ``temporal workflow start --input-file
+spec.json``), it validates the spec in its first step and fails at once, naming the field,
+when it is invalid. Continued as new, it receives its state as well.
+
 This module holds the loop, the messages and the status; the phases that run activities are
-in ``protection_phases`` (provision, cut over, unprotect) and ``recovery``, the data types in
-``protection_state``.
-
-Messages: updates ``request_cutover``, ``set_policy`` and ``unprotect`` (validated before
-anything is recorded), signals ``report_risk``, ``report_event``, ``report_sync``, ``pause``,
-``resume``, query ``status``.
+in ``protection_phases`` (provision, cut over, unprotect), ``recovery`` and
+``shadow_on_demand``; the Web UI's summary and details in ``protection_details``. Messages
+(``contracts.protection.ProtectionApi``): updates ``request_cutover``, ``set_policy`` and
+``unprotect`` (validated before anything is recorded), signals ``report_risk``,
+``report_event``, ``report_sync``, ``set_shadow``, ``pause``, ``resume``, query ``status``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.shadow import ShadowRequest
-    from workflows import search_attributes
-    from workflows.protection_phases import ProtectionPhases
-    from workflows.protection_spec import (
-        PolicyChange,
-        PolicySpec,
-        SpecError,
-        shadow_platform_spec,
-        validate_policy,
-    )
-    from workflows.protection_state import (
-        CONTINUE_AS_NEW_EVENTS,
-        EVENT_POINTS,
-        HISTORY_KEPT,
-        CutoverRequest,
-        ExternalEvent,
-        ProtectionState,
-        ProtectionStatus,
-        RiskReport,
-        SyncReport,
-        UnprotectRequest,
-    )
-    from workflows.recovery import RecoveryPhase
-    from workflows.shadow_on_demand import UNSHADOWED, ShadowOnDemand
+from contracts import search_attributes
+from contracts.errors import COOLDOWN, INVALID_SPEC, NOT_CONFIRMED
+from contracts.policy import Policy, PolicyChange, PolicyError, validate_policy
+from contracts.protection import (
+    EXTERNAL_EVENT,
+    HISTORY_KEPT,
+    MEMO_ROLES,
+    MEMO_SPEC,
+    QUORUM,
+    TRIGGERS,
+    CutoverRequest,
+    ExternalEvent,
+    ProtectionApi,
+    ProtectionState,
+    ProtectionStatus,
+    RiskReport,
+    SyncReport,
+    UnprotectRequest,
+)
+from contracts.shadow import PlatformRequest
+from contracts.spec import (
+    ProtectionSpec,
+    SpecError,
+    spec_from_dict,
+    spec_to_dict,
+    validate_spec,
+)
+from models.policy import event_risk
+from workflows.agent_tasks import agent_vote
+from workflows.protection_details import current_details
+from workflows.protection_phases import ProtectionPhases
+from workflows.recovery import RecoveryPhase
+from workflows.shadow_on_demand import UNSHADOWED, ShadowOnDemand
 
-__all__ = [
-    "CONTINUE_AS_NEW_EVENTS",
-    "CutoverRequest",
-    "ExternalEvent",
-    "InstanceProtectionWorkflow",
-    "ProtectionState",
-    "ProtectionStatus",
-    "RiskReport",
-    "SyncReport",
-    "UnprotectRequest",
-]
+
+def _typed(spec: ProtectionSpec | dict[str, Any]) -> ProtectionSpec:
+    """The spec a first run was started with. A start passes one argument where ``run`` has
+    two parameters, and the SDK then decodes without type hints: the spec arrives as plain
+    JSON (from ``shadowshift protect`` as from ``temporal workflow start --input-file``), and
+    is read here, unknown fields and wrong types kept as ``decode_errors`` for the first step
+    to refuse by name. A continued run gets both arguments, typed."""
+    if isinstance(spec, ProtectionSpec):
+        return spec
+    if not isinstance(spec, dict):
+        return ProtectionSpec("", decode_errors=[f"the spec: expected a mapping of fields, got "
+                                                 f"{type(spec).__name__}"])
+    return spec_from_dict(spec, strict=False)
+
+
+# _OVERRIDES: the SDK's update descriptor is generic in the class that owns it, so for mypy an
+# update never matches the one it overrides; ``@workflow.defn`` checks that each override of
+# a ``ProtectionApi`` handler is a handler of the same kind and name when the class is defined.
 
 
 @workflow.defn
-class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand):
+class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand, ProtectionApi):
     """Protect one instance for as long as the workflow runs (phases in the mixins)."""
 
     @workflow.init
-    def __init__(self, state: ProtectionState) -> None:
+    def __init__(self, spec: ProtectionSpec, resume: ProtectionState | None = None) -> None:
         # State exists before any handler runs: after continue-as-new, signals and updates
         # can be delivered in the very first activation, ahead of run().
-        self.state: ProtectionState | None = state
+        self.state: ProtectionState = resume or ProtectionState(spec=_typed(spec))
         self._published: tuple[object, ...] | None = None
+        self._confirming = False
+        """A failover request is waiting for the agent's vote (no second one meanwhile)."""
 
     @workflow.run
-    async def run(self, state: ProtectionState) -> None:
-        """Provision and sync the shadow, then wait for reasons to act."""
+    async def run(self, spec: ProtectionSpec, resume: ProtectionState | None = None) -> None:
+        """Validate (first run), provision and sync the shadow, then wait for reasons to act."""
+        state = self._state
+        if resume is None:
+            try:
+                validate_spec(state.spec)
+            except SpecError as err:
+                workflow.logger.warning("Refusing protection %s: %s", workflow.info().workflow_id,
+                                        err)
+                raise ApplicationError(f"invalid spec: {err}", type=INVALID_SPEC,
+                                       non_retryable=True) from None
+            state.first_run_id = workflow.info().run_id
+        self._publish()
         self._upsert_search_attributes()
+        self._show()
         if state.phase == "provisioning" and self._starts_unshadowed():
             self._set_phase(UNSHADOWED)  # tier 3 without a standing shadow: on demand
         elif state.phase in ("provisioning", "syncing"):
@@ -91,7 +123,8 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
                     or self._shadow_change_due()
                     or self._state.unprotect is not None
                     or workflow.info().is_continue_as_new_suggested()
-                    or workflow.info().get_current_history_length() > state.continue_as_new_events
+                    or workflow.info().get_current_history_length()
+                    > self._state.continue_as_new_events
                 )
             )
             if self._state.unprotect is not None:
@@ -104,63 +137,83 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
                 await self._apply_shadow_change()
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(self.state)
+            workflow.continue_as_new(args=[self._state.spec, self._state])
 
     # -- messages --------------------------------------------------------------------------
 
     @workflow.update
-    async def request_cutover(self, request: CutoverRequest) -> str:
-        """Ask for a cutover now; answers when it has been scheduled."""
+    async def request_cutover(  # type: ignore[override]  # see _OVERRIDES
+        self, request: CutoverRequest) -> str:
+        """Ask for a cutover now; answers when it has been scheduled.
+
+        A failure detector's request whose evidence lacks a quorum of vantage points first
+        asks the node's agent (a short probe through the host's queue): if the agent sees
+        the primary answer, the request is refused and nothing changes."""
+        evidence = request.evidence
+        if evidence is not None and len(evidence.down) < QUORUM and evidence.confirm:
+            self._confirming = True
+            try:
+                agrees, seen = await agent_vote(evidence.confirm)
+            finally:
+                self._confirming = False
+            if not agrees:
+                self._note(f"Failover not confirmed: {seen} (down: "
+                           f"{', '.join(evidence.down)}; up: {', '.join(evidence.up)}).")
+                raise ApplicationError(
+                    f"not failing over: {seen}; only {', '.join(evidence.down)} saw the "
+                    f"primary down (a quorum is {QUORUM})", type=NOT_CONFIRMED,
+                    non_retryable=True)
+            request.reason = f"{request.reason}; the agent agrees: {seen}"
         self._state.pending_cutover = request
-        self._note(f"Cutover requested: {request.reason}.")
+        self._note(f"Cutover requested ({request.trigger}): {request.reason}.")
         return "scheduled"
 
     @request_cutover.validator
     def _validate_cutover(self, request: CutoverRequest) -> None:
         state = self._state
+        if request.trigger not in TRIGGERS:
+            raise ValueError(f"trigger {request.trigger!r}: use one of {', '.join(TRIGGERS)}")
         if state.paused:
             raise ValueError("protection is paused: resume it first")
+        left = self._cooldown_left()
+        if not (request.force or request.emergency) and left > 0:
+            # Before the shadow's health: the caller learns how long to wait (a recovery
+            # after the last cutover also leaves no healthy shadow for a while).
+            raise ApplicationError(
+                f"in cooldown after the last cutover for {left:.0f} s more; use force to "
+                "override", {"retry_after_s": left}, type=COOLDOWN, non_retryable=True)
         if not state.shadow_healthy:
             raise ValueError(f"no healthy shadow yet (phase {state.phase})")
         if state.phase == "cutting_over" or state.pending_cutover is not None:
             raise ValueError("a cutover is already in progress")
+        if self._confirming:
+            raise ValueError("a failover is being confirmed with the primary's agent")
         if state.unprotect is not None:
             raise ValueError("the protection is ending (unprotect requested)")
         if request.emergency and state.sync_degraded and not request.force:
             raise ValueError("synchronous replication is relaxed (the shadow was lost), so the "
                              "shadow may lack acknowledged writes; add force to fail over "
                              "anyway and accept that loss")
-        if not (request.force or request.emergency) and self._in_cooldown():
-            raise ValueError("in cooldown after the last cutover; use force to override")
-        if request.by_policy:
-            raise ValueError("by_policy is the protection's own mark for score-driven "
-                             "cutovers; leave it unset")
 
     @workflow.update
-    def set_policy(self, change: PolicyChange) -> PolicySpec:
+    def set_policy(self, change: PolicyChange) -> Policy:  # type: ignore[override]
         """Change the decision policy: the fields given replace the current ones, the others
         stay; returns the policy now in force."""
-        if workflow.patched("policy-merge"):
-            policy = change.applied_to(self._state.spec.policy)
-        else:  # recorded before the merge: the update replaced the whole policy
-            policy = change.applied_to(PolicySpec())
+        policy = change.applied_to(self._state.spec.policy)
         self._state.spec.policy = policy
-        # The fleet watcher reads each protection's policy from its memo (visibility is free
-        # of actions, a query per instance is not).
-        if workflow.patched("policy-in-memo"):
-            workflow.upsert_memo({"spec": asdict(self._state.spec)})
-        self._note(f"Policy set: threshold {policy.threshold}, advisory {policy.advisory}.")
+        self._publish()  # the fleet watcher reads the policy from the memo (free to read)
+        self._note(f"Policy set: threshold {policy.threshold:g}, advisory {policy.advisory}.")
         return policy
 
     @set_policy.validator
     def _validate_policy(self, change: PolicyChange) -> None:
         try:
             validate_policy(change.applied_to(self._state.spec.policy))
-        except SpecError as err:
+        except PolicyError as err:
             raise ValueError(str(err)) from err
 
     @workflow.update
-    def unprotect(self, request: UnprotectRequest) -> str:
+    def unprotect(self, request: UnprotectRequest) -> str:  # type: ignore[override]
         """End the protection: answers once scheduled; the workflow completes when the shadow
         is destroyed."""
         self._state.unprotect = request
@@ -173,10 +226,10 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         if state.unprotect is not None:
             raise ValueError("unprotect is already in progress")
         # Degraded (no shadow could be made after a cutover) is the end of the road for the
-        # protection: unprotect is its way out on the local platform, where the stack holds
-        # only the standby's side. On AWS the stack's instance may be the serving primary then.
-        allowed = ("protected", UNSHADOWED) + (("degraded",) if state.spec.platform == "local"
-                                               else ())
+        # protection: unprotect is its way out where the stack never holds the serving
+        # primary (the platform says so at provisioning).
+        allowed = ("protected", UNSHADOWED) + (
+            ("degraded",) if state.capabilities.unprotect_when_degraded else ())
         if state.phase not in allowed or state.pending_cutover is not None:
             raise ValueError(
                 f"cannot unprotect in phase {state.phase}: retry once it is protected"
@@ -184,29 +237,30 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
 
     @workflow.signal
     def report_risk(self, report: RiskReport) -> None:
-        """From the fleet watcher: the latest score, sent only when it matters."""
+        """From the fleet watcher: the latest score, sent only when it matters. A migration
+        itself comes as ``request_cutover``; a recommendation of an advisory policy is
+        only noted."""
         state = self._state
         state.latest_risk = report
         if report.decision == "migrate":
-            self._ask_for_cutover(
-                f"readiness score {report.readiness_score:.0f} crossed the threshold",
-                by_policy=True,
-            )
+            self._note(f"Readiness score {report.readiness_score:.0f}: {report.reason}")
         self._upsert_search_attributes()
+        self._show()
 
     @workflow.signal
     def report_event(self, event: ExternalEvent) -> None:
-        """An external alert (maintenance, hardware warning...) raises the risk the policy
-        sees: ``severity * EVENT_POINTS`` is added to the latest readiness score, and a
-        result at or above the threshold asks for a cutover like a high score would."""
+        """An external alert (maintenance, hardware warning...): the policy turns its severity
+        into risk over the latest readiness score, and a result at or above the threshold
+        asks for a cutover like a high score would."""
         state = self._state
         state.events = [*state.events, event][-HISTORY_KEPT:]
         state.events_seen += 1
         self._note(f"Event {event.kind}: {event.detail}".strip())
-        base = state.latest_risk.readiness_score if state.latest_risk else 0.0
-        raised = base + max(0.0, min(event.severity, 1.0)) * EVENT_POINTS
-        if raised >= state.spec.policy.threshold:
-            self._ask_for_cutover(f"event {event.kind} raised the risk to {raised:.0f}")
+        latest = state.latest_risk.readiness_score if state.latest_risk else None
+        raised, migrate = event_risk(latest, event.severity, state.spec.policy)
+        if migrate:
+            self._ask_for_cutover(f"event {event.kind} raised the risk to {raised:.0f}",
+                                  EXTERNAL_EVENT)
 
     @workflow.signal
     def report_sync(self, report: SyncReport) -> None:
@@ -254,33 +308,36 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
             primary_node=state.serving_node or state.spec.instance_id,
             recoveries=list(state.recoveries),
             sync_degraded=state.sync_degraded,
+            last_cutover=state.last_cutover,
         )
 
     # -- helpers ---------------------------------------------------------------------------
 
     @property
     def _state(self) -> ProtectionState:
-        assert self.state is not None, "set by __init__"
         return self.state
 
-    def _ask_for_cutover(self, reason: str, *, by_policy: bool = False) -> None:
+    def _ask_for_cutover(self, reason: str, trigger: str) -> None:
         """Schedule an automatic cutover unless the protection may not act now."""
         state = self._state
         may_act = not state.paused and not state.spec.policy.advisory and state.shadow_healthy
-        may_act = may_act and state.unprotect is None
-        if may_act and state.pending_cutover is None and not self._in_cooldown():
-            state.pending_cutover = CutoverRequest(reason, by_policy=by_policy)
-            self._note(f"Cutover scheduled: {reason}.")
+        may_act = may_act and state.unprotect is None and self._cooldown_left() <= 0
+        if may_act and state.pending_cutover is None:
+            state.pending_cutover = CutoverRequest(reason, trigger=trigger)
+            self._note(f"Cutover scheduled ({trigger}): {reason}.")
         else:
             self._note(f"Would cut over ({reason}), but the protection may not act now.")
 
     def _cutover_due(self) -> bool:
         return self._state.pending_cutover is not None and self._state.phase == "protected"
 
-    def _in_cooldown(self) -> bool:
+    def _cooldown_left(self) -> float:
+        """Seconds of cooldown left after the last cutover, on the workflow's clock (the only
+        clock the cooldown is measured on)."""
         last = self._state.last_cutover_at
-        now = workflow.now().timestamp()
-        return last is not None and now - last < self._state.spec.policy.cooldown_s
+        if last is None:
+            return 0.0
+        return max(0.0, last + self._state.spec.policy.cooldown_s - workflow.now().timestamp())
 
     def _next_action(self) -> str:
         state = self._state
@@ -295,23 +352,41 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
             return "cut over"
         return "advise only" if state.paused or state.spec.policy.advisory else "watch"
 
-    def _shadow_request(self) -> ShadowRequest:
+    def _request(self) -> PlatformRequest:
+        """The platform request every activity and the cutover child get: the spec and the
+        roles now."""
         state = self._state
-        spec = state.spec
-        return ShadowRequest(
-            spec.instance_id, spec.primary_port, spec.shadow_port, spec.router_port,
-            tier=spec.tier, serving_node=state.serving_node, original_home=state.original_home,
-            # Every activity and the cutover child build their platform from these two.
-            platform=spec.platform, platform_spec=shadow_platform_spec(spec),
-        )
+        return PlatformRequest(state.spec, serving_node=state.serving_node,
+                               original_home=state.original_home)
 
     def _set_phase(self, phase: str) -> None:
         self._state.phase = phase
         self._upsert_search_attributes()
+        self._show()
 
     def _note(self, sentence: str) -> None:
         workflow.logger.info(sentence)
         self._state.log = [*self._state.log, sentence][-HISTORY_KEPT:]
+        self._show()
+
+    def _show(self) -> None:
+        """The Web UI's current details (free: no action, no history event)."""
+        workflow.set_current_details(current_details(self._state))
+
+    def _publish(self) -> None:
+        """Keep the memo the fleet watcher reads (spec and roles) current; an upsert is a
+        billable action, so only when it changed (a start without a memo, ``set_policy``, a
+        cutover)."""
+        state = self._state
+        roles = {"serving_node": state.serving_node, "original_home": state.original_home}
+        # Compared as specs, not as dicts: a field added to the spec since the memo was
+        # written (with its default) must not count as a change, or a new version would
+        # upsert where the recorded history did not (a nondeterminism on replay).
+        memo_spec = workflow.memo_value(MEMO_SPEC, None)
+        same_spec = isinstance(memo_spec, dict) and \
+            spec_from_dict(memo_spec, strict=False) == state.spec
+        if not same_spec or workflow.memo_value(MEMO_ROLES, None) != roles:
+            workflow.upsert_memo({MEMO_SPEC: spec_to_dict(state.spec), MEMO_ROLES: roles})
 
     def _upsert_search_attributes(self) -> None:
         """Publish instance, platform, phase, tier and readiness band, only when they change
@@ -334,3 +409,4 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
                 search_attributes.READINESS.value_set(band),
             ]
         )
+

@@ -2,31 +2,33 @@
 
 A mixin of ``InstanceProtectionWorkflow`` (which supplies the state, the log and the request
 builder), so the workflow module keeps only the loop, the messages and the status. Workflow
-code: deterministic, activities by name, no I/O.
+code: deterministic, activities by reference, no I/O.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.errors import NON_RETRYABLE_TYPES
-    from activities.recovery import InspectRequest, NodeFacts
-    from activities.shadow import ShadowRequest, WaitForSyncRequest
-    from infra.platform import ReplicationStatus
-    from workflows.cutover import (
-        CutoverInput,
-        CutoverResult,
-        CutoverWorkflow,
-        cutover_workflow_id,
-    )
-    from workflows.protection_state import CutoverRequest, ProtectionState
-    from workflows.retraining_hooks import cutover_record, record_outcome, refused_record
+from contracts.cutover import CutoverInput, cutover_workflow_id
+from contracts.errors import INVALID_REQUEST, NON_RETRYABLE_TYPES
+from contracts.protection import PREDICTION, CutoverRequest, LastCutover, ProtectionState
+from contracts.shadow import (
+    HostTasksRequest,
+    InspectRequest,
+    NodeFacts,
+    PlatformRequest,
+    ShadowActivities,
+    WaitForSyncRequest,
+)
+from workflows.agent_tasks import inspect as inspect_on_host
+from workflows.agent_tasks import run_agent_task
+from workflows.cutover import CutoverWorkflow
+from workflows.retraining_hooks import cutover_record, record_outcome, refused_record
 
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -34,6 +36,11 @@ ACTIVITY_RETRY = RetryPolicy(
     non_retryable_error_types=NON_RETRYABLE_TYPES,
 )
 """Retries for the protection's activities: what retrying cannot fix fails at once."""
+MAX_AGENT_ROUNDS = 4
+"""Provisioning rounds on a platform with agents (prepare, copy on the host, finish: three
+suffice; one more absorbs a copy redone after a crash)."""
+LONG_HEARTBEAT = timedelta(minutes=2)
+"""Heartbeat timeout of the shadow's long activities (they beat every few seconds)."""
 
 
 class ProtectionPhases:
@@ -48,80 +55,103 @@ class ProtectionPhases:
 
         def _note(self, sentence: str) -> None: ...
 
-        def _shadow_request(self) -> ShadowRequest: ...
+        def _request(self) -> PlatformRequest: ...
+
+        def _publish(self) -> None: ...
 
         async def _recover(self) -> None: ...
 
     async def _provision(self) -> None:
-        """Check the primary can be rewound later, then create the shadow and wait for sync."""
+        """Check the primary can rejoin later, then create the shadow and wait for sync."""
         state = self._state
         self._set_phase("provisioning")
-        if workflow.patched("rewind-preflight"):
-            primary = state.serving_node or state.spec.instance_id
-            facts = await self._inspect(primary)
-            if facts is not None and facts.rewindable is False:
-                self._note(
-                    f"Preflight: {facts.advice}. Until then a former primary is re-seeded by a "
-                    "full copy after a cutover."
-                )
+        primary = state.serving_node or state.spec.instance_id
+        facts = await self._inspect(primary)
+        if facts is not None and facts.rewindable is False:
+            self._note(f"Preflight: {facts.advice}. Until then a former primary is re-seeded by "
+                       "a full copy after a cutover.")
         await self._provision_shadow()
         self._set_phase("syncing")
         await self._wait_for_sync()
         self._set_phase("protected")
         self._note(f"Shadow of {state.spec.instance_id} is in sync. Protected.")
 
-    async def _shadow_activity(
-        self, name: str, arg: object, timeout: timedelta, result_type: type | None = None
-    ) -> Any:
-        """One of the shadow's long activities: heartbeating, retried by ``ACTIVITY_RETRY``."""
-        return await workflow.execute_activity(
-            name,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=ACTIVITY_RETRY,
-        )
-
     async def _provision_shadow(self) -> None:
-        await self._shadow_activity(
-            "provision_shadow", self._shadow_request(), timedelta(minutes=60)
+        """Provision; on a platform with agents, run each host-local step the platform hands
+        back (the copy on the shadow's host) and provision again until it converges."""
+        state = self._state
+        for _ in range(MAX_AGENT_ROUNDS):
+            result = await workflow.execute_activity_method(
+                ShadowActivities.provision_shadow, self._request(),
+                start_to_close_timeout=timedelta(minutes=60), heartbeat_timeout=LONG_HEARTBEAT,
+                retry_policy=ACTIVITY_RETRY,
+                summary=f"provision the shadow of {self._serving()}",
+            )
+            state.capabilities = result.capabilities
+            if result.agent_task is None:
+                return
+            await run_agent_task(result.agent_task)
+        raise ApplicationError(
+            f"provisioning the shadow of {self._serving()} did not converge after "
+            f"{MAX_AGENT_ROUNDS} host-local steps", type=INVALID_REQUEST, non_retryable=True)
+
+    async def _run_host_tasks(self, purpose: str, node: str) -> None:
+        """On a platform with agents, the host-local work before the control-side step of
+        ``purpose`` (nothing elsewhere, and no activity is scheduled)."""
+        if not self._state.capabilities.agents:
+            return
+        tasks = await workflow.execute_activity_method(
+            ShadowActivities.host_tasks, HostTasksRequest(self._request(), purpose, node),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY,
+            summary=f"plan the host-local steps to {purpose} {node or 'the shadow'}",
         )
+        for task in tasks:
+            await run_agent_task(task)
 
     async def _wait_for_sync(self) -> None:
         state = self._state
-        state.replication = await self._shadow_activity(
-            "wait_for_sync", WaitForSyncRequest(self._shadow_request()), timedelta(hours=6),
-            ReplicationStatus,
+        state.replication = await workflow.execute_activity_method(
+            ShadowActivities.wait_for_sync, WaitForSyncRequest(self._request()),
+            start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=LONG_HEARTBEAT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=f"wait until the shadow of {self._serving()} is in sync (tier "
+                    f"{state.spec.tier})",
         )
         state.shadow_healthy = True
 
     async def _destroy_shadow(self) -> None:
-        """``pulumi destroy`` of the shadow (router entry, standby, data directory, slot)."""
-        await self._shadow_activity("destroy_shadow", self._shadow_request(), timedelta(minutes=30))
+        """Remove the standby side (router entry, standby, data directory, slot)."""
+        await self._run_host_tasks("destroy", "")
+        await workflow.execute_activity_method(
+            ShadowActivities.destroy_shadow, self._request(),
+            start_to_close_timeout=timedelta(minutes=30), heartbeat_timeout=LONG_HEARTBEAT,
+            retry_policy=ACTIVITY_RETRY, summary=f"destroy the shadow of {self._serving()}",
+        )
         self._state.shadow_healthy = False
 
     async def _inspect(self, node: str) -> NodeFacts | None:
-        """A node's data directory and rewind readiness (``None`` if it could not be asked).
+        """A node's data directory and rejoin readiness (``None`` if it could not be asked).
 
-        The original primary's folder is remembered while it answers: once it is the
-        standby, rewinding or retiring it needs it even when it is down."""
+        The original primary's home is remembered while it answers: once it is the standby,
+        rewinding or retiring it needs it even when it is down."""
         state = self._state
         try:
-            facts: NodeFacts = await workflow.execute_activity(
-                "inspect_node",
-                InspectRequest(self._shadow_request(), node),
-                result_type=NodeFacts,
+            facts = await workflow.execute_activity_method(
+                ShadowActivities.inspect_node, InspectRequest(self._request(), node),
                 start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=RetryPolicy(
-                    maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE_TYPES
-                ),
+                retry_policy=RetryPolicy(maximum_attempts=3,
+                                         non_retryable_error_types=NON_RETRYABLE_TYPES),
+                summary=f"inspect {node}",
             )
-        except ActivityError as err:
-            self._note(f"Could not inspect {node}: {err.cause or err}.")
+            if facts.agent_task is not None:  # the facts live on the node's host
+                facts = await inspect_on_host(facts.agent_task)
+        except (ActivityError, ApplicationError) as err:
+            why = err.cause if isinstance(err, ActivityError) and err.cause else err
+            self._note(f"Could not inspect {node}: {why}.")
             return None
-        if facts.home and node == state.spec.instance_id:
+        if facts.home and node == state.spec.instance_id and facts.home != state.original_home:
             state.original_home = facts.home
+            self._publish()
         return facts
 
     async def _cut_over(self) -> None:
@@ -133,41 +163,45 @@ class ProtectionPhases:
         """
         state = self._state
         request = state.pending_cutover or CutoverRequest("policy decided to migrate")
+        mode = "emergency" if request.emergency else "planned"
         self._set_phase("cutting_over")
-        self._note(f"Cutting over: {request.reason}.")
+        self._note(f"Cutting over ({request.trigger}): {request.reason}.")
+        now = workflow.now().timestamp
         try:
-            result: CutoverResult = await workflow.execute_child_workflow(
+            result = await workflow.execute_child_workflow(
                 CutoverWorkflow.run,
-                CutoverInput(self._shadow_request(),
-                             mode="emergency" if request.emergency else "planned",
-                             reason=request.reason),
+                CutoverInput(self._request(), mode=mode, reason=request.reason,
+                             trigger=request.trigger,
+                             fence_lease_s=state.capabilities.fence_lease_s),
                 id=cutover_workflow_id(state.spec.instance_id),
+                static_summary=f"{mode} cutover of {state.spec.instance_id} "
+                               f"({request.trigger}): {request.reason}",
             )
         except ChildWorkflowError as err:
             state.pending_cutover = None
             self._set_phase("protected")
+            state.last_cutover = LastCutover(now(), request.trigger, request.reason, "refused",
+                                             self._serving(), self._serving())
             self._note(f"Cutover failed and changed nothing: {err.cause or err}.")
-            await record_outcome(refused_record(state.spec, state.serving_node,
-                                                workflow.now().timestamp(), request.reason,
-                                                state.latest_risk))
+            await record_outcome(refused_record(state, now(), request.reason))
             return
         state.pending_cutover = None
+        state.last_cutover = LastCutover(now(), request.trigger, request.reason, result.outcome,
+                                         result.former_primary, result.primary)
         if result.outcome == "compensated":
             self._set_phase("protected")
             self._note(f"Cutover compensated; traffic stays on {result.former_primary}.")
-            await record_outcome(refused_record(state.spec, state.serving_node,
-                                                workflow.now().timestamp(), request.reason,
-                                                state.latest_risk))
+            await record_outcome(refused_record(state, now(), request.reason))
             return
         state.cutovers += 1
-        state.last_cutover_at = workflow.now().timestamp()
+        state.last_cutover_at = now()
         state.shadow_healthy = False
         state.serving_node = result.primary
         state.sync_degraded = False  # that was the former primary's mode
         state.recovering = result.former_primary
-        await record_outcome(cutover_record(state.spec, state.cutovers, state.last_cutover_at,
-                                            request.reason, state.latest_risk,
-                                            by_policy=request.by_policy))
+        self._publish()  # the watcher follows the roles
+        await record_outcome(cutover_record(state, request.reason,
+                                            by_policy=request.trigger == PREDICTION))
         self._note(
             f"Traffic moved from {result.former_primary} to {result.primary} "
             f"({result.outcome}, critical path {result.critical_path_ms:.0f} ms). "
@@ -176,12 +210,15 @@ class ProtectionPhases:
         await self._recover()
 
     async def _unprotect(self) -> None:
-        """Destroy the shadow through Pulumi (router entry, standby, data, slot) and end.
-
-        Traffic never moves: the primary keeps serving, only the shadow goes away."""
+        """Destroy the shadow and end. Traffic never moves: the primary keeps serving, only the
+        shadow goes away."""
         state = self._state
         self._set_phase("unprotecting")
         await self._destroy_shadow()
         self._set_phase("unprotected")
         self._note(f"Shadow of {state.spec.instance_id} destroyed. Protection ended.")
         await workflow.wait_condition(workflow.all_handlers_finished)
+
+    def _serving(self) -> str:
+        """The node that serves now."""
+        return self._state.serving_node or self._state.spec.instance_id

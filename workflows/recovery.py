@@ -24,20 +24,17 @@ from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
-with workflow.unsafe.imports_passed_through():
-    from activities.errors import NON_RETRYABLE_TYPES
-    from activities.recovery import NodeFacts, RecoverRequest
-    from activities.shadow import ShadowRequest
-    from workflows.protection_phases import ACTIVITY_RETRY
-    from workflows.protection_state import ProtectionState
-    from workflows.retraining_hooks import (
-        RETIRE_EVIDENCE_PATCH_ID,
-        rejoined_evidence,
-        report_outcome_evidence,
-        retired_evidence,
-    )
+from contracts.errors import NON_RETRYABLE_TYPES
+from contracts.protection import ProtectionState
+from contracts.shadow import NodeFacts, PlatformRequest, RecoverRequest, ShadowActivities
+from workflows.protection_phases import ACTIVITY_RETRY
+from workflows.retraining_hooks import (
+    rejoined_evidence,
+    report_outcome_evidence,
+    retired_evidence,
+)
 
 RECOVERY_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 """Rejoin and retire beat every few seconds from a thread, so 30 s of silence means the
@@ -58,13 +55,15 @@ class RecoveryPhase:
 
         def _note(self, sentence: str) -> None: ...
 
-        def _shadow_request(self) -> ShadowRequest: ...
+        def _request(self) -> PlatformRequest: ...
 
         async def _inspect(self, node: str) -> NodeFacts | None: ...
 
         async def _provision_shadow(self) -> None: ...
 
         async def _wait_for_sync(self) -> None: ...
+
+        async def _run_host_tasks(self, purpose: str, node: str) -> None: ...
 
     async def _recover(self) -> None:
         """Re-shadow the instance; ends ``protected`` (or ``degraded`` with the reason)."""
@@ -75,26 +74,26 @@ class RecoveryPhase:
         if state.paused:
             self._note(f"Paused: the recovery of {former} waits for resume.")
             await workflow.wait_condition(lambda: not self._state.paused)
-        request = RecoverRequest(self._shadow_request(), former)
+        request = RecoverRequest(self._request(), former)
         how, why = "retired", ""
         if facts is not None and facts.rewindable is False:
             self._note(f"{former} cannot be rewound ({facts.advice}). Retiring it.")
         else:
             how, why = await self._rejoin(request)
         try:
-            if how == "retired":
-                if workflow.patched(RETIRE_EVIDENCE_PATCH_ID):  # its last word before destroy
-                    await report_outcome_evidence(retired_evidence(
-                        state.spec, former, workflow.now().timestamp(), facts, why))
+            if how == "retired":  # its last word before it goes
+                await report_outcome_evidence(retired_evidence(
+                    state, former, workflow.now().timestamp(), facts, why))
                 await self._retire(request)
             await self._wait_for_sync()
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
+            cause = err.cause if isinstance(err, ActivityError) and err.cause else err
             self._set_phase("degraded")
-            self._note(f"No shadow for {state.spec.instance_id}: {err.cause or err}.")
+            self._note(f"No shadow for {state.spec.instance_id}: {cause}.")
             return
         if how == "rejoined":  # feedback loop: the former primary can be watched again
             await report_outcome_evidence(
-                rejoined_evidence(state.spec, former, workflow.now().timestamp()))
+                rejoined_evidence(state, former, workflow.now().timestamp()))
         state.recoveries = [*state.recoveries, how]
         state.recovering = ""
         self._set_phase("protected")
@@ -103,10 +102,9 @@ class RecoveryPhase:
     async def _rejoin(self, request: RecoverRequest) -> tuple[str, str]:
         """``("rejoined", "")``, or ``("retired", why)`` when the former primary cannot rejoin."""
         try:
-            done: str = await workflow.execute_activity(
-                "rejoin_former_primary_as_shadow",
-                request,
-                result_type=str,
+            await self._run_host_tasks("rejoin", request.former)  # the rewind, on its host
+            done = await workflow.execute_activity_method(
+                ShadowActivities.rejoin_former_primary, request,
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=RECOVERY_HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(
@@ -114,22 +112,25 @@ class RecoveryPhase:
                     maximum_attempts=REJOIN_ATTEMPTS,
                     non_retryable_error_types=NON_RETRYABLE_TYPES,
                 ),
+                summary=f"rejoin {request.former} as the shadow of "
+                        f"{request.instance.serving_node}",
             )
-        except ActivityError as err:
-            self._note(f"{request.former} cannot rejoin: {err.cause or err}. Retiring it.")
-            return "retired", str(err.cause or err)
+        except (ActivityError, ApplicationError) as err:
+            why = err.cause if isinstance(err, ActivityError) and err.cause else err
+            self._note(f"{request.former} cannot rejoin: {why}. Retiring it.")
+            return "retired", str(why)
         self._note(f"{request.former} rejoined as the shadow ({done}).")
         return "rejoined", ""
 
     async def _retire(self, request: RecoverRequest) -> None:
-        """``pulumi destroy`` of the former primary's side, then a fresh shadow."""
-        await workflow.execute_activity(
-            "retire_former_primary",
-            request,
-            result_type=bool,
+        """Remove the former primary's side, then provision a fresh shadow."""
+        await self._run_host_tasks("retire", request.former)
+        await workflow.execute_activity_method(
+            ShadowActivities.retire_former_primary, request,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=RECOVERY_HEARTBEAT_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
+            summary=f"retire {request.former}",
         )
-        self._note(f"{request.former} retired through pulumi destroy. Provisioning a fresh shadow.")
+        self._note(f"{request.former} retired. Provisioning a fresh shadow.")
         await self._provision_shadow()

@@ -12,26 +12,14 @@ pending or running; a protection with a standing shadow ignores ``set_shadow``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from workflows.protection_state import ProtectionState
+from contracts.protection import ProtectionState, ShadowGrant
 
 UNSHADOWED = "unshadowed"
 """Phase of a protection whose instance has no shadow on purpose."""
-
-
-@dataclass
-class ShadowGrant:
-    """The planner's word on one instance's shadow."""
-
-    wanted: bool
-    """Provision (True) or release (False) the shadow."""
-    reason: str = ""
-    """One sentence from the planner."""
 
 
 class ShadowOnDemand:

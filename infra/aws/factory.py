@@ -1,35 +1,24 @@
 """Build an :class:`AwsPlatform` from a protection request (registered as ``"aws"`` in
 :mod:`infra.factory`).
 
-The request's ``platform_spec`` holds the AWS spec's fields (as in the ``aws`` section of
-``docs/aws/protection-spec.example.yaml``); ``instance_id`` and ``tier`` come from the request
-itself, so the two can never disagree. Credentials, profile and endpoint come from boto3's
-usual chain (instance profile, ``AWS_PROFILE``, ``AWS_ENDPOINT_URL`` for an emulator...).
+The spec's ``aws`` section says where the instance runs and how traffic reaches it;
+``instance_id`` and ``tier`` come from the spec itself. Credentials, profile and endpoint come
+from boto3's usual chain (instance profile, ``AWS_PROFILE``, ``AWS_ENDPOINT_URL`` for an
+emulator...).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
-from typing import Any, Protocol
 
+from contracts.shadow import PlatformRequest
 from infra.aws.application import PostgresApplication
 from infra.aws.clients import AwsClients, AwsConnectionConfig
+from infra.aws.observer import AwsObserver
 from infra.aws.platform import AwsPlatform
 from infra.aws.spec import AwsShadowSpec
-from infra.aws.spec_loader import load_spec
-from infra.errors import InvalidRequestError
-from infra.pulumi_engine import StackDriver
-
-
-class AwsRequest(Protocol):
-    """The fields of a protection request the AWS platform reads."""
-
-    instance_id: str
-    tier: int
-    platform_spec: dict[str, Any]
-
+from infra.platform import PlatformContext
 
 _clients: dict[str, AwsClients] = {}
 _clients_lock = threading.Lock()
@@ -48,25 +37,6 @@ def clients_for(region: str) -> AwsClients:
         return _clients[key]
 
 
-def aws_spec(request: AwsRequest) -> AwsShadowSpec:
-    """The validated AWS spec of ``request``.
-
-    Raises:
-        InvalidRequestError: a missing, unknown or invalid field, or an ``instance_id`` /
-            ``tier`` in ``platform_spec`` that contradicts the request's own.
-    """
-    data = dict(request.platform_spec or {})
-    for name in ("instance_id", "tier"):
-        given, own = data.get(name), getattr(request, name)
-        if given is not None and given != own:
-            raise InvalidRequestError(
-                f"platform_spec.{name} {given!r} contradicts the request's {name} {own!r}; "
-                "leave it out of platform_spec"
-            )
-        data[name] = own
-    return load_spec(data)
-
-
 def activity_heartbeat(progress: str) -> None:
     """Heartbeat the Temporal activity this thread runs, if any (a no-op elsewhere).
 
@@ -80,11 +50,18 @@ def activity_heartbeat(progress: str) -> None:
         activity.heartbeat(progress)
 
 
-def build_aws_platform(request: AwsRequest, driver: StackDriver, state_dir: Path) -> AwsPlatform:
-    """The AWS platform of ``request`` (``state_dir`` is unused: AWS keeps its own state)."""
-    spec = aws_spec(request)
+def build_aws_platform(request: PlatformRequest, context: PlatformContext) -> AwsPlatform:
+    """The AWS platform of ``request`` (the state dir is unused: AWS keeps its own state;
+    the roles are read from the instances' tags)."""
+    spec = AwsShadowSpec.from_spec(request.spec)
     application = PostgresApplication(spec.postgres) if spec.postgres is not None else None
     return AwsPlatform(
-        spec, clients_for(spec.region), driver, application=application,
+        spec, clients_for(spec.region), context.driver, application=application,
         on_wait=activity_heartbeat,
     )
+
+
+def build_aws_observer(context: PlatformContext, metrics_period_s: int) -> AwsObserver:
+    """The watcher's view of AWS protections (clients per region, from boto3's chain),
+    reading CloudWatch once per ``metrics_period_s``."""
+    return AwsObserver(clients_for, metrics_period_s)

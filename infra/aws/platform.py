@@ -18,7 +18,15 @@ from infra.aws.spec import AwsShadowSpec
 from infra.aws.stack_config import record_weights, recorded_dns_change
 from infra.aws.traffic import AlbWeights, DnsWeights, TrafficRouter
 from infra.errors import InfraError, InvalidRequestError
-from infra.platform import Health, Platform, ProgressCallback, ReplicationStatus, ShadowInfo
+from infra.platform import (
+    Capabilities,
+    Health,
+    NodeFacts,
+    Platform,
+    ProgressCallback,
+    ReplicationStatus,
+    ShadowInfo,
+)
 from infra.pulumi_engine import StackDriver
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,7 @@ class AwsPlatform(Platform):
     """One protected EC2 instance and its shadow."""
 
     name = "aws"
+    capabilities = Capabilities(rejoin=False, unprotect_when_degraded=False, sync_relax=False)
 
     def __init__(
         self,
@@ -279,12 +288,35 @@ class AwsPlatform(Platform):
         """Standby ``target`` (its ``application_name`` is its node name) as ``source`` sees it."""
         return self._app().replication(self.directory.address(source), target)
 
-    def rejoin(self, former: str, token: str | None = None) -> str:
+    def inspect_node(self, node: str) -> NodeFacts:
+        """Whether the node's instance is known; it cannot rejoin in place on AWS yet."""
+        known = self.directory.find_ec2_id(node) is not None
+        return NodeFacts(node, known, "", False,
+                         f"{node}: a former primary on AWS is re-seeded, not rewound "
+                         "(pg_rewind must run on its own host)")
+
+    def rejoin(self, former: str) -> str:
         """Not on AWS yet: ``pg_rewind`` must run on the former primary's own host."""
         raise InvalidRequestError(
             f"{former} cannot rejoin in place on AWS (pg_rewind runs on its host); "
             "re-seed it: destroy_shadow, then provision_shadow"
         )
+
+    def retire(self, former: str) -> bool:
+        """Not on AWS yet: after a cutover the stack's instance is the serving primary, so
+        destroying the stack would remove it; the protection stays degraded instead."""
+        raise NotImplementedError(
+            f"aws cannot retire the former primary {former} yet: its stack holds the serving "
+            "primary after a cutover; forget or adopt the stack by hand"
+        )
+
+    def relaxed_by_supervisor(self) -> bool:
+        """Tier 1's non-strict mode is not supervised on AWS (see :attr:`capabilities`)."""
+        raise NotImplementedError("aws has no tier-1 sync supervisor")
+
+    def probe_address(self, node: str) -> tuple[str, int] | None:
+        """Outcome probes of AWS instances are not made from the worker (yet)."""
+        return None
 
     def relax_sync(self) -> None:
         """Tier 1: the current primary stops waiting for its standby."""

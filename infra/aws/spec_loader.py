@@ -1,4 +1,5 @@
-"""Build an :class:`~infra.aws.spec.AwsShadowSpec` from YAML or a plain mapping.
+"""Build an :class:`~infra.aws.spec.AwsShadowSpec` from YAML or a plain mapping, through the
+protection spec's own loader (``contracts.spec``).
 
 Unknown or misspelt keys are refused by name (a typo in ``listener_arn`` must not silently
 leave the ALB out of the cutover), and wrong types say which field and what was expected.
@@ -7,42 +8,34 @@ leave the ALB out of the cutover), and wrong types say which field and what was 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from infra.aws.spec import AlbRoutingSpec, AwsShadowSpec, DnsRoutingSpec, PostgresAppSpec
+from contracts.spec import SpecError, spec_from_dict, validate_spec
+from infra.aws.spec import AwsShadowSpec
 from infra.errors import InvalidRequestError
-
-_SECTIONS: dict[str, type[DnsRoutingSpec] | type[AlbRoutingSpec] | type[PostgresAppSpec]] = {
-    "dns": DnsRoutingSpec,
-    "alb": AlbRoutingSpec,
-    "postgres": PostgresAppSpec,
-}
 
 
 def load_spec(data: Mapping[str, Any]) -> AwsShadowSpec:
-    """Validate ``data`` (e.g. parsed YAML) into a spec.
+    """Validate ``data`` (an ``aws`` section with ``instance_id`` and ``tier``) into a spec.
 
     Raises:
         InvalidRequestError: a missing, unknown or invalid field, named in the message.
     """
     if not isinstance(data, Mapping):
         raise InvalidRequestError(f"the AWS spec must be a mapping, not {type(data).__name__}")
-    values = _checked_keys(data, AwsShadowSpec, "")
-    for section, cls in _SECTIONS.items():
-        raw = values.get(section)
-        if raw is None:
-            continue
-        if not isinstance(raw, Mapping):
-            raise InvalidRequestError(f"{section} must be a mapping of its fields")
-        values[section] = cls(**_checked_keys(raw, cls, f"{section}."))
+    section = dict(data)
+    document = {"instance_id": section.pop("instance_id", None), "platform": "aws",
+                "tier": section.pop("tier", 2), "aws": section}
+    if document["instance_id"] is None:
+        raise InvalidRequestError("missing field(s) instance_id")
     try:
-        return AwsShadowSpec(**values)
-    except TypeError as err:  # pragma: no cover - _checked_keys catches these first
-        raise InvalidRequestError(f"invalid AWS spec: {err}") from err
+        spec = validate_spec(spec_from_dict(document))
+    except SpecError as err:
+        raise InvalidRequestError(str(err).removeprefix("aws.")) from err
+    return AwsShadowSpec.from_spec(spec)
 
 
 def load_spec_file(path: Path) -> AwsShadowSpec:
@@ -54,21 +47,3 @@ def load_spec_file(path: Path) -> AwsShadowSpec:
     if isinstance(document, Mapping) and isinstance(document.get("aws"), Mapping):
         document = document["aws"]
     return load_spec(document)
-
-
-def _checked_keys(data: Mapping[str, Any], cls: type, prefix: str) -> dict[str, Any]:
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(str(k) for k in data if k not in known)
-    if unknown:
-        raise InvalidRequestError(
-            f"unknown field(s) {', '.join(prefix + k for k in unknown)}; "
-            f"known: {', '.join(prefix + k for k in known)}"
-        )
-    required = [
-        name
-        for name, f in known.items()
-        if f.default is MISSING and f.default_factory is MISSING and name not in data
-    ]
-    if required:
-        raise InvalidRequestError(f"missing field(s) {', '.join(prefix + k for k in required)}")
-    return dict(data)

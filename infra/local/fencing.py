@@ -12,12 +12,17 @@ WAL position bounds every write it ever acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from infra.errors import InfraError
@@ -28,42 +33,120 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.001
 """Poll interval inside the critical window: a round trip on a cached session is ~0.2 ms."""
+STATEMENT_DEADLINE_S = 10.0
+"""Longest a statement on a cached session may take before the session is cut (see
+:func:`_deadline`). A healthy server answers the cutover's statements in milliseconds and a
+``CHECKPOINT`` in seconds; a hung one never answers, and nothing on the server can time out."""
+
+
+class ServerHangs(psycopg.OperationalError):
+    """A statement got no answer before its deadline: the server hangs (not retried on a new
+    connection, which would wait as long again)."""
+
+
+PROBE_DEADLINE_S = 2.0
+"""Deadline of a health probe's statement: a healthy server answers in a millisecond."""
+
+
+class _Watchdog:
+    """One daemon thread that cuts the socket of any statement past its deadline.
+
+    Why by hand: a frozen server's kernel still accepts and acknowledges our packets, so TCP
+    keepalives and ``tcp_user_timeout`` never fire; ``statement_timeout`` runs on the server,
+    which is frozen; libpq's cancel opens a new connection to the same frozen postmaster. Only
+    shutting the socket down from another thread unblocks the read. One thread checking twice
+    a second keeps arming a deadline at a dict insert (the critical path runs statements every
+    millisecond; a timer thread each would cost more than the round trip).
+    """
+
+    _TICK_S = 0.25
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, int]] = {}
+        self._cut: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def deadline(self, conn: psycopg.Connection, seconds: float) -> Iterator[None]:
+        """Cut ``conn`` if the block outlives ``seconds``; its error then says so."""
+        key = id(conn)
+        with self._lock:
+            self._armed[key] = (time.monotonic() + seconds, conn.fileno())
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pg-deadline",
+                                                daemon=True)
+                self._thread.start()
+        try:
+            yield
+        except psycopg.Error as err:
+            if key in self._cut:
+                raise ServerHangs(f"no answer within {seconds:g} s: the server hangs") from err
+            raise
+        finally:
+            with self._lock:
+                self._armed.pop(key, None)
+                self._cut.discard(key)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._TICK_S)
+            now = time.monotonic()
+            with self._lock:
+                late = [(key, fd) for key, (due, fd) in self._armed.items() if due <= now]
+                for key, _ in late:
+                    del self._armed[key]
+                    self._cut.add(key)
+            for _, fd in late:
+                with contextlib.suppress(OSError):  # closed meanwhile: nothing to unblock
+                    sock = socket.socket(fileno=os.dup(fd))
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.close()
+
+
+_WATCHDOG = _Watchdog()
 
 
 class NodeSessions:
     """One cached autocommit connection per server, reopened once when it broke."""
 
     def __init__(self) -> None:
-        self._conns: dict[int, psycopg.Connection] = {}
+        self._conns: dict[tuple[str, int], psycopg.Connection] = {}
+        """By address and port: servers on different hosts may share a port."""
 
-    def run(self, endpoint: PgEndpoint, statement: str, params: tuple[Any, ...] = ()) -> Any:
-        """Execute ``statement`` and return its first row (``None`` when there is none).
+    def run(self, endpoint: PgEndpoint, statement: str, params: tuple[Any, ...] = (), *,
+            timeout_s: float = STATEMENT_DEADLINE_S) -> Any:
+        """Execute ``statement`` and return its first row (``None`` when there is none); a
+        server that does not answer within ``timeout_s`` counts as unreachable.
 
         Raises:
             psycopg.OperationalError: the server cannot be reached (after one reconnect).
         """
         for attempt in (0, 1):
-            conn = self._conns.get(endpoint.port)
+            conn = self._conns.get((endpoint.host, endpoint.port))
             try:
                 if conn is None or conn.closed:
                     conn = endpoint.connect(timeout_s=2)
-                    self._conns[endpoint.port] = conn
-                cursor = conn.execute(statement, params)
-                return cursor.fetchone() if cursor.description else None
-            except psycopg.OperationalError:
+                    self._conns[endpoint.host, endpoint.port] = conn
+                with _WATCHDOG.deadline(conn, timeout_s):
+                    cursor = conn.execute(statement, params)
+                    return cursor.fetchone() if cursor.description else None
+            except psycopg.OperationalError as err:
                 self.drop(endpoint)
-                if attempt:
+                if attempt or isinstance(err, ServerHangs):
                     raise
         return None  # unreachable: the loop returns or raises
 
     def connection(self, endpoint: PgEndpoint) -> psycopg.Connection:
         """The cached connection to ``endpoint`` (opened if needed)."""
         self.run(endpoint, "SELECT 1")
-        return self._conns[endpoint.port]
+        return self._conns[endpoint.host, endpoint.port]
 
     def drop(self, endpoint: PgEndpoint) -> None:
         """Forget (and close) the connection to ``endpoint``."""
-        conn = self._conns.pop(endpoint.port, None)
+        conn = self._conns.pop((endpoint.host, endpoint.port), None)
         if conn is not None:
             conn.close()
 
@@ -147,6 +230,7 @@ def probe_server(sessions: NodeSessions, endpoint: PgEndpoint) -> Health:
         row = sessions.run(
             endpoint,
             "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')",
+            timeout_s=PROBE_DEADLINE_S,
         )
     except psycopg.OperationalError as err:
         return Health(False, False, str(err).strip().splitlines()[0])
@@ -224,14 +308,63 @@ def stop_server(sessions: NodeSessions, endpoint: PgEndpoint) -> str | None:
     files ShadowShift did not create.
     """
     try:
-        row = sessions.run(endpoint, "SHOW data_directory")
+        row = sessions.run(endpoint, "SHOW data_directory", timeout_s=PROBE_DEADLINE_S)
         fence_server(sessions, endpoint)
     except psycopg.OperationalError:
-        return None
+        sessions.drop(endpoint)
+        return kill_hung_server(endpoint.port, host=endpoint.host)
     sessions.drop(endpoint)
     data_dir = Path(str(row[0]))
     PgServer(home=data_dir.parent, port=endpoint.port).stop(mode="fast", timeout_s=30)
     return str(data_dir)
+
+
+def kill_hung_server(port: int, *, host: str = "127.0.0.1",
+                     timeout_s: float = 10.0) -> str | None:
+    """SIGKILL the server listening on ``port`` on this host and every process it started;
+    its data directory (the postmaster's working directory), ``None`` when nothing listens.
+
+    For a server that does not answer: a hung or frozen one cannot be asked to stop, and left
+    alone it would take writes again the moment it thaws. SIGKILL ends a stopped process too;
+    the postmaster goes first (nothing restarts a child), then every child at once (no orphaned
+    backend finishes a commit on its own).
+
+    A refused connection (a crashed server: nothing listens) returns at once: the listener
+    scan below reads every process's sockets, about 20 ms on an idle machine, which the
+    unplanned failover would otherwise pay on every crash.
+    """
+    if _refused(host, port):
+        return None
+    listeners = {c.pid for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
+    if not listeners:
+        return None
+    postmaster = psutil.Process(min(listeners))
+    try:
+        data_dir = postmaster.cwd()
+        family = [postmaster, *postmaster.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    _, alive = psutil.wait_procs(family, timeout=timeout_s)
+    if alive:
+        raise InfraError(f"server on port {port} survived SIGKILL: {[p.pid for p in alive]}")
+    log.warning("Killed the server on port %s (it did not answer): %s", port, data_dir)
+    return data_dir
+
+
+def _refused(host: str, port: int) -> bool:
+    """Whether ``host:port`` refuses a TCP connection (nothing listens there); a frozen
+    server's kernel still accepts, so only a dead listener refuses."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 def start_server(endpoint: PgEndpoint, data_dir: str) -> None:
@@ -260,9 +393,9 @@ def stream_state(
     return ReplicationStatus(str(state), str(sync_state), lag_bytes, None, replay, current)
 
 
-def write_through(router: PgEndpoint, check_id: str) -> int:
-    """Upsert a row keyed by ``check_id`` through ``router`` and read it back; return the port
-    of the server that took it (``inet_server_port()``).
+def write_through(router: PgEndpoint, check_id: str) -> tuple[str, int]:
+    """Upsert a row keyed by ``check_id`` through ``router`` and read it back; return the
+    address and port of the server that took it (``inet_server_addr()``, ``_port()``).
 
     Raises:
         InfraError: the write or the read-back failed.
@@ -276,7 +409,7 @@ def write_through(router: PgEndpoint, check_id: str) -> int:
             row = conn.execute(
                 "INSERT INTO shadowshift_cutover_check VALUES (%s, now())"
                 " ON CONFLICT (workflow_id) DO UPDATE SET checked_at = now()"
-                " RETURNING inet_server_port()",
+                " RETURNING host(inet_server_addr()), inet_server_port()",
                 (check_id,),
             ).fetchone()
             read_back = conn.execute(
@@ -287,4 +420,4 @@ def write_through(router: PgEndpoint, check_id: str) -> int:
         raise InfraError(f"write through the router failed: {str(err).strip()}") from err
     if not row or not read_back or read_back[0] != 1:
         raise InfraError(f"the write of {check_id} through the router was not read back")
-    return int(row[0])
+    return str(row[0]), int(row[1])

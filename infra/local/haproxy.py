@@ -180,7 +180,7 @@ class HAProxyManager:
         # Dynamic servers do not inherit ``default-server``: repeat its settings here.
         self.command(
             f"add server be_{service}/{server.name} {server.address}:{server.port} "
-            f"weight {weight} check {SERVER_OPTIONS}"
+            f"weight {weight} check {SERVER_OPTIONS}{server.options()}"
         )
         self.command(f"enable health be_{service}/{server.name}")
         self.command(f"enable server be_{service}/{server.name}")

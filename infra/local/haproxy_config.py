@@ -29,6 +29,12 @@ class ServerEntry:
     """IP address."""
     port: int
     """TCP port."""
+    source: str = ""
+    """Address HAProxy connects from (checks and traffic); empty: the kernel's choice."""
+
+    def options(self) -> str:
+        """What the server line adds after ``address:port`` besides the shared options."""
+        return f" source {self.source}" if self.source else ""
 
 
 @dataclass
@@ -75,6 +81,7 @@ def render_config(services: Iterable[ServiceEntry], socket_path: Path, state_fil
             f"    default-server {SERVER_OPTIONS}",
         ]
         lines += [
-            f"    server {s.name} {s.address}:{s.port} weight 0 check" for s in service.servers
+            f"    server {s.name} {s.address}:{s.port} weight 0 check{s.options()}"
+            for s in service.servers
         ]
     return "\n".join(lines) + "\n"

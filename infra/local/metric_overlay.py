@@ -1,8 +1,9 @@
 """Metric overlays: replay a recorded failure trace into one node's live metric stream.
 
 An overlay makes a node *look* like the host a trace was recorded on, through the real
-sampling path: :class:`~infra.local.metrics.LocalMetricsCollector` takes its real reading and
-then replaces the metrics the trace carries with the trace's values at the overlay's clock.
+sampling path: the local fleet observer takes its real reading and :class:`OverlayObserver`
+(which only the demo's worker uses) replaces the metrics the trace carries with the trace's
+values at the overlay's clock.
 Everything else (restarts, replication lag, any metric the trace lacks) stays real. The demo
 and tests use it to show a realistic degradation without breaking a real disk.
 
@@ -30,15 +31,24 @@ watcher starts a fresh window when a node's timestamps go backwards).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from contracts.shadow import PlatformRequest
+from infra.platform import FleetObserver, Liveness, Located, NodeReading, ScheduledEvent
+from models.metrics import MetricSample
 from models.trace import Trace, TraceError, load_trace
+
+log = logging.getLogger(__name__)
 
 OVERLAY_FOLDER = "metric-overlays"
 
@@ -153,3 +163,70 @@ class OverlayReader:
             raise TraceError(f"{self.path}: not a usable metric overlay ({err})") from err
         self._stamp, self._config, self._trace = stamp, config, trace
         return True
+
+
+class OverlayObserver(FleetObserver):
+    """A local fleet observer whose samples carry the overlays installed for their nodes.
+
+    The demo's worker (``workers/demo_worker.py``) serves the local platform with it; a
+    production worker never reads overlay files. Everything but :meth:`sample` is the wrapped
+    observer's: liveness, standby readiness and routing stay real.
+    """
+
+    name = "local"
+
+    def __init__(self, inner: FleetObserver, state_dir: Path) -> None:
+        self._inner = inner
+        self._state_dir = state_dir
+        self._readers: dict[str, OverlayReader] = {}
+
+    def locate(self, instances: Mapping[str, PlatformRequest]) -> dict[str, Located]:
+        """As the wrapped observer."""
+        return self._inner.locate(instances)
+
+    def sample(self, instances: Mapping[str, PlatformRequest], located: Mapping[str, Located],
+               now: float) -> dict[str, NodeReading]:
+        """The real reading, with the metrics a replayed trace carries replaced by the trace's
+        values and its timestamp moved to the trace's virtual clock."""
+        readings = self._inner.sample(instances, located, now)
+        for instance_id, reading in readings.items():
+            port = int(reading.located.identity)  # the local observer's identity is the port
+            reader = self._readers.setdefault(
+                reading.located.identity, OverlayReader(overlay_path(self._state_dir, port)))
+            readings[instance_id] = NodeReading(reading.located,
+                                                _overlaid(reading.sample, reader, now))
+        return readings
+
+    def scheduled_events(self, located: Mapping[str, Located]) -> dict[str, list[ScheduledEvent]]:
+        """As the wrapped observer."""
+        return self._inner.scheduled_events(located)
+
+    def liveness(self, instance: PlatformRequest, located: Located) -> Liveness | None:
+        """As the wrapped observer."""
+        return self._inner.liveness(instance, located)
+
+    def standby_ready(self, instance: PlatformRequest, located: Located) -> bool:
+        """As the wrapped observer."""
+        return self._inner.standby_ready(instance, located)
+
+
+def _overlaid(sample: MetricSample, reader: OverlayReader, now: float) -> MetricSample:
+    try:
+        reading = reader.read(now)
+    except TraceError as err:
+        log.warning("Ignoring the metric overlay %s: %s", reader.path, err)
+        return sample
+    if reading is None:
+        return sample
+    if sample.request_latency_ms is None:  # an unreachable node: no values to replace
+        return dataclasses.replace(sample, timestamp=reading.timestamp)
+    values: dict[str, Any] = {}
+    for metric, value in reading.values.items():
+        if metric == "network_bytes":  # the trace has the sum; keep the split consistent
+            values["network_in_bytes"], values["network_out_bytes"] = value, 0.0
+        elif metric in _SAMPLE_FIELDS:
+            values[metric] = value
+    return dataclasses.replace(sample, timestamp=reading.timestamp, **values)
+
+
+_SAMPLE_FIELDS = frozenset(f.name for f in dataclasses.fields(MetricSample))

@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
 
-from infra.errors import InvalidRequestError, StackProgramError
+from contracts.shadow import Capabilities, NodeFacts
+from infra.errors import InfraError, InvalidRequestError, StackProgramError
 from infra.local import archiving, fencing
 from infra.local.haproxy import HAProxyManager
 from infra.local.ports import port_free
-from infra.local.postgres import PgEndpoint, PgServer, query_one, set_synchronous_standby
+from infra.local.postgres import (
+    PgEndpoint,
+    PgServer,
+    pg_bin,
+    query_one,
+    run_server_tool,
+    set_synchronous_standby,
+)
 from infra.local.program import data_dir_props, shadow_program
+from infra.local.rejoin import rejoin_as_standby
+from infra.local.routed import RoutedPostgres
 from infra.local.seed import SEED_POSITION_FILE, EarlySeed, drop_idle_slot
 from infra.local.spec import LocalShadowSpec
-from infra.platform import Health, Platform, ProgressCallback, ReplicationStatus, ShadowInfo
+from infra.platform import Platform, ProgressCallback, ReplicationStatus, ShadowInfo
 from infra.pulumi_engine import StackDriver
+
+REWIND_ADVICE = (
+    "set wal_log_hints = on (ALTER SYSTEM SET wal_log_hints = on, then restart the server) or "
+    "initialise it with data checksums, so a former primary can be rewound instead of copied"
+)
+"""What to change on a server that cannot be rewound."""
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +41,15 @@ _SPACE_MARGIN = 1.2
 _SPACE_FLOOR_BYTES = 64 * 1024 * 1024
 
 
-class LocalPlatform(Platform):
+class LocalPlatform(RoutedPostgres, Platform):
     """One protected PostgreSQL on this machine, its standby shadow and its HAProxy service."""
 
     name = "local"
+    capabilities = Capabilities(rejoin=True, unprotect_when_degraded=True, sync_relax=True)
 
-    def __init__(self, spec: LocalShadowSpec, driver: StackDriver) -> None:
+    def __init__(self, spec: LocalShadowSpec, driver: StackDriver | None) -> None:
         self.spec = spec
-        self.driver = driver
+        self._stack_driver = driver
         self.haproxy = HAProxyManager(spec.haproxy_dir)
         self.sessions = fencing.NodeSessions()
         """Cached connections for the cutover's short round trips."""
@@ -123,6 +139,19 @@ class LocalPlatform(Platform):
                 early.join()  # never leave a copy running behind the caller's back
         return ShadowInfo(self.spec.instance_id, self.spec.standby_node, result.outputs)
 
+    @property
+    def driver(self) -> StackDriver:
+        """The Pulumi driver that changes this instance's stack.
+
+        Raises:
+            InvalidRequestError: the platform was built without one (a reader such as the
+                fleet watcher, which never changes stacks).
+        """
+        if self._stack_driver is None:
+            raise InvalidRequestError("this LocalPlatform has no Pulumi driver; it cannot "
+                                      "change stacks")
+        return self._stack_driver
+
     def destroy_shadow(self, on_progress: ProgressCallback | None = None) -> bool:
         """``pulumi destroy``: router entry, settings, standby, data directory, slot.
 
@@ -206,7 +235,12 @@ class LocalPlatform(Platform):
         )
 
     def relax_sync(self) -> None:
-        """Tier 1 degraded mode: stop waiting for a lost shadow so writes go on (RPO > 0)."""
+        """Tier 1 degraded mode: stop waiting for a lost shadow so writes go on (RPO > 0).
+
+        The mark is written first: a relax of ours must always be known as ours, or it would
+        never be undone."""
+        self._relaxed_mark.parent.mkdir(parents=True, exist_ok=True)
+        self._relaxed_mark.write_text("relaxed by the tier-1 supervisor\n")
         with self.spec.primary.connect() as conn:
             set_synchronous_standby(conn, None)
 
@@ -214,66 +248,18 @@ class LocalPlatform(Platform):
         """Tier 1: require the shadow's acknowledgement again."""
         with self.spec.primary.connect() as conn:
             set_synchronous_standby(conn, self.spec.standby_node)
+        self._relaxed_mark.unlink(missing_ok=True)
+
+    def relaxed_by_supervisor(self) -> bool:
+        """A mark next to the instance's folders, written by :meth:`relax_sync`, shared by
+        every worker on this machine."""
+        return self._relaxed_mark.exists()
+
+    @property
+    def _relaxed_mark(self) -> Path:
+        return self.spec.shadow_home.parent / "sync-relaxed"
 
     # -- traffic and fencing (the cutover's side of the contract) ---------------------------
-
-    def get_weights(self) -> dict[str, int]:
-        """HAProxy weight per node (0 for nodes in maintenance)."""
-        return self.haproxy.weights(self.spec.instance_id)
-
-    def set_weights(self, weights: Mapping[str, int]) -> None:
-        """Set weights absolutely; 0..100 maps one to one onto HAProxy weights.
-
-        A node given a positive weight is also taken out of maintenance, so restoring the
-        weights after :meth:`fence_router` is one call.
-        """
-        for node, weight in weights.items():
-            if not 0 <= weight <= 100:
-                raise InvalidRequestError(f"weight {weight} for {node} is outside 0..100")
-        service = self.spec.instance_id
-        lines: list[str] = []
-        for node, weight in weights.items():  # in the caller's order: lower before raise
-            lines.append(self.haproxy.weight_command(service, node, weight))
-            if weight > 0:
-                lines.append(self.haproxy.state_command(service, node, True))
-        self.haproxy.commands(lines)  # one runtime-API round trip for all of them
-
-    def fence(self, node: str) -> None:
-        """Out of the router (weight 0), read-only confirmed, client sessions ended.
-
-        The read-only setting is written (and fsynced) before the weight changes: until the
-        reload nothing changes for clients, so the slow part stays out of their blackout.
-        """
-        endpoint = self._endpoint(node)
-        fencing.persist_read_only(self.sessions, endpoint, True)
-        self.haproxy.set_weight(self.spec.instance_id, node, 0)
-        fencing.reload_read_only(self.sessions, endpoint, True)
-        fencing.end_client_sessions(self.sessions, endpoint)
-
-    def unfence(self, node: str) -> None:
-        """Writable again (the router weight is restored separately, absolutely)."""
-        fencing.set_read_only(self.sessions, self._endpoint(node), False)
-
-    def promote(self, node: str) -> None:
-        """``pg_promote`` the standby and wait until it accepts writes (no-op when it does)."""
-        fencing.promote_server(self.sessions, self._endpoint(node))
-
-    def probe(self, node: str) -> Health:
-        """Ask the node (on a cached session) whether it is a writable primary."""
-        return fencing.probe_server(self.sessions, self._endpoint(node))
-
-    def fence_router(self, node: str) -> None:
-        """Weight 0, maintenance, router sessions closed: needs nothing from the node."""
-        service = self.spec.instance_id
-        self.haproxy.commands([
-            self.haproxy.weight_command(service, node, 0),
-            self.haproxy.state_command(service, node, False),
-            self.haproxy.shutdown_command(service, node),
-        ])
-
-    def close_router_sessions(self, node: str) -> None:
-        """Close sessions HAProxy still holds to ``node``."""
-        self.haproxy.shutdown_sessions(self.spec.instance_id, node)
 
     def stop_node(self, node: str) -> str | None:
         """Fence and stop the node's server if it answers; its data directory, else ``None``."""
@@ -283,44 +269,71 @@ class LocalPlatform(Platform):
         """Start a node :meth:`stop_node` stopped (``token`` is its data directory)."""
         fencing.start_server(self._endpoint(node), token)
 
-    def final_position(self, node: str) -> str:
-        """Flushed WAL position of a (fenced) primary; replayed position of a standby."""
-        return fencing.flushed_position(self.sessions, self._endpoint(node))
-
-    def replay_gap(self, node: str, position: str | None = None) -> int:
-        """WAL bytes standby ``node`` has yet to replay to reach ``position``."""
-        return fencing.replay_gap(self.sessions, self._endpoint(node), position)
-
-    def replication_between(self, source: str, target: str) -> ReplicationStatus:
-        """Standby ``target`` as primary ``source``'s ``pg_stat_replication`` shows it."""
-        return fencing.stream_state(self.sessions, self._endpoint(source), target)
-
     def nodes(self) -> tuple[str, str]:
         """``(primary node, shadow node)`` as provisioned."""
         return self.spec.primary_node, self.spec.shadow_node
 
-    def prepare_cutover(self, source: str) -> None:
-        """``CHECKPOINT`` on the source while clients still write: it becomes the last one
-        both sides share, so a later ``pg_rewind`` of the former primary reads little WAL,
-        and its I/O burst is over before the fence (it used to sit right before the window)."""
-        self.sessions.run(self._endpoint(source), "CHECKPOINT")
+    # -- recovery of a former primary -------------------------------------------------------
 
-    def routes_service(self) -> bool:
-        """HAProxy runs and has this instance's service."""
-        return self.haproxy.running() and self.spec.instance_id in self.haproxy.services()
+    def inspect_node(self, node: str) -> NodeFacts:
+        """Its data directory (asked of the server, else the known home) and whether
+        ``pg_rewind`` could rewind it (``wal_log_hints`` or data checksums)."""
+        try:
+            row = self.sessions.run(
+                self._endpoint(node),
+                "SELECT current_setting('data_directory'), current_setting('wal_log_hints'),"
+                " current_setting('data_checksums')",
+            )
+        except psycopg.Error:
+            known = self.spec.home_of(node)
+            return NodeFacts(node, False, str(known) if (known / "data").exists() else "", None)
+        data_dir, hints, checksums = row if row else ("", "off", "off")
+        if Path(data_dir).name != "data":
+            # Local servers are managed as <home>/data (PgServer); another layout is not
+            # guessed at: such a node is re-seeded in a home of ours instead.
+            return NodeFacts(node, True, "", False,
+                             f"{node}: its data directory {data_dir} is not <home>/data")
+        rewindable = "on" in (hints, checksums)
+        advice = "" if rewindable else f"{node}: {REWIND_ADVICE}"
+        return NodeFacts(node, True, str(Path(data_dir).parent), rewindable, advice)
 
-    def write_through_router(self, check_id: str) -> str:
-        """Upsert through HAProxy; the node whose port answered."""
-        port = fencing.write_through(PgEndpoint(port=self.spec.router_port), check_id)
-        by_port = {self.spec.primary_port: self.spec.primary_node,
-                   self.spec.shadow_port: self.spec.shadow_node}
-        return by_port.get(port, f"port {port}")
+    def rejoin(self, former: str) -> str:
+        """``pg_rewind`` the former primary, make it stream (``infra.local.rejoin``), then
+        record the roles in the stack (``pulumi up`` in place: nothing is copied).
 
-    def rejoin(self, former: str, token: str | None = None) -> str:
-        """``pg_rewind`` the former primary and make it stream (see ``infra.local.rejoin``)."""
-        from infra.local.rejoin import rejoin_as_standby  # rejoin imports this module
+        Idempotent: a former primary that already streams from the new primary is only
+        recorded. Refuses, for good, a former primary whose data directory is gone or
+        damaged, or that can be rewound by neither ``wal_log_hints`` nor checksums."""
+        self._require_standby_role(former)
+        data_dir = self.spec.home_of(former) / "data"
+        streaming = self.replication_between(self.spec.current_primary, former).state
+        if streaming != "streaming":
+            _require_rewindable(former, data_dir)
+        done = rejoin_as_standby(self, former, str(data_dir))
+        self.provision_shadow()  # records the roles in the stack, in place
+        return done
 
-        return rejoin_as_standby(self, former, token)
+    def retire(self, former: str) -> bool:
+        """Record the roles in the stack, then ``pulumi destroy`` the former primary's side
+        (its process, data directory, slot, router entry); the serving node is never
+        touched: the stack describes the standby side of the current roles."""
+        self._require_standby_role(former)
+        existed = self.driver.exists(self.spec.stack_name)
+        if existed:
+            self.driver.up(self.spec.stack_name, shadow_program(self.spec))
+        self.destroy_shadow()
+        return existed
+
+    def _require_standby_role(self, former: str) -> None:
+        """Refuse a request whose roles do not make ``former`` the standby."""
+        if self.spec.standby_node != former:
+            raise InvalidRequestError(f"{former} is not the standby of the roles given "
+                                      f"(serving_node {self.spec.current_primary})")
+
+    def probe_address(self, node: str) -> tuple[str, int] | None:
+        """Loopback and the node's port."""
+        endpoint = self._endpoint(node)
+        return endpoint.host, endpoint.port
 
     def close(self) -> None:
         """Close the cached sessions."""
@@ -332,8 +345,37 @@ class LocalPlatform(Platform):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    @property
+    def service(self) -> str:
+        """HAProxy service of the instance: its id."""
+        return self.spec.instance_id
+
+    @property
+    def router_endpoint(self) -> PgEndpoint:
+        """HAProxy's frontend on this machine."""
+        return PgEndpoint(port=self.spec.router_port)
+
     def _endpoint(self, node: str) -> PgEndpoint:
         return self.spec.endpoint_of(node)  # by name: roles swap, ports stay
+
+
+def _require_rewindable(node: str, data_dir: Path) -> None:
+    """Read the cluster's control file (works whether or not the server runs)."""
+    try:
+        control = run_server_tool([pg_bin("pg_controldata"), "-D", str(data_dir)])
+    except InfraError as err:
+        raise InvalidRequestError(
+            f"the data directory of {node} ({data_dir}) is missing or damaged, so it cannot "
+            f"rejoin: {str(err).splitlines()[0]}"
+        ) from err
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in control.splitlines())
+    )
+    hints = fields.get("wal_log_hints setting") == "on"
+    checksums = fields.get("Data page checksum version", "0") != "0"
+    if not (hints or checksums):
+        raise InvalidRequestError(f"{node} cannot be rewound: {REWIND_ADVICE}")
 
 
 def _existing_ancestor(path: Path) -> Path:

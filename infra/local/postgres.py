@@ -311,20 +311,30 @@ class PgServer:
 
 
 def run_server_tool(
-    argv: list[str], *, tail_log: Path | None = None, pass_fds: tuple[int, ...] = ()
+    argv: list[str], *, tail_log: Path | None = None, pass_fds: tuple[int, ...] = (),
+    timeout_s: float | None = 600.0,
 ) -> str:
-    """Run a server tool as the server's OS user; ``pass_fds`` stay open in the tool."""
+    """Run a server tool as the server's OS user; ``pass_fds`` stay open in the tool.
+
+    ``timeout_s`` bounds a tool that should be quick (``None``: a copy, which takes as long
+    as the data; its activity's heartbeat and timeouts bound it instead).
+
+    Raises:
+        InfraError: it could not run, failed, or ran out of time (retryable).
+    """
     try:
         done = subprocess.run(
             as_server_user(argv),
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=timeout_s,
             check=False,
             pass_fds=pass_fds,
         )
     except FileNotFoundError as err:
         raise InfraError(f"cannot run {argv[0]}: {err}") from err
+    except subprocess.TimeoutExpired as err:
+        raise InfraError(f"{argv[0]} did not finish within {timeout_s:g} s") from err
     if done.returncode != 0:
         raise _tool_failure(argv, done.stderr or done.stdout, tail_log)
     return done.stdout

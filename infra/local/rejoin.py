@@ -15,25 +15,44 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Protocol
 
+from contracts.shadow import ReplicationStatus
 from infra.errors import InfraError, InvalidRequestError
-from infra.local.platform import LocalPlatform
+from infra.local.fencing import NodeSessions
+from infra.local.haproxy import HAProxyManager
 from infra.local.postgres import (
+    PgEndpoint,
     PgServer,
     alter_system,
     pg_bin,
     run_server_tool,
 )
+from infra.local.spec import LocalShadowSpec
 
 log = logging.getLogger(__name__)
 
 
-def standby_slot(platform: LocalPlatform, standby: str) -> str:
+class LocalPair(Protocol):
+    """What a rejoin needs of the local platform (``LocalPlatform`` provides it)."""
+
+    spec: LocalShadowSpec
+    sessions: NodeSessions
+    haproxy: HAProxyManager
+
+    def endpoint(self, node: str) -> PgEndpoint: ...
+
+    def replication_between(self, source: str, target: str) -> ReplicationStatus: ...
+
+    def get_weights(self) -> dict[str, int]: ...
+
+
+def standby_slot(platform: LocalPair, standby: str) -> str:
     """Replication slot on the primary for ``standby`` (the shadow keeps its provisioned one)."""
     return platform.spec.slot_for(standby)
 
 
-def rejoin_as_standby(platform: LocalPlatform, former: str, data_dir: str | None = None) -> str:
+def rejoin_as_standby(platform: LocalPair, former: str, data_dir: str | None = None) -> str:
     """Make ``former`` stream from the other node (the current primary); idempotent.
 
     Returns what was done, in a few words.
@@ -95,7 +114,7 @@ def rejoin_as_standby(platform: LocalPlatform, former: str, data_dir: str | None
 
 
 def _write_standby_config(
-    server: PgServer, platform: LocalPlatform, standby: str, primary: str, slot: str
+    server: PgServer, platform: LocalPair, standby: str, primary: str, slot: str
 ) -> None:
     """Replace the (rewound) auto.conf: it came from the primary, with the primary's port."""
     # The replication role and the same string the shadow program writes, so a later stack
@@ -109,7 +128,7 @@ def _write_standby_config(
     })
 
 
-def _wait_streaming(platform: LocalPlatform, primary: str, standby: str, timeout_s: float) -> None:
+def _wait_streaming(platform: LocalPair, primary: str, standby: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while platform.replication_between(primary, standby).state != "streaming":
         if time.monotonic() > deadline:
@@ -117,7 +136,7 @@ def _wait_streaming(platform: LocalPlatform, primary: str, standby: str, timeout
         time.sleep(0.05)
 
 
-def _require_sync(platform: LocalPlatform, primary: str, standby: str) -> None:
+def _require_sync(platform: LocalPair, primary: str, standby: str) -> None:
     """Tier 1: commits on the new primary wait for the rejoined standby again."""
     if platform.spec.tier != 1:
         return

@@ -364,14 +364,17 @@ class PrimarySettings(Resource):
 
 
 class RouterEntryProvider(_Provider):
-    """The shadow's server in the service's HAProxy backend, added at weight 0."""
+    """The shadow's server in the service's HAProxy backend, added at weight 0 (on this
+    machine's loopback unless ``address`` says otherwise; ``source``: HAProxy's source
+    address towards it)."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         """Add the server through the runtime API (no reload)."""
         manager = HAProxyManager(Path(props["haproxy_dir"]))
         manager.add_server(
             props["service"],
-            ServerEntry(props["server"], "127.0.0.1", int(props["port"])),
+            ServerEntry(props["server"], props.get("address", "127.0.0.1"), int(props["port"]),
+                        props.get("source", "")),
             weight=0,
         )
         return CreateResult(id_=f"{props['service']}/{props['server']}", outs=props)

@@ -90,7 +90,7 @@ def seed_data_dir(props: dict[str, Any]) -> None:
         if props["compression"] != "none":
             argv += [f"--compress=server-{props['compression']}:1"]
         try:
-            run_server_tool(argv, pass_fds=(lock_fd,))
+            run_server_tool(argv, pass_fds=(lock_fd,), timeout_s=None)  # as long as the data
         except Exception:
             shutil.rmtree(partial, ignore_errors=True)
             raise

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.shadow import PlatformRequest
 from infra.errors import InvalidRequestError
 from infra.local.postgres import PgEndpoint
 from infra.names import validate_instance_id
 
-TIERS = (1, 2, 3)
 COMPRESSIONS = ("lz4", "gzip", "none")
 
 
@@ -54,23 +54,13 @@ class LocalShadowSpec:
     (rewound or re-seeded); empty: ``instances/<id>/original`` under the state dir."""
 
     def __post_init__(self) -> None:
+        # The spec's values were validated with the protection spec (contracts.spec); what
+        # is checked here is what becomes a path or a process argument, and the roles.
         validate_instance_id(self.instance_id)
-        if self.tier not in TIERS:
-            raise InvalidRequestError(f"tier {self.tier!r} is not one of {TIERS}")
         if self.compression not in COMPRESSIONS:
             raise InvalidRequestError(
                 f"compression {self.compression!r} is not one of {COMPRESSIONS}"
             )
-        ports = {
-            "primary_port": self.primary_port,
-            "shadow_port": self.shadow_port,
-            "router_port": self.router_port,
-        }
-        for name, port in ports.items():
-            if not isinstance(port, int) or not 1024 <= port <= 65535:
-                raise InvalidRequestError(f"{name} {port!r} is outside 1024..65535")
-        if len(set(ports.values())) != len(ports):
-            raise InvalidRequestError(f"ports must differ: {ports}")
         if not 1 <= self.archive_interval_s <= 3600:
             raise InvalidRequestError("archive_interval_s must be within 1..3600")
         if self.serving_node not in ("", self.primary_node, self.shadow_node):
@@ -78,6 +68,18 @@ class LocalShadowSpec:
                 f"serving_node {self.serving_node!r} is not one of "
                 f"{self.primary_node!r}, {self.shadow_node!r}"
             )
+
+    @classmethod
+    def from_request(cls, request: PlatformRequest, state_dir: Path) -> LocalShadowSpec:
+        """The local view of a protection request (ports and tier from its spec, the roles
+        from the request)."""
+        spec = request.spec
+        return cls(instance_id=spec.instance_id, primary_port=spec.primary_port,
+                   shadow_port=spec.shadow_port, router_port=spec.router_port,
+                   state_dir=state_dir, tier=spec.tier,
+                   archive_interval_s=spec.archive_interval_s,
+                   replication_user=spec.replication_user,
+                   serving_node=request.serving_node, original_home=request.original_home)
 
     @property
     def stack_name(self) -> str:

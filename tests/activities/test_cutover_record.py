@@ -6,23 +6,22 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import cast
 
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.cutover import CutoverActivities, FinaliseRequest
-from activities.cutover_checks import CutoverPlan
-from activities.shadow import ShadowRequest
-from infra.pulumi_engine import StackDriver
-from workflows.cutover import cutover_workflow_id
+from activities.cutover import PlatformCutoverActivities
+from contracts.cutover import CutoverPlan, FinaliseRequest, cutover_workflow_id
+from infra.factory import Platforms
+from infra.platform import PlatformContext
+from tests.conftest import local_request
 
 
-def _finalise(tmp_path: Path, instance: str) -> tuple[CutoverActivities, CutoverPlan]:
+def _finalise(tmp_path: Path, instance: str) -> tuple[PlatformCutoverActivities, CutoverPlan]:
     """Cutover activities (finalise needs no stack) and a planned cutover of ``instance``."""
-    activities = CutoverActivities(cast(StackDriver, None), tmp_path)
-    plan = CutoverPlan(ShadowRequest(instance, 15432, 15433, 15434), "planned",
+    activities = PlatformCutoverActivities(Platforms(PlatformContext(None, tmp_path)), tmp_path)
+    plan = CutoverPlan(local_request(instance, 15432, 15433, 15434), "planned",
                        cutover_workflow_id(instance), instance, f"{instance}-shadow",
                        {instance: 100, f"{instance}-shadow": 0})
     return activities, plan

@@ -1,24 +1,40 @@
-"""Failover of a silent primary: the rule, the probe against real servers, the checks'
-independence, and the decisions on AWS observations. The whole path (watcher, protection,
-emergency cutover) runs in ``tests/workflows/test_fleet_watcher.py`` (local) and
-``tests/workflows/test_cutover_aws.py`` (AWS)."""
+"""Failover of a silent primary: the rule, the local probe against real servers, the checks'
+independence, and the monitor's decisions on a platform's observations. The whole path
+(watcher, protection, emergency cutover) runs in ``tests/workflows/test_fleet_watcher.py``
+(local) and ``tests/workflows/test_cutover_aws.py`` (AWS)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, cast
 
 import pytest
 from temporalio.client import Client
 
-from activities import failover_monitor
-from activities.failover_monitor import FailoverMonitor, answers, failover_due, is_standby
-from activities.local_checks import check_each
-from activities.watch_aws import AwsTarget, aws_spec_of
+from activities.watching import failover
+from activities.watching.checks import check_each
+from activities.watching.failover import FailoverMonitor, failover_due
+from activities.watching.items import Target
+from contracts.policy import Policy
+from contracts.protection import FAILURE_DETECTION, ProtectionApi
+from contracts.shadow import PlatformRequest
+from contracts.spec import ProtectionSpec
+from infra.local.observer import answers, is_standby
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint
+from infra.platform import (
+    ALIVE,
+    DOWN,
+    SHIFTING,
+    UNSEEN,
+    FleetObserver,
+    Liveness,
+    Located,
+    NodeReading,
+    ScheduledEvent,
+)
 from tests.conftest import LocalService
 
 
@@ -73,12 +89,45 @@ class _Protections:
         self.workflow_id = workflow_id
         return self
 
-    async def execute_update(self, name: str, request: Any) -> str:
+    async def execute_update(self, update: Any, request: Any) -> str:
         if self.stuck:
             await asyncio.sleep(3600)
-        assert name == "request_cutover"
+        assert update is ProtectionApi.request_cutover
         self.requests.append((self.workflow_id, request))
         return "scheduled"
+
+
+class _Observations(FleetObserver):
+    """A platform whose serving node's liveness the test states (once per observation, as a
+    platform that learns it at discovery answers); the real observers are tested against
+    real servers (``tests/platforms/``)."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.next: Liveness | None = None
+        self.standby = True
+
+    def see(self, state: str) -> None:
+        self.next = Liveness(state, "i-0aaaaaaaaaaaaaaaa" if state != UNSEEN else "",
+                             "EC2 instance i-0aaaaaaaaaaaaaaaa has not been running")
+
+    def locate(self, instances: Mapping[str, PlatformRequest]) -> dict[str, Located]:
+        raise NotImplementedError
+
+    def sample(self, instances: Mapping[str, PlatformRequest], located: Mapping[str, Located],
+               now: float) -> dict[str, NodeReading]:
+        raise NotImplementedError
+
+    def scheduled_events(self, located: Mapping[str, Located]) -> dict[str, list[ScheduledEvent]]:
+        raise NotImplementedError
+
+    def liveness(self, instance: PlatformRequest, located: Located) -> Liveness | None:
+        seen, self.next = self.next, None
+        return seen
+
+    def standby_ready(self, instance: PlatformRequest, located: Located) -> bool:
+        return self.standby
 
 
 AFTER_S = 0.2
@@ -89,117 +138,142 @@ async def _past_the_bound() -> None:
     await asyncio.sleep(AFTER_S + 0.05)
 
 
-def _located(*, running: bool, standby_running: bool = True) -> AwsTarget:
-    spec = aws_spec_of({"instance_id": "orders-db", "tier": 2, "aws": {
-        "ec2_instance_id": "i-0aaaaaaaaaaaaaaaa", "region": "eu-west-1",
-        "shadow_subnet_id": "subnet-0bbbbbbbbbbbbbbbb",
-        "dns": {"hosted_zone_id": "Z0123", "record_name": "db.example.com"}}})
-    return AwsTarget(spec, spec.ec2_instance_id, spec.primary_node, running=running,
-                     standby_running=standby_running)
+def _target(phase: str = "protected", **policy: Any) -> Target:
+    spec = ProtectionSpec("orders-db", "scripted",
+                          policy=Policy(**{"failover_after_s": AFTER_S, **policy}))
+    return Target("protect-orders-db", PlatformRequest(spec), phase, 2)
 
 
-def _monitor(tmp_path: Path, protections: _Protections) -> FailoverMonitor:
-    return FailoverMonitor(cast(Client, protections), tmp_path)
+RETRY_S = 0.3
+"""A short first wait before asking again (the watcher's is 5 s)."""
 
 
-async def _observe(monitor: FailoverMonitor, located: AwsTarget, phase: str = "protected",
-                   **policy: object) -> None:
-    await monitor.observe_aws("protect-orders-db", located,
-                              phase, {"failover_after_s": AFTER_S, **policy})
+class _Rig:
+    def __init__(self, protections: _Protections) -> None:
+        self.protections = protections
+        self.observer = _Observations()
+        self.monitor = FailoverMonitor(cast(Client, protections), retry_s=RETRY_S)
+        self.monitor.reset({"scripted": self.observer})
+        self.located = Located("orders-db", "orders-db", "i-0aaaaaaaaaaaaaaaa")
+
+    async def observe(self, state: str, phase: str = "protected", **policy: Any) -> None:
+        self.monitor.track(_target(phase, **policy), self.located, fleet_advisory=False)
+        self.observer.see(state)
+        await self.monitor.check("orders-db")
 
 
-async def test_a_stopped_aws_primary_is_asked_for_once_per_outage(tmp_path: Path) -> None:
-    protections = _Protections()
-    monitor = _monitor(tmp_path, protections)
-    down = _located(running=False)
-    await _observe(monitor, down)
-    assert protections.requests == [], "not before failover_after_s"
+async def test_a_dead_primary_is_asked_for_again_with_backoff_while_it_stays_down() -> None:
+    rig = _Rig(_Protections())
+    await rig.observe(DOWN)
+    assert rig.protections.requests == [], "not before failover_after_s"
     await _past_the_bound()
-    await _observe(monitor, down)
-    ((workflow_id, request),) = protections.requests
+    await rig.observe(DOWN)
+    ((workflow_id, request),) = rig.protections.requests
     assert workflow_id == "protect-orders-db" and request.emergency
+    assert request.trigger == FAILURE_DETECTION
     assert "EC2 instance i-0aaaaaaaaaaaaaaaa has not been running for" in request.reason
-    await _observe(monitor, down)
-    # The cutover runs, fails and leaves the protection protected with the node still down:
-    # not asked again (an operator's call now).
-    await _observe(monitor, down, phase="cutting_over")
-    await _observe(monitor, down)
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 1, "not again before the retry wait"
+    # The cutover runs, fails (a preflight that timed out on a hung primary) and leaves the
+    # protection protected with the node still down: asked again once the wait is over (and
+    # the node was down for failover_after_s since the protection came back).
+    await rig.observe(DOWN, phase="cutting_over")
+    await rig.observe(DOWN)
+    await asyncio.sleep(max(RETRY_S, AFTER_S) + 0.05)
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 2
+    assert "(asked again)" in rig.protections.requests[1][1].reason
+    # The wait doubles: not at RETRY_S, then at twice RETRY_S.
+    await asyncio.sleep(RETRY_S + 0.05)
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 2
+    await asyncio.sleep(RETRY_S)
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 3
+    # It answers again, then stops: a new outage, with its own grace period and waits.
+    await rig.observe(ALIVE)
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 3
     await _past_the_bound()
-    await _observe(monitor, down)
-    assert len(protections.requests) == 1
-    # It runs again, then stops: a new outage, with its own grace period.
-    await _observe(monitor, _located(running=True))
-    await _observe(monitor, down)
-    assert len(protections.requests) == 1
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 4
+    assert "(asked again)" not in rig.protections.requests[3][1].reason
+
+
+async def test_failover_needs_a_ready_shadow_and_a_bound() -> None:
+    rig = _Rig(_Protections())
+    rig.observer.standby = False
+    await rig.observe(DOWN)
     await _past_the_bound()
-    await _observe(monitor, down)
-    assert len(protections.requests) == 2
+    await rig.observe(DOWN)
+    assert rig.protections.requests == [], "nothing to fail over to"
+    rig.observer.standby = True
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 1, "asked once the shadow is ready"
 
-
-async def test_aws_failover_needs_a_running_shadow_and_a_bound(tmp_path: Path) -> None:
-    protections = _Protections()
-    monitor = _monitor(tmp_path, protections)
-    no_shadow = _located(running=False, standby_running=False)
-    await _observe(monitor, no_shadow)
+    off = _Rig(_Protections())
+    await off.observe(DOWN, failover_after_s=0)
     await _past_the_bound()
-    await _observe(monitor, no_shadow)
-    assert protections.requests == [], "nothing to fail over to"
-    await _observe(monitor, _located(running=False))
-    assert len(protections.requests) == 1, "asked once the shadow runs"
-
-    off = _monitor(tmp_path, protections := _Protections())
-    await _observe(off, no_shadow, failover_after_s=0)
-    await _past_the_bound()
-    await _observe(off, _located(running=False), failover_after_s=0)
-    assert protections.requests == [], "failover_after_s 0 turns it off"
+    await off.observe(DOWN, failover_after_s=0)
+    assert off.protections.requests == [], "failover_after_s 0 turns it off"
 
 
-async def test_an_advisory_aws_protection_is_only_logged_until_advisory_is_off(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+async def test_an_advisory_protection_is_only_logged_until_advisory_is_off(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    protections = _Protections()
-    monitor = _monitor(tmp_path, protections)
-    down = _located(running=False)
-    await _observe(monitor, down, advisory=True)
+    rig = _Rig(_Protections())
+    await rig.observe(DOWN, advisory=True)
     await _past_the_bound()
-    await _observe(monitor, down, advisory=True)
-    assert protections.requests == []
+    await rig.observe(DOWN, advisory=True)
+    assert rig.protections.requests == []
     assert "advisory protection, so no failover" in caplog.text
-    await _observe(monitor, down, advisory=False)
-    assert len(protections.requests) == 1
+    await rig.observe(DOWN, advisory=False)
+    assert len(rig.protections.requests) == 1
 
 
-async def test_a_gap_in_aws_observations_starts_the_outage_over(tmp_path: Path) -> None:
-    protections = _Protections()
-    monitor = _monitor(tmp_path, protections)
-    down = _located(running=False)
-    await _observe(monitor, down)
+async def test_lost_sight_starts_the_outage_over_and_a_shift_is_not_judged() -> None:
+    rig = _Rig(_Protections())
+    await rig.observe(DOWN)
     await _past_the_bound()
-    monitor.unobserved({"orders-db"})  # AWS could not be asked at this discovery
-    await _observe(monitor, down)
-    assert protections.requests == [], "down for failover_after_s again after the gap"
+    await rig.observe(UNSEEN)  # the platform could not be asked
+    await rig.observe(DOWN)
+    assert rig.protections.requests == [], "down for failover_after_s again after the gap"
     await _past_the_bound()
-    await _observe(monitor, down)
-    assert len(protections.requests) == 1
-    monitor.reset()  # a new watcher run: a handled outage is judged again, grace included
-    await _observe(monitor, down)
+    await rig.observe(SHIFTING)  # mid-shift: nothing to judge, the clock starts over
+    await rig.observe(DOWN)
+    assert rig.protections.requests == []
     await _past_the_bound()
-    await _observe(monitor, down)
-    assert len(protections.requests) == 2
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 1
+    rig.monitor.reset({"scripted": rig.observer})  # a new watcher run: grace included
+    await rig.observe(DOWN)
+    await _past_the_bound()
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 2
+
+
+async def test_no_new_observation_changes_nothing() -> None:
+    """Between two discoveries a platform that learns liveness at discovery has nothing new:
+    the outage neither advances nor starts over."""
+    rig = _Rig(_Protections())
+    await rig.observe(DOWN)
+    await _past_the_bound()
+    await rig.monitor.check("orders-db")  # no observation
+    assert rig.protections.requests == []
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 1
 
 
 async def test_a_protection_that_never_takes_the_request_holds_the_watcher_briefly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(failover_monitor, "REQUEST_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(failover, "REQUEST_TIMEOUT_S", 0.3)
     stuck = _Protections(stuck=True)
-    monitor = _monitor(tmp_path, stuck)
-    down = _located(running=False)
-    await _observe(monitor, down)
+    rig = _Rig(stuck)
+    await rig.observe(DOWN)
     await _past_the_bound()
     async with asyncio.timeout(2):  # the request gives up after 0.3 s
-        await _observe(monitor, down)
+        await rig.observe(DOWN)
     stuck.stuck = False  # it works again: asked at the next observation, not skipped
-    await _observe(monitor, down)
+    await rig.observe(DOWN)
     assert len(stuck.requests) == 1
-

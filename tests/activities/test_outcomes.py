@@ -14,23 +14,33 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.outcomes import (
-    OutcomeActivities,
-    OutcomeEvidence,
-    OutcomeRecorder,
-    RecordOutcomeInput,
-    ResolveOutcomesInput,
-)
+from activities.outcomes import OutcomeRecorder, StoreOutcomeActivities
 from activities.outcomes_store import OutcomeRecord, OutcomeStore
-from activities.retraining import RetrainingActivities, TrainChallengerInput
+from activities.retraining import RegistryRetrainingActivities
+from contracts.outcomes import OutcomeEvidence, RecordOutcomeInput, ResolveOutcomesInput
+from contracts.retraining import RetrainingConfig, TrainChallengerInput
+from contracts.shadow import PlatformRequest
+from infra.factory import Platforms
 from infra.local.ports import free_port
-from infra.local.postgres import PgEndpoint, PgServer
+from infra.local.postgres import PgServer
+from infra.platform import PlatformContext
 from models.registry import ModelRegistry
-from models.retraining import RetrainingConfig, build
+from models.retraining import build
+from tests.conftest import local_request
 from workers.settings import Settings
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
+
+
+def _activities(store: OutcomeStore, state_dir: Path) -> StoreOutcomeActivities:
+    """The outcome activities; the platforms (no Pulumi needed) say where nodes are probed."""
+    return StoreOutcomeActivities(store, Platforms(PlatformContext(None, state_dir)))
+
+
+def _instance(instance_id: str, port: int = 15432) -> PlatformRequest:
+    """A local instance whose original primary listens on ``port``."""
+    return local_request(instance_id, port, port + 1, port + 2)
 
 
 def _window(at: float, cpu: float) -> dict[str, object]:
@@ -43,18 +53,18 @@ def test_records_are_idempotent_and_resolve_to_the_worst_evidence(tmp_path: Path
     """A record is stored once; after its horizon the worst observation inside the horizon
     is its outcome; evidence outside the horizon does not count; no evidence is unknown."""
     store = OutcomeStore(tmp_path / "outcomes.sqlite")
-    activities = OutcomeActivities(store)
+    activities = _activities(store, tmp_path)
     env = ActivityEnvironment()
-    cutover = RecordOutcomeInput("wf:cutover:1", "db-1", "cutover", T0, port=5999,
-                                 horizon_s=HOUR)
+    cutover = RecordOutcomeInput("wf:cutover:1", _instance("db-1", 5999), "cutover", T0,
+                                 probe_node="db-1", horizon_s=HOUR)
     assert env.run(activities.record_outcome, cutover) is True
     assert env.run(activities.record_outcome, cutover) is False
     env.run(activities.record_outcome,
-            RecordOutcomeInput("wf:refused:1", "db-2", "refused", T0, horizon_s=HOUR))
+            RecordOutcomeInput("wf:refused:1", _instance("db-2"), "refused", T0, horizon_s=HOUR))
     for at, status in ((T0 + 60, "healthy"), (T0 + 600, "degraded"), (T0 + 2 * HOUR, "failed")):
         store.observe("wf:cutover:1", at, status, "probe")
     assert env.run(activities.report_outcome_evidence,
-                   OutcomeEvidence("db-1", "healthy", T0 + 900, "recovery")) == 1
+                   OutcomeEvidence(_instance("db-1"), "healthy", T0 + 900, "recovery")) == 1
     assert env.run(activities.resolve_outcomes, ResolveOutcomesInput(T0 + HOUR - 1)) == {
         "healthy": 0, "degraded": 0, "failed": 0, "unknown": 0}
     assert env.run(activities.resolve_outcomes, ResolveOutcomesInput(T0 + HOUR)) == {
@@ -62,9 +72,11 @@ def test_records_are_idempotent_and_resolve_to_the_worst_evidence(tmp_path: Path
     assert [(r.record_id, r.outcome) for r in store.all()] == [
         ("wf:cutover:1", "degraded"), ("wf:refused:1", "unknown")]
     with pytest.raises(ApplicationError, match="use one of cutover, refused, near_miss"):
-        env.run(activities.record_outcome, RecordOutcomeInput("x", "db-3", "maybe", T0))
+        env.run(activities.record_outcome, RecordOutcomeInput("x", _instance("db-3"), "maybe",
+                                                              T0))
 
 
+@pytest.mark.integration  # starts a server or our program
 async def test_probes_tell_a_live_instance_from_a_dead_one(
     tmp_path: Path, settings: Settings,
 ) -> None:
@@ -76,13 +88,15 @@ async def test_probes_tell_a_live_instance_from_a_dead_one(
     server.start()
     try:
         store = OutcomeStore(tmp_path / "outcomes.sqlite")
-        activities = OutcomeActivities(store)
+        activities = _activities(store, tmp_path)
         env = ActivityEnvironment()
         now = time.time()
         env.run(activities.record_outcome, RecordOutcomeInput(
-            "live", "db-live", "cutover", now, port=server.port, horizon_s=HOUR))
+            "live", _instance("db-live", server.port), "cutover", now, probe_node="db-live",
+            horizon_s=HOUR))
         env.run(activities.record_outcome, RecordOutcomeInput(
-            "dead", "db-dead", "cutover", now, port=free_port(), horizon_s=HOUR))
+            "dead", _instance("db-dead", free_port()), "cutover", now,
+            probe_node="db-dead-shadow", horizon_s=HOUR))
         result = env.run(activities.observe_outcomes)
         assert result.probed == 2
         assert result.statuses == {"healthy": 1, "degraded": 0, "failed": 1}
@@ -104,7 +118,7 @@ def test_near_misses_are_recorded_once_and_windows_reach_later_records(tmp_path:
     window gets the remembered one."""
     store = OutcomeStore(tmp_path / "outcomes.sqlite")
     recorder = OutcomeRecorder(store, margin=20.0, horizon_s=HOUR)
-    endpoint = PgEndpoint(port=5432)
+    endpoint = ("127.0.0.1", 5432)
     assert recorder.note_risk("db-1", T0, 35.0, "hold", 50.0, _window(T0, 70.0), endpoint)
     assert not recorder.note_risk("db-1", T0 + 60, 40.0, "hold", 50.0, _window(T0, 75), endpoint)
     assert not recorder.note_risk("db-2", T0, 10.0, "hold", 50.0, _window(T0, 20.0), endpoint)
@@ -163,7 +177,7 @@ def test_resolved_outcomes_become_training_rows(tmp_path: Path) -> None:
     store.observe("no-window", T0 + 60, "failed", "probe")
     store.resolve(T0 + 20 * HOUR)
     assert sum(r.outcome == "unknown" for r in store.all()) == 2
-    retraining = RetrainingActivities(ModelRegistry(tmp_path / "models"), store)
+    retraining = RegistryRetrainingActivities(ModelRegistry(tmp_path / "models"), store)
     config = RetrainingConfig(instances=20, days=2.0, seed=3, use_nab=False, num_threads=1)
     env = ActivityEnvironment()
     challenger = env.run(retraining.train_challenger, TrainChallengerInput("run-1", config))

@@ -8,6 +8,7 @@ import os
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import workflow
@@ -15,22 +16,26 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.testing import WorkflowEnvironment
 
-from activities.errors import NON_RETRYABLE_TYPES
-from activities.shadow import ShadowRequest, WaitForSyncRequest
-from bench.workload import Writer, prepare_table, wait_until_present
+from contracts.errors import NON_RETRYABLE_TYPES
+from contracts.shadow import (
+    PlatformRequest,
+    ReplicationStatus,
+    ShadowActivities,
+    WaitForSyncRequest,
+)
 from infra.local.ports import port_free
 from infra.local.postgres import PgServer, query_one, startup_sync_method
-from infra.platform import ReplicationStatus
-from tests.conftest import LocalService, autogroup_nice
+from tests.conftest import LocalService, autogroup_nice, with_spec
 from workers.registry import new_worker, pulumi_config
 from workers.settings import Settings
+from workers.workload import Writer, prepare_table, wait_until_present
 
 
 @dataclasses.dataclass
 class ProvisionInput:
     """Shadow to create, and the task queue whose worker runs the activities."""
 
-    shadow: ShadowRequest
+    shadow: PlatformRequest
     activity_queue: str
     destroy_after: bool = False
 
@@ -41,7 +46,7 @@ class ProvisionAndSync:
 
     @workflow.run
     async def run(self, request: ProvisionInput) -> ReplicationStatus:
-        options = {
+        options: dict[str, Any] = {
             "task_queue": request.activity_queue,
             "start_to_close_timeout": timedelta(minutes=5),
             "heartbeat_timeout": timedelta(seconds=10),
@@ -56,13 +61,15 @@ class ProvisionAndSync:
                 non_retryable_error_types=NON_RETRYABLE_TYPES,
             ),
         }
-        await workflow.execute_activity("provision_shadow", request.shadow, **options)
-        status: ReplicationStatus = await workflow.execute_activity(
-            "wait_for_sync", WaitForSyncRequest(request.shadow, poll_interval_s=0.2),
-            result_type=ReplicationStatus, **options,
+        await workflow.execute_activity_method(ShadowActivities.provision_shadow, request.shadow,
+                                               **options)
+        status = await workflow.execute_activity_method(
+            ShadowActivities.wait_for_sync, WaitForSyncRequest(request.shadow, poll_interval_s=0.2),
+            **options,
         )
         if request.destroy_after:
-            await workflow.execute_activity("destroy_shadow", request.shadow, **options)
+            await workflow.execute_activity_method(ShadowActivities.destroy_shadow,
+                                                   request.shadow, **options)
         return status
 
 
@@ -86,7 +93,7 @@ async def test_shadow_under_write_load_holds_every_acked_commit(
     """Provisioned while clients write through HAProxy, the shadow reaches sync and then
     holds every acknowledged commit; writes never fail because a shadow is being built."""
     prepare_table(local_service.router)
-    shadow = dataclasses.replace(local_service.request, tier=tier, archive_interval_s=2)
+    shadow = with_spec(local_service.request, tier=tier, archive_interval_s=2)
     with Writer(local_service.router, rate=100) as writer:
         status = await _provision(
             temporal_env.client, settings, task_queue, ProvisionInput(shadow, task_queue)
@@ -112,7 +119,7 @@ async def test_shadow_under_write_load_holds_every_acked_commit(
     }
     # Pulumi ran at a low CPU share (pulumi-yielding); the standby it started did not inherit it.
     home = settings.state_dir / "instances" / shadow.instance_id / "shadow"
-    standby = PgServer(home=home, port=shadow.shadow_port).pid()
+    standby = PgServer(home=home, port=shadow.spec.shadow_port).pid()
     assert standby is not None
     assert os.getpriority(os.PRIO_PROCESS, standby) == os.getpriority(os.PRIO_PROCESS, 0)
     autogroup = Path(f"/proc/{standby}/autogroup")
@@ -133,7 +140,7 @@ async def test_destroy_leaves_nothing_behind(
         ProvisionInput(request, task_queue, destroy_after=True),
     )
     shadow_home = settings.state_dir / "instances" / request.instance_id / "shadow"
-    assert port_free(request.shadow_port)
+    assert port_free(request.spec.shadow_port)
     assert not shadow_home.exists()
     slots = query_one(local_service.primary.endpoint, "SELECT count(*) FROM pg_replication_slots")
     assert slots == 0

@@ -111,7 +111,7 @@ async def test_sigkill_mid_update_converges(
 
     assert status.state == "streaming"
     assert not partial.exists()
-    assert PgServer(home=shadow_home, port=request.shadow_port).running()
+    assert PgServer(home=shadow_home, port=request.spec.shadow_port).running()
     filler_rows = query_one(
         local_service.shadow, "SELECT count(*) FROM filler"
     )

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.shadow import ShadowActivities, WaitForSyncRequest
-from bench.workload import Writer, prepare_table, wait_until_present
+from activities.shadow import PlatformShadowActivities
+from contracts.shadow import WaitForSyncRequest
 from infra.local.postgres import PgEndpoint, query_one
-from infra.pulumi_engine import StackDriver
-from tests.conftest import LocalService
-from workers.registry import pulumi_config
+from tests.conftest import LocalService, with_spec
+from workers.registry import platforms
 from workers.settings import Settings
+from workers.workload import Writer, prepare_table, wait_until_present
 
 
 def test_tier_changes_update_in_place(settings: Settings, local_service: LocalService) -> None:
     """2 → 1 → 3 → 2 under writes: each update reaches the new tier's sync state, the data
     directory is never re-seeded, and every acknowledged write reaches the shadow."""
-    activities = ShadowActivities(StackDriver(pulumi_config(settings)), settings.state_dir)
+    activities = PlatformShadowActivities(platforms(settings))
     env = ActivityEnvironment()
     prepare_table(local_service.router)
-    base = dataclasses.replace(local_service.request, archive_interval_s=2)
+    base = with_spec(local_service.request, archive_interval_s=2)
     expected = {1: ("streaming", "sync"), 2: ("streaming", "async"), 3: ("archive", "none")}
 
     with Writer(local_service.router, rate=50) as writer:
         first = env.run(activities.provision_shadow, base)
         for tier in (1, 3, 2):
-            request = dataclasses.replace(base, tier=tier)
+            request = with_spec(base, tier=tier)
             result = env.run(activities.provision_shadow, request)
             # The seed time is an output of the original copy: unchanged means no re-copy.
             assert result.outputs["seed_seconds"] == first.outputs["seed_seconds"]
@@ -45,7 +44,7 @@ def test_tier_changes_update_in_place(settings: Settings, local_service: LocalSe
             assert slots == (0 if tier == 3 else 1)
     assert writer.stats.failed_ops == 0
     assert wait_until_present(local_service.shadow, writer.stats.acked_ids, timeout_s=30) == []
-    env.run(activities.destroy_shadow, dataclasses.replace(base, tier=2))
+    env.run(activities.destroy_shadow, with_spec(base, tier=2))
 
 
 def _archiving(endpoint: PgEndpoint) -> dict[str, tuple[str, str]]:
@@ -63,7 +62,7 @@ def test_tier3_ships_compressed_segments_and_gives_archiving_back(
     """Tier 3 archives zstd-compressed segments the standby restores; leaving tier 3 (by a
     tier change, then by destroy) puts back the primary's own archive_command from ALTER
     SYSTEM and its default archive_timeout, instead of an empty command that keeps WAL."""
-    activities = ShadowActivities(StackDriver(pulumi_config(settings)), settings.state_dir)
+    activities = PlatformShadowActivities(platforms(settings))
     env = ActivityEnvironment()
     primary = local_service.primary.endpoint
     own_command = "test -f %p"  # the operator's, set with ALTER SYSTEM before we came
@@ -73,7 +72,7 @@ def test_tier3_ships_compressed_segments_and_gives_archiving_back(
     before = _archiving(primary)
     assert before["archive_command"] == (own_command, "postgresql.auto.conf")
     prepare_table(local_service.router)
-    tier3 = dataclasses.replace(local_service.request, tier=3, archive_interval_s=1)
+    tier3 = with_spec(local_service.request, tier=3, archive_interval_s=1)
     archive = settings.state_dir / "instances" / tier3.instance_id / "wal-archive"
 
     for leave in ("tier change", "destroy"):
@@ -89,7 +88,7 @@ def test_tier3_ships_compressed_segments_and_gives_archiving_back(
         assert max(f.stat().st_size for f in segments) < 2**20
 
         if leave == "tier change":
-            env.run(activities.provision_shadow, dataclasses.replace(tier3, tier=2))
+            env.run(activities.provision_shadow, with_spec(tier3, tier=2))
         else:
             env.run(activities.destroy_shadow, tier3)
         assert _archiving(primary) == before

@@ -1,7 +1,7 @@
 """Tier 1's non-strict rule, and which protections the fleet watcher supervises.
 
 The rule runs against real servers in ``tests/workflows/test_fleet_watcher.py`` (the
-watcher) and ``tests/activities/test_shadow_sync.py`` (the activity); here its edges.
+watcher) and ``tests/activities/test_shadow_sync.py`` (the platform's side); here its edges.
 """
 
 from __future__ import annotations
@@ -11,16 +11,12 @@ from typing import Any, cast
 
 from temporalio.client import Client
 
-from activities.sync_supervisor import (
-    RELAX,
-    RESTORE,
-    SYNC_LAG_BOUND_BYTES,
-    SyncSupervisor,
-    sync_step,
-)
-from infra.local.spec import LocalShadowSpec
-from infra.platform import ReplicationStatus
-from infra.pulumi_engine import PulumiConfig, StackDriver
+from activities.watching.items import Target
+from activities.watching.sync import RELAX, RESTORE, SyncSupervisor, sync_step
+from contracts.shadow import SYNC_LAG_BOUND_BYTES, ReplicationStatus
+from infra.factory import Platforms
+from infra.platform import PlatformContext
+from tests.conftest import local_request, with_spec
 
 
 def _status(state: str, *, degraded: bool = False, lag: int | None = 0) -> ReplicationStatus:
@@ -50,20 +46,24 @@ def test_a_relaxed_primary_requires_its_shadow_again_once_it_streams_close_behin
 
 
 def test_only_protected_non_strict_tier1_protections_are_supervised(tmp_path: Path) -> None:
-    driver = StackDriver(PulumiConfig(backend_url="file://" + str(tmp_path),
-                                      passphrase_file=tmp_path / "p", work_root=tmp_path))
-    supervisor = SyncSupervisor(cast(Client, None), driver, tmp_path)
-    spec = LocalShadowSpec(instance_id="db-a", primary_port=5433, shadow_port=5434,
-                           router_port=6433, state_dir=tmp_path, tier=1)
+    """Tier 1, phase protected, not strict, on a platform that offers the mode: else not."""
+    supervisor = SyncSupervisor(cast(Client, None), Platforms(PlatformContext(None, tmp_path)))
+    request = local_request("db-a", 5433, 5434, 6433, tier=1)
+
+    def target(tier: int, phase: str, strict: bool = False) -> Target:
+        return Target("protect-db-a", with_spec(request, sync_strict=strict), phase, tier)
+
     targets: dict[str, Any] = supervisor._targets
     for tier, phase, strict in ((2, "protected", False), (1, "cutting_over", False),
                                 (1, "recovering", False), (1, "protected", True)):
-        supervisor.track("protect-db-a", spec, tier, phase, strict=strict)
+        supervisor.track(target(tier, phase, strict), supported=True)
         assert not targets, (tier, phase, strict)
-    supervisor.track("protect-db-a", spec, 1, "protected")
-    assert list(targets) == ["db-a"]
-    supervisor.track("protect-db-a", spec, 1, "cutting_over")  # a cutover began: hands off
+    supervisor.track(target(1, "protected"), supported=False)  # the platform lacks the mode
     assert not targets
-    supervisor.track("protect-db-a", spec, 1, "protected")
+    supervisor.track(target(1, "protected"), supported=True)
+    assert list(targets) == ["db-a"]
+    supervisor.track(target(1, "cutting_over"), supported=True)  # a cutover began: hands off
+    assert not targets
+    supervisor.track(target(1, "protected"), supported=True)
     supervisor.keep_only(set())
     assert not targets

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from bench import scale_double
+from contracts.spec import ProtectionSpec, SpecError, validate_spec
 from infra import factory
-from workers.demo_trace import COLUMNS, STEP_S
-from workflows.protection_spec import ProtectionSpec, SpecError, validate_spec
+from workers.demo_trace import STEP_S, SYNTHETIC_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,9 +41,9 @@ def test_metric_stream_replays_healthy_rows_then_the_injected_degradation(
     trace = tmp_path / "trace.csv"
     with trace.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["timestamp", *COLUMNS])
+        writer.writerow(["timestamp", *SYNTHETIC_COLUMNS])
         for row in range(10):  # cpu_percent carries the row number
-            writer.writerow([1000 + row * STEP_S, row, *([1.0] * (len(COLUMNS) - 1))])
+            writer.writerow([1000 + row * STEP_S, row, *([1.0] * (len(SYNTHETIC_COLUMNS) - 1))])
     scale_double.TracePlan(str(trace), healthy_rows=4, risky_start_row=7).write(tmp_path)
     stream = scale_double.MetricStream(tmp_path)
     collector = scale_double.DoubleCollector("db-one", stream)
@@ -58,6 +58,7 @@ def test_metric_stream_replays_healthy_rows_then_the_injected_degradation(
     assert all(b - a == STEP_S for a, b in itertools.pairwise(stamps))
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_quick_run_end_to_end(tmp_path: Path) -> None:
     """20 protections on the double: every figure is a measured number, and the cutovers
     started are exactly those of the injected instances (healthy streams raise no alarm)."""

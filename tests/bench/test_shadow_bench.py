@@ -48,6 +48,7 @@ def test_visibility_lag_is_the_midpoint_of_the_window_after_the_ack() -> None:
     assert visibility_lags_ms([1], [11.0], polls) == [0.0]
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_quick_run_end_to_end(tmp_path: Path) -> None:
     """A tiny quick run writes every required figure as a number and loses no acked write."""
     output = tmp_path / "shadow.json"
@@ -73,6 +74,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert not (BENCH_ROOT / f"run-{bench.pid}").exists()
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_sizes_run_end_to_end(tmp_path: Path) -> None:
     """The size sweep measures each size on its own primary and removes every run folder."""
     output = tmp_path / "sizes.json"

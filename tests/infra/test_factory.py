@@ -1,4 +1,4 @@
-"""The platform factory: one dispatch on the request's ``platform`` field."""
+"""The platform factory: one dispatch on the spec's ``platform`` field."""
 
 from __future__ import annotations
 
@@ -7,45 +7,62 @@ from pathlib import Path
 
 import pytest
 
-from activities.shadow import ShadowRequest
+from contracts.shadow import Capabilities, PlatformRequest
+from infra.aws.observer import AwsObserver
 from infra.errors import InvalidRequestError
-from infra.factory import BUILDERS, platform_for
+from infra.factory import BUILDERS, PlatformBuilder, Platforms
+from infra.local.observer import LocalObserver
 from infra.local.platform import LocalPlatform
-from infra.platform import Platform
+from infra.platform import FleetObserver, Platform, PlatformContext
 from infra.pulumi_engine import StackDriver
+from tests.conftest import local_request
 
-REQUEST = ShadowRequest("orders-db", 15432, 15433, 15434, tier=1)
+REQUEST = local_request("orders-db", 15432, 15433, 15434, tier=1)
+
+
+def _platforms(driver: StackDriver | None, state_dir: Path) -> Platforms:
+    return Platforms(PlatformContext(driver, state_dir))
 
 
 def test_local_request_builds_the_local_platform(stack_driver: StackDriver, tmp_path: Path) -> None:
-    """A request without a platform is local, with its ports and tier carried into the spec."""
-    platform = platform_for(REQUEST, stack_driver, tmp_path)
+    """A local spec builds the local platform, with its ports, tier and roles."""
+    served = _platforms(stack_driver, tmp_path)
+    platform = served.platform_for(dataclasses.replace(REQUEST, serving_node="orders-db-shadow"))
     assert isinstance(platform, LocalPlatform)
     assert platform.nodes() == ("orders-db", "orders-db-shadow")
     assert (platform.spec.shadow_port, platform.spec.tier) == (15433, 1)
+    assert platform.spec.current_primary == "orders-db-shadow"
     assert platform.other_node("orders-db") == "orders-db-shadow"
+    assert isinstance(served.observer("local"), LocalObserver)
+    assert isinstance(served.observer("aws"), AwsObserver)
+    assert served.capabilities("local").rejoin and not served.capabilities("aws").rejoin
 
 
-def test_unknown_platform_is_refused_naming_the_known_ones(
-    stack_driver: StackDriver, tmp_path: Path
-) -> None:
+def test_unknown_platform_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
     """An unknown platform fails as bad input and says which platforms exist."""
-    with pytest.raises(InvalidRequestError, match=r"'mars'.*local"):
-        platform_for(dataclasses.replace(REQUEST, platform="mars"), stack_driver, tmp_path)
+    served = _platforms(None, tmp_path)
+    mars = PlatformRequest(dataclasses.replace(REQUEST.spec, platform="mars"))
+    with pytest.raises(InvalidRequestError, match=r"'mars'.*aws, hosts, local"):
+        served.platform_for(mars)
+    with pytest.raises(InvalidRequestError, match=r"'mars'"):
+        served.observer("mars")
 
 
 def test_a_registered_builder_is_used(stack_driver: StackDriver, tmp_path: Path) -> None:
-    """Registering a platform is one entry; the factory hands it the request unchanged."""
+    """Adding a platform is one builder; the factory hands it the request unchanged."""
     seen: list[object] = []
+    local = BUILDERS["local"]
 
-    def build(request: object, driver: StackDriver, state_dir: Path) -> Platform:
+    def build(request: PlatformRequest, context: PlatformContext) -> Platform:
         seen.append(request)
-        return platform_for(dataclasses.replace(REQUEST), driver, state_dir)
+        return local.platform(REQUEST, context)
 
-    BUILDERS["test-cloud"] = build
-    try:
-        request = dataclasses.replace(REQUEST, platform="test-cloud", platform_spec={"zone": "b"})
-        assert isinstance(platform_for(request, stack_driver, tmp_path), LocalPlatform)
-        assert seen == [request]
-    finally:
-        del BUILDERS["test-cloud"]
+    def observe(context: PlatformContext, period_s: int) -> FleetObserver:
+        return local.observer(context, period_s)
+
+    served = Platforms(PlatformContext(stack_driver, tmp_path),
+                       {**BUILDERS, "test-cloud": PlatformBuilder(build, observe, Capabilities())})
+    request = PlatformRequest(dataclasses.replace(REQUEST.spec, platform="test-cloud"))
+    assert isinstance(served.platform_for(request), LocalPlatform)
+    assert seen == [request]
+    assert "test-cloud" in served.names and "test-cloud" not in BUILDERS

@@ -20,7 +20,6 @@ from pulumi.dynamic import CreateResult, Resource, ResourceProvider
 
 from infra.errors import InfraError, InvalidRequestError, StackBusyError
 from infra.pulumi_engine import PulumiConfig, StackDriver, launch_support
-from infra.smoke import smoke_program
 from tests.conftest import (
     autogroup_nice,
     pulumi_processes,
@@ -28,6 +27,7 @@ from tests.conftest import (
     survivors,
     worker_env,
 )
+from tests.infra.file_program import smoke_program
 from workers.settings import REPO_ROOT, Settings
 
 
@@ -210,6 +210,7 @@ def stalled_program(marker: str) -> None:
 
 @pytest.mark.skipif(not SUPPORT.pdeathsig,
                     reason="setpriv --pdeathsig is missing (util-linux < 2.33)")
+@pytest.mark.integration  # starts a server or our program
 def test_pulumi_dies_with_the_worker_that_ran_it(settings: Settings, tmp_path: Path) -> None:
     """A worker SIGKILLed mid-update takes its Pulumi CLI and provider host along, although
     they run in a session of their own: nothing is left serving a dead update."""

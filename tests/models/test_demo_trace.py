@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from contracts.policy import Policy
 from models.asd import ASD_DIR, asd_available
-from models.policy import PolicyConfig
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers.demo_trace import (
     ASD_COLUMNS,
@@ -30,6 +30,6 @@ def test_the_replayed_incident_is_caught_before_the_failure_point(tmp_path: Path
     assert header == ["timestamp", *ASD_COLUMNS]
     assert trace.failure_at - trace.onset == 900.0
     verdict = offline_verdict(trace, Predictor.load(DEFAULT_MODEL_PATH),
-                              PolicyConfig(threshold=DEMO_THRESHOLD), 48)
+                              Policy(threshold=DEMO_THRESHOLD), 48)
     assert verdict.first_migrate_at is not None
     assert trace.onset - 7200 <= verdict.first_migrate_at < trace.failure_at

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.detectors import Episode, migrations, score_alarms, windowed_gaussian
-from models.policy import PolicyConfig
+from contracts.policy import Policy
 from models.scoring import run_policy
 
 
@@ -18,7 +18,7 @@ def test_fast_replay_equals_the_policy(seed: int) -> None:
     scores = rng.uniform(0, 100, 3000)
     scores[rng.random(3000) < 0.05] = np.nan
     for threshold in (50.0, 80.0, 95.0):
-        policy = PolicyConfig(threshold=threshold)
+        policy = Policy(threshold=threshold)
         decisions = run_policy(times, scores, policy)
         expected = times[[d.action == "migrate" for d in decisions]]
         np.testing.assert_array_equal(migrations(times, scores, threshold), expected)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.scoring import MetricWindow, ScoreInstancesInput, ScoringActivities
+from activities.scoring import FleetScorer, MetricWindow, ScoreInstancesInput
 from models.predictor import DEFAULT_MODEL_PATH, ModelError, metadata_path_for
 from models.registry import ModelRegistry
 
@@ -77,12 +77,12 @@ def test_scoring_follows_the_pointer_and_keeps_its_model_on_a_bad_file(tmp_path:
     and the previous model keeps scoring; a broken current model at start falls back to the
     shipped default."""
     registry = ModelRegistry(tmp_path / "models")
-    scoring = ScoringActivities.from_registry(registry)
+    scoring = FleetScorer.from_registry(registry)
     request = ScoreInstancesInput(
         [MetricWindow("db-1", [1.0e9, 1.0e9 + 300], {"cpu_percent": [50.0, 60.0]})], 1.0e9 + 300)
-    assert scoring.score_instances(request).model_version == 0
+    assert scoring.score(request).model_version == 0
     promoted = registry.promote(_copy_model(tmp_path / "a"), candidate_id="run-a")
-    result = scoring.score_instances(request)
+    result = scoring.score(request)
     assert result.model_version == promoted.version == 1
     assert scoring.predictor.source == Path(promoted.model_path)
 
@@ -90,10 +90,10 @@ def test_scoring_follows_the_pointer_and_keeps_its_model_on_a_bad_file(tmp_path:
     pointer = json.loads(registry.pointer_path.read_text())
     registry.pointer_path.write_text(json.dumps({**pointer, "version": 2,
                                                  "model_path": str(damaged)}))
-    result = scoring.score_instances(request)
+    result = scoring.score(request)
     assert result.model_version == 1 and scoring.predictor.source == Path(promoted.model_path)
 
-    restarted = ScoringActivities.from_registry(registry)
+    restarted = FleetScorer.from_registry(registry)
     assert restarted.model_version == 0 and restarted.predictor.source == DEFAULT_MODEL_PATH
 
 

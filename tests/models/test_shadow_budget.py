@@ -12,6 +12,7 @@ from models.shadow_budget import (
     ShadowBudgetState,
     ShadowDecision,
     plan_shadows,
+    validate_shadow_budget,
 )
 
 NAN = math.nan
@@ -100,6 +101,6 @@ def test_tier3_shadow_is_released_after_a_calm_hour_and_a_blip_restarts_the_cloc
 def test_contradictory_budget_is_refused() -> None:
     """A release threshold above the trigger would provision and release in turn."""
     with pytest.raises(ValueError, match="release_below"):
-        ShadowBudgetConfig(tier3_threshold=30.0, release_below=40.0)
+        validate_shadow_budget(ShadowBudgetConfig(tier3_threshold=30.0, release_below=40.0))
     with pytest.raises(ValueError, match="max_shadows must be >= 0"):
-        ShadowBudgetConfig(max_shadows=-1)
+        validate_shadow_budget(ShadowBudgetConfig(max_shadows=-1))

@@ -15,13 +15,14 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.policy import PolicyChange
+from contracts.protection import RiskReport
 from tests.conftest import LocalService
 from tests.workers.cli_helpers import payload_value, shadowshift, temporal_history, write_spec
 from workers.cli_base import NOT_FOUND, REFUSED
 from workers.registry import new_worker
 from workers.settings import Settings
-from workflows.protection import InstanceProtectionWorkflow, RiskReport
-from workflows.protection_spec import PolicyChange
+from workflows.protection import InstanceProtectionWorkflow
 
 RISK = [(12.5, 0.02, "hold"), (47.25, 0.31, "hold"), (81.0, 0.88, "migrate")]
 

@@ -7,10 +7,14 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
+from contracts.policy import Policy
+from contracts.spec import ProtectionSpec, spec_from_dict, spec_to_dict
+from contracts.spec_aws import AwsSection, DnsRouting
+from contracts.spec_hosts import HostPlacement, HostsSection
 from workers.cli_protect import _differences, running_spec
-from workers.cli_spec import SpecFileError, load_spec_file, spec_to_yaml
-from workflows.protection_spec import PolicySpec, ProtectionSpec, shadow_platform_spec
+from workers.cli_spec import SpecFileError, load_spec_file
 
 AWS = """\
 instance_id: orders-db
@@ -47,57 +51,64 @@ def _non_default(cls: type, **given: object) -> object:
 
 
 def test_every_dataclass_field_round_trips_through_a_spec_file(tmp_path: Path) -> None:
-    """A spec with every ProtectionSpec and PolicySpec field set away from its default is
+    """A spec with every ProtectionSpec and Policy field set away from its default is
     written as YAML and read back equal: no field is unknown to the loader."""
-    policy = _non_default(PolicySpec)
+    policy = _non_default(Policy)
     local = _non_default(ProtectionSpec, instance_id="db-orders", platform="local", tier=3,
                          primary_port=5433, shadow_port=5434, router_port=6433, policy=policy,
-                         aws={})
+                         aws=None, hosts=None, decode_errors=[],
+                         replication_user="replicator")
     aws = ProtectionSpec("orders-db", "aws", tier=3, standing_shadow=False, policy=policy,
-                         aws={"ec2_instance_id": "i-0123456789abcdef0", "region": "eu-west-1",
-                              "shadow_subnet_id": "subnet-0bbbbbbbbbbbbbbbb",
-                              "alb": None, "dns": {"hosted_zone_id": "Z0123456789ABCDEFGHIJ",
-                                                   "record_name": "db.example.com"}})
+                         aws=AwsSection(ec2_instance_id="i-0123456789abcdef0",
+                                        region="eu-west-1",
+                                        shadow_subnet_id="subnet-0bbbbbbbbbbbbbbbb",
+                                        dns=DnsRouting(hosted_zone_id="Z0123456789ABCDEFGHIJ",
+                                                       record_name="db.example.com")))
+    hosts = ProtectionSpec("orders-db", "hosts", tier=1, primary_port=5432, shadow_port=5432,
+                           router_port=6432, policy=policy,
+                           hosts=HostsSection(HostPlacement("db-a", "198.18.0.10"),
+                                              HostPlacement("db-b", "198.18.0.11"),
+                                              fleet_index=0, router_source="198.18.0.2"))
     covered: set[str] = set()
-    for spec in (local, aws):
+    for spec in (local, aws, hosts):
         path = tmp_path / f"{spec.platform}.yaml"  # type: ignore[attr-defined]
-        path.write_text(spec_to_yaml(spec))  # type: ignore[arg-type]
+        path.write_text(yaml.safe_dump(spec_to_dict(spec)))  # type: ignore[arg-type]
         assert load_spec_file(path) == spec
         covered |= {f.name for f in dataclasses.fields(ProtectionSpec)
                     if getattr(spec, f.name) != getattr(ProtectionSpec("x-y"), f.name)}
-    assert covered == {f.name for f in dataclasses.fields(ProtectionSpec)}
+    assert covered == {f.name for f in dataclasses.fields(ProtectionSpec)} - {"decode_errors"}
 
 
 def test_aws_spec_file_loads_the_section(tmp_path: Path) -> None:
-    """The aws section reaches the spec, and the shadow requests, as plain data."""
+    """The aws section reaches the spec typed, and as JSON it is the same spec again."""
     path = tmp_path / "spec.yaml"
     path.write_text(AWS)
     spec = load_spec_file(path)
-    assert (spec.platform, spec.aws["dns"]["ttl_s"], spec.aws["postgres"]) == \
-        ("aws", 30, {"port": 5432})
-    assert shadow_platform_spec(spec) == spec.aws
-    assert shadow_platform_spec(dataclasses.replace(spec, platform="local", aws={})) == {}
+    assert spec.aws is not None and spec.aws.dns is not None and spec.aws.postgres is not None
+    assert (spec.platform, spec.aws.dns.ttl_s, spec.aws.postgres.port) == ("aws", 30, 5432)
+    assert spec_from_dict(spec_to_dict(spec)) == spec
 
 
 @pytest.mark.parametrize(
     ("replace", "by", "expected"),
     [
         ("  region: eu-west-1\n", "  region: eu-west-1\n  colour: blue\n",
-         ":7: aws.colour: unknown field(s) colour"),
+         ":7: aws.colour: unknown field"),
         ("    hosted_zone_id: Z0123456789ABCDEFGHIJ", "    hosted_zone_id: not a zone",
          ":11: aws.dns.hosted_zone_id 'not a zone' is invalid"),
         ("    ttl_s: 30", "    ttl_s: 90000", ":13: aws.dns.ttl_s 90000 is invalid"),
         ("    port: 5432", "    port: 0", ":9: aws.postgres.port 0 is invalid"),
-        ("  region: eu-west-1\n", "", ":4: aws.region: missing field(s) region"),
+        ("  region: eu-west-1\n", "", ":4: aws.region: required"),
         ("tier: 2", "tier: 3\nstanding_shadow: maybe",
          ":4: standing_shadow: expected true or false"),
         ("  ec2_instance_id: i-0123456789abcdef0\n",
          "  ec2_instance_id: i-0123456789abcdef0\n  tier: 1\n",
-         ":6: aws.tier 1 contradicts the spec's tier 2"),
+         ":6: aws.tier: unknown field"),
         ("platform: aws", "platform: kubernetes",
          ":2: platform 'kubernetes' is not implemented yet; allowed values are local, aws"),
         ("platform: aws", "platform: local\nprimary_port: 5433\nshadow_port: 5434\n"
          "router_port: 6433", ":7: aws: only for platform aws"),
+        ("tier: 2", "tier: 2\narchive_interval_s: 0", ":4: archive_interval_s 0 is outside"),
     ],
 )
 def test_aws_spec_mistakes_name_line_and_field(
@@ -130,14 +141,14 @@ def test_join_after_upgrade_compares_with_defaults_filled_in(tmp_path: Path) -> 
     path = tmp_path / "spec.yaml"
     path.write_text(AWS)
     wanted = load_spec_file(path)
-    old_memo = dataclasses.asdict(wanted)
+    old_memo = spec_to_dict(wanted)
     del old_memo["standing_shadow"]
     old_memo["retired_field"] = 1
-    assert _differences(running_spec(old_memo), dataclasses.asdict(wanted)) == []
+    assert _differences(running_spec(old_memo), spec_to_dict(wanted)) == []
     old_memo["policy"] = {"threshold": 70.0}
-    assert _differences(running_spec(old_memo), dataclasses.asdict(wanted)) == [
+    assert _differences(running_spec(old_memo), spec_to_dict(wanted)) == [
         "policy.threshold 70.0 -> 60.0"
     ]
-    old_memo["aws"] = {**wanted.aws, "region": "us-east-1"}
+    old_memo["aws"] = {**spec_to_dict(wanted)["aws"], "region": "us-east-1"}
     assert "aws.region 'us-east-1' -> 'eu-west-1'" in _differences(
-        running_spec(old_memo), dataclasses.asdict(wanted))
+        running_spec(old_memo), spec_to_dict(wanted))

@@ -7,15 +7,16 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from workers.observability import METRICS, TEMPORAL_SDK_METRICS
+from contracts import search_attributes
+from infra.observability import METRICS, TEMPORAL_SDK_METRICS
 from workers.settings import KNOWN_VARIABLES, REPO_ROOT, load_settings
-from workflows import search_attributes
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "shadowshift.json"
@@ -122,11 +123,12 @@ def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
 
 
 def test_worker_command_matches_the_readme_and_the_image(compose: dict[str, Any]) -> None:
-    """The compose worker runs what the README tells operators to run, and what the image runs."""
+    """The compose worker runs what the operations guide tells operators to run, and what the
+    image runs."""
     command = _services(compose)["worker"]["command"]
     assert command == ["python", "-m", "workers.main"]
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert " ".join(command) in readme
+    guide = (REPO_ROOT / "docs" / "operations.md").read_text()
+    assert " ".join(command) in guide
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert f"CMD {json.dumps(command)}" in dockerfile
 
@@ -143,6 +145,17 @@ def test_dockerfile_runs_as_a_user_with_a_meaningful_healthcheck() -> None:
         if line.startswith("FROM "):
             image = line.split()[1]
             assert ":" in image and not image.endswith(":latest"), line
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    """Each package ``pyproject.toml`` installs is copied into the image (a new layer such as
+    ``contracts/`` would otherwise fail only when the container starts)."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    packages = [name.rstrip("*") for name in
+                project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text().splitlines()
+    missing = [name for name in packages if f"COPY {name} {name}" not in dockerfile]
+    assert packages and missing == []
 
 
 def test_dashboard_charts_only_metrics_we_export() -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from contracts.policy import Policy
 from infra.local.ports import free_port
 from infra.local.postgres import PgServer
-from models.policy import PolicyConfig
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers.demo import demo
 from workers.demo_run import DemoOptions
@@ -50,19 +50,21 @@ def _listening(port: int) -> bool:
 
 
 def test_the_trace_is_one_the_model_predicts(tmp_path: Path) -> None:
-    """Offline, on the very CSV the demo replays: the healthy part stays far below the
-    threshold and the policy fires before the recorded failure."""
-    trace = build_trace(tmp_path, healthy_hours=4)
+    """Offline, on the synthetic disk degradation (the real incident has its own test in
+    tests/models/test_demo_trace.py): the healthy part stays far below the threshold and the
+    policy fires before the recorded failure."""
+    trace = build_trace(tmp_path, healthy_hours=4, kind="synthetic")
     assert trace.start < trace.onset < trace.failure_at <= trace.end
     verdict = offline_verdict(trace, Predictor.load(DEFAULT_MODEL_PATH),
-                              PolicyConfig(threshold=60, consecutive_readings=3), 48)
+                              Policy(threshold=60, consecutive_readings=3), 48)
     assert verdict.healthy_max_score < 60
     assert verdict.first_migrate_at is not None
     assert trace.onset < verdict.first_migrate_at < trace.failure_at
     with pytest.raises(ValueError, match="healthy_hours"):
-        build_trace(tmp_path, healthy_hours=500)
+        build_trace(tmp_path, healthy_hours=500, kind="synthetic")
 
 
+@pytest.mark.integration  # starts a server or our program
 async def test_demo_end_to_end(tmp_path: Path) -> None:
     """Protect a loaded primary, replay the degradation, cut over before the failure, rejoin:
     every figure of the summary comes from what happened, and nothing is left running."""
@@ -110,6 +112,7 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     assert _processes_under(state_dir) == []
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while the shadow is
     being provisioned: exit 130, no server, HAProxy, worker or Pulumi process left behind."""
@@ -142,6 +145,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert server_port and not _listening(server_port)  # the dev server is gone too
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_a_killed_demo_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
     """A PostgreSQL left running by a demo that was SIGKILLed is stopped, and its folder
     emptied, by the next run; a folder the demo did not make is refused and left alone."""

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.watch import watcher_id
 from tests.conftest import temporal_binary, worker_env
 from workers.settings import REPO_ROOT, Settings
-from workflows.fleet_watcher import watcher_id
 
 
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -27,6 +28,7 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_bad_setting_exits_2_with_one_line(settings: Settings) -> None:
     """A malformed variable stops the worker before it starts anything."""
     done = _run(worker_env(settings, SHADOWSHIFT_LOG_LEVEL="chatty"))
@@ -35,12 +37,14 @@ def test_bad_setting_exits_2_with_one_line(settings: Settings) -> None:
     assert "SHADOWSHIFT_LOG_LEVEL" in done.stderr
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_missing_passphrase_exits_2(settings: Settings, tmp_path: Path) -> None:
     """A missing passphrase file is named in a one-line error."""
     done = _run(worker_env(settings, SHADOWSHIFT_PULUMI_PASSPHRASE_FILE=str(tmp_path / "nope")))
     assert done.returncode == 2 and "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE" in done.stderr
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_unreachable_temporal_exits_2(settings: Settings) -> None:
     """An address where no Temporal listens is reported, not retried forever."""
     done = _run(worker_env(settings, SHADOWSHIFT_TEMPORAL_ADDRESS="127.0.0.1:1"))

@@ -17,8 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from infra import observability
 from infra.local.ports import free_port
-from workers import health, observability
+from workers import health
 from workers.logging_config import LOG_FORMAT, NO_TRACE, TraceContextFilter, configure_logging
 from workers.settings import Settings, SettingsError, load_settings
 from workers.telemetry import Telemetry, start_telemetry
@@ -257,12 +258,16 @@ def test_false_migrations_are_counted_when_outcomes_resolve(
     an operator's cutover."""
     from temporalio.testing import ActivityEnvironment
 
-    from activities.outcomes import OutcomeActivities, RecordOutcomeInput, ResolveOutcomesInput
+    from activities.outcomes import StoreOutcomeActivities
     from activities.outcomes_store import OutcomeStore
+    from contracts.outcomes import RecordOutcomeInput, ResolveOutcomesInput
+    from infra.factory import Platforms
+    from infra.platform import PlatformContext
+    from tests.conftest import local_request
 
     t0, hour = 1_800_000_000.0, 3600.0
     store = OutcomeStore(tmp_path / "outcomes.sqlite")
-    activities = OutcomeActivities(store)
+    activities = StoreOutcomeActivities(store, Platforms(PlatformContext(None, tmp_path)))
     env = ActivityEnvironment()
     for record_id, instance, kind, status, by_policy in (
         ("wf:1", "db-fine", "cutover", "healthy", True),
@@ -271,8 +276,8 @@ def test_false_migrations_are_counted_when_outcomes_resolve(
         ("wf:4", "db-op", "cutover", "healthy", False),
     ):
         env.run(activities.record_outcome,
-                RecordOutcomeInput(record_id, instance, kind, t0, "why", horizon_s=hour,
-                                   policy_decided=by_policy))
+                RecordOutcomeInput(record_id, local_request(instance, 15432, 15433, 15434),
+                                   kind, t0, "why", horizon_s=hour, policy_decided=by_policy))
         store.observe(record_id, t0 + 60, status, "probe")
     env.run(activities.resolve_outcomes, ResolveOutcomesInput(t0 + hour))
     env.run(activities.resolve_outcomes, ResolveOutcomesInput(t0 + 2 * hour))  # nothing new

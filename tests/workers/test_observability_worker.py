@@ -15,27 +15,28 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 
+import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.cutover_steps import PLANNED_STEPS
-from activities.watch import WatchFleetInput
+from contracts.cutover import PLANNED_STEPS, CutoverResult, cutover_workflow_id
+from contracts.policy import FleetBudget, Policy
+from contracts.protection import CutoverRequest
+from contracts.watch import WatchFleetInput
+from contracts.wire import DATA_CONVERTER
+from infra import observability
 from infra.local.ports import free_port
-from models.policy import PolicyConfig
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
-from tests.conftest import LocalService, worker_env
+from tests.conftest import LocalService, with_spec, worker_env
 from tests.workers.test_observability import sample_value, scrape
-from workers import observability
 from workers.logging_config import LOG_FORMAT, TraceContextFilter
 from workers.protect import ensure_fleet_watcher, start_protection
 from workers.registry import new_worker
 from workers.settings import REPO_ROOT, Settings
 from workers.telemetry import start_telemetry
-from workflows.cutover import CutoverResult, cutover_workflow_id
-from workflows.protection import CutoverRequest, InstanceProtectionWorkflow
-from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workflows.protection import InstanceProtectionWorkflow
 
 
 async def _until(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
@@ -73,15 +74,13 @@ async def test_worker_run_exports_metrics_spans_and_traced_logs(
     client = await Client.connect(
         temporal_env.client.service_client.config.target_host,
         namespace=temporal_env.client.namespace,
+        data_converter=DATA_CONVERTER,
         interceptors=[telemetry.interceptor()],
         runtime=telemetry.runtime,
     )
-    request = local_service.request
-    spec = ProtectionSpec(request.instance_id, "local", 2, request.primary_port,
-                          request.shadow_port, request.router_port,
-                          policy=PolicySpec(advisory=True))
+    spec = with_spec(local_service.request, policy=Policy(advisory=True)).spec
     watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=120,
-                            policy=PolicyConfig(advisory=True))
+                            budget=FleetBudget(advisory=True))
     try:
         with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
             async with new_worker(client, settings, pool, task_queue=task_queue):
@@ -214,6 +213,7 @@ async def test_health_command_follows_the_real_worker(
             await worker.wait()
 
 
+@pytest.mark.integration  # starts a server or our program
 async def test_metrics_port_in_use_is_a_one_line_startup_error(settings: Settings) -> None:
     """A taken metrics port stops the worker with exit code 2 and names the variable."""
     with socket.socket() as taken:

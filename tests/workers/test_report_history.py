@@ -11,12 +11,13 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.protection import ProtectionState, RiskReport
+from contracts.spec import ProtectionSpec
 from workers.registry import new_worker
 from workers.report_history import read_history
 from workers.report_plot import write_report
 from workers.settings import Settings
-from workflows.protection import InstanceProtectionWorkflow, ProtectionState, RiskReport
-from workflows.protection_spec import ProtectionSpec
+from workflows.protection import InstanceProtectionWorkflow
 
 SCORES = [5.0 + 7.5 * i for i in range(12)]
 
@@ -35,7 +36,8 @@ async def test_report_follows_continue_as_new(
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
-                InstanceProtectionWorkflow.run, state, id=spec.workflow_id, task_queue=task_queue)
+                InstanceProtectionWorkflow.run, args=[spec, state], id=spec.workflow_id,
+                task_queue=task_queue)
             for i, score in enumerate(SCORES):
                 await client.get_workflow_handle(spec.workflow_id).signal(
                     InstanceProtectionWorkflow.report_risk,

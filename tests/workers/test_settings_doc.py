@@ -1,4 +1,4 @@
-"""The README's configuration reference and metric table match the code they describe."""
+"""The docs' configuration reference and metric table match the code they describe."""
 
 from __future__ import annotations
 
@@ -6,20 +6,21 @@ import re
 
 import pytest
 
+from infra.observability import METRICS
 from workers import settings_doc
-from workers.observability import METRICS
 from workers.settings import KNOWN_VARIABLES, REPO_ROOT
 
-README = REPO_ROOT / "README.md"
+OPERATIONS = REPO_ROOT / "docs" / "operations.md"
+OBSERVABILITY = REPO_ROOT / "docs" / "observability.md"
 
 
-def test_readme_settings_table_is_the_generated_one() -> None:
-    """The block in the README is exactly what settings.py generates today (regenerate with
-    `python -m workers.settings_doc --write README.md`)."""
-    text = README.read_text()
+def test_settings_table_is_the_generated_one() -> None:
+    """The block in docs/operations.md is exactly what settings.py generates today
+    (regenerate with `python -m workers.settings_doc --write docs/operations.md`)."""
+    text = OPERATIONS.read_text()
     assert settings_doc.replace_block(text) == text, (
-        "README.md's configuration reference is stale: run "
-        "`python -m workers.settings_doc --write README.md`"
+        "docs/operations.md's configuration reference is stale: run "
+        "`python -m workers.settings_doc --write docs/operations.md`"
     )
 
 
@@ -39,8 +40,9 @@ def test_a_missing_block_is_reported() -> None:
         settings_doc.replace_block("# no markers here\n")
 
 
-def test_readme_metric_table_lists_exactly_our_metrics() -> None:
-    """Each exported metric is documented, and the README documents no metric we lack."""
-    text = README.read_text()
+def test_metric_table_lists_exactly_our_metrics() -> None:
+    """Each exported metric is documented in docs/observability.md, and it documents no
+    metric we lack."""
+    text = OBSERVABILITY.read_text()
     documented = set(re.findall(r"^\| `(shadowshift_[a-z_]+)` \|", text, re.M))
     assert documented == {m.prometheus for m in METRICS}

@@ -14,11 +14,11 @@ from urllib.parse import quote
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.spec import ProtectionSpec
 from infra.local.ports import free_port
 from tests.conftest import temporal_binary
 from tests.workers.browser import chromium, chromium_binary
 from workers.protect import start_protection
-from workflows.protection_spec import ProtectionSpec
 
 SCREENSHOTS_ENV = "SHADOWSHIFT_SCREENSHOT_DIR"
 """Where to keep the screenshots (default: the test's temporary folder)."""
@@ -27,7 +27,7 @@ SCREENSHOTS_ENV = "SHADOWSHIFT_SCREENSHOT_DIR"
 @pytest.fixture(scope="module")
 async def ui_env() -> AsyncIterator[tuple[WorkflowEnvironment, str]]:
     """A dev server of its own that serves the Web UI (the session one is headless)."""
-    from workflows import search_attributes
+    from contracts import search_attributes
 
     ui_port = free_port()
     env = await WorkflowEnvironment.start_local(

@@ -19,16 +19,16 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.cutover import CutoverActivities
-from activities.shadow import ShadowRequest
-from bench.cutover_monitor import SplitBrainMonitor, blackout_ms, failures_between
-from bench.workload import Writer, missing_acked, prepare_table
+from activities.cutover import PlatformCutoverActivities
+from contracts.cutover import CutoverInput, CutoverResult, cutover_workflow_id
+from contracts.shadow import PlatformRequest
 from infra.local.platform import LocalPlatform
-from infra.pulumi_engine import StackDriver
-from tests.conftest import LocalService
-from workers.registry import cutover_activities, pulumi_config
+from tests.conftest import LocalService, acked_after, with_spec
+from workers.registry import cutover_activities, platforms
 from workers.settings import Settings
-from workflows.cutover import CutoverInput, CutoverResult, CutoverWorkflow, cutover_workflow_id
+from workers.split_brain import SplitBrainMonitor, blackout_ms, failures_between
+from workers.workload import Writer, missing_acked, prepare_table
+from workflows.cutover import CutoverWorkflow
 
 
 @dataclasses.dataclass
@@ -36,7 +36,7 @@ class Protected:
     """A primary behind HAProxy with a streaming shadow."""
 
     service: LocalService
-    request: ShadowRequest
+    request: PlatformRequest
     platform: LocalPlatform
 
     @property
@@ -55,9 +55,9 @@ class Protected:
 
 async def protect(service: LocalService, settings: Settings, tier: int) -> Protected:
     """Provision a shadow of ``service`` at ``tier`` and wait until it is in sync."""
-    request = dataclasses.replace(service.request, tier=tier)
-    activities = CutoverActivities(StackDriver(pulumi_config(settings)), settings.state_dir)
-    platform = activities.platform(request)
+    request = with_spec(service.request, tier=tier)
+    platform = platforms(settings).platform_for(request)
+    assert isinstance(platform, LocalPlatform)
     await asyncio.to_thread(platform.provision_shadow)
     deadline = time.monotonic() + 60
     while True:
@@ -80,7 +80,7 @@ def cutover_worker(
 ) -> Worker:
     """The workflow and the real cutover activities; ``replace`` swaps some by name."""
     activities = cutover_activities(
-        CutoverActivities(StackDriver(pulumi_config(settings)), settings.state_dir)
+        PlatformCutoverActivities(platforms(settings), settings.state_dir)
     )
     names = {getattr(fn, "__temporal_activity_definition").name: fn for fn in replace}
     chosen = [
@@ -99,7 +99,7 @@ async def run_cutover(
         async with cutover_worker(client, settings, pool, task_queue, replace=replace):
             result: CutoverResult = await client.execute_workflow(
                 CutoverWorkflow.run, cutover,
-                id=cutover_workflow_id(cutover.shadow.instance_id) + f"-{uuid.uuid4().hex[:6]}",
+                id=cutover_workflow_id(cutover.instance.instance_id) + f"-{uuid.uuid4().hex[:6]}",
                 task_queue=task_queue,
             )
             return result
@@ -115,13 +115,13 @@ async def test_planned_cutover_under_load_loses_nothing(
     protected = await protect(local_service, settings, tier)
     primary, shadow = protected.nodes
     with Writer(local_service.router, rate=150) as writer, protected.monitor() as monitor:
-        await asyncio.sleep(1.0)
+        await acked_after(writer)
         started = time.monotonic()
         result = await run_cutover(
             temporal_env.client, settings, task_queue, CutoverInput(protected.request)
         )
         ended = time.monotonic()
-        await asyncio.sleep(1.0)
+        await acked_after(writer, since=ended)
     stats, report = writer.stats, monitor.report
     assert result.outcome == "completed", result.detail
     assert (result.former_primary, result.primary) == (primary, shadow)

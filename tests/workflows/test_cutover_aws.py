@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -25,15 +24,17 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.shadow import ShadowRequest
-from activities.watch import WatchFleetInput
-from bench.workload import Writer, missing_acked
+from contracts.cutover import CutoverInput, cutover_workflow_id
+from contracts.policy import PolicyChange
+from contracts.protection import ProtectionState
+from contracts.shadow import PlatformRequest
+from contracts.watch import WatchFleetInput
 from infra.aws.clients import AwsClients
 from infra.aws.discovery import ROLE_TAG
 from infra.aws.stack_config import recorded_weights
 from infra.pulumi_engine import StackDriver
-from tests.conftest import LocalService
-from tests.infra.aws.conftest import empty_account, point_boto3_at, start_moto, stop_moto
+from tests.conftest import LocalService, acked_after, polled
+from tests.infra.aws.conftest import empty_account, moto_server, point_boto3_at
 from tests.infra.aws.pg_world import (
     PgWorld,
     ResolvingEndpoint,
@@ -47,20 +48,16 @@ from tests.workflows.test_cutover_crash import activity_workers as activity_work
 from workers.protect import ensure_fleet_watcher
 from workers.registry import new_worker
 from workers.settings import Settings
-from workflows.cutover import CutoverInput, CutoverWorkflow, cutover_workflow_id
+from workers.workload import Writer, missing_acked
+from workflows.cutover import CutoverWorkflow
 from workflows.protection import InstanceProtectionWorkflow
-from workflows.protection_spec import PolicyChange, PolicySpec, ProtectionSpec
-from workflows.protection_state import ProtectionState
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     """One moto_server process for this module."""
-    process, url = start_moto()
-    try:
+    with moto_server() as url:
         yield url
-    finally:
-        stop_moto(process)
 
 
 @pytest.fixture
@@ -72,16 +69,12 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
 
 async def _on_aws(
     service: LocalService, settings: Settings, clients: AwsClients, tier: int
-) -> tuple[Protected, PgWorld, ShadowRequest]:
+) -> tuple[Protected, PgWorld, PlatformRequest]:
     """A streaming pair at ``tier``, its moto world, and the AWS request for the workflow."""
     protected = await protect(service, settings, tier)
-    local = service.request
+    local = service.spec
     world = build_pg_world(clients, local.instance_id, local.primary_port, local.shadow_port)
-    request = ShadowRequest(
-        local.instance_id, local.primary_port, local.shadow_port, local.router_port, tier=tier,
-        platform="aws", platform_spec=world.platform_spec(),
-    )
-    return protected, world, request
+    return protected, world, world.request(tier)
 
 
 def _role(clients: AwsClients, ec2_id: str) -> str:
@@ -125,7 +118,7 @@ async def test_planned_cutover_on_aws_moves_weights_and_data(
         Writer(ResolvingEndpoint(aws, world), rate=60) as writer,  # type: ignore[arg-type]
         protected.monitor() as monitor,
     ):
-        await asyncio.sleep(1.0)
+        await acked_after(writer)
         result = await run_cutover(temporal_env.client, settings, task_queue,
                                    CutoverInput(request, reason="maintenance"))
         ended = time.monotonic()
@@ -167,7 +160,7 @@ async def test_stuck_shadow_compensates_weights_back_on_aws(
         Writer(ResolvingEndpoint(aws, world), rate=60) as writer,  # type: ignore[arg-type]
         protected.monitor() as monitor,
     ):
-        await asyncio.sleep(1.0)
+        await acked_after(writer)
         result = await run_cutover(temporal_env.client, settings, task_queue,
                                    CutoverInput(request, catch_up_timeout_s=1.5))
         ended = time.monotonic()
@@ -194,7 +187,7 @@ async def test_emergency_cutover_on_aws_with_the_primary_instance_stopped(
     protected, world, request = await _on_aws(local_service, settings, aws, tier=1)
     primary, shadow = world.nodes
     with Writer(ResolvingEndpoint(aws, world), rate=60) as writer:  # type: ignore[arg-type]
-        await asyncio.sleep(1.0)
+        await acked_after(writer)
         failed_at = time.monotonic()
         aws.ec2.stop_instances(InstanceIds=[world.primary_ec2])
         local_service.primary.kill()
@@ -217,20 +210,17 @@ async def test_emergency_cutover_on_aws_with_the_primary_instance_stopped(
 
 async def test_the_fleet_watcher_fails_over_a_stopped_aws_primary(
     temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
-    local_service: LocalService, aws: AwsClients,
+    local_service: LocalService, aws: AwsClients, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The serving EC2 instance stops under tier-1 writes (its PostgreSQL killed with -9): the
     fleet watcher reads the state at discovery; while the protection is advisory it only
     logs, once advisory is off it asks for an emergency cutover, which moves ALB and Route 53
     to the shadow with no acknowledged write lost."""
-    protected, world, request = await _on_aws(local_service, settings, aws, tier=1)
+    protected, world, _ = await _on_aws(local_service, settings, aws, tier=1)
     primary, shadow = world.nodes
     # Scores never act here (threshold 100, 100 readings): only the failover rule can.
-    policy = PolicySpec(advisory=True, failover_after_s=3, threshold=100,
-                        consecutive_readings=100)
-    spec = ProtectionSpec(request.instance_id, "aws", 1, request.primary_port,
-                          request.shadow_port, request.router_port, policy,
-                          aws=world.platform_spec())
+    spec = world.spec(1, policy={"advisory": True, "failover_after_s": 3, "threshold": 100,
+                                 "consecutive_readings": 100})
     watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=300)
     client = temporal_env.client
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
@@ -238,15 +228,15 @@ async def test_the_fleet_watcher_fails_over_a_stopped_aws_primary(
             # Started as protected (the AWS shadow program needs a provider plugin not here).
             handle = await client.start_workflow(
                 InstanceProtectionWorkflow.run,
-                ProtectionState(spec=spec, phase="protected", shadow_healthy=True),
-                id=spec.workflow_id, task_queue=task_queue,
-                memo={"spec": dataclasses.asdict(spec)})
+                args=[spec, ProtectionState(spec=spec, phase="protected", shadow_healthy=True)],
+                id=spec.workflow_id, task_queue=task_queue)
             watcher = await ensure_fleet_watcher(client, task_queue=task_queue, request=watch)
             with Writer(ResolvingEndpoint(aws, world), rate=60) as writer:  # type: ignore[arg-type]
-                await asyncio.sleep(3)  # the watcher has found the protection by now
                 aws.ec2.stop_instances(InstanceIds=[world.primary_ec2])
                 local_service.primary.kill()
-                await asyncio.sleep(3 + 4)  # past failover_after_s, and then some
+                async with asyncio.timeout(60):  # the watcher judged the outage: it only logged
+                    while "advisory protection, so no failover" not in caplog.text:
+                        await asyncio.sleep(0.2)
                 status = await handle.query(InstanceProtectionWorkflow.status)
                 assert status.cutovers == 0 and status.phase == "protected", "advisory: no act"
                 await handle.execute_update(InstanceProtectionWorkflow.set_policy,
@@ -280,7 +270,7 @@ async def test_worker_sigkilled_inside_the_aws_switch_over_resumes(
     primary, shadow = world.nodes
     client = temporal_env.client
     activity_workers.start()
-    await asyncio.sleep(3)  # let the worker start polling before the window opens
+    await polled(client, activity_workers.task_queue)  # the window excludes its start-up
     watcher = psycopg.connect(local_service.primary.endpoint.conninfo(), autocommit=True)
     with (
         Writer(ResolvingEndpoint(aws, world), rate=60) as writer,  # type: ignore[arg-type]
@@ -321,8 +311,7 @@ async def test_aws_cutover_naming_a_missing_listener_is_refused(
     missing = ("arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/db/"
                "0123456789abcdef/0123456789abcdef")
     alb = {**world.platform_spec()["alb"], "listener_arn": missing}
-    request = ShadowRequest("orders-db", 5432, 5433, 5434, tier=1, platform="aws",
-                            platform_spec=world.platform_spec(alb=alb))
+    request = world.request(1, alb=alb)
     with pytest.raises(WorkflowFailureError) as failed:
         await run_cutover(temporal_env.client, settings, task_queue, CutoverInput(request))
     cause = failed.value.cause

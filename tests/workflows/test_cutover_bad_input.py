@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.shadow import ShadowRequest
+from contracts.cutover import CutoverInput
+from contracts.shadow import PlatformRequest
 from infra.local.postgres import PgServer, query_one
-from tests.conftest import LocalService
+from tests.conftest import LocalService, with_spec
 from tests.workflows.test_cutover import protect, run_cutover
 from workers.settings import Settings
-from workflows.cutover import CutoverInput
 
 
 async def _refusal(
@@ -40,7 +38,7 @@ async def test_unknown_instance(
     local_service: LocalService,
 ) -> None:
     """An instance the router does not know is refused by name."""
-    request = dataclasses.replace(local_service.request, instance_id="db-nobody")
+    request = with_spec(local_service.request, instance_id="db-nobody")
     message = await _refusal(temporal_env, settings, task_queue, CutoverInput(request))
     assert "unknown instance db-nobody" in message
     _untouched(local_service)
@@ -77,8 +75,8 @@ async def test_dead_shadow(
 ) -> None:
     """A provisioned shadow whose server is down is not healthy: refused, primary untouched."""
     protected = await protect(local_service, settings, tier=2)
-    request: ShadowRequest = protected.request
-    PgServer(home=protected.platform.spec.shadow_home, port=request.shadow_port).stop()
+    request: PlatformRequest = protected.request
+    PgServer(home=protected.platform.spec.shadow_home, port=request.spec.shadow_port).stop()
     message = await _refusal(temporal_env, settings, task_queue, CutoverInput(request))
     assert "no healthy shadow" in message and "unreachable" in message
     _untouched(local_service)

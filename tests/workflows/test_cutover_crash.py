@@ -21,11 +21,12 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from bench.workload import Writer, missing_acked
-from tests.conftest import LocalService, worker_env
+from contracts.cutover import CutoverInput, CutoverResult, cutover_workflow_id
+from tests.conftest import LocalService, polled, worker_env
 from tests.workflows.test_cutover import Protected, protect
 from workers.settings import REPO_ROOT, Settings
-from workflows.cutover import CutoverInput, CutoverResult, CutoverWorkflow, cutover_workflow_id
+from workers.workload import Writer, missing_acked
+from workflows.cutover import CutoverWorkflow
 
 STEPWISE_BOUNDARIES = [
     "preflight_cutover", "fence_primary", "catch_up_shadow", "promote_shadow", "shift_traffic",
@@ -156,7 +157,7 @@ async def test_sigkill_inside_combined_critical_path(
     client = temporal_env.client
     request = CutoverInput(protected.request, activity_task_queue=activity_workers.task_queue)
     activity_workers.start()
-    await asyncio.sleep(3)  # let the worker start polling before the window opens
+    await polled(client, activity_workers.task_queue)  # the window excludes its start-up
     watcher = psycopg.connect(local_service.primary.endpoint.conninfo(), autocommit=True)
     with Writer(local_service.router, rate=100) as writer, \
             concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -9,16 +9,14 @@ import time
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
-from activities.cutover import CutoverActivities, StepOutcome, StepRequest, VerifyResult
-from activities.cutover_checks import CutoverPlan
-from bench.workload import Writer, missing_acked
+from activities.cutover import PlatformCutoverActivities
+from contracts.cutover import CutoverInput, CutoverPlan, StepOutcome, StepRequest, VerifyResult
 from infra.local.postgres import PgServer
-from infra.pulumi_engine import StackDriver
-from tests.conftest import LocalService
+from tests.conftest import LocalService, acked_after
 from tests.workflows.test_cutover import protect, run_cutover
-from workers.registry import pulumi_config
+from workers.registry import platforms
 from workers.settings import Settings
-from workflows.cutover import CutoverInput
+from workers.workload import Writer, missing_acked
 
 
 async def test_failing_promote_compensates_traffic_back(
@@ -30,9 +28,9 @@ async def test_failing_promote_compensates_traffic_back(
     there with nothing lost."""
     protected = await protect(local_service, settings, tier=2)
     primary, shadow = protected.nodes
-    real = CutoverActivities(StackDriver(pulumi_config(settings)), settings.state_dir)
+    real = PlatformCutoverActivities(platforms(settings), settings.state_dir)
     shadow_server = PgServer(home=protected.platform.spec.shadow_home,
-                             port=protected.request.shadow_port)
+                             port=protected.request.spec.shadow_port)
 
     @activity.defn(name="promote_shadow")
     def promote_shadow(request: StepRequest) -> list[StepOutcome]:
@@ -40,14 +38,14 @@ async def test_failing_promote_compensates_traffic_back(
         return real.promote_shadow(request)
 
     with Writer(local_service.router, rate=150) as writer, protected.monitor() as monitor:
-        await asyncio.sleep(0.5)
+        await acked_after(writer)
         result = await run_cutover(
             temporal_env.client, settings, task_queue,
             CutoverInput(protected.request, combine_critical_path=False),
             replace=[promote_shadow],
         )
         ended = time.monotonic()
-        await asyncio.sleep(1.0)
+        await acked_after(writer, since=ended)
     assert result.outcome == "compensated", result
     assert "promote" in result.detail and result.primary == primary
     assert protected.platform.get_weights() == {primary: 100, shadow: 0}
@@ -68,14 +66,14 @@ async def test_failing_verify_after_promotion_recovers_forward(
     un-promote but re-asserts the switch and verifies again."""
     protected = await protect(local_service, settings, tier=1)
     primary, shadow = protected.nodes
-    real = CutoverActivities(StackDriver(pulumi_config(settings)), settings.state_dir)
+    real = PlatformCutoverActivities(platforms(settings), settings.state_dir)
     broken: list[str] = []
 
     @activity.defn(name="verify_cutover")
     def verify_cutover(plan: CutoverPlan) -> VerifyResult:
         if not broken:
             broken.append(plan.target)
-            local_service.haproxy.set_enabled(plan.shadow.instance_id, plan.target, False)
+            local_service.haproxy.set_enabled(plan.instance.instance_id, plan.target, False)
         return real.verify_cutover(plan)
 
     result = await run_cutover(
@@ -99,7 +97,7 @@ async def test_emergency_after_kill_9_loses_no_acked_tier1_write(
     protected = await protect(local_service, settings, tier=1)
     primary, shadow = protected.nodes
     with Writer(local_service.router, rate=150) as writer, protected.monitor() as monitor:
-        await asyncio.sleep(1.0)
+        await acked_after(writer)
         killed_at = time.monotonic()
         local_service.primary.kill()
         result = await run_cutover(

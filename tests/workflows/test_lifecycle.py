@@ -18,26 +18,21 @@ from contextlib import asynccontextmanager
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.shadow import ShadowRequest
-from bench.workload import Writer, missing_acked, prepare_table
-from infra.factory import platform_for
+from contracts.policy import Policy
+from contracts.protection import PREDICTION, CutoverRequest, ProtectionStatus
+from contracts.shadow import PlatformRequest
+from contracts.spec import ProtectionSpec
 from infra.local.platform import LocalPlatform
 from infra.local.postgres import PgEndpoint, alter_system
 from infra.local.program import shadow_program
-from infra.pulumi_engine import StackDriver
-from tests.conftest import LocalService
-from workers.registry import new_worker, outcomes_store, pulumi_config
+from tests.conftest import LocalService, acked_after, with_spec
+from workers.registry import new_worker, outcomes_store, platforms
 from workers.settings import Settings
-from workflows.protection import (
-    CutoverRequest,
-    InstanceProtectionWorkflow,
-    ProtectionState,
-    ProtectionStatus,
-    RiskReport,
-)
-from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workers.workload import Writer, missing_acked, prepare_table
+from workflows.protection import InstanceProtectionWorkflow
 
-MIGRATE = RiskReport(readiness_score=82.0, failure_probability=0.91, decision="migrate", at=0.0)
+MIGRATE = CutoverRequest("readiness score 82 crossed the threshold", trigger=PREDICTION)
+"""What the fleet watcher sends when its policy decides to migrate."""
 
 
 def _rewindable(service: LocalService) -> None:
@@ -49,17 +44,13 @@ def _rewindable(service: LocalService) -> None:
 
 
 def _spec(service: LocalService) -> ProtectionSpec:
-    request = service.request
-    return ProtectionSpec(request.instance_id, "local", 1, request.primary_port,
-                          request.shadow_port, request.router_port,
-                          policy=PolicySpec(threshold=60, cooldown_s=0))
+    return with_spec(service.request, tier=1, policy=Policy(threshold=60, cooldown_s=0)).spec
 
 
 def _platform(settings: Settings, service: LocalService, serving: str) -> LocalPlatform:
-    request = ShadowRequest(service.request.instance_id, service.request.primary_port,
-                            service.request.shadow_port, service.request.router_port, tier=1,
-                            serving_node=serving, original_home=str(service.primary.home))
-    platform = platform_for(request, StackDriver(pulumi_config(settings)), settings.state_dir)
+    request = PlatformRequest(_spec(service), serving_node=serving,
+                              original_home=str(service.primary.home))
+    platform = platforms(settings).platform_for(request)
     assert isinstance(platform, LocalPlatform)
     return platform
 
@@ -111,8 +102,7 @@ async def _protection(
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
-                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
-                id=spec.workflow_id, task_queue=task_queue,
+                InstanceProtectionWorkflow.run, spec, id=spec.workflow_id, task_queue=task_queue,
             )
             phases = PhaseLog(handle)
             poller = asyncio.create_task(phases.run())
@@ -152,9 +142,8 @@ async def test_cutover_rejoin_and_back_under_writes(
         await log.until(lambda s: s.phase == "protected")
         prepare_table(local_service.router)
         with Writer(local_service.router, rate=100) as writer:
-            await asyncio.sleep(1.0)
-            # What the fleet watcher sends when the score crosses the threshold.
-            await handle.signal(InstanceProtectionWorkflow.report_risk, MIGRATE)
+            await acked_after(writer)
+            await handle.execute_update(InstanceProtectionWorkflow.request_cutover, MIGRATE)
             first = await log.until(lambda s: s.recoveries == ["rejoined"]
                                     and s.phase == "protected", timeout_s=240)
             assert first.cutovers == 1 and first.primary_node == shadow and first.shadow_healthy
@@ -178,7 +167,7 @@ async def test_cutover_rejoin_and_back_under_writes(
                                         CutoverRequest("move back"))
             second = await log.until(lambda s: s.recoveries == ["rejoined", "rejoined"]
                                      and s.phase == "protected", timeout_s=240)
-            await asyncio.sleep(1.0)
+            await acked_after(writer, since=time.monotonic())
         stats = writer.stats
         assert second.cutovers == 2 and second.primary_node == original
         assert local_service.haproxy.weights(spec.instance_id) == {original: 100, shadow: 0}
@@ -213,8 +202,8 @@ async def test_former_primary_without_data_is_retired_and_replaced(
         await log.until(lambda s: s.phase == "protected")
         prepare_table(local_service.router)
         with Writer(local_service.router, rate=50) as writer:
-            await asyncio.sleep(1.0)
-            await handle.signal(InstanceProtectionWorkflow.report_risk, MIGRATE)
+            await acked_after(writer)
+            await handle.execute_update(InstanceProtectionWorkflow.request_cutover, MIGRATE)
             await handle.signal(InstanceProtectionWorkflow.pause)
             waiting = await log.until(lambda s: s.phase == "recovering" and s.paused)
             assert waiting.next_action == f"resume to recover {original} as the shadow"
@@ -224,11 +213,11 @@ async def test_former_primary_without_data_is_retired_and_replaced(
             await handle.signal(InstanceProtectionWorkflow.resume)
             done = await log.until(lambda s: s.phase == "protected" and s.recoveries,
                                    timeout_s=240)
-            await asyncio.sleep(0.5)
+            await acked_after(writer, since=time.monotonic())
         print(f"retire path: recovering s {log.seconds_in('recovering')}")
         assert done.recoveries == ["retired"] and done.primary_node == shadow
         text = "\n".join(done.log)
-        assert "missing or damaged" in text and "retired through pulumi destroy" in text
+        assert "missing or damaged" in text and f"{original} retired" in text
         # Feedback loop: before retiring it the recovery said the former primary failed (its
         # data is gone) and stopped its probes, so the cutover resolves as a true one.
         store = outcomes_store(settings)

@@ -9,13 +9,18 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from bench.workload import Writer, missing_acked, prepare_table
+from contracts.protection import ProtectionStatus
+from contracts.shadow import ShadowActivities
 from infra.local.postgres import PgEndpoint
 from tests.conftest import LocalService
 from tests.workflows.test_cutover_crash import ActivityWorkers
 from tests.workflows.test_lifecycle import MIGRATE, _rewindable, _spec, _stream_state
 from workers.settings import Settings
-from workflows.protection import InstanceProtectionWorkflow, ProtectionState, ProtectionStatus
+from workers.workload import Writer, missing_acked, prepare_table
+from workflows.protection import InstanceProtectionWorkflow
+
+REJOIN = ShadowActivities.rejoin_former_primary.__name__
+"""The rejoin activity's type name (its function's name)."""
 
 
 async def _status(handle: WorkflowHandle) -> ProtectionStatus | None:
@@ -64,7 +69,7 @@ async def test_worker_killed_while_rejoining_resumes_to_protected(
     workers.start()
     try:
         handle = await temporal_env.client.start_workflow(
-            InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
+            InstanceProtectionWorkflow.run, spec,
             id=spec.workflow_id, task_queue=task_queue,
         )
         async with asyncio.timeout(120):
@@ -72,9 +77,9 @@ async def test_worker_killed_while_rejoining_resumes_to_protected(
                 await asyncio.sleep(0.2)
         prepare_table(local_service.router)
         with Writer(local_service.router, rate=50) as writer:
-            await handle.signal(InstanceProtectionWorkflow.report_risk, MIGRATE)
+            await handle.execute_update(InstanceProtectionWorkflow.request_cutover, MIGRATE)
             async with asyncio.timeout(120):
-                while not await _running(handle, "rejoin_former_primary_as_shadow"):
+                while not await _running(handle, REJOIN):
                     await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)  # inside it: stopping the server, rewinding, restarting
             workers.kill()
@@ -85,11 +90,11 @@ async def test_worker_killed_while_rejoining_resumes_to_protected(
                            and s.recoveries):
                     await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)
-        attempts = await _attempts(handle, "rejoin_former_primary_as_shadow")
+        attempts = await _attempts(handle, REJOIN)
         print(f"recoveries {s.recoveries}, rejoin attempts {attempts}, log {s.log[-4:]}")
         assert killed is None or killed.phase == "recovering"
         # The killed attempt did not finish: the one that did is a retry.
-        assert (await _attempts(handle, "rejoin_former_primary_as_shadow"))[0] >= 2 \
+        assert (await _attempts(handle, REJOIN))[0] >= 2 \
             or s.recoveries == ["retired"]
         assert s.recoveries in (["rejoined"], ["retired"]) and s.primary_node == shadow
         assert s.cutovers == 1 and s.shadow_healthy

@@ -11,16 +11,25 @@ from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 
 from activities.outcomes_store import OutcomeRecord
+from contracts.policy import Policy
+from contracts.protection import (
+    PREDICTION,
+    CutoverRequest,
+    LastCutover,
+    ProtectionState,
+    RiskReport,
+)
+from contracts.spec import ProtectionSpec
 from infra.local.postgres import alter_system
-from tests.conftest import LocalService
+from tests.conftest import LocalService, with_spec
 from workers.registry import new_worker, outcomes_store
 from workers.settings import Settings
-from workflows.protection import InstanceProtectionWorkflow, ProtectionState, RiskReport
-from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workflows.protection import InstanceProtectionWorkflow
 from workflows.retraining import ObserveOutcomesWorkflow
 from workflows.retraining_hooks import cutover_record, record_outcome
 
-MIGRATE = RiskReport(readiness_score=82.0, failure_probability=0.91, decision="migrate", at=0.0)
+RISK = RiskReport(readiness_score=82.0, failure_probability=0.91, decision="migrate", at=0.0)
+MIGRATE = CutoverRequest("readiness score 82 crossed the threshold", trigger=PREDICTION)
 
 
 @workflow.defn(sandboxed=False)
@@ -30,7 +39,11 @@ class FirstCutoverWorkflow:
     @workflow.run
     async def run(self, spec: ProtectionSpec) -> str:
         """Record cutover number 1; returns its record id."""
-        record = cutover_record(spec, 1, workflow.now().timestamp(), "test", MIGRATE)
+        now = workflow.now().timestamp()
+        state = ProtectionState(spec=spec, cutovers=1, last_cutover_at=now, latest_risk=RISK,
+                                first_run_id=workflow.info().first_execution_run_id,
+                                last_cutover=LastCutover(now, PREDICTION, "test", "completed"))
+        record = cutover_record(state, "test", by_policy=True)
         await record_outcome(record)
         return record.record_id
 
@@ -70,21 +83,22 @@ async def test_cutover_is_recorded_then_watched_after_the_rejoin(
     local_service.primary.stop()
     local_service.primary.start()
     request = local_service.request
-    spec = ProtectionSpec(request.instance_id, "local", 2, request.primary_port,
-                          request.shadow_port, request.router_port,
-                          policy=PolicySpec(threshold=60, cooldown_s=0))
+    spec = with_spec(request, policy=Policy(threshold=60, cooldown_s=0)).spec
     client = temporal_env.client
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
-                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
+                InstanceProtectionWorkflow.run, spec,
                 id=spec.workflow_id, task_queue=task_queue)
             try:
                 async with asyncio.timeout(240):
                     while (await handle.query(InstanceProtectionWorkflow.status)).phase \
                             != "protected":
                         await asyncio.sleep(0.2)
-                    await handle.signal(InstanceProtectionWorkflow.report_risk, MIGRATE)
+                    # The fleet watcher's report, then its request (the policy decided).
+                    await handle.signal(InstanceProtectionWorkflow.report_risk, RISK)
+                    await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
+                                                MIGRATE)
                     while True:
                         status = await handle.query(InstanceProtectionWorkflow.status)
                         if status.recoveries and status.phase == "protected":
@@ -102,7 +116,7 @@ async def test_cutover_is_recorded_then_watched_after_the_rejoin(
         f"{spec.workflow_id}:{handle.first_execution_run_id}:cutover:1", "cutover")
     assert (record.readiness_score, record.failure_probability) == (82.0, 0.91)
     assert record.policy_decided, record.reason  # a false migration if it stays healthy
-    assert record.port == request.primary_port  # the former primary, watched again
+    assert record.port == request.spec.primary_port  # the former primary, watched again
     assert observed["observed_healthy"] == 1 and observed["observed_failed"] == 0
     store.resolve(record.at + record.horizon_s)
     resolved = store.get(record.record_id)

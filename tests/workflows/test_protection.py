@@ -1,5 +1,5 @@
 """InstanceProtectionWorkflow on real PostgreSQL, HAProxy, Pulumi and Temporal, driven by the
-SDK and by the ``temporal`` CLI exactly as the README shows."""
+SDK and by the ``temporal`` CLI exactly as docs/operations.md shows."""
 
 from __future__ import annotations
 
@@ -12,23 +12,28 @@ import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import LocalService, temporal_binary
-from workers.registry import new_worker
-from workers.settings import Settings
-from workflows.protection import (
+from contracts.protection import (
     CutoverRequest,
-    InstanceProtectionWorkflow,
     ProtectionState,
     ProtectionStatus,
     UnprotectRequest,
 )
-from workflows.protection_spec import ProtectionSpec
+from contracts.shadow import Capabilities
+from contracts.spec import ProtectionSpec, spec_from_dict
+from tests.conftest import LocalService, temporal_binary
+from workers.registry import new_worker
+from workers.settings import Settings
+from workflows.protection import InstanceProtectionWorkflow
+
+AWS_SECTION = {
+    "ec2_instance_id": "i-0123456789abcdef0", "region": "eu-west-1",
+    "shadow_subnet_id": "subnet-0bbbbbbbbbbbbbbbb",
+    "dns": {"hosted_zone_id": "Z0123456789ABCDEFGHIJ", "record_name": "db.example.com"},
+}
 
 
 def _spec(service: LocalService) -> ProtectionSpec:
-    request = service.request
-    return ProtectionSpec(request.instance_id, "local", 2, request.primary_port,
-                          request.shadow_port, request.router_port)
+    return service.spec
 
 
 async def _wait_for_phase(handle: WorkflowHandle, phase: str, timeout_s: float = 120) -> None:
@@ -59,8 +64,7 @@ async def test_protect_then_drive_with_messages(
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
-                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
-                id=spec.workflow_id, task_queue=task_queue,
+                InstanceProtectionWorkflow.run, spec, id=spec.workflow_id, task_queue=task_queue,
             )
             await _wait_for_phase(handle, "protected")
             status: ProtectionStatus = await handle.query(InstanceProtectionWorkflow.status)
@@ -85,11 +89,11 @@ async def test_protect_then_drive_with_messages(
             assert "paused" in str(refused.value.cause)
             await _cli(address, "workflow", "signal", "--workflow-id", spec.workflow_id,
                  "--name", "resume")
-            # Only the protection marks a cutover as the policy's (the model's) call.
+            # Every cutover says what asked for it, from a known list.
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
-                                            CutoverRequest("test", by_policy=True))
-            assert "by_policy" in str(refused.value.cause)
+                                            CutoverRequest("test", trigger="gut feeling"))
+            assert "trigger 'gut feeling'" in str(refused.value.cause)
 
             # A contradictory policy is rejected by the validator, through the CLI.
             bad = await _cli(address, "workflow", "update", "execute", "--workflow-id",
@@ -130,8 +134,7 @@ async def test_requested_cutover_moves_traffic_to_the_shadow(
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
-                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
-                id=spec.workflow_id, task_queue=task_queue,
+                InstanceProtectionWorkflow.run, spec, id=spec.workflow_id, task_queue=task_queue,
             )
             await _wait_for_phase(handle, "protected")
             status = await handle.query(InstanceProtectionWorkflow.status)
@@ -167,8 +170,11 @@ async def test_a_degraded_protection_can_be_unprotected(
     spec = _spec(local_service)
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
+            # Provisioning told the protection its platform never stacks the serving primary.
+            degraded = ProtectionState(spec=spec, phase="degraded",
+                                       capabilities=Capabilities(unprotect_when_degraded=True))
             handle = await client.start_workflow(
-                InstanceProtectionWorkflow.run, ProtectionState(spec=spec, phase="degraded"),
+                InstanceProtectionWorkflow.run, args=[spec, degraded],
                 id=spec.workflow_id, task_queue=task_queue,
             )
             answer = await handle.execute_update(InstanceProtectionWorkflow.unprotect,
@@ -183,18 +189,17 @@ async def test_a_degraded_aws_protection_refuses_unprotect(
     temporal_env: WorkflowEnvironment, settings: Settings, task_queue: str,
 ) -> None:
     """On AWS a degraded protection's stack may hold the serving primary (the former shadow,
-    promoted), so unprotect, which destroys the stack, is refused with the reason; nothing
-    runs and the protection stays."""
+    promoted): its provisioning said so, so unprotect, which destroys the stack, is refused
+    with the reason; nothing runs and the protection stays."""
     client: Client = temporal_env.client
-    spec = ProtectionSpec("orders-db", "aws", tier=2, aws={
-        "ec2_instance_id": "i-0123456789abcdef0", "region": "eu-west-1",
-        "shadow_subnet_id": "subnet-0bbbbbbbbbbbbbbbb",
-        "dns": {"hosted_zone_id": "Z0123456789ABCDEFGHIJ", "record_name": "db.example.com"},
-    })
+    spec = spec_from_dict({"instance_id": "orders-db", "platform": "aws", "tier": 2,
+                           "aws": AWS_SECTION})
+    degraded = ProtectionState(spec=spec, phase="degraded",
+                               capabilities=Capabilities(unprotect_when_degraded=False))
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
-                InstanceProtectionWorkflow.run, ProtectionState(spec=spec, phase="degraded"),
+                InstanceProtectionWorkflow.run, args=[spec, degraded],
                 id=f"{spec.workflow_id}-{task_queue}", task_queue=task_queue,
             )
             with pytest.raises(WorkflowUpdateFailedError) as refused:

@@ -11,18 +11,17 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.spec import spec_from_dict
 from tests.infra.aws.conftest import (
     REGION,
     empty_account,
     make_clients,
+    moto_server,
     point_boto3_at,
-    start_moto,
-    stop_moto,
 )
 from workers.registry import new_worker
 from workers.settings import Settings
-from workflows.protection import InstanceProtectionWorkflow, ProtectionState
-from workflows.protection_spec import ProtectionSpec
+from workflows.protection import InstanceProtectionWorkflow
 
 MISSING_INSTANCE = "i-0123456789abcdef0"
 
@@ -30,11 +29,8 @@ MISSING_INSTANCE = "i-0123456789abcdef0"
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     """One moto_server process for this module."""
-    process, url = start_moto()
-    try:
+    with moto_server() as url:
         yield url
-    finally:
-        stop_moto(process)
 
 
 @pytest.fixture
@@ -64,14 +60,14 @@ async def test_aws_protection_reaches_the_aws_platform(
                                        AvailabilityZone=f"{REGION}b")["Subnet"]["SubnetId"]
     zone = clients.route53.create_hosted_zone(Name="example.com", CallerReference="t")
     zone_id = zone["HostedZone"]["Id"].removeprefix("/hostedzone/")
-    spec = ProtectionSpec("orders-db", "aws", tier=2, aws={
+    spec = spec_from_dict({"instance_id": "orders-db", "platform": "aws", "tier": 2, "aws": {
         "ec2_instance_id": MISSING_INSTANCE, "region": REGION, "shadow_subnet_id": subnet,
         "dns": {"hosted_zone_id": zone_id, "record_name": "db.example.com"},
-    })
+    }})
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(temporal_env.client, settings, pool, task_queue=task_queue):
             handle = await temporal_env.client.start_workflow(
-                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
+                InstanceProtectionWorkflow.run, spec,
                 id=f"{spec.workflow_id}-{task_queue}", task_queue=task_queue,
             )
             with pytest.raises(WorkflowFailureError) as failure:

@@ -16,13 +16,13 @@ import time
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from bench.workload import Writer, missing_acked, prepare_table
-from tests.conftest import LocalService
+from contracts.policy import Policy
+from tests.conftest import LocalService, acked_after, with_spec
 from tests.workers.cli_helpers import shadowshift
 from workers.registry import new_worker
 from workers.settings import Settings
-from workflows.protection import InstanceProtectionWorkflow, ProtectionState
-from workflows.protection_spec import PolicySpec, ProtectionSpec
+from workers.workload import Writer, missing_acked, prepare_table
+from workflows.protection import InstanceProtectionWorkflow
 
 
 async def test_emergency_cutover_of_a_dead_primary_through_the_protection(
@@ -31,15 +31,13 @@ async def test_emergency_cutover_of_a_dead_primary_through_the_protection(
 ) -> None:
     client: Client = temporal_env.client
     conn = ["--address", client.service_client.config.target_host]
-    request = local_service.request
-    spec = ProtectionSpec(request.instance_id, "local", 1, request.primary_port,
-                          request.shadow_port, request.router_port, PolicySpec(advisory=True))
+    spec = with_spec(local_service.request, tier=1, policy=Policy(advisory=True)).spec
     shadow_node = f"{spec.instance_id}-shadow"
     prepare_table(local_service.router)
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
-                InstanceProtectionWorkflow.run, ProtectionState(spec=spec),
+                InstanceProtectionWorkflow.run, spec,
                 id=spec.workflow_id, task_queue=task_queue,
             )
             async with asyncio.timeout(120):
@@ -47,7 +45,7 @@ async def test_emergency_cutover_of_a_dead_primary_through_the_protection(
                         != "protected":
                     await asyncio.sleep(0.2)
             with Writer(local_service.router, rate=50) as writer:
-                await asyncio.sleep(1.0)
+                await acked_after(writer)
                 killed_at = time.monotonic()
                 await asyncio.to_thread(local_service.primary.kill)
                 cutover = await shadowshift("cutover", spec.instance_id, "--emergency",

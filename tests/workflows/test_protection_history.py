@@ -8,15 +8,12 @@ import concurrent.futures
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.policy import PolicyChange
+from contracts.protection import ExternalEvent, ProtectionState
 from tests.conftest import LocalService
 from workers.registry import new_worker
 from workers.settings import Settings
-from workflows.protection import (
-    ExternalEvent,
-    InstanceProtectionWorkflow,
-    ProtectionState,
-)
-from workflows.protection_spec import PolicyChange, ProtectionSpec
+from workflows.protection import InstanceProtectionWorkflow
 
 
 async def test_continue_as_new_keeps_state_and_messages(
@@ -26,9 +23,7 @@ async def test_continue_as_new_keeps_state_and_messages(
     """Signals and an update sent while the history crosses its limit all count, and the
     protection carries its state (phase, policy, log, which node serves) into the new run."""
     client: Client = temporal_env.client
-    request = local_service.request
-    spec = ProtectionSpec(request.instance_id, "local", 2, request.primary_port,
-                          request.shadow_port, request.router_port)
+    spec = local_service.spec
     # Already protected: this test is about history, not provisioning.
     # After a cutover: the shadow node serves and the original primary is its shadow.
     state = ProtectionState(spec=spec, phase="protected", shadow_healthy=True,
@@ -38,7 +33,7 @@ async def test_continue_as_new_keeps_state_and_messages(
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await client.start_workflow(
-                InstanceProtectionWorkflow.run, state, id=spec.workflow_id,
+                InstanceProtectionWorkflow.run, args=[spec, state], id=spec.workflow_id,
                 task_queue=task_queue,
             )
             first_run = (await handle.describe()).run_id

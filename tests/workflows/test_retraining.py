@@ -1,5 +1,6 @@
-"""The retraining schedule promotes a better model, refuses a worse one, and a running worker
-scores with the promoted model without a restart (real dev server, real LightGBM training)."""
+"""The retraining schedule promotes a better model, refuses a worse one, and a scorer built
+before the promotion (as a running worker's fleet watcher holds one) scores with the promoted
+model at its next batch, without a restart (real dev server, real LightGBM training)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,20 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import uuid
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, ScheduleHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.outcomes import OutcomeEvidence, RecordOutcomeInput
-from activities.scoring import MetricWindow, ScoreInstancesInput, ScoreInstancesResult
+from activities.scoring import FleetScorer, MetricWindow, ScoreInstancesInput
+from contracts.outcomes import OutcomeEvidence, RecordOutcomeInput
+from contracts.retraining import RetrainingConfig, RetrainingInput, RetrainingResult
+from contracts.wire import DATA_CONVERTER
 from infra.local.ports import free_port
 from models.registry import ModelRegistry
-from models.retraining import RetrainingConfig, train_candidate
+from models.retraining import train_candidate
+from tests.conftest import local_request
 from workers.registry import (
     WORKFLOWS,
     build_activities,
@@ -28,25 +31,13 @@ from workers.registry import (
 )
 from workers.schedules import ScheduleConfig, ensure_schedules
 from workers.settings import Settings
-from workflows.retraining import ModelRetrainingWorkflow, RetrainingInput, RetrainingResult
+from workflows.retraining import ModelRetrainingWorkflow
 from workflows.retraining_hooks import record_outcome, report_outcome_evidence
 
 # Small enough to train in a few seconds, large enough (≈ 350 held-out failures) to compare.
 SMALL = RetrainingConfig(instances=60, days=3.0, seed=11, use_nab=False, num_threads=1)
 SHUFFLED = RetrainingConfig(instances=60, days=3.0, seed=11, use_nab=False, num_threads=1,
                             label_permutation_seed=1)
-
-
-@workflow.defn(sandboxed=False)
-class ScoreOnceWorkflow:
-    """Test driver: runs the worker's real ``score_instances`` activity once."""
-
-    @workflow.run
-    async def run(self, request: ScoreInstancesInput) -> ScoreInstancesResult:
-        """One batch."""
-        return await workflow.execute_activity(
-            "score_instances", request, result_type=ScoreInstancesResult,
-            start_to_close_timeout=timedelta(minutes=1))
 
 
 @workflow.defn(sandboxed=False)
@@ -58,24 +49,20 @@ class CutoverThenRetireWorkflow:
     async def run(self, port: int) -> None:
         """Record the cutover twice (a retry), then report final evidence."""
         now = workflow.now().timestamp()
-        record = RecordOutcomeInput("wf:cutover:1", "db-1", "cutover", now, "test", 62.0,
-                                    0.7, port=port, horizon_s=3600.0)
+        instance = local_request("db-1", port, port + 1, port + 2)
+        record = RecordOutcomeInput("wf:cutover:1", instance, "cutover", now, "test", 62.0,
+                                    0.7, horizon_s=3600.0)
         await record_outcome(record)
         await record_outcome(record)
         await report_outcome_evidence(
-            OutcomeEvidence("db-1", "healthy", now + 1, "recovery", "retired alive", final=True))
+            OutcomeEvidence(instance, "healthy", now + 1, "recovery", "retired alive",
+                            final=True))
 
 
 def _request() -> ScoreInstancesInput:
     times = [1_700_000_000.0 + 300.0 * i for i in range(12)]
     cpu: list[float | None] = [40.0 + 4.0 * i for i in range(12)]
     return ScoreInstancesInput([MetricWindow("db-1", times, {"cpu_percent": cpu})], times[-1])
-
-
-async def _score(client: Client, task_queue: str) -> ScoreInstancesResult:
-    return await client.execute_workflow(
-        ScoreOnceWorkflow.run, _request(), id=f"score-{uuid.uuid4().hex[:8]}",
-        task_queue=task_queue)
 
 
 async def _trigger_and_wait(client: Client, handle: ScheduleHandle) -> RetrainingResult:
@@ -109,10 +96,10 @@ async def test_schedule_promotes_better_refuses_worse_and_worker_reloads(
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     better = ScheduleConfig(prefix=prefix, retraining=SMALL)
     worse = ScheduleConfig(prefix=f"{prefix}-worse", retraining=SHUFFLED)
+    scorer = FleetScorer.from_registry(model_registry(settings))  # as a worker holds it
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
-        async with new_worker(client, settings, pool, task_queue=task_queue,
-                              extra_workflows=[ScoreOnceWorkflow]):
-            assert (await _score(client, task_queue)).model_version == 1
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            assert scorer.score(_request()).model_version == 1
             created = await ensure_schedules(client, task_queue, better)
             assert created == {better.retrain_id: True}
             again = await ensure_schedules(client, task_queue, better)
@@ -125,7 +112,7 @@ async def test_schedule_promotes_better_refuses_worse_and_worker_reloads(
                 assert evaluation.champion_version == 1
                 assert evaluation.challenger_score >= evaluation.champion_score + SMALL.min_gain
                 assert result.promotion.promoted and result.promotion.version == 2
-                scored = await _score(client, task_queue)
+                scored = scorer.score(_request())
                 assert scored.model_version == 2
                 assert scored.model_sha256 == result.challenger.model_sha256
 
@@ -135,7 +122,7 @@ async def test_schedule_promotes_better_refuses_worse_and_worker_reloads(
                 assert refused.evaluation.challenger_score < refused.evaluation.champion_score
                 assert not refused.promotion.promoted and refused.promotion.version == 2
                 assert "does not beat" in refused.promotion.reason
-                assert (await _score(client, task_queue)).model_version == 2
+                assert scorer.score(_request()).model_version == 2
             finally:
                 for schedule_id in (better.retrain_id, worse.retrain_id):
                     await client.get_schedule_handle(schedule_id).delete()
@@ -177,7 +164,8 @@ async def test_runs_finish_when_workers_have_their_own_state_dirs(
     # Workflows on a worker without activities (so no activity is dispatched eagerly to the
     # worker that scheduled it), activities on two workers; one client may not run two
     # activity workers on a queue, so the second has its own connection (another process).
-    second = await Client.connect(client.service_client.config.target_host)
+    second = await Client.connect(client.service_client.config.target_host,
+                                  data_converter=DATA_CONVERTER)
     results = []
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS), \

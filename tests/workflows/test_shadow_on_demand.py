@@ -13,21 +13,21 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.watch import WatchFleetInput
-from models.policy import PolicyConfig
-from models.shadow_budget import ShadowBudgetConfig
+from contracts.policy import FleetBudget
+from contracts.protection import ProtectionStatus
+from contracts.spec import ProtectionSpec, SpecError, validate_spec
+from contracts.watch import ShadowBudget, WatchFleetInput
 from tests.conftest import LocalService
 from workers.cli_spec import SpecFileError, load_spec_file
 from workers.protect import start_protection
 from workers.registry import new_worker
 from workers.settings import Settings
 from workflows.fleet_watcher import FleetWatcherWorkflow
-from workflows.protection import InstanceProtectionWorkflow, ProtectionStatus
-from workflows.protection_spec import ProtectionSpec, SpecError, validate_spec
+from workflows.protection import InstanceProtectionWorkflow
 
 # Any score grants a shadow at once; then any score below 100 releases it at once.
-GRANT = ShadowBudgetConfig(tier3_threshold=0.0, release_below=0.0, tier3_readings=1)
-RELEASE = ShadowBudgetConfig(tier3_threshold=100.0, release_below=100.0, release_after_s=0.0)
+GRANT = ShadowBudget(tier3_threshold=0.0, release_below=0.0, tier3_readings=1)
+RELEASE = ShadowBudget(tier3_threshold=100.0, release_below=100.0, release_after_s=0.0)
 
 
 def _listening(port: int) -> bool:
@@ -43,11 +43,11 @@ async def _until(handle: WorkflowHandle, check: object, timeout_s: float = 180) 
     return status
 
 
-async def _watch(client: Client, task_queue: str, budget: ShadowBudgetConfig) -> WorkflowHandle:
+async def _watch(client: Client, task_queue: str, budget: ShadowBudget) -> WorkflowHandle:
     return await client.start_workflow(
         FleetWatcherWorkflow.run,
         WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=120,
-                        policy=PolicyConfig(advisory=True), shadow_budget=budget),
+                        budget=FleetBudget(advisory=True), shadow_budget=budget),
         id=f"watcher-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
 
 
@@ -73,24 +73,24 @@ async def test_tier3_shadow_follows_the_planner(
     is provisioned and synced; a later plan releases it and the standby is destroyed."""
     client = temporal_env.client
     request = local_service.request
-    spec = ProtectionSpec(request.instance_id, "local", 3, request.primary_port,
-                          request.shadow_port, request.router_port, standing_shadow=False)
+    spec = ProtectionSpec(request.instance_id, "local", 3, request.spec.primary_port,
+                          request.spec.shadow_port, request.spec.router_port, standing_shadow=False)
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await start_protection(client, spec, task_queue=task_queue)
             watcher = None
             try:
                 await _until(handle, lambda s: s.phase == "unshadowed")
-                assert not _listening(request.shadow_port)
+                assert not _listening(request.spec.shadow_port)
                 watcher = await _watch(client, task_queue, GRANT)
                 status = await _until(handle, lambda s: s.phase == "protected"
                                       and s.shadow_healthy)
-                assert _listening(request.shadow_port)
+                assert _listening(request.spec.shadow_port)
                 assert any("Shadow wanted" in line for line in status.log), status.log
                 await watcher.terminate("next plan")
                 watcher = await _watch(client, task_queue, RELEASE)
                 status = await _until(handle, lambda s: s.phase == "unshadowed")
-                assert not status.shadow_healthy and not _listening(request.shadow_port)
+                assert not status.shadow_healthy and not _listening(request.spec.shadow_port)
                 assert any("shadow released" in line for line in status.log), status.log
             finally:
                 if watcher is not None:

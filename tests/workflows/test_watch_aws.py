@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -25,14 +24,16 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.watch import WatchFleetInput
-from activities.watch_aws import AwsWatcher, aws_spec_of
+from contracts.policy import FleetBudget, Policy
+from contracts.shadow import PlatformRequest
+from contracts.spec import ProtectionSpec, spec_from_dict
+from contracts.watch import ShadowBudget, WatchFleetInput
 from infra.aws.clients import AwsClients
 from infra.aws.discovery import ROLE_TAG
 from infra.aws.factory import clients_for
 from infra.aws.metrics import CloudWatchMetricsCollector, read_many
-from models.policy import PolicyConfig
-from models.shadow_budget import ShadowBudgetConfig
+from infra.aws.observer import AwsObserver, AwsTarget
+from infra.platform import ALIVE, DOWN
 from tests.infra.aws.conftest import (
     REGION,
     World,
@@ -46,7 +47,6 @@ from workers.protect import ensure_fleet_watcher, start_protection
 from workers.registry import new_worker
 from workers.settings import Settings
 from workflows.protection import InstanceProtectionWorkflow
-from workflows.protection_spec import PolicySpec, ProtectionSpec
 
 
 @pytest.fixture
@@ -56,23 +56,31 @@ def clients(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
     return empty_account(moto_url)
 
 
-def _spec(world: World) -> ProtectionSpec:
-    return ProtectionSpec(
-        "orders-db", "aws", 3, policy=PolicySpec(advisory=True), standing_shadow=False,
-        aws={"ec2_instance_id": world.primary_id, "region": REGION,
-             "shadow_subnet_id": world.other_subnet,
-             "dns": {"hosted_zone_id": world.zone_id, "record_name": "db.example.com"}},
-    )
+def _spec(world: World, instance_id: str = "orders-db",
+          ec2_instance_id: str | None = None) -> ProtectionSpec:
+    return spec_from_dict({
+        "instance_id": instance_id, "platform": "aws", "tier": 3, "standing_shadow": False,
+        "policy": {"advisory": True},
+        "aws": {"ec2_instance_id": ec2_instance_id or world.primary_id, "region": REGION,
+                "shadow_subnet_id": world.other_subnet,
+                "dns": {"hosted_zone_id": world.zone_id, "record_name": "db.example.com"}},
+    })
 
 
 def _watch(**overrides: Any) -> WatchFleetInput:
     values: dict[str, Any] = {
         "sample_interval_s": 1.0, "discovery_interval_s": 1.0, "max_duration_s": 60,
-        "aws_period_s": 1, "events_interval_s": 1.0, "policy": PolicyConfig(advisory=True),
-        "shadow_budget": ShadowBudgetConfig(max_shadows=0),
+        "metrics_period_s": 1, "events_interval_s": 1.0,
+        "budget": FleetBudget(advisory=True), "shadow_budget": ShadowBudget(max_shadows=0),
     }
     values.update(overrides)
     return WatchFleetInput(**values)
+
+
+def _located(observer: AwsObserver, spec: ProtectionSpec) -> AwsTarget | None:
+    """Locate one protection; what the observer found for it (``None``: not found)."""
+    observer.locate({spec.instance_id: PlatformRequest(spec)})
+    return observer.targets.get(spec.instance_id)
 
 
 def _put_second(clients: AwsClients, world: World, at: datetime, load: float) -> None:
@@ -88,6 +96,29 @@ def _put_second(clients: AwsClients, world: World, at: datetime, load: float) ->
         clients.cloudwatch.put_metric_data(Namespace=namespace, MetricData=[{
             "MetricName": name, "Dimensions": dims, "Value": value, "Timestamp": at,
             "StorageResolution": 1}])
+
+
+async def _watcher_samples_after(watcher: WorkflowHandle[Any, Any], rounds: int) -> int:
+    """Wait until the watcher's activity has run at least ``rounds`` more sampling rounds
+    (its runs are bounded by ``max_duration_s``: the count comes back in each result)."""
+    from contracts.watch import WatchFleetResult
+
+    async def completed() -> list[WatchFleetResult]:
+        results = []
+        async for event in watcher.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                payloads = event.activity_task_completed_event_attributes.result.payloads
+                results += await watcher._client.data_converter.decode(
+                    payloads, [WatchFleetResult])
+        return results
+
+    before = len(await completed())
+    async with asyncio.timeout(90):
+        while True:
+            after = await completed()
+            if len(after) > before and sum(r.samples for r in after[before:]) >= rounds:
+                return sum(r.samples for r in after[before:])
+            await asyncio.sleep(0.5)
 
 
 async def _signals(handle: WorkflowHandle[Any, Any], name: str) -> list[dict[str, Any]]:
@@ -130,7 +161,10 @@ async def test_cloudwatch_metrics_reach_the_protection_as_risk(
     assert status.phase == "unshadowed" and status.readiness_score is not None
     assert status.readiness_score == pytest.approx(reports[-1]["readiness_score"])
     assert {report["node"] for report in reports} == {"orders-db"}
-    assert all(report["decision"] == "hold" for report in reports)  # advisory policy
+    # Advisory: a migration is only recommended (the protection notes it), never asked for.
+    assert all(report["decision"] == "hold" or report["reason"].startswith("Recommending")
+               for report in reports), reports
+    assert status.cutovers == 0
     assert len(reports) <= datapoints
 
 
@@ -198,23 +232,25 @@ async def test_one_datapoint_is_one_reading(
     watcher scores it once. With a policy that migrates after two readings over a threshold
     of 0, one datapoint read for several seconds must still be one reading: hold."""
     client = temporal_env.client
-    policy = PolicyConfig(threshold=0.0, consecutive_readings=2)
     spec = _spec(world)
-    spec.policy = PolicySpec(threshold=0.0, consecutive_readings=2)
+    spec.policy = Policy(threshold=0.0, consecutive_readings=2)
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             handle = await start_protection(client, spec, task_queue=task_queue)
             await asyncio.to_thread(_put_second, clients, world, datetime.now(UTC), 1.0)
             watcher = await ensure_fleet_watcher(client, task_queue=task_queue,
-                                                 request=_watch(policy=policy))
+                                                 request=_watch(budget=FleetBudget(),
+                                                                max_duration_s=4))
             async with asyncio.timeout(60):
                 while not await _signals(handle, "report_risk"):
                     await asyncio.sleep(0.5)
-            await asyncio.sleep(4)  # four more reads within the 5-period look-back
+            # Reads of the same datapoint for as long as the watcher samples 6 more rounds.
+            samples = await _watcher_samples_after(watcher, 6)
             reports = await _signals(handle, "report_risk")
             await watcher.terminate("test over")
             await handle.terminate("test over")
     assert [report["decision"] for report in reports] == ["hold"], reports
+    assert samples >= 6
 
 
 def test_fleet_reads_share_calls_and_keep_instances_apart(
@@ -251,44 +287,49 @@ def test_the_watched_instance_follows_the_role_tags(
 ) -> None:
     """Before any cutover the spec's instance (and its /dev/sdf volume) is read; once a
     cutover has labelled the shadow primary, the shadow is; a missing instance is left out."""
-    spec = aws_spec_of(dataclasses.asdict(_spec(world)))
-    watcher = AwsWatcher(lambda region: clients)
+    spec = _spec(world)
+    watcher = AwsObserver(lambda region: clients)
     shadow_id = simulate_shadow_stack(clients, world)
-    before = watcher.locate({"orders-db": spec})["orders-db"]
+    before = _located(watcher, spec)
+    assert before is not None
     assert (before.ec2_instance_id, before.node) == (world.primary_id, "orders-db")
     assert before.volume_ids == (world.data_volume_id,)
     clients.ec2.create_tags(Resources=[world.primary_id],
                             Tags=[{"Key": ROLE_TAG, "Value": "fenced"}])
     clients.ec2.create_tags(Resources=[shadow_id], Tags=[{"Key": ROLE_TAG, "Value": "primary"}])
-    after = watcher.locate({"orders-db": spec})["orders-db"]
+    after = _located(watcher, spec)
+    assert after is not None
     assert (after.ec2_instance_id, after.node) == (shadow_id, "orders-db-shadow")
-    gone = aws_spec_of({**dataclasses.asdict(_spec(world)), "instance_id": "other-db",
-                        "aws": {**_spec(world).aws, "ec2_instance_id": "i-0123456789abcdef0"}})
-    assert watcher.locate({"other-db": gone}) == {}
+    gone = _spec(world, "other-db", "i-0123456789abcdef0")
+    assert watcher.locate({"other-db": PlatformRequest(gone)}) == {}
 
 
 def test_located_instances_carry_their_ec2_state_for_failover(
     clients: AwsClients, world: World,
 ) -> None:
-    """What the failover rule reads at discovery: whether the serving instance runs, and
-    whether the shadow's does; a terminated primary is still located (and not running)."""
-    spec = aws_spec_of(dataclasses.asdict(_spec(world)))
-    watcher = AwsWatcher(lambda region: clients)
-    alone = watcher.locate({"orders-db": spec})["orders-db"]
-    assert alone.running and not alone.standby_running  # no shadow yet
+    """What the failover rule reads at discovery: whether the serving instance runs (its
+    liveness, told once per locate), and whether the shadow's does; a terminated primary is
+    still located (and down)."""
+    spec = _spec(world)
+    request = PlatformRequest(spec)
+    watcher = AwsObserver(lambda region: clients)
+
+    def observe() -> tuple[str, str | None, bool]:
+        (located,) = watcher.locate({"orders-db": request}).values()
+        seen = watcher.liveness(request, located)
+        assert seen is not None and watcher.liveness(request, located) is None  # told once
+        return located.identity, seen.state, watcher.standby_ready(request, located)
+
+    assert observe() == (world.primary_id, ALIVE, False)  # no shadow yet
     shadow_id = simulate_shadow_stack(clients, world)
-    both = watcher.locate({"orders-db": spec})["orders-db"]
-    assert both.running and both.standby_running
+    assert observe() == (world.primary_id, ALIVE, True)
     clients.ec2.stop_instances(InstanceIds=[shadow_id])
-    assert not watcher.locate({"orders-db": spec})["orders-db"].standby_running
+    assert observe() == (world.primary_id, ALIVE, False)
     clients.ec2.start_instances(InstanceIds=[shadow_id])
     clients.ec2.stop_instances(InstanceIds=[world.primary_id])
-    stopped = watcher.locate({"orders-db": spec})["orders-db"]
-    assert (stopped.ec2_instance_id, stopped.running, stopped.standby_running) == \
-        (world.primary_id, False, True)
+    assert observe() == (world.primary_id, DOWN, True)
     clients.ec2.terminate_instances(InstanceIds=[world.primary_id])
-    terminated = watcher.locate({"orders-db": spec})["orders-db"]
-    assert (terminated.ec2_instance_id, terminated.running) == (world.primary_id, False)
+    assert observe()[:2] == (world.primary_id, DOWN)
 
 
 def test_located_roles_prefer_the_running_instance_when_tags_are_doubled(
@@ -297,15 +338,17 @@ def test_located_roles_prefer_the_running_instance_when_tags_are_doubled(
     """A stopped old shadow beside its running replacement (same node tag), and a primary that
     was already stopped when it was failed over (a cutover retags only a running node, so both
     carry ``primary``): the running instances are the ones that count."""
-    spec = aws_spec_of(dataclasses.asdict(_spec(world)))
-    watcher = AwsWatcher(lambda region: clients)
+    spec = _spec(world)
+    watcher = AwsObserver(lambda region: clients)
     shadow_id = simulate_shadow_stack(clients, world)
     stale = simulate_shadow_stack(clients, world)  # listed after the running one
     clients.ec2.stop_instances(InstanceIds=[stale])
-    assert watcher.locate({"orders-db": spec})["orders-db"].standby_running
+    found = _located(watcher, spec)
+    assert found is not None and found.standby_running
 
     clients.ec2.stop_instances(InstanceIds=[world.primary_id])
     for instance in (world.primary_id, shadow_id):
         clients.ec2.create_tags(Resources=[instance], Tags=[{"Key": ROLE_TAG, "Value": "primary"}])
-    serving = watcher.locate({"orders-db": spec})["orders-db"]
+    serving = _located(watcher, spec)
+    assert serving is not None
     assert (serving.ec2_instance_id, serving.running) == (shadow_id, True)

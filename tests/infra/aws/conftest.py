@@ -8,6 +8,7 @@ the primary's target group, a hosted zone with the primary's weighted record.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -63,6 +64,16 @@ def stop_moto(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A ``moto_server`` process for the block, stopped at its end; yields its URL."""
+    process, url = start_moto()
+    try:
+        yield url
+    finally:
+        stop_moto(process)
+
+
 def make_clients(url: str, **credentials: str) -> AwsClients:
     """Clients pointed at ``url`` with fake (or given) credentials and few retries."""
     session = boto3.Session(region_name=REGION, **(credentials or FAKE_CREDENTIALS))
@@ -104,11 +115,8 @@ def some_image(clients: AwsClients) -> str:
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     """One moto server for the session, stopped at the end."""
-    process, url = start_moto()
-    try:
+    with moto_server() as url:
         yield url
-    finally:
-        stop_moto(process)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from typing import Any
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contracts.shadow import PlatformRequest
+from contracts.spec import ProtectionSpec, spec_from_dict, validate_spec
 from infra.aws.clients import AwsClients
 from infra.aws.discovery import NODE_TAG, ROLE_TAG
 from infra.aws.nodes import ENDPOINT_TAG
@@ -41,8 +43,19 @@ class PgWorld:
     zone_id: str
     subnets: tuple[str, str]
 
+    def spec(self, tier: int, /, policy: dict[str, Any] | None = None,
+             **overrides: Any) -> ProtectionSpec:
+        """The protection spec of this pair on the AWS platform (validated)."""
+        return validate_spec(spec_from_dict({
+            "instance_id": self.instance_id, "platform": "aws", "tier": tier,
+            "policy": policy or {}, "aws": self.platform_spec(**overrides)}))
+
+    def request(self, tier: int, /, **overrides: Any) -> PlatformRequest:
+        """The platform request of this pair, with the original roles."""
+        return PlatformRequest(self.spec(tier, **overrides))
+
     def platform_spec(self, **overrides: Any) -> dict[str, Any]:
-        """The AWS spec's fields for a ``ShadowRequest.platform_spec``."""
+        """The fields of the spec's ``aws`` section."""
         primary, shadow = self.nodes
         spec: dict[str, Any] = {
             "ec2_instance_id": self.primary_ec2,

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from activities.errors import translated_errors
 from infra.aws.errors import AwsPermissionError, AwsThrottledError, aws_errors, translate
 from infra.errors import InfraError, InvalidRequestError
-from tests.infra.aws.conftest import FAKE_CREDENTIALS, make_clients, start_moto, stop_moto
+from tests.infra.aws.conftest import FAKE_CREDENTIALS, make_clients, moto_server
 
 
 def _client_error(code: str, operation: str) -> ClientError:
@@ -68,11 +68,8 @@ def test_clients_retry_adaptively() -> None:
 @pytest.fixture(scope="module")
 def enforcing_moto() -> Iterator[str]:
     """A second moto server that enforces IAM (the shared one must stay permissive)."""
-    process, url = start_moto()
-    try:
+    with moto_server() as url:
         yield url
-    finally:
-        stop_moto(process)
 
 
 def _enable_auth(url: str, free_actions: int) -> None:

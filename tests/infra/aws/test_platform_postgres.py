@@ -14,12 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from activities.shadow import ShadowRequest
+from contracts.shadow import PlatformRequest
+from contracts.spec import SpecError, spec_from_dict
 from infra.aws.clients import AwsClients
 from infra.aws.factory import build_aws_platform
 from infra.aws.platform import AwsPlatform
 from infra.aws.spec_loader import load_spec
 from infra.errors import InfraError, InvalidRequestError
+from infra.platform import PlatformContext
 from infra.pulumi_engine import StackDriver
 from tests.conftest import LocalService
 from tests.infra.aws.conftest import upsert_record
@@ -40,11 +42,8 @@ def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _aws_platform(world: PgWorld, driver: StackDriver, **spec: object) -> AwsPlatform:
-    request = ShadowRequest(
-        world.instance_id, world.ports[world.nodes[0]], world.ports[world.nodes[1]], 0, tier=1,
-        platform="aws", platform_spec=world.platform_spec(**spec),
-    )
-    return build_aws_platform(request, driver, Path("/nonexistent"))  # AWS keeps no files
+    context = PlatformContext(driver, Path("/nonexistent"))  # AWS keeps no files
+    return build_aws_platform(world.request(1, **spec), context)
 
 
 def _sync_names(service: LocalService, expected: str) -> str:
@@ -69,8 +68,8 @@ async def test_planned_steps_move_real_data_and_weights(
     verify refuses a DNS record that points at another address."""
     await protect(local_service, settings, tier=1)
     request = local_service.request
-    world = build_pg_world(clients, request.instance_id, request.primary_port,
-                           request.shadow_port)
+    world = build_pg_world(clients, request.instance_id, request.spec.primary_port,
+                           request.spec.shadow_port)
     platform = _aws_platform(world, stack_driver)
     primary, shadow = world.nodes
     assert platform.routes_service() and platform.nodes() == (primary, shadow)
@@ -125,18 +124,25 @@ async def test_planned_steps_move_real_data_and_weights(
 def test_bad_aws_requests_are_refused_by_name(
     aws_env: str, clients: AwsClients, stack_driver: StackDriver
 ) -> None:
-    """A contradicting tier, a misspelt field, a bad postgres port, and a cutover step without
-    a postgres section each fail with the field to fix, before any AWS call changes anything."""
+    """A tier inside the aws section, a misspelt field, a bad postgres port, and a cutover step
+    without a postgres section each fail with the field to fix, before any AWS call changes
+    anything: the spec's validation names the field, and the platform refuses a bad value of a
+    spec that skipped it."""
     world = build_pg_world(clients, "orders-db", 5432, 5433)
     primary, shadow = world.nodes
     bad = {
-        "contradicts the request's tier": {"tier": 3},
-        "unknown field.*listner_arn": {"alb": {"listner_arn": world.listener_arn}},
-        "postgres.port": {"postgres": {"port": 70000}},
+        "aws.tier: unknown field": {"tier": 3},
+        "aws.alb.listner_arn: unknown field": {"alb": {"listner_arn": world.listener_arn}},
+        "aws.postgres.port": {"postgres": {"port": 70000}},
     }
     for message, override in bad.items():
-        with pytest.raises(InvalidRequestError, match=message):
+        with pytest.raises(SpecError, match=message):
             _aws_platform(world, stack_driver, **override)
+    unchecked = PlatformRequest(spec_from_dict({
+        "instance_id": "orders-db", "platform": "aws", "tier": 1,
+        "aws": world.platform_spec(postgres={"port": 70000})}, strict=False))
+    with pytest.raises(InvalidRequestError, match=r"postgres\.port"):
+        build_aws_platform(unchecked, PlatformContext(stack_driver, Path("/nonexistent")))
     without = _aws_platform(world, stack_driver, postgres=None)
     with pytest.raises(InvalidRequestError, match="postgres"):
         without.replication_between(primary, shadow)

@@ -36,15 +36,16 @@ def test_bad_fields_are_named(change: dict[str, object], field: str) -> None:
 def test_routing_sections_validate_too() -> None:
     """Zone, record name, TTL, ARNs and the two distinct target groups are checked."""
     with pytest.raises(InvalidRequestError, match=r"dns\.ttl_s"):
-        DnsRoutingSpec(hosted_zone_id="Z1", record_name="db.example.com", ttl_s=-1)
+        make_spec(dns=DnsRoutingSpec(hosted_zone_id="Z1", record_name="db.example.com",
+                                     ttl_s=-1))
     with pytest.raises(InvalidRequestError, match=r"dns\.record_name"):
-        DnsRoutingSpec(hosted_zone_id="Z1", record_name="not a name")
+        make_spec(dns=DnsRoutingSpec(hosted_zone_id="Z1", record_name="not a name"))
     with pytest.raises(InvalidRequestError, match="must differ"):
-        AlbRoutingSpec(
+        make_spec(alb=AlbRoutingSpec(
             listener_arn=LISTENER,
             primary_target_group_arn=PRIMARY_TG,
             shadow_target_group_arn=PRIMARY_TG,
-        )
+        ))
 
 
 def test_loader_refuses_unknown_and_missing_keys() -> None:
@@ -59,7 +60,7 @@ def test_loader_refuses_unknown_and_missing_keys() -> None:
                 "alb": {"listner_arn": LISTENER},
             }
         )
-    with pytest.raises(InvalidRequestError, match="missing field"):
+    with pytest.raises(InvalidRequestError, match="ec2_instance_id: required"):
         load_spec({"instance_id": "db"})
 
 

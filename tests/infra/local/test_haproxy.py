@@ -13,7 +13,7 @@ from tests.conftest import LocalService
 
 
 def _port_behind_router(service: LocalService) -> int:
-    return int(query_one(PgEndpoint(port=service.request.router_port), "SHOW port"))
+    return int(query_one(PgEndpoint(port=service.request.spec.router_port), "SHOW port"))
 
 
 def test_weights_route_new_connections(local_service: LocalService) -> None:
@@ -21,23 +21,23 @@ def test_weights_route_new_connections(local_service: LocalService) -> None:
     haproxy, request = local_service.haproxy, local_service.request
     name = request.instance_id
     assert stat.S_IMODE(haproxy.socket_path.stat().st_mode) == 0o600
-    assert _port_behind_router(local_service) == request.primary_port
+    assert _port_behind_router(local_service) == request.spec.primary_port
 
     # A second real PostgreSQL to route to: the primary itself under another server name
     # would prove nothing, so route to a scratch server on the shadow port.
     from infra.local.postgres import PgServer
 
-    other = PgServer(home=haproxy.directory.parent / "other", port=request.shadow_port)
+    other = PgServer(home=haproxy.directory.parent / "other", port=request.spec.shadow_port)
     other.init()
     other.start()
     try:
-        haproxy.add_server(name, ServerEntry("other", "127.0.0.1", request.shadow_port))
+        haproxy.add_server(name, ServerEntry("other", "127.0.0.1", request.spec.shadow_port))
         assert haproxy.weights(name) == {name: 100, "other": 0}
-        assert _port_behind_router(local_service) == request.primary_port
+        assert _port_behind_router(local_service) == request.spec.primary_port
 
         haproxy.set_weight(name, name, 0)
         haproxy.set_weight(name, "other", 100)
-        assert _port_behind_router(local_service) == request.shadow_port
+        assert _port_behind_router(local_service) == request.spec.shadow_port
         haproxy.set_weight(name, "other", 100)  # absolute: repeating changes nothing
         assert haproxy.weights(name) == {name: 0, "other": 100}
         stats = haproxy.stats(name)["other"]
@@ -46,9 +46,9 @@ def test_weights_route_new_connections(local_service: LocalService) -> None:
         # A reload (needed for new services) keeps run-time servers and their weights.
         haproxy.reload()
         assert haproxy.weights(name) == {name: 0, "other": 100}
-        assert _port_behind_router(local_service) == request.shadow_port
+        assert _port_behind_router(local_service) == request.spec.shadow_port
 
-        haproxy.add_server(name, ServerEntry("other", "127.0.0.1", request.shadow_port))
+        haproxy.add_server(name, ServerEntry("other", "127.0.0.1", request.spec.shadow_port))
         assert haproxy.weights(name)["other"] == 100  # re-adding keeps the current weight
 
         haproxy.remove_server(name, "other")
@@ -66,9 +66,9 @@ def test_bad_requests(local_service: LocalService) -> None:
     with pytest.raises(InvalidRequestError):
         haproxy.add_server("nope", ServerEntry("x", "127.0.0.1", 1))
     with pytest.raises(InvalidRequestError, match="already"):
-        haproxy.ensure_service("second", request.router_port, [])
+        haproxy.ensure_service("second", request.spec.router_port, [])
     with pytest.raises(InvalidRequestError, match="in use"):
-        haproxy.ensure_service("third", request.primary_port, [])
+        haproxy.ensure_service("third", request.spec.primary_port, [])
 
 
 def test_restart_from_topology(local_service: LocalService) -> None:
@@ -80,4 +80,4 @@ def test_restart_from_topology(local_service: LocalService) -> None:
     restarted.start()
     assert local_service.request.instance_id in restarted.services()
     restarted.set_weight(local_service.request.instance_id, local_service.request.instance_id, 100)
-    assert _port_behind_router(local_service) == local_service.request.primary_port
+    assert _port_behind_router(local_service) == local_service.request.spec.primary_port

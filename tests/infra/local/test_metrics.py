@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.workload import Writer, prepare_table
 from infra.local.metric_overlay import OverlayReader, overlay_path, remove_overlay, write_overlay
 from infra.local.metrics import LocalMetricsCollector
 from models.metrics import samples_to_arrays, sanitize_all
 from models.trace import TraceError
 from tests.conftest import LocalService
+from workers.workload import Writer, prepare_table
 
 
 def test_samples_reflect_load_and_restarts(local_service: LocalService) -> None:
@@ -89,7 +89,7 @@ def test_overlay_replays_a_trace_over_real_readings(
         "1700000000,10,1.5\n1700000300,50,5\n1700000600,90,80\n"
     )
     state_dir = tmp_path / "state-overlay"
-    port = local_service.request.primary_port
+    port = local_service.request.spec.primary_port
     now = time.time()
     write_overlay(state_dir, port, trace, {"cpu": "cpu_percent", "disk": "disk_latency_ms"},
                   speedup=300.0, wall_start=now - 1.5)

@@ -34,6 +34,7 @@ def _server(tmp_path: Path) -> PgServer:
     return server
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_server_survives_a_sigint_to_its_starters_group(tmp_path: Path) -> None:
     """``pg_ctl start -w`` stops the server it still waits for when it gets SIGINT; start()
     returns before pg_ctl notices readiness, so pg_ctl must not be in the caller's group."""
@@ -53,6 +54,7 @@ def test_server_survives_a_sigint_to_its_starters_group(tmp_path: Path) -> None:
         server.stop(mode="immediate")
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_start_and_stop_are_idempotent(tmp_path: Path) -> None:
     server = _server(tmp_path)
     try:
@@ -65,6 +67,7 @@ def test_start_and_stop_are_idempotent(tmp_path: Path) -> None:
     assert not server.running()
 
 
+@pytest.mark.integration  # starts a server or our program
 def test_deleting_the_data_dir_resource_stops_its_server(tmp_path: Path) -> None:
     """A server the stack never recorded (worker killed after ``pg_ctl start``) is stopped
     by the data directory's delete, not left running on a removed directory."""

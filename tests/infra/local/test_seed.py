@@ -31,8 +31,8 @@ FILLER_ROWS = 600_000
 def _props(settings: Settings, service: LocalService) -> dict[str, Any]:
     request = service.request
     spec = LocalShadowSpec(
-        instance_id=request.instance_id, primary_port=request.primary_port,
-        shadow_port=request.shadow_port, router_port=request.router_port,
+        instance_id=request.instance_id, primary_port=request.spec.primary_port,
+        shadow_port=request.spec.shadow_port, router_port=request.spec.router_port,
         state_dir=settings.state_dir, tier=2,
     )
     return data_dir_props(spec)
@@ -98,7 +98,7 @@ def test_second_caller_waits_and_adopts(settings: Settings, local_service: Local
     assert _ChattyEarlySeed.start_if_needed(props, heard.append) is None
     # The rename keeps the inode: this is still the first caller's copy, not a second one.
     assert (home / "data").stat().st_ino == partial_inode
-    _check_copy(home, local_service.request.shadow_port)
+    _check_copy(home, local_service.request.spec.shadow_port)
 
 
 def test_copy_orphaned_by_a_killed_caller_is_waited_for(
@@ -127,4 +127,4 @@ def test_copy_orphaned_by_a_killed_caller_is_waited_for(
     seed_data_dir(props)
 
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
-    _check_copy(home, local_service.request.shadow_port)
+    _check_copy(home, local_service.request.spec.shadow_port)

@@ -1,0 +1,66 @@
+"""The servers under one agent's data root, found by node name (``server.json``), with one
+lock per node for the activities that change a server."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from activities.agent_server import NODE_NAME, SERVER_FILE, AgentConfig, ManagedServer
+from contracts.agent import ServerRef
+from infra.errors import InvalidRequestError
+
+
+class ServerCatalog:
+    """The servers under one data root, by node name, with one lock per node for the
+    activities that change a server."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def server(self, ref: ServerRef) -> ManagedServer:
+        """The server a request names, validated.
+
+        Raises:
+            InvalidRequestError: a node name that is no folder name, a port out of range, or a
+                node that runs on another port than the request says.
+        """
+        if not NODE_NAME.match(ref.node):
+            raise InvalidRequestError(
+                f"node name {ref.node!r}: use letters, digits, '.', '_' or '-' (1-63 "
+                "characters, not starting with a punctuation mark)")
+        if not 1024 <= ref.port <= 65535:
+            raise InvalidRequestError(f"port {ref.port} of {ref.node}: use 1024..65535")
+        known = self.find(ref.node)
+        if known is not None and known.port != ref.port and known.running():
+            raise InvalidRequestError(
+                f"{ref.node} runs on port {known.port}, not {ref.port}: stop it first or ask "
+                f"for port {known.port}")
+        server = ManagedServer(self.config, ref.node, ref.port)
+        server.check_socket_path()
+        return server
+
+    def find(self, node: str) -> ManagedServer | None:
+        """The server recorded under ``node``, if any."""
+        if not NODE_NAME.match(node):
+            return None
+        try:
+            raw = json.loads((self.config.data_root / node / SERVER_FILE).read_text())
+            return ManagedServer(self.config, node, int(raw["port"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def nodes(self) -> list[str]:
+        """Every recorded node, sorted."""
+        try:
+            homes = sorted(self.config.data_root.iterdir())
+        except FileNotFoundError:
+            return []
+        return [home.name for home in homes if (home / SERVER_FILE).exists()]
+
+    def lock(self, node: str) -> threading.Lock:
+        """The lock that serialises changes to ``node``."""
+        with self._guard:
+            return self._locks.setdefault(node, threading.Lock())

@@ -1,0 +1,80 @@
+"""The ``hosts`` section of a protection spec: which hosts' agents run the primary and the
+shadow, and where the control worker and the router reach them.
+
+A host is anything that runs a node agent (``shadowshift agent --host NAME``): a VM, an EC2
+instance, or on a development machine a Linux network namespace (``infra/hosts``). Primary and
+shadow must be on different hosts: a shadow on its primary's host dies with it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+"""A host (and its agent's task queue suffix): what ``shadowshift agent --host`` accepts."""
+
+
+class HostsSectionError(ValueError):
+    """The section is invalid; the message starts with the field it names (without
+    ``hosts.``)."""
+
+
+@dataclass
+class HostPlacement:
+    """One node's host."""
+
+    host: str
+    """The host's name (its agent serves ``shadowshift-host-<host>``)."""
+    address: str
+    """IPv4 address its PostgreSQL listens on, reachable from the control worker, the router
+    and the other host."""
+
+
+@dataclass
+class HostsSection:
+    """Where the instance and its shadow run."""
+
+    primary: HostPlacement
+    """The primary's host as the protection starts (roles swap at each cutover; hosts stay)."""
+    shadow: HostPlacement
+    """The shadow's host: never the primary's."""
+    fleet_index: int | None = None
+    """Namespace hosts only (``infra/hosts``, a development or test machine): the fleet's
+    index, which lets the control worker isolate a lost primary's network namespace before
+    its shadow is promoted. ``None`` for real hosts: the agent's lease alone fences them."""
+    router_source: str = ""
+    """Address HAProxy connects to the hosts from (empty: the kernel's choice)."""
+
+
+def validate_hosts_section(section: HostsSection) -> None:
+    """Raise :class:`HostsSectionError` naming the first wrong field."""
+    for role in ("primary", "shadow"):
+        place = getattr(section, role)
+        if not isinstance(place, HostPlacement):
+            raise HostsSectionError(f"{role}: expected host and address")
+        if not isinstance(place.host, str) or not HOST_NAME.match(place.host):
+            raise HostsSectionError(f"{role}.host {place.host!r}: use 1-31 characters of a-z, "
+                                    "0-9 and '-', starting with a letter")
+        _ipv4(f"{role}.address", place.address)
+    if section.primary.host == section.shadow.host:
+        raise HostsSectionError(
+            f"shadow.host {section.shadow.host!r} is also the primary's host: a shadow must "
+            "run on another host, or it fails with its primary")
+    if section.primary.address == section.shadow.address:
+        raise HostsSectionError(f"shadow.address {section.shadow.address} is also the "
+                                "primary's address: two hosts cannot share one")
+    index = section.fleet_index
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)
+                              or not 0 <= index <= 255):
+        raise HostsSectionError(f"fleet_index {index!r} is outside 0..255")
+    if section.router_source:
+        _ipv4("router_source", section.router_source)
+
+
+def _ipv4(name: str, value: object) -> None:
+    try:
+        ipaddress.IPv4Address(value)
+    except (ValueError, TypeError):
+        raise HostsSectionError(f"{name} {value!r}: expected an IPv4 address") from None

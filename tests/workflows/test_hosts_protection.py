@@ -1,0 +1,109 @@
+"""A protection on the hosts platform: primary and shadow on two namespace hosts, each with
+its agent; provisioning copies the standby through its host's agent, a planned cutover moves
+the traffic across hosts, and the former primary is rewound by its own agent."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from contracts.protection import CutoverRequest, ProtectionStatus
+from infra.hosts.probe import postmaster_answers
+from infra.local.haproxy import HAProxyManager
+from infra.local.ports import free_ports
+from infra.local.postgres import PgEndpoint
+from infra.pulumi_engine import StackDriver
+from tests.conftest import acked_after
+from workers.hosts_lab import PG_PORT, HostsLab
+from workers.protect import start_protection
+from workers.registry import new_worker, pulumi_config
+from workers.settings import Settings
+from workers.workload import Writer, missing_acked, prepare_table
+from workflows.protection import InstanceProtectionWorkflow
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def lab(settings: Settings, temporal_env: WorkflowEnvironment) -> Iterator[HostsLab]:
+    """Hosts ``wa`` and ``wb`` with their agents, reaching the session's Temporal. (Other
+    tests name their hosts otherwise: an agent refuses a host name whose queue another agent
+    polled within the last 90 s, and a killed agent's poll is listed that long.)"""
+    host, port = temporal_env.client.service_client.config.target_host.rsplit(":", 1)
+    base = Path(tempfile.mkdtemp(prefix="ssf", dir="/tmp"))  # short: socket paths
+    base.chmod(0o755)
+    made = HostsLab.create(StackDriver(pulumi_config(settings)), base,
+                           ("wa", "wb"), (host, int(port)), disk_mib=256)
+    try:
+        for name in made.hosts:
+            made.start_agent(name)
+        yield made
+    finally:
+        # The router outlives a terminated protection by design (it is the service's address);
+        # the test owns it, so it stops it.
+        HAProxyManager(settings.state_dir / "haproxy").stop()
+        made.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _worker(client: Client, settings: Settings, task_queue: str) -> AsyncIterator[None]:
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        async with new_worker(client, settings, pool, task_queue=task_queue):
+            yield
+
+
+async def _status(handle: WorkflowHandle[Any, Any], done: Any,
+                  timeout_s: float) -> ProtectionStatus:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            status: ProtectionStatus = await handle.query(InstanceProtectionWorkflow.status)
+            if done(status):
+                return status
+            await asyncio.sleep(0.25)
+
+
+async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
+    lab: HostsLab, settings: Settings, temporal_env: WorkflowEnvironment, task_queue: str,
+) -> None:
+    """Tier 1 across hosts: the router service is created (onboarding), the standby is copied
+    on ``wb`` by its agent and streams synchronously from ``wa``; a planned cutover under
+    writes loses nothing, and ``wa``'s agent rewinds the former primary into the new shadow."""
+    client = temporal_env.client
+    router_port = free_ports(1)[0]
+    spec = lab.spec("db-hosts", "wa", "wb", router_port, tier=1)
+    async with _worker(client, settings, task_queue):
+        await lab.wait_for_agents(client)
+        await lab.ensure_primary(client, task_queue, "wa", spec.instance_id)
+        handle = await start_protection(client, spec, task_queue=task_queue)
+        status = await _status(handle, lambda s: s.phase == "protected", 240)
+        assert status.shadow_healthy
+        router = PgEndpoint(port=router_port)
+        prepare_table(router)
+        with Writer(router, rate=50) as writer:
+            await acked_after(writer)
+            await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
+                                        CutoverRequest("move to wb"))
+            status = await _status(handle, lambda s: s.cutovers == 1 and s.recoveries
+                                   and s.phase == "protected", 240)
+            await acked_after(writer, since=time.monotonic())
+        await handle.terminate("test over")
+    assert status.primary_node == "db-hosts-shadow" and status.recoveries == ["rejoined"]
+    wb = lab.placement("wb").address
+    assert missing_acked(PgEndpoint(host=wb, port=PG_PORT), writer.stats.acked_ids) == []
+    assert postmaster_answers(lab.placement("wa").address, PG_PORT)
+    with PgEndpoint(host=wb, port=PG_PORT).connect() as conn:
+        row = conn.execute("SELECT application_name, sync_state, host(client_addr) "
+                           "FROM pg_stat_replication").fetchone()
+    assert row == ("db-hosts", "sync", lab.placement("wa").address), row

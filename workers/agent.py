@@ -1,0 +1,249 @@
+"""``shadowshift agent --host NAME`` (also ``python -m workers.agent``): the node agent.
+
+One process per host, beside the PostgreSQL servers it manages: a Temporal worker polling
+``contracts.agent.host_task_queue(NAME)`` with the host-local activities
+(``activities/agent.py``), the lease keeper that fences a primary cut off from both its
+control worker and its standby (``activities/agent_lease.py``), and a small HTTP endpoint
+(``workers/agent_http.py``). ``docs/agent.md`` is the operator's guide.
+
+Start-up refuses, with exit code 2 and one line naming the other agent:
+
+- a second agent on the same data root (an ``flock`` on ``<data root>/agent.lock``);
+- a second agent for the same host anywhere: another poller on the host's task queue
+  (``DescribeTaskQueue``). Its identity is ``shadowshift-agent/<version>@<host>/<pid>``. The
+  poller of this data root's previous agent is ignored (the lock proves it dead: an agent
+  SIGKILLed a moment ago must be replaceable at once), and so is a poller Temporal has not
+  heard from for :data:`POLLER_FRESH_S`. Two agents started within the same instant can both
+  pass; the lock still keeps them off each other's data root.
+
+Exit codes: 0 after SIGTERM/SIGINT (the servers keep running; only the lease stops), 2 bad
+options or refused, 3 Temporal unreachable. Stopping the agent stops nothing else: the
+PostgreSQL servers run in sessions of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agent import HostAgentActivities
+from activities.agent_catalog import ServerCatalog
+from activities.agent_lease import LeaseKeeper
+from activities.agent_metrics import AgentMetrics
+from activities.agent_server import AgentConfig
+from contracts.agent import host_task_queue
+from contracts.version import VERSION
+from contracts.wire import DATA_CONVERTER
+from workers.agent_http import AgentHttpApi, AgentHttpServer
+from workers.agent_settings import AgentOptions, add_agent_arguments, options_from_args
+from workers.logging_config import configure_logging
+from workers.process_exit import exit_process
+from workers.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("shadowshift.agent")
+
+PROG = "shadowshift agent"
+OK, REFUSED, UNREACHABLE = 0, 2, 3
+POLLER_FRESH_S = 90.0
+"""A poller Temporal heard from within this long is taken as alive: an idle worker's long
+poll is renewed about every minute."""
+LOCK_FILE = "agent.lock"
+IDENTITY_FILE = "agent.identity"
+SHUTDOWN_GRACE_S = 10.0
+"""How long running activities may finish after SIGTERM (a long copy is retried anyway)."""
+
+
+class AgentStartError(Exception):
+    """The agent cannot start; the message is one line, ``exit_code`` says which kind."""
+
+    def __init__(self, message: str, exit_code: int = REFUSED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def agent_identity(host: str, pid: int | None = None) -> str:
+    """The Temporal identity of ``host``'s agent: ``shadowshift-agent/<version>@<host>/<pid>``."""
+    return f"shadowshift-agent/{VERSION}@{host}/{pid if pid is not None else os.getpid()}"
+
+
+def agent_config(options: AgentOptions, settings: Settings) -> AgentConfig:
+    """The activities' configuration from the options (data root defaulted)."""
+    data_root = options.data_root or settings.state_dir / "agents" / options.host
+    return AgentConfig(host=options.host, address=options.address, data_root=data_root,
+                       trust_cidr=options.trust_cidr)
+
+
+@contextmanager
+def data_root_lock(data_root: Path) -> Iterator[str | None]:
+    """Hold ``<data_root>/agent.lock`` for the agent's life; yields the identity of the
+    previous agent of this data root (dead: it held the lock while alive).
+
+    Raises:
+        AgentStartError: another agent holds it.
+    """
+    data_root.mkdir(parents=True, exist_ok=True)
+    identity_file = data_root / IDENTITY_FILE
+    fd = os.open(data_root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read(identity_file) or "an agent"
+            raise AgentStartError(f"{holder} already runs on {data_root}; stop it first") \
+                from None
+        yield _read(identity_file) or None
+    finally:
+        os.close(fd)
+
+
+async def other_agent(client: Client, host: str, predecessor: str | None) -> str | None:
+    """The identity of another live poller of ``host``'s task queue, if any (see the module
+    docstring for which pollers are not counted)."""
+    response = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=host_task_queue(host), kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
+    now = time.time()
+    for poller in response.pollers:
+        if predecessor is not None and poller.identity == predecessor:
+            log.info("Ignoring the poller of this data root's previous agent, %s (gone).",
+                     predecessor)
+            continue
+        if now - poller.last_access_time.ToSeconds() > POLLER_FRESH_S:
+            continue
+        return poller.identity or "an unnamed worker"
+    return None
+
+
+async def connect(settings: Settings) -> Client:
+    """A client of the worker's Temporal; :class:`AgentStartError` (exit 3) if unreachable."""
+    try:
+        return await asyncio.wait_for(
+            Client.connect(settings.temporal_address, namespace=settings.namespace,
+                           data_converter=DATA_CONVERTER), timeout=15)
+    except (TimeoutError, RuntimeError, OSError) as err:
+        raise AgentStartError(
+            f"cannot reach Temporal at {settings.temporal_address} ({err}); start it or set "
+            "SHADOWSHIFT_TEMPORAL_ADDRESS", UNREACHABLE) from err
+
+
+async def serve(options: AgentOptions, settings: Settings, stop: asyncio.Event) -> None:
+    """Run the agent until ``stop`` is set.
+
+    Raises:
+        AgentStartError: it cannot start (the message says why).
+    """
+    config = agent_config(options, settings)
+    queue = host_task_queue(options.host)
+    with data_root_lock(config.data_root) as predecessor:
+        client = await connect(settings)
+        other = await other_agent(client, options.host, predecessor)
+        if other is not None:
+            raise AgentStartError(f"host {options.host} is already served by {other} "
+                                  f"(polling {queue}); stop that agent first")
+        identity = agent_identity(options.host)
+        (config.data_root / IDENTITY_FILE).write_text(identity + "\n")
+        catalog = ServerCatalog(config)
+        keeper = LeaseKeeper(catalog)
+        activities = HostAgentActivities(config, leases=keeper, catalog=catalog)
+        api = AgentHttpApi(host=options.host, address=options.address, identity=identity,
+                           catalog=catalog, keeper=keeper, metrics=AgentMetrics())
+        try:
+            http = AgentHttpServer(api, options.address, options.http_port)
+        except OSError as err:
+            raise AgentStartError(f"cannot listen on {options.address}:{options.http_port} "
+                                  f"({err.strerror}); choose another --http-port") from err
+        keeper.start()  # fencing first: a thawed or restarted agent checks before serving
+        http.start()
+        try:
+            await _poll(client, settings, identity, queue, activities, config, http.port, stop)
+        finally:
+            http.stop()
+            keeper.stop()
+    log.info("Agent stopped.")
+
+
+async def _poll(client: Client, settings: Settings, identity: str, queue: str,
+                activities: HostAgentActivities, config: AgentConfig, http_port: int,
+                stop: asyncio.Event) -> None:
+    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
+        worker = Worker(
+            client, task_queue=queue, identity=identity, activity_executor=pool,
+            activities=[activities.hello, activities.ensure_primary, activities.seed_standby,
+                        activities.inspect_server, activities.rewind_as_standby,
+                        activities.start_server, activities.stop_server,
+                        activities.fence_server, activities.destroy_server,
+                        activities.probe_local],
+            max_concurrent_activities=settings.max_concurrent_activities,
+            graceful_shutdown_timeout=timedelta(seconds=SHUTDOWN_GRACE_S))
+        async with worker:
+            log.info("Agent %s polling %s on %s (namespace %s); HTTP on %s:%d; data in %s.",
+                     identity, queue, settings.temporal_address, settings.namespace,
+                     config.address, http_port, config.data_root)
+            await stop.wait()
+            log.info("Shutdown requested. Draining the agent.")
+
+
+def run_agent(options: AgentOptions, settings: Settings) -> int:
+    """Run the agent in this process until SIGTERM or SIGINT; returns the exit code."""
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        """Serve until a signal sets ``stop``."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(options, settings, stop)
+
+    try:
+        asyncio.run(main())
+    except AgentStartError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return err.exit_code
+    return OK
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run with options parsed by ``workers.agent_settings.add_agent_arguments``."""
+    try:
+        settings = load_settings(worker=False)  # no Pulumi on a host
+    except SettingsError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return REFUSED
+    return run_agent(options_from_args(args), settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m workers.agent``: the same as ``shadowshift agent``."""
+    parser = argparse.ArgumentParser(prog=PROG, description="The ShadowShift node agent.")
+    add_agent_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    exit_process(main())

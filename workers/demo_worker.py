@@ -1,0 +1,36 @@
+"""``python -m workers.demo_worker``: the demo's worker — the production worker whose local
+platform reads metric overlays (``infra/local/metric_overlay.py``).
+
+The demo replays a recorded incident into the primary's metric stream; the overlay belongs
+to the demo, so a production worker (``workers.main``) never looks for overlay files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from infra.factory import BUILDERS, Platforms
+from infra.local.metric_overlay import OverlayObserver
+from infra.platform import FleetObserver, PlatformContext
+from infra.pulumi_engine import StackDriver
+from workers.process_exit import exit_process
+from workers.registry import pulumi_config
+from workers.settings import Settings
+
+
+def overlay_platforms(settings: Settings) -> Platforms:
+    """Every platform, the local one observed through the overlays in the state dir."""
+    local = BUILDERS["local"]
+
+    def observe(context: PlatformContext, period_s: int) -> FleetObserver:
+        return OverlayObserver(local.observer(context, period_s), context.state_dir)
+
+    builders = {**BUILDERS, "local": dataclasses.replace(local, observer=observe)}
+    context = PlatformContext(StackDriver(pulumi_config(settings)), settings.state_dir)
+    return Platforms(context, builders)
+
+
+if __name__ == "__main__":
+    from workers.main import main
+
+    exit_process(main(overlay_platforms))

@@ -1,0 +1,197 @@
+"""A lab of namespace hosts with node agents, for the demo, the tests and the benchmarks.
+
+On one machine, ``HostsLab.create`` builds what a VM fleet would be: a fleet of network
+namespace hosts (``infra.hosts``, one Pulumi stack), a gateway that makes the Temporal dev
+server reachable on the fleet's TEMPORAL address, and a ``shadowshift agent`` inside each
+host (its namespace and cgroups) with its data on the host's own filesystem. It then hands out
+protection specs for the hosts platform and creates primaries through their hosts' agents.
+Everything it made goes away with :meth:`HostsLab.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+from contracts.agent import host_task_queue
+from contracts.agent_tasks import AgentTask, EnsurePrimaryRequest, ServerInfo, ServerRef
+from contracts.policy import Policy
+from contracts.spec import ProtectionSpec
+from contracts.spec_hosts import HostPlacement, HostsSection
+from contracts.version import VERSION
+from infra.hosts import cleanup, network
+from infra.hosts.fleet import destroy_fleet, fleet_hosts, up_fleet
+from infra.hosts.gateway import TemporalGateway
+from infra.hosts.host import Host
+from infra.hosts.spec import FleetSpec, HostSpec
+from infra.pulumi_engine import StackDriver
+from workers.settings import REPO_ROOT
+from workflows.host_task import HostTaskWorkflow, host_task_workflow_id
+
+log = logging.getLogger(__name__)
+
+GATEWAY_PORT = 7233
+"""Port of the Temporal gateway on the fleet's TEMPORAL address."""
+PG_PORT = 5432
+"""Every host has an address of its own, so each server takes PostgreSQL's usual port."""
+
+
+@dataclass
+class HostsLab:
+    """A running fleet of agent hosts."""
+
+    driver: StackDriver
+    """Pulumi driver of the fleet's stack."""
+    fleet: FleetSpec
+    """The fleet."""
+    hosts: dict[str, Host]
+    """Runtime handles, by host name."""
+    gateway: TemporalGateway
+    """Where agents reach Temporal."""
+    log_dir: Path
+    """Agents' logs."""
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """Agent processes, by host name."""
+    agent_started: dict[str, float] = field(default_factory=dict)
+    """When each agent was started (epoch seconds): its poller must be seen after that."""
+
+    @classmethod
+    def create(cls, driver: StackDriver, base_dir: Path, names: tuple[str, ...],
+               temporal: tuple[str, int], *, disk_mib: int = 512,
+               fleet_name: str = "") -> HostsLab:
+        """Build the fleet under ``base_dir`` and the gateway to ``temporal`` (a dev server's
+        host and port). Keep ``base_dir`` short: a server's unix socket lives under it, and
+        socket paths hold at most 107 characters.
+
+        Raises:
+            InvalidRequestError: bad names, or the machine cannot host namespaces.
+        """
+        name = fleet_name or f"lab{uuid.uuid4().hex[:6]}"
+        index = network.free_fleet_index(start=random.randrange(256))
+        spec = FleetSpec(name, index, tuple(HostSpec(n, disk_mib=disk_mib) for n in names),
+                         base_dir / name)
+        up_fleet(driver, spec)
+        gateway = TemporalGateway(base_dir / f"{name}-gateway",
+                                  str(network.temporal_address(index)), GATEWAY_PORT,
+                                  temporal[0], temporal[1])
+        lab = cls(driver, spec, fleet_hosts(spec), gateway, base_dir / f"{name}-logs")
+        try:
+            gateway.start()
+        except Exception:
+            lab.close()
+            raise
+        return lab
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def start_agent(self, name: str) -> subprocess.Popen[bytes]:
+        """Start ``shadowshift agent`` inside host ``name`` (its data on the host's disk)."""
+        host = self.hosts[name]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
+        env.update(SHADOWSHIFT_TEMPORAL_ADDRESS=self.gateway.address,
+                   SHADOWSHIFT_LOG_LEVEL="INFO")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        process = host.popen(
+            [sys.executable, "-m", "workers.cli", "agent", "--host", name,
+             "--address", str(host.address), "--data-root", str(host.data_dir / "agent")],
+            env=env, cwd=REPO_ROOT, log_path=self.log_dir / f"agent-{name}.log")
+        self.agents[name] = process
+        self.agent_started[name] = time.time()
+        return process
+
+    def stop_agent(self, name: str, *, sig: int = signal.SIGTERM) -> None:
+        """Stop host ``name``'s agent (SIGKILL: as a crash would); its servers keep running."""
+        process = self.agents.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    async def wait_for_agents(self, client: Client, timeout_s: float = 60.0) -> None:
+        """Until every started agent polls its host's queue."""
+        deadline = time.monotonic() + timeout_s
+        for name in self.agents:
+            while True:
+                described = await client.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace=client.namespace,
+                        task_queue=TaskQueue(name=host_task_queue(name)),
+                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
+                # The server lists a dead agent's poller for minutes: only a poll seen since
+                # this agent started counts.
+                since = self.agent_started.get(name, 0.0)
+                if any(p.last_access_time.ToSeconds() >= since for p in described.pollers):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the agent of {name} did not poll within {timeout_s} s "
+                                       f"(log: {self.log_dir / f'agent-{name}.log'})")
+                await asyncio.sleep(0.2)
+
+    # -- instances -------------------------------------------------------------------------
+
+    def placement(self, name: str) -> HostPlacement:
+        """Host ``name`` as a spec names it."""
+        return HostPlacement(name, str(self.hosts[name].address))
+
+    def spec(self, instance_id: str, primary: str, shadow: str, router_port: int, *,
+             tier: int = 1, policy: Policy | None = None, port: int = PG_PORT) -> ProtectionSpec:
+        """A hosts-platform spec for ``instance_id``: primary on ``primary``, shadow on
+        ``shadow``, both on ``port``, routed on ``router_port`` of this machine."""
+        section = HostsSection(self.placement(primary), self.placement(shadow),
+                               fleet_index=self.fleet.index,
+                               router_source=str(network.router_address(self.fleet.index)))
+        return ProtectionSpec(instance_id, "hosts", tier, port, port, router_port,
+                              policy=policy or Policy(), hosts=section)
+
+    async def ensure_primary(self, client: Client, task_queue: str, host: str,
+                             instance_id: str, port: int = PG_PORT,
+                             settings: dict[str, str] | None = None) -> ServerInfo:
+        """A running primary for ``instance_id`` on ``host``, made by its agent (through
+        ``HostTaskWorkflow`` on a worker polling ``task_queue``)."""
+        task = AgentTask(host, ensure_primary=EnsurePrimaryRequest(
+            VERSION, ServerRef(instance_id, instance_id, port), settings or {}))
+        result = await client.execute_workflow(
+            HostTaskWorkflow.run, task, id=host_task_workflow_id(task), task_queue=task_queue)
+        return ServerInfo(**result)  # the workflow returns plain data (its result is Any)
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the agents, kill every process of every host, stop the gateway, destroy the
+        fleet (and clean what a failed destroy left)."""
+        for name in list(self.agents):
+            with contextlib.suppress(Exception):
+                self.stop_agent(name, sig=signal.SIGKILL)
+        for host in self.hosts.values():
+            with contextlib.suppress(Exception):
+                host.thaw()
+            with contextlib.suppress(Exception):
+                host.kill()
+        self.gateway.stop()
+        try:
+            destroy_fleet(self.driver, self.fleet)
+        except Exception as err:  # leave nothing behind even so
+            log.warning("Destroying fleet %s failed (%s); cleaning by hand", self.fleet.name,
+                        err)
+            cleanup.remove_fleet(self.fleet.name, index=self.fleet.index,
+                                 state_dir=self.fleet.state_dir)
+
