@@ -221,12 +221,15 @@ def _overlaid(sample: MetricSample, reader: OverlayReader, now: float) -> Metric
     if sample.request_latency_ms is None:  # an unreachable node: no values to replace
         return dataclasses.replace(sample, timestamp=reading.timestamp)
     values: dict[str, Any] = {}
+    columns = dict(sample.columns)
     for metric, value in reading.values.items():
         if metric == "network_bytes":  # the trace has the sum; keep the split consistent
             values["network_in_bytes"], values["network_out_bytes"] = value, 0.0
         elif metric in _SAMPLE_FIELDS:
             values[metric] = value
-    return dataclasses.replace(sample, timestamp=reading.timestamp, **values)
+        else:  # a column key of a multi-column trace (``other:m07``): an extra column
+            columns[metric] = value
+    return dataclasses.replace(sample, timestamp=reading.timestamp, columns=columns, **values)
 
 
 _SAMPLE_FIELDS = frozenset(f.name for f in dataclasses.fields(MetricSample))

@@ -18,9 +18,11 @@ Sources, each read once per sample:
   ``max_connections`` (``connections_percent``), the oldest unfrozen transaction ID's age
   against the wraparound limit (``xid_age_percent``), and WAL held back by replication slots
   against its budget (``wal_retained_percent``: ``max_slot_wal_keep_size``, or when that is
-  unlimited the WAL's share of what the disk could still hold);
-- an optional metric overlay (``infra/local/metric_overlay.py``) that replays a recorded
-  failure trace over the real reading, for demos and tests.
+  unlimited the WAL's share of what the disk could still hold).
+
+A replayed trace (the demo's metric overlay) is laid over these readings by the demo worker's
+fleet observer (``infra/local/metric_overlay.py``), not here: a production collector never
+looks for overlay files.
 
 The data directory, which selects the disk, is asked of the server itself when not given (the
 fleet watcher knows ports, not paths). Rates need two readings, so the first sample of a
@@ -35,7 +37,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +45,8 @@ import psutil
 import psycopg
 
 from infra.local.haproxy import HAProxyManager
-from infra.local.metric_overlay import OverlayReader
 from infra.local.postgres import PgEndpoint
 from models.metrics import MetricSample
-from models.trace import TraceError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,6 @@ class LocalMetricsCollector:
         haproxy: HAProxyManager | None = None,
         server_name: str | None = None,
         replication_lag: Callable[[], int | None] | None = None,
-        overlay: Path | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.endpoint = endpoint
@@ -106,7 +105,6 @@ class LocalMetricsCollector:
         self.haproxy = haproxy
         self.server_name = server_name or instance_id
         self.replication_lag = replication_lag
-        self.overlay = OverlayReader(overlay) if overlay is not None else None
         self._data_dir_asked = data_dir is not None
         self._previous: _Counters | None = None
         self._start_time: str | None = None
@@ -117,9 +115,7 @@ class LocalMetricsCollector:
         now = time.time()
         database = self._database()
         if database is None:
-            # Nothing to read, but keep the overlay's clock (if any) so the window stays ordered.
-            stamp = self._apply_overlay(now, {})
-            return MetricSample(timestamp=stamp, instance_id=self.instance_id)
+            return MetricSample(timestamp=now, instance_id=self.instance_id)
         (latency_ms, commits, rollbacks, start_time, (cpu_seconds, rss), standby_lag,
          resources) = database
         if self._start_time is not None and start_time != self._start_time:
@@ -154,28 +150,7 @@ class LocalMetricsCollector:
             values["error_rate"] = failed / transactions if transactions > 0 else 0.0
             values["network_in_bytes"] = current.bytes_in - previous.bytes_in
             values["network_out_bytes"] = current.bytes_out - previous.bytes_out
-        timestamp = self._apply_overlay(now, values)
-        return _sample(timestamp, self.instance_id, values)
-
-    def _apply_overlay(self, now: float, values: dict[str, float | None]) -> float:
-        """Replace the metrics a replayed trace carries; returns the sample's timestamp."""
-        if self.overlay is None:
-            return now
-        try:
-            reading = self.overlay.read(now)
-        except TraceError as err:
-            log.warning("Ignoring the metric overlay of %s: %s", self.instance_id, err)
-            return now
-        if reading is None:
-            return now
-        if not values:
-            return reading.timestamp  # an unreachable node: no values to replace
-        for metric, value in reading.values.items():
-            if metric == "network_bytes":  # the trace has the sum; keep the split consistent
-                values["network_in_bytes"], values["network_out_bytes"] = value, 0.0
-            else:
-                values[metric] = value  # a column key (other:m07) becomes an extra column
-        return reading.timestamp
+        return MetricSample(now, self.instance_id, columns={}, **values)
 
     def _database(
         self,
@@ -210,19 +185,6 @@ class LocalMetricsCollector:
         except Exception:
             return 0.0, 0.0
         return (float(stats.bytes_in), float(stats.bytes_out)) if stats else (0.0, 0.0)
-
-
-_SAMPLE_FIELDS = frozenset(f.name for f in fields(MetricSample)) - {"timestamp", "instance_id",
-                                                                   "columns"}
-
-
-def _sample(timestamp: float, instance_id: str, values: dict[str, float | None]
-            ) -> MetricSample:
-    """A sample from named readings; keys that are not sample fields (the column keys of a
-    replayed multi-column trace, ``other:m07``) go into :attr:`MetricSample.columns`."""
-    named = {k: v for k, v in values.items() if k in _SAMPLE_FIELDS}
-    extra = {k: v for k, v in values.items() if k not in _SAMPLE_FIELDS}
-    return MetricSample(timestamp, instance_id, columns=extra, **named)
 
 
 def _resources(conn: psycopg.Connection) -> tuple[Any, ...] | None:
