@@ -77,16 +77,18 @@ def platforms(settings: Settings) -> Platforms:
 
 def build_activities(settings: Settings, client: Client, *,
                      served: Platforms | None = None,
-                     feedback: bool = True) -> list[Callable[..., Any]]:
+                     feedback: bool = True,
+                     scorer: FleetScorer | None = None) -> list[Callable[..., Any]]:
     """Activity callables with their clients injected.
 
     ``served``: the platforms (default: every platform, with this worker's Pulumi driver);
     ``feedback``: whether the fleet watcher records near misses and probes open outcome
-    records (the bench's stand-in platform has nothing to probe)."""
+    records (the bench's stand-in platform has nothing to probe); ``scorer``: the fleet
+    scorer (default: :func:`fleet_scorer`; pass one to save its baselines at shutdown)."""
     served = served or platforms(settings)
     models = model_registry(settings)
     outcome_store = outcomes_store(settings)
-    scorer = FleetScorer.from_registry(models)
+    scorer = scorer or fleet_scorer(settings)
     recorder = OutcomeRecorder(outcome_store)
     outcomes = StoreOutcomeActivities(outcome_store, served, recorder)
     retraining = RegistryRetrainingActivities(models, outcome_store)
@@ -113,6 +115,16 @@ def build_activities(settings: Settings, client: Client, *,
         outcomes.resolve_outcomes,
         retraining.retrain_challenger,
     ]
+
+
+def fleet_scorer(settings: Settings) -> FleetScorer:
+    """The registry's current model with the worker's per-instance baselines (state dir).
+
+    Raises:
+        ModelError: no model can be loaded.
+    """
+    return FleetScorer.from_registry(model_registry(settings),
+                                     baselines_path=settings.state_dir / "baselines.npz")
 
 
 def model_registry(settings: Settings) -> ModelRegistry:
