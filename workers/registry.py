@@ -22,6 +22,7 @@ from activities.retraining import RegistryRetrainingActivities
 from activities.scoring import FleetScorer
 from activities.shadow import PlatformShadowActivities
 from activities.watching.failover import FailoverMonitor
+from activities.watching.history import FailureHistory
 from activities.watching.planner import ShadowPlanner
 from activities.watching.sync import SyncSupervisor
 from activities.watching.watcher import FleetWatchActivities
@@ -98,7 +99,8 @@ def build_activities(settings: Settings, client: Client, *,
     watch = FleetWatchActivities(client, scorer, served, recorder if feedback else None,
                                  ShadowPlanner(client),
                                  sync=SyncSupervisor(client, served),
-                                 failover=FailoverMonitor(client))
+                                 failover=FailoverMonitor(client),
+                                 history=FailureHistory(outcome_store))
     return [
         watch.watch_fleet,
         shadow.provision_shadow,
