@@ -210,3 +210,26 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
                              str(tmp_path / "missing.csv")], cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_messy_export_is_scored_not_refused(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Duplicate timestamps, a column that is all empty, a constant column, negative CPU and
+    a six-hour gap: every row is scored (one out per row in), nothing is refused, and stderr
+    says what was ignored or noted."""
+    stamps = [i * 300 for i in range(60)]
+    stamps[10] = stamps[9]  # a duplicate
+    stamps += [stamps[-1] + 6 * 3600 + i * 300 for i in range(1, 41)]  # after a gap
+    body = "".join(f"{t},{-5 if i % 13 == 0 else 20 + i % 9},,42\n" for i, t in enumerate(stamps))
+    trace = tmp_path / "messy.csv"
+    trace.write_text("timestamp,cpu,empty,flat\n" + body)
+    assert main(["score-trace", str(trace), "--columns", "cpu:cpu,empty:other,flat:other"]) == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(captured.out.splitlines()))
+    assert [int(float(r["timestamp"])) for r in rows] == stamps
+    probability = np.array([float(r["failure_probability"]) for r in rows])
+    assert ((probability >= 0) & (probability <= 1)).all()
+    assert "repeat the timestamp" in captured.err and "'empty' has no values" in captured.err
+    # Ignored and counted: every empty cell and every negative CPU reading.
+    negative = sum(1 for i in range(len(stamps)) if i % 13 == 0)
+    assert f"{len(stamps) + negative} values ignored" in captured.err
