@@ -1,8 +1,9 @@
 """The end-to-end demo, phase by phase (``make demo``; the entry point is ``workers.demo``).
 
-Protect a primary PostgreSQL under client load, replay a recorded disk degradation into its
-metrics, let the fleet watcher's model predict, cut over before the primary fails, fail it at
-the end of the trace, let the former primary rejoin as the shadow, then measure and report.
+Protect a primary PostgreSQL under client load, replay a real incident recorded on an
+application server (ASD; ``workers/demo_trace.py``) into its metrics, let the fleet watcher's
+model predict, cut over before the failure point, fail the primary there, let the former
+primary rejoin as the shadow, then measure and report.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from infra.local.postgres import PgEndpoint
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers import demo_report as report
 from workers.demo_services import DevServer, LocalService, say, worker_process
-from workers.demo_trace import DemoTrace, OfflineVerdict, offline_verdict
+from workers.demo_trace import (
+    DEMO_HEALTHY_HOURS,
+    DEMO_THRESHOLD,
+    DemoTrace,
+    OfflineVerdict,
+    offline_verdict,
+)
 from workers.demo_watch import TASK_QUEUE, HeartbeatClock, LagRecorder, Progress
 from workers.protect import ensure_fleet_watcher, start_protection
 from workers.split_brain import blackout_ms, failures_between
@@ -38,8 +45,11 @@ from workers.workload import Writer, prepare_table, wait_until_present
 class DemoOptions:
     """Knobs of one demo run; the defaults are ``make demo``'s."""
 
-    healthy_hours: float = 12.0
-    """Trace hours before the degradation: provisioning plus the steady-state window."""
+    trace: str = "asd"
+    """``asd`` (the real incident) or ``synthetic`` (``workers.demo_trace.TRACE_KINDS``)."""
+    healthy_hours: float = DEMO_HEALTHY_HOURS
+    """Trace hours before the incident: provisioning plus the steady-state window (the
+    model's novelty baseline needs about a day of the instance's own history)."""
     speedup: float = 300.0
     """Trace seconds per wall second (one watcher sample = one 5-minute trace step)."""
     sample_interval_s: float = 1.0
@@ -48,8 +58,8 @@ class DemoOptions:
     """Client transactions per second through HAProxy."""
     tier: int = 1
     """Shadow tier (1: synchronous, no acknowledged write can be lost)."""
-    threshold: float = 60.0
-    """The protection's readiness threshold."""
+    threshold: float = DEMO_THRESHOLD
+    """The protection's readiness threshold (why this value: ``demo_trace.DEMO_THRESHOLD``)."""
     consecutive_readings: int = 3
     """High readings in a row before migrating."""
     recovery_timeout_s: float = 90.0
@@ -95,7 +105,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             say(f"Shadow in sync: protected after {protected_at - wall_start:.1f} s. Steady "
                 f"state until the degradation starts ({onset_wall - time.time():.0f} s).")
             steady = await _steady_state(server, progress, protected_at, onset_wall)
-            say("Degradation starts on the primary: its disk latency climbs (replayed trace).")
+            say(f"The incident starts on the primary (replayed: {trace.source}).")
             cutover = await progress.wait_for_cutover(deadline=failure_wall)
             # The recovery runs on its own schedule: it may finish before or after the failure.
             recovery = asyncio.ensure_future(
@@ -144,7 +154,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
         **report.per_instance_hour(steady, 1, watch.max_duration_s, heartbeats.per_hour()),
         "watcher_heartbeats_seen": len(heartbeats.times),
         "offline_verdict": asdict(verdict),
-        "trace": {"file": str(trace.csv_path), "mode": "disk_degradation",
+        "trace": {"file": str(trace.csv_path), "mode": trace.mode, "source": trace.source,
                   "speedup": options.speedup,
                   "precursor_trace_s": round(trace.failure_at - trace.onset)},
         "web_ui": f"{server.ui_url}/namespaces/default/workflows/{spec.workflow_id}",
