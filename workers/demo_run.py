@@ -87,8 +87,13 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
                 f"{service.router_port}, every acknowledged commit recorded.")
             wall_start = time.time()
             write_overlay(state_dir, service.primary.port, trace.csv_path, dict(trace.columns),
-                          speedup=options.speedup, wall_start=wall_start)
+                          speedup=options.speedup, wall_start=wall_start,
+                          exclusive=trace.exclusive)
             onset_wall = trace.wall_time(trace.onset, wall_start, options.speedup)
+            # Steady state ends where the incident's lead window begins: the model may
+            # rightly fire inside it, and a cutover is not steady-state cost.
+            steady_end = trace.wall_time(trace.onset - trace.lead_window_s, wall_start,
+                                         options.speedup)
             failure_wall = trace.wall_time(trace.failure_at, wall_start, options.speedup)
             spec = ProtectionSpec(service.instance_id, "local", options.tier,
                                   service.primary.port, service.shadow_port,
@@ -101,10 +106,11 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             say(f"Protecting {service.instance_id} (tier {options.tier}, threshold "
                 f"{options.threshold:g}). Watch it: {server.ui_url}/namespaces/default/"
                 f"workflows/{spec.workflow_id}")
-            protected_at = await progress.wait_for_phase({"protected"}, deadline=onset_wall)
+            protected_at = await progress.wait_for_phase({"protected"}, deadline=steady_end)
             say(f"Shadow in sync: protected after {protected_at - wall_start:.1f} s. Steady "
-                f"state until the degradation starts ({onset_wall - time.time():.0f} s).")
-            steady = await _steady_state(server, progress, protected_at, onset_wall)
+                f"state until the incident's lead window ({steady_end - time.time():.0f} s).")
+            steady = await _steady_state(server, progress, protected_at, steady_end)
+            await progress.sleep_until(onset_wall)
             say(f"The incident starts on the primary (replayed: {trace.source}).")
             cutover = await progress.wait_for_cutover(deadline=failure_wall)
             # The recovery runs on its own schedule: it may finish before or after the failure.
@@ -169,11 +175,11 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
 
 
 async def _steady_state(server: DevServer, progress: Progress, protected_at: float,
-                        onset_wall: float) -> report.ActionCount:
-    """Count actions between ``protected`` and the degradation's onset."""
+                        end_wall: float) -> report.ActionCount:
+    """Count actions between ``protected`` and ``end_wall`` (the incident's lead window)."""
     before = await asyncio.to_thread(report.server_actions, server.metrics_url)
     start = max(time.time(), protected_at)
-    await progress.sleep_until(onset_wall)
+    await progress.sleep_until(end_wall)
     end = time.time()
     after = await asyncio.to_thread(report.server_actions, server.metrics_url)
     count = await report.count_history_actions(server.client, start, end)

@@ -56,6 +56,10 @@ the demo's former 60 would need certainty. On this trace the shipped model's hea
 peaks once at 18.5 (a single reading, while its baselines are still cold; the policy needs
 3 in a row) and stays under 3 in the last 12 healthy hours; the leave-server-out folds chose
 thresholds of about 13 to 21 (bench/results/eval.json)."""
+LEAD_WINDOW_S = 7200.0
+"""The last trace hours before the ASD incident's onset that belong to it: the evaluation
+counts a migration in them as early, not false, and on this trace the model fires within
+them."""
 IN_TIME_S = 900.0
 """The primary is failed this long after the incident's first labelled row."""
 STEP_S = 300.0
@@ -91,8 +95,14 @@ class DemoTrace:
     mode: str
     """``asd_incident`` or ``disk_degradation`` (synthetic)."""
     columns: Mapping[str, str]
-    """What the overlay replays: CSV column → column key (metrics the trace lacks stay
-    real)."""
+    """What the overlay replays: CSV column → column key."""
+    lead_window_s: float
+    """Trace seconds before :attr:`onset` that already belong to the incident; the demo's
+    steady-state cost window ends where they begin (a cutover there is not steady state)."""
+    exclusive: bool
+    """The trace replaces the node's whole metric stream (the ASD incident: its 19 columns
+    are everything recorded of that server, and this machine's own named metrics added to them
+    make an instance the model stays silent on); otherwise the metrics it lacks stay real."""
 
     def wall_time(self, trace_time: float, wall_start: float, speedup: float) -> float:
         """Wall-clock moment at which the overlay plays ``trace_time``."""
@@ -139,7 +149,8 @@ def build_trace(out_dir: Path, healthy_hours: float, kind: str = "asd") -> DemoT
               f"({incident.kind}, {(incident.end - incident.start) / 60 + 5:.0f} min long, "
               f"{when})")
     return DemoTrace(path, float(times[0]), incident.start, failure_at, float(times[-1]),
-                     source, "asd_incident", dict(ASD_COLUMNS))
+                     source, "asd_incident", dict(ASD_COLUMNS), LEAD_WINDOW_S,
+                     exclusive=True)
 
 
 def build_synthetic_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
@@ -162,7 +173,8 @@ def build_synthetic_trace(out_dir: Path, healthy_hours: float) -> DemoTrace:
     path = _write(out_dir, times, list(SYNTHETIC_COLUMNS), columns)
     return DemoTrace(path, float(times[0]), incident.onset, incident.failure_at,
                      float(times[-1]), "synthetic fleet (seed 7, host 7), a disk degradation",
-                     "disk_degradation", dict(SYNTHETIC_COLUMNS))
+                     "disk_degradation", dict(SYNTHETIC_COLUMNS), 0.0,
+                     exclusive=False)
 
 
 def _write(out_dir: Path, times: np.ndarray, names: list[str],

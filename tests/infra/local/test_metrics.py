@@ -99,7 +99,8 @@ def test_overlay_replays_a_trace_over_real_readings(
     local_service: LocalService, settings: Settings, tmp_path: Path
 ) -> None:
     """An installed overlay replaces the metrics its trace carries and stamps the sample with
-    the trace's compressed clock; the rest stays real; removing it restores real time."""
+    the trace's compressed clock; the rest stays real, unless the overlay is exclusive;
+    removing it restores real time."""
     trace = tmp_path / "trace.csv"
     trace.write_text(
         "timestamp,cpu,disk\n"
@@ -143,6 +144,12 @@ def test_overlay_replays_a_trace_over_real_readings(
     assert overlaid.cpu_percent == 90.0 and overlaid.disk_latency_ms == 80.0
     assert overlaid.columns == {"other:m07": 7.5}
     assert overlaid.request_latency_ms is not None and overlaid.request_latency_ms < 1000  # real
+    # Exclusive: the trace is the whole reading (what the demo does with an ASD incident).
+    write_overlay(state_dir, port, trace, {"cpu": "cpu_percent", "m07": "other:m07"},
+                  speedup=300.0, wall_start=time.time() - 10, exclusive=True)
+    alone = sample()
+    assert alone.cpu_percent == 90.0 and alone.columns == {"other:m07": 7.5}
+    assert alone.request_latency_ms is None and alone.disk_latency_ms is None
     remove_overlay(state_dir, port)
     real = sample()
     assert real.timestamp <= time.time() and real.columns == {}
