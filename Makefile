@@ -43,9 +43,10 @@ lint: python-deps
 	.venv/bin/mypy contracts workflows activities infra models workers bench
 	.venv/bin/lint-imports
 
-# Tests that need no real server or program (pytest marker ``integration`` marks the others).
+# Tests that need no real server or program and are quick (pytest markers ``integration`` and
+# ``slow`` mark the others).
 unit: python-deps
-	@bash scripts/run-tests.sh -m "not integration" -q
+	@bash scripts/run-tests.sh -m "not integration and not slow" -q
 
 test: setup lint
 	@bash scripts/run-tests.sh

@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("healthy", "degraded", "failed")
-"""Observation statuses, from best to worst."""
-KINDS = ("cutover", "refused", "near_miss")
-"""Record kinds."""
+from contracts.outcomes import KINDS, STATUSES
+
 WINDOW_MAX_AGE_S = 900.0
 """A remembered window older than this at the record's time is not attached to it."""
 
@@ -86,6 +84,28 @@ class OutcomeRecord:
     """When the outcome was decided."""
     policy_decided: bool = False
     """A cutover the policy made on the model's score (see ``RecordOutcomeInput``)."""
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """A record and the evidence about it, as the failure-history term reads them."""
+
+    record_id: str
+    """The record."""
+    instance_id: str
+    """Its instance."""
+    kind: str
+    """``cutover``, ``refused`` or ``near_miss``."""
+    at: float
+    """Decision time."""
+    horizon_s: float
+    """Outcome window length."""
+    outcome: str | None
+    """The store's own resolution (worst status seen), or None while open."""
+    policy_decided: bool
+    """A cutover the policy made."""
+    observations: list[tuple[str, str, float]]
+    """``(source, status, at)`` of every observation, oldest first."""
 
 
 class OutcomeStore:
@@ -209,6 +229,35 @@ class OutcomeStore:
                 db.execute("UPDATE records SET outcome = ?, resolved_at = ? WHERE record_id = ?",
                            (record.outcome, now, record.record_id))
         return due
+
+    def history(self, since: float = 0.0,
+                instance_ids: list[str] | None = None) -> list[HistoryRecord]:
+        """Every record decided at or after ``since`` (of ``instance_ids``, or of all
+        instances), oldest first, with the observations made about it: what the historical
+        failure-rate term is computed from (``models.history.failure_rates`` after
+        ``models.feedback.label_outcome``, which needs the observations' sources to tell
+        evidence a cutover can bias from evidence it cannot)."""
+        args: list[Any] = [since]
+        condition = "{p}at >= ?"
+        if instance_ids is not None:
+            if not instance_ids:
+                return []
+            condition += f" AND {{p}}instance_id IN ({', '.join('?' * len(instance_ids))})"
+            args += instance_ids
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT record_id, instance_id, kind, at, horizon_s, outcome, policy_decided "
+                f"FROM records WHERE {condition.format(p='')} ORDER BY at, record_id",
+                args).fetchall()
+            seen: dict[str, list[tuple[str, str, float]]] = {}
+            for record_id, at, source, status in db.execute(
+                    "SELECT o.record_id, o.at, o.source, o.status FROM observations o JOIN "
+                    f"records r ON r.record_id = o.record_id WHERE {condition.format(p='r.')}",
+                    args):
+                seen.setdefault(record_id, []).append((source, status, at))
+        return [HistoryRecord(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]),
+                              sorted(seen.get(row[0], []), key=lambda o: o[2]))
+                for row in rows]
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[OutcomeRecord]:
         with self._connect() as db:

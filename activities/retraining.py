@@ -34,6 +34,7 @@ from contracts.retraining import (
     RetrainingConfig,
     TrainChallengerInput,
 )
+from models.feedback import Evidence, label_outcome, training_label
 from models.predictor import ModelError, Predictor
 from models.registry import MODEL_FILE, ModelRegistry
 from models.retraining import METRIC, OutcomeExample, beats, score, train_candidate
@@ -76,12 +77,7 @@ class RegistryRetrainingActivities(RetrainingActivities):
         done = folder / "challenger.json"
         if done.exists():
             return Challenger(**json.loads(done.read_text()))
-        examples = [
-            OutcomeExample(r.at, list(r.window["timestamps"]), dict(r.window["values"]),
-                           r.outcome in ("failed", "degraded"))
-            for r in self._outcomes.all()
-            if r.window and r.outcome in ("failed", "degraded", "healthy")
-        ]
+        examples = outcome_examples(self._outcomes)
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         started = time.monotonic()
@@ -156,6 +152,30 @@ class RegistryRetrainingActivities(RetrainingActivities):
         activity.logger.info("Challenger %s promoted to %s: %s.", evaluation.candidate_id,
                              pointer.label, reason)
         return PromotionResult(True, pointer.version, reason)
+
+
+def outcome_examples(store: OutcomeStore) -> list[OutcomeExample]:
+    """Training rows from the resolved records that have a window, labelled from evidence a
+    cutover cannot bias (:func:`models.feedback.label_outcome`): after a cutover the former
+    primary lost its load, so an endpoint probe's "healthy" says nothing and such a record is
+    left out (censored), while the recovery path's verdict, platform events and probes of the
+    forecast resource still count. The store's own resolution (the worst status seen) is not
+    used: it would teach the model that its prevented failures were false alarms."""
+    evidence = {h.record_id: h for h in store.history()}
+    examples = []
+    for record in store.all():
+        seen = evidence.get(record.record_id)
+        if not record.window or seen is None or record.outcome is None:
+            continue  # no window to learn from, or still open
+        label = training_label(label_outcome(
+            record.kind, record.policy_decided,
+            [Evidence(source, status, at) for source, status, at in seen.observations],
+            record.at, record.horizon_s))
+        if label is None:
+            continue  # unknown or censored: neither a failure nor a false alarm
+        examples.append(OutcomeExample(record.at, list(record.window["timestamps"]),
+                                       dict(record.window["values"]), label))
+    return examples
 
 
 def _beat_every() -> float:

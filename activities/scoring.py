@@ -9,8 +9,15 @@ a restart: before each batch one ``stat`` of the registry's version pointer tell
 promotion happened, and only then is the new model loaded (a refused file is logged once and
 the previous model keeps scoring until the pointer changes again).
 
-The scorer is stateless: the policy's memory travels in the request and comes back in the
-result, so the watcher owns it (and carries it across its runs).
+The policy's memory travels in the request and comes back in the result, so the watcher owns
+it (and carries it across its runs). What the scorer keeps is each instance's own history:
+the per-instance baselines (:mod:`activities.baselines`), learned from every sample the
+watcher sends, saved in the state dir, and started afresh when a new model reads them with
+other memories.
+
+Window keys are column keys (``cpu_percent``, ``other:m07``, ``disk_used_percent:/var``), so
+an instance may report any number of unnamed metrics. A decision's reason carries the
+exhaustion forecast when a resource is running out ("... Forecast: disk full in 38 min.").
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from typing import cast
 
 import numpy as np
 
+from activities.baselines import Baselines
 from contracts.policy import FleetBudget, Policy, PolicyState
-from models.metrics import METRICS, FloatArray, empty_counts, sanitize
+from models.metrics import FloatArray, check_columns, empty_counts, sanitize
 from models.policy import Reading, decide
 from models.predictor import ModelError, Predictor
 from models.readiness import PROFILES, Profile
@@ -43,9 +51,10 @@ class MetricWindow:
     timestamps: list[float]
     """Epoch seconds of each sample; the newest is the decision time for this instance."""
     values: dict[str, list[float | None]]
-    """Canonical metric name → one value per timestamp (``None`` = not collected)."""
+    """Column key (a metric kind, or ``kind:label`` such as ``other:m07``) → one value per
+    timestamp (``None`` = not collected)."""
     historical_failure_rate: float = 0.0
-    """The instance's failure history, 0..1."""
+    """The instance's failure history, 0..1 (the watcher reads it from the outcome store)."""
     policy: Policy = field(default_factory=Policy)
     """The instance's policy (threshold, hysteresis, advisory, readiness profile)."""
 
@@ -82,6 +91,9 @@ class InstanceScore:
     """One sentence for the log."""
     ignored_values: int
     """Values of this window that were missing, NaN, negative or absurd."""
+    forecast: str | None = None
+    """The resource that runs out soonest within 48 h at its trend ("disk full in 38 min"),
+    or ``None``; also the end of :attr:`reason`."""
 
 
 @dataclass
@@ -109,14 +121,25 @@ class FleetScorer:
 
     def __init__(self, predictor: Predictor, registry: ModelRegistry | None = None,
                  version: int = DEFAULT_VERSION,
-                 stamp: tuple[int, int, int] | None = None) -> None:
+                 stamp: tuple[int, int, int] | None = None,
+                 baselines_path: Path | None = None) -> None:
+        """Args:
+            predictor: the model to start with.
+            registry: where promoted models appear (``None``: this model only).
+            version: the model's registry version.
+            stamp: the registry pointer's stamp when ``predictor`` was loaded.
+            baselines_path: where the per-instance baselines are kept (``None``: in memory).
+        """
         self._model = (predictor, version)
         self._lock = threading.Lock()
         self._registry = registry
         self._stamp = stamp
+        self.baselines = Baselines(predictor.baseline_config, baselines_path)
+        """Every instance's own history (baseline features), learned while scoring."""
 
     @classmethod
-    def from_registry(cls, registry: ModelRegistry) -> FleetScorer:
+    def from_registry(cls, registry: ModelRegistry,
+                      baselines_path: Path | None = None) -> FleetScorer:
         """Start with the registry's current model (the shipped default before any promotion).
 
         Raises:
@@ -124,7 +147,7 @@ class FleetScorer:
         """
         stamp = registry.pointer_stamp()
         predictor, pointer = registry.load_current()
-        return cls(predictor, registry, pointer.version, stamp)
+        return cls(predictor, registry, pointer.version, stamp, baselines_path)
 
     @property
     def predictor(self) -> Predictor:
@@ -157,6 +180,7 @@ class FleetScorer:
                 return
             # One assignment, so a batch never pairs one model with another's version.
             self._model = (loaded, pointer.version)
+        self.baselines.follow(loaded.baseline_config)
         log.info("Now scoring with model %s (sha256 %s).", pointer.label, loaded.model_sha256[:12])
 
     def reload(self, model_path: Path | None = None) -> bool:
@@ -176,6 +200,7 @@ class FleetScorer:
                 log.warning("Model reload refused, keeping %s: %s", self.predictor.source, err)
                 return False
             self._model = (loaded, self.model_version)
+        self.baselines.follow(loaded.baseline_config)
         log.info("Model reloaded from %s (sha256 %s).", path, loaded.model_sha256[:12])
         return True
 
@@ -197,12 +222,19 @@ class FleetScorer:
         history = np.array([w.historical_failure_rate for w in request.windows], dtype=np.float64)
         probability = np.full(len(request.windows), np.nan)
         readiness = np.full(len(request.windows), np.nan)
-        for profile in sorted({w.policy.profile for w in request.windows}):
-            rows = np.array([w.policy.profile == profile for w in request.windows])
-            scores = score_windows(times[rows], {m: v[rows] for m, v in values.items()},
-                                   predictor, history[rows], cast(Profile, profile))
-            probability[rows], readiness[rows] = scores.failure_probability, \
-                scores.readiness_score
+        forecasts: list[str | None] = [None] * len(request.windows)
+        ids = [w.instance_id for w in request.windows]
+        with self.baselines.use() as bank:
+            for profile in sorted({w.policy.profile for w in request.windows}):
+                rows = np.array([w.policy.profile == profile for w in request.windows])
+                scores = score_windows(times[rows], {m: v[rows] for m, v in values.items()},
+                                       predictor, history[rows], cast(Profile, profile),
+                                       baselines=bank,
+                                       instance_ids=[ids[i] for i in np.flatnonzero(rows)])
+                probability[rows], readiness[rows] = scores.failure_probability, \
+                    scores.readiness_score
+                for k, row in enumerate(np.flatnonzero(rows).tolist()):
+                    forecasts[row] = scores.forecast_text(k)
         # No usable value at all: there is nothing to judge, so no score (the policy holds).
         blind = ~np.any([~np.isnan(v).all(axis=1) for v in values.values()] or
                         [np.zeros(len(request.windows), dtype=bool)], axis=0)
@@ -211,15 +243,16 @@ class FleetScorer:
         readings = [Reading(w.instance_id, s, w.policy)
                     for w, s in zip(request.windows, readiness.tolist(), strict=True)]
         decisions, state = decide(request.policy_state, request.budget, readings, request.now)
-        for decision in decisions:
+        for decision, forecast in zip(decisions, forecasts, strict=True):
             if decision.action == "migrate":
-                log.info("%s %s", decision.instance_id, decision.reason)
+                log.info("%s %s", decision.instance_id, _with_forecast(decision.reason, forecast))
         return ScoreInstancesResult(
             scores=[
-                InstanceScore(w.instance_id, p, s, d.action, d.act, d.reason, n)
-                for w, p, s, d, n in zip(
+                InstanceScore(w.instance_id, p, s, d.action, d.act, _with_forecast(d.reason, f),
+                              n, f)
+                for w, p, s, d, n, f in zip(
                     request.windows, probability.tolist(), readiness.tolist(), decisions,
-                    ignored_per_window, strict=True)
+                    ignored_per_window, forecasts, strict=True)
             ],
             policy_state=state,
             model_sha256=predictor.model_sha256,
@@ -234,16 +267,17 @@ def windows_to_arrays(
     """Stack windows into (rows, W) arrays, left-padded with NaN, values sanitized.
 
     Raises:
-        ValueError: an unknown metric or a value list whose length differs from the
-            timestamps'.
+        ValueError: a key that is not a column key (``kind`` or ``kind:label``), or a value
+            list whose length differs from the timestamps'.
     """
     width = max((len(w.timestamps) for w in windows), default=1) or 1
     rows = len(windows)
     times = np.full((rows, width), np.nan)
     present = sorted({m for w in windows for m in w.values})
-    unknown = [m for m in present if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; known metrics are {', '.join(METRICS)}")
+    try:
+        check_columns(present)
+    except KeyError as err:  # KeyError quotes its message; the text is the same without
+        raise ValueError(err.args[0] if err.args else str(err)) from None
     values = {m: np.full((rows, width), np.nan) for m in present}
     counts = empty_counts()
     per_window = []
@@ -266,3 +300,8 @@ def windows_to_arrays(
     empty = np.isnan(times[:, -1])
     times[empty, -1] = 0.0
     return times, values, per_window, counts
+
+
+def _with_forecast(reason: str, forecast: str | None) -> str:
+    """The decision's sentence, with the exhaustion forecast when there is one."""
+    return f"{reason} Forecast: {forecast}." if forecast else reason

@@ -59,7 +59,7 @@ from models.registry import ModelRegistry
 from models.scoring import score_series
 from models.trace import load_trace
 from workers import demo_report
-from workers.demo_trace import COLUMNS, build_trace
+from workers.demo_trace import build_synthetic_trace
 from workers.protect import ensure_fleet_watcher, start_protection
 
 GOAL_ACTIONS_PER_INSTANCE_HOUR = 12.0
@@ -74,9 +74,9 @@ def say(message: str) -> None:
 def plan_trace(state_dir: Path, threshold: float, window: int) -> scale_double.TracePlan:
     """The demo's recorded trace; injected instances start 2 steps before the offline score
     first reaches ``threshold`` after the degradation's onset."""
-    trace = build_trace(state_dir / "trace", healthy_hours=24)
+    trace = build_synthetic_trace(state_dir / "trace", healthy_hours=24)
     predictor, _ = ModelRegistry(state_dir / "models").load_current()
-    loaded = load_trace(trace.csv_path, "timestamp", list(COLUMNS.items()))
+    loaded = load_trace(trace.csv_path, "timestamp", list(trace.columns.items()))
     scores = score_series(loaded.times, loaded.values, predictor,
                           policy=Policy(threshold=threshold), max_samples=window)
     onset = int(np.searchsorted(loaded.times, trace.onset))

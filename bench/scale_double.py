@@ -48,7 +48,7 @@ from infra.platform import (
     ShadowInfo,
 )
 from models.metrics import MetricSample
-from workers.demo_trace import COLUMNS, STEP_S
+from workers.demo_trace import STEP_S, SYNTHETIC_COLUMNS
 
 PLATFORM = "scale-double"
 """The double's name (its results say which platform ran)."""
@@ -63,7 +63,7 @@ class TracePlan:
     """Which rows of the trace healthy and risky instances replay."""
 
     csv_path: str
-    """The recorded trace (``workers.demo_trace.build_trace``)."""
+    """The recorded trace (``workers.demo_trace.build_synthetic_trace``)."""
     healthy_rows: int
     """Rows before the degradation starts (replayed back and forth)."""
     risky_start_row: int
@@ -94,7 +94,7 @@ class MetricStream:
         with open(self.plan.csv_path, newline="") as source:
             rows = list(csv.DictReader(source))
         self.start = float(rows[0]["timestamp"])
-        self.rows = [{name: float(row[name]) for name in COLUMNS} for row in rows]
+        self.rows = [{name: float(row[name]) for name in SYNTHETIC_COLUMNS} for row in rows]
         self._inject_path = state_dir / INJECT_FILE
         self._inject_mtime = 0.0
         self._injected: frozenset[str] = frozenset()

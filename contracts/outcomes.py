@@ -12,7 +12,9 @@ from contracts.shadow import PlatformRequest
 DEFAULT_HORIZON_S = 7200.0
 """The shipped model's horizon: an outcome looks this far past the decision."""
 KINDS = ("cutover", "refused", "near_miss")
+"""Record kinds."""
 STATUSES = ("healthy", "degraded", "failed")
+"""Observation statuses, from best to worst."""
 
 
 @dataclass

@@ -22,7 +22,7 @@ class RetrainingConfig:
     seed: int = 0
     """Synthetic fleet seed; keep it fixed so held-out rows stay unseen by every champion."""
     use_nab: bool = True
-    """Mix in ``../shared/data/nab`` when present."""
+    """Mix in the real series of ``../shared/data`` (NAB and ASD) when present."""
     min_gain: float = 0.01
     """The challenger's average precision must beat the champion's by this much."""
     min_heldout_positives: int = 20

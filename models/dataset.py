@@ -1,10 +1,15 @@
 """Labelled series → feature rows, with time-ordered splits.
 
 Label of a row at time *t*: "the instance fails or degrades within the horizon H", i.e. a
-failure (or a labelled NAB anomaly) falls in ``[t, t + H]`` or the instance is failed at
-*t*. Splits are by time within every series — train on the past, stop early and calibrate
-on the middle, test on the future — with an embargo of H before each boundary, because a
-row's label looks H into the future and would otherwise leak the next split's events.
+failure (a labelled NAB anomaly, an ASD incident) falls in ``[t, t + H]`` or the instance is
+failed at *t*. Splits are by time within every series — train on the past, stop early and
+calibrate on the middle, test on the future — with an embargo of H before each boundary,
+because a row's label looks H into the future and would otherwise leak the next split's
+events. A series with an unlabelled prefix (ASD's 30 normal days) splits its labelled part
+only; the prefix trains.
+
+Sources: ``synthetic`` (the generated fleet), ``nab`` (NAB CloudWatch series, each also
+presented as an unnamed ``other`` metric) and ``asd`` (19 unnamed metrics per server).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from models.asd import AsdServer
+from models.baselines import BaselineConfig, series_baseline_features
 from models.features import FeatureConfig, Float32Array, series_features
 from models.metrics import FloatArray, empty_counts, sanitize_all
 from models.nab import NabSeries
@@ -38,7 +45,7 @@ class LabelledSeries:
     name: str
     """Instance or file name."""
     source: str
-    """``synthetic`` or ``nab``."""
+    """``synthetic``, ``nab`` or ``asd``."""
     times: FloatArray
     """Epoch seconds."""
     values: dict[str, FloatArray]
@@ -47,6 +54,9 @@ class LabelledSeries:
     """True = fails or degrades within the horizon."""
     ignored: dict[str, int] = field(default_factory=empty_counts)
     """Values sanitisation dropped, by kind."""
+    labelled_from: float | None = None
+    """Rows before this time carry no labels of their own (assumed normal); only the part
+    after it is split into train/valid/calib/test. ``None``: the whole series is labelled."""
 
 
 @dataclass
@@ -60,7 +70,9 @@ class Dataset:
     split: npt.NDArray[np.int8]
     """Index into :data:`SPLITS`; -1 = embargoed (unused)."""
     source: npt.NDArray[np.str_]
-    """``synthetic`` or ``nab`` per row."""
+    """``synthetic``, ``nab`` or ``asd`` per row."""
+    group: npt.NDArray[np.str_] | None = None
+    """The series each row came from (for leave-series-out), when built from series."""
 
     def part(self, name: str) -> tuple[Float32Array, npt.NDArray[np.bool_]]:
         """Features and labels of one split."""
@@ -83,6 +95,16 @@ def from_synthetic(instance: SyntheticInstance, horizon_s: float) -> LabelledSer
                           instance.labels(horizon_s), counts)
 
 
+def from_asd(server: AsdServer, horizon_s: float, lead_s: float | None = None) -> LabelledSeries:
+    """Label an ASD server: positive from ``lead_s`` (default: the horizon) before each
+    incident to its end; the 30 unlabelled days are negatives that only train."""
+    counts = empty_counts()
+    values = sanitize_all(server.values, counts)
+    return LabelledSeries(server.name, "asd", server.times, values,
+                          server.training_labels(horizon_s, lead_s), counts,
+                          labelled_from=server.labelled_from)
+
+
 def from_nab(series: NabSeries, horizon_s: float, metric: str | None = None) -> LabelledSeries:
     """Label a NAB series, optionally presenting it as another metric (e.g. ``other``)."""
     counts = empty_counts()
@@ -92,30 +114,57 @@ def from_nab(series: NabSeries, horizon_s: float, metric: str | None = None) -> 
                           series.training_labels(horizon_s), counts)
 
 
-def split_index(times: FloatArray, horizon_s: float) -> npt.NDArray[np.int8]:
+def split_index(times: FloatArray, horizon_s: float,
+                labelled_from: float | None = None) -> npt.NDArray[np.int8]:
     """Split of every row of one series (see the module docstring)."""
-    span = max(float(times[-1] - times[0]), 1.0)
-    position = (times - times[0]) / span
+    first = times[0] if labelled_from is None else max(float(times[0]), labelled_from)
+    span = max(float(times[-1] - first), 1.0)
+    position = (times - first) / span
     split = np.searchsorted(np.asarray(SPLIT_BOUNDS), position, side="right").astype(np.int8)
+    split[position < 0] = 0  # the unlabelled prefix trains
     embargo = horizon_s / span
     for bound in SPLIT_BOUNDS:
         split[(position >= bound - embargo) & (position < bound)] = -1
     return split
 
 
+def series_matrices(
+    series: Sequence[LabelledSeries], config: FeatureConfig | None = None,
+    baseline_config: BaselineConfig | None = None,
+) -> list[Float32Array]:
+    """Feature matrix of every series (baselines of all series stepped together, which is
+    much faster than one by one and gives the same numbers)."""
+    baselines = series_baseline_features([(s.times, s.values) for s in series],
+                                         baseline_config)
+    return [series_features(item.times, item.values, config, max_samples=TRAINING_MAX_SAMPLES,
+                            baseline=baseline)
+            for item, baseline in zip(series, baselines, strict=True)]
+
+
 def build_dataset(
-    series: Sequence[LabelledSeries], horizon_s: float, config: FeatureConfig | None = None
+    series: Sequence[LabelledSeries], horizon_s: float, config: FeatureConfig | None = None,
+    matrices: Sequence[Float32Array] | None = None,
 ) -> Dataset:
-    """Features, labels and splits of every series, concatenated."""
+    """Features, labels and splits of every series, concatenated.
+
+    Args:
+        series: the labelled series.
+        horizon_s: the label horizon (sets the embargo between splits).
+        config: window lengths.
+        matrices: feature matrices already computed by :func:`series_matrices` (same order).
+    """
+    if matrices is None:
+        matrices = series_matrices(series, config)
     parts = []
-    for item in series:
-        features = series_features(item.times, item.values, config,
-                                   max_samples=TRAINING_MAX_SAMPLES)
-        parts.append((features, item.labels, split_index(item.times, horizon_s),
-                      np.full(item.times.shape, item.source)))
+    for item, features in zip(series, matrices, strict=True):
+        parts.append((features, item.labels,
+                      split_index(item.times, horizon_s, item.labelled_from),
+                      np.full(item.times.shape, item.source),
+                      np.full(item.times.shape, item.name)))
     return Dataset(
         features=np.concatenate([p[0] for p in parts]),
         labels=np.concatenate([p[1] for p in parts]),
         split=np.concatenate([p[2] for p in parts]),
         source=np.concatenate([p[3] for p in parts]),
+        group=np.concatenate([p[4] for p in parts]),
     )

@@ -10,6 +10,18 @@ the CLI and training agree.
 Windows are defined in *time* (``short_window_s``, ``long_window_s``), not in samples, which
 keeps features comparable under gaps and irregular sampling. Missing values are NaN; a metric
 that is absent altogether yields NaN features, which LightGBM treats as "unknown".
+
+The vector has a fixed size whatever the instance reports (:data:`FEATURE_NAMES`):
+
+- **named slots**: the scale-free features (and, for kinds with a threshold, the absolute
+  ones) of the first column of every named kind (:data:`models.metrics.NAMED_KINDS`);
+- **column summaries**: the scale-free features of *every* column (named or ``other``,
+  however many) summarised across columns (largest magnitude, mean magnitude, signed mean,
+  share of columns beyond 3), so 19 unnamed metrics do not mean 19 times the model;
+- **exhaustion**: hours until the soonest resource runs out (:mod:`models.exhaustion`);
+- **baselines**: the instance against its own history (:mod:`models.baselines`); a series
+  computes them from its first row, a fleet window takes them from a
+  :class:`~models.baselines.BaselineBank` (NaN without one).
 """
 
 from __future__ import annotations
@@ -20,7 +32,25 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.metrics import METRIC_SPECS, METRICS, FloatArray
+from models.baselines import (
+    BASELINE_FEATURE_NAMES,
+    BaselineConfig,
+    series_baseline_features,
+)
+from models.exhaustion import (
+    ExhaustionConfig,
+    FitBasis,
+    exhaustion_columns,
+    hours_to_exhaustion_block,
+)
+from models.metrics import (
+    NAMED_KINDS,
+    SPEC_BY_NAME,
+    FloatArray,
+    check_columns,
+    column_kind,
+    ordered_columns,
+)
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -62,18 +92,48 @@ class FeatureConfig:
         return asdict(self)
 
 
+SUMMARISED = ("z_last", "ewma_dev", "roc_rel", "level_shift", "slope_short_rel")
+"""Scale-free features summarised across all columns."""
+
+SUMMARIES = ("max_abs", "mean_abs", "mean")
+"""How each summarised feature is summarised across columns."""
+
+COLUMN_EXTRAS = ("z_last_frac_over_3", "missing_frac_mean", "columns")
+"""Further cross-column features: share of columns whose ``z_last`` exceeds 3, the mean
+share of missing samples, and how many columns had any sample in the long window."""
+
+
+def _slot_width(kind: str) -> int:
+    return len(SCALE_FREE) + (len(ABSOLUTE) if SPEC_BY_NAME[kind].threshold is not None else 0)
+
+
 def feature_names() -> list[str]:
     """Column names of the feature matrix, in order."""
     names: list[str] = []
-    for spec in METRIC_SPECS:
-        names += [f"{spec.name}__{f}" for f in SCALE_FREE]
-        if spec.threshold is not None:
-            names += [f"{spec.name}__{f}" for f in ABSOLUTE]
+    for kind in NAMED_KINDS:
+        names += [f"{kind}__{f}" for f in SCALE_FREE]
+        if SPEC_BY_NAME[kind].threshold is not None:
+            names += [f"{kind}__{f}" for f in ABSOLUTE]
+    names += [f"columns__{f}_{how}" for f in SUMMARISED for how in SUMMARIES]
+    names += [f"columns__{f}" for f in COLUMN_EXTRAS]
+    names += ["exhaustion__hours_min"]
     return names
 
 
-FEATURE_NAMES: tuple[str, ...] = tuple(feature_names())
+WINDOW_FEATURE_NAMES: tuple[str, ...] = tuple(feature_names())
+"""Features computed from the window alone."""
+
+FEATURE_NAMES: tuple[str, ...] = WINDOW_FEATURE_NAMES + BASELINE_FEATURE_NAMES
 """The feature list every model trained by this code uses."""
+
+_SUMMARY_START = len(WINDOW_FEATURE_NAMES) - 1 - len(SUMMARISED) * len(SUMMARIES) - len(
+    COLUMN_EXTRAS)
+_SLOT_START: dict[str, int] = {}
+_position = 0
+for _kind in NAMED_KINDS:
+    _SLOT_START[_kind] = _position
+    _position += _slot_width(_kind)
+del _position, _kind
 
 
 def _metric_block(
@@ -207,42 +267,112 @@ class _Shared:
 
 
 def window_features(
-    times: FloatArray, values: Mapping[str, FloatArray], config: FeatureConfig | None = None
+    times: FloatArray,
+    values: Mapping[str, FloatArray],
+    config: FeatureConfig | None = None,
+    *,
+    baseline: Float32Array | None = None,
+    exhaustion: ExhaustionConfig | None = None,
 ) -> Float32Array:
     """Features at the newest column of each row.
 
     Args:
         times: (rows, W) epoch seconds, oldest first, NaN for padding; the last column of each
             row must be a real timestamp (the decision time).
-        values: canonical metric name → (rows, W) sanitized values; absent metrics may be
-            left out.
+        values: column key → (rows, W) sanitized values; absent columns may be left out.
         config: window lengths.
+        baseline: (rows, len(BASELINE_FEATURE_NAMES)) baseline features of the newest samples
+            (:meth:`models.baselines.BaselineBank.features`); NaN when not given.
+        exhaustion: forecast settings.
 
     Returns:
         (rows, len(FEATURE_NAMES)) float32 matrix (Fortran order, which LightGBM reads
         without a copy).
+
+    Raises:
+        KeyError: a key is not a valid column key.
     """
     config = config or FeatureConfig()
+    keys = ordered_columns(values)
     rows = times.shape[0]
     out = np.empty((len(FEATURE_NAMES), rows), dtype=np.float32)
+    out[_SUMMARY_START:] = np.nan
+    named: dict[str, str] = {}
+    for key in keys:
+        named.setdefault(column_kind(key), key)
+    summary = _SummaryBuilder(len(keys), rows)
+    exhaustion = exhaustion or ExhaustionConfig()
+    exhaustible = exhaustion_columns(keys)
+    soonest_row = len(WINDOW_FEATURE_NAMES) - 1
     # Chunks keep every temporary in cache: for a 100k-instance fleet, whole-batch
     # temporaries cost more in page faults than in arithmetic.
     for start in range(0, rows, _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, rows)
         shared = _Shared.build(np.ascontiguousarray(times[start:stop].T), config)
-        column = 0
-        for spec in METRIC_SPECS:
-            width = len(SCALE_FREE) + (len(ABSOLUTE) if spec.threshold is not None else 0)
-            metric_values = values.get(spec.name)
-            if metric_values is None:
-                out[column : column + width, start:stop] = np.nan
-            else:
-                block_input = np.ascontiguousarray(metric_values[start:stop].T, dtype=np.float32)
-                block = _metric_block(block_input, shared, spec.valid_min, spec.threshold)
+        filled = set()
+        soonest_h = np.full(stop - start, np.nan, dtype=np.float32)
+        basis = FitBasis.build(shared.age_h, exhaustion) if exhaustible else None
+        for position, key in enumerate(keys):
+            kind = column_kind(key)
+            spec = SPEC_BY_NAME[kind]
+            block_input = np.ascontiguousarray(values[key][start:stop].T, dtype=np.float32)
+            is_slot = named.get(kind) == key and kind in _SLOT_START
+            block = _metric_block(block_input, shared, spec.valid_min,
+                                  spec.threshold if is_slot else None)
+            summary.add(position, start, stop, block)
+            if key in exhaustible:
+                hours = hours_to_exhaustion_block(shared.age_h, block_input,
+                                                  exhaustion.capacity(kind), exhaustion, basis)
+                soonest_h = np.fmin(soonest_h, hours)
+            if is_slot:
+                column = _SLOT_START[kind]
                 for offset, feature in enumerate(block):
                     out[column + offset, start:stop] = feature
-            column += width
+                filled.add(kind)
+        for kind, column in _SLOT_START.items():
+            if kind not in filled:
+                out[column : column + _slot_width(kind), start:stop] = np.nan
+        if exhaustible:  # no rise anywhere reads as "not within the cap"
+            out[soonest_row, start:stop] = np.where(
+                np.isnan(soonest_h), HOURS_TO_THRESHOLD_CAP,
+                np.minimum(soonest_h, HOURS_TO_THRESHOLD_CAP))
+    summary.write(out, _SUMMARY_START)
+    if baseline is not None:
+        out[len(WINDOW_FEATURE_NAMES):] = baseline.T
     return out.T
+
+
+class _SummaryBuilder:
+    """Collects the summarised features of every column, then writes the summaries."""
+
+    def __init__(self, columns: int, rows: int) -> None:
+        self.values = np.full((len(SUMMARISED), columns, rows), np.nan, dtype=np.float32)
+        self.missing = np.full((columns, rows), np.nan, dtype=np.float32)
+
+    def add(self, position: int, start: int, stop: int, block: list[Float32Array]) -> None:
+        for i, name in enumerate(SUMMARISED):
+            self.values[i, position, start:stop] = block[SCALE_FREE.index(name)]
+        self.missing[position, start:stop] = block[SCALE_FREE.index("missing_frac")]
+
+    def write(self, out: Float32Array, first: int) -> None:
+        values = self.values
+        known = values == values
+        count = known.sum(axis=1).astype(np.float32)  # (features, rows)
+        magnitude = np.where(known, np.abs(values), np.float32(0.0))
+        signed = np.where(known, values, np.float32(0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            row = first
+            for i in range(len(SUMMARISED)):
+                out[row] = np.where(count[i] > 0, magnitude[i].max(axis=0, initial=0.0), np.nan)
+                out[row + 1] = magnitude[i].sum(axis=0) / count[i]
+                out[row + 2] = signed[i].sum(axis=0) / count[i]
+                row += len(SUMMARIES)
+            z = SUMMARISED.index("z_last")
+            out[row] = (magnitude[z] > 3.0).sum(axis=0) / count[z]
+            missing_known = self.missing == self.missing
+            out[row + 1] = (np.where(missing_known, self.missing, np.float32(0.0)).sum(axis=0)
+                            / missing_known.sum(axis=0))
+            out[row + 2] = count[z]
 
 
 def series_features(
@@ -252,24 +382,39 @@ def series_features(
     *,
     max_samples: int = 256,
     chunk_rows: int = 4096,
+    baseline: Float32Array | bool = True,
+    baseline_config: BaselineConfig | None = None,
 ) -> Float32Array:
     """Causal features at every time step of one series.
 
-    Row ``t`` sees samples ``t - max_samples + 1 .. t`` only, so the result for a prefix of the
-    series equals the prefix of the result. ``max_samples`` caps the history per row; time
-    windows longer than ``max_samples`` sampling steps are truncated.
+    Row ``t`` sees samples ``t - max_samples + 1 .. t`` only for the window features, and
+    rows ``0 .. t`` for the baselines (which start from the first row), so the result for a
+    prefix of the series equals the prefix of the result. ``max_samples`` caps the history per
+    window; time windows longer than ``max_samples`` sampling steps are truncated.
 
     Args:
         times: (T,) epoch seconds, non-decreasing.
-        values: canonical metric name → (T,) sanitized values.
+        values: column key → (T,) sanitized values.
         config: window lengths.
         max_samples: samples per window.
         chunk_rows: rows per batch, to bound memory on long traces.
+        baseline: ``True`` computes the baseline features here; ``False`` leaves them NaN;
+            an array passes precomputed ones ((T, len(BASELINE_FEATURE_NAMES)), e.g. from
+            :func:`models.baselines.series_baseline_features` over many series at once).
+        baseline_config: baseline memories (when computed here).
+
+    Raises:
+        KeyError: a key is not a valid column key.
     """
-    unknown = set(values) - set(METRICS)
-    if unknown:
-        raise KeyError(f"unknown metrics {sorted(unknown)}")
+    check_columns(values)
     total = times.shape[0]
+    if baseline is True:
+        baselines: Float32Array | None = series_baseline_features(
+            [(times, values)], baseline_config)[0]
+    elif baseline is False:
+        baselines = None
+    else:
+        baselines = baseline
     pad = np.full(max_samples - 1, np.nan)
     padded_times = np.concatenate([pad, times])
     padded = {name: np.concatenate([pad, v]) for name, v in values.items()}
@@ -278,14 +423,19 @@ def series_features(
         stop = min(start + chunk_rows, total)
         # Window of row t covers padded[t : t + max_samples]; contiguous copies keep each
         # row's arithmetic identical however the series is chunked.
-        window_times = _windows(padded_times, start, stop, max_samples)
-        window_values = {n: _windows(v, start, stop, max_samples) for n, v in padded.items()}
-        parts.append(window_features(window_times, window_values, config))
+        window_times = sliding_windows(padded_times, start, stop, max_samples)
+        window_values = {n: sliding_windows(v, start, stop, max_samples)
+                         for n, v in padded.items()}
+        parts.append(window_features(
+            window_times, window_values, config,
+            baseline=None if baselines is None else baselines[start:stop]))
     if not parts:
         return np.empty((0, len(FEATURE_NAMES)), dtype=np.float32)
     return np.concatenate(parts, axis=0)
 
 
-def _windows(padded: FloatArray, start: int, stop: int, width: int) -> FloatArray:
+def sliding_windows(padded: FloatArray, start: int, stop: int, width: int) -> FloatArray:
+    """Rows ``start .. stop`` of the width-``width`` sliding windows over ``padded`` (which
+    carries ``width - 1`` padding values in front), as a contiguous (rows, width) array."""
     view = np.lib.stride_tricks.sliding_window_view(padded[start : stop + width - 1], width)
     return np.ascontiguousarray(view)

@@ -25,7 +25,8 @@ def plot_trace(path: Path, trace: Trace, scores: SeriesScores, threshold: float)
         span = high - low if np.isfinite(high - low) and high > low else 1.0
         top.plot(hours, (values - low) / span, linewidth=0.8, label=name)
     top.set_ylabel("metric (scaled)")
-    top.legend(loc="upper left", fontsize="small")
+    if len(trace.values) <= 10:  # nineteen unnamed columns make a legend nobody reads
+        top.legend(loc="upper left", fontsize="small")
     bottom.plot(hours, scores.readiness_score, linewidth=0.8, label="readiness score")
     bottom.plot(hours, 100 * scores.failure_probability, linewidth=0.8,
                 label="failure probability x100")

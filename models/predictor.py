@@ -19,10 +19,11 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from models.baselines import BaselineConfig
 from models.features import FEATURE_NAMES, FeatureConfig, Float32Array
 from models.metrics import FloatArray
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the metadata layout this code reads and writes."""
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
@@ -31,8 +32,8 @@ ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 DEFAULT_MODEL_PATH = ARTIFACTS_DIR / "pae-default.txt"
 """The trained default model (metadata: same stem, ``.json``)."""
 
-_REQUIRED = ("format_version", "model_sha256", "feature_names", "feature_config", "horizon_s",
-             "calibration")
+_REQUIRED = ("format_version", "model_sha256", "feature_names", "feature_config",
+             "baseline_config", "horizon_s", "calibration")
 
 
 class ModelError(Exception):
@@ -46,16 +47,61 @@ def metadata_path_for(model_path: Path) -> Path:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Isotonic map from raw LightGBM probability to calibrated probability."""
+    """Monotone piecewise-linear map from raw LightGBM probability to calibrated probability
+    (see :func:`fit_calibration`)."""
 
     raw: FloatArray
-    """Increasing raw probabilities (sklearn's ``X_thresholds_``)."""
+    """Increasing raw probabilities (the map's knots)."""
     calibrated: FloatArray
-    """Calibrated probability at each raw value (``y_thresholds_``)."""
+    """Calibrated probability at each knot."""
 
     def apply(self, raw: FloatArray) -> FloatArray:
-        """Same as ``IsotonicRegression(out_of_bounds="clip").predict``: linear interpolation."""
+        """Linear interpolation between the knots, constant beyond them."""
         return np.interp(raw, self.raw, self.calibrated)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metadata form."""
+        return {"method": "centered-isotonic", "raw": [float(x) for x in self.raw],
+                "calibrated": [float(y) for y in self.calibrated]}
+
+
+def fit_calibration(raw: FloatArray, labels: FloatArray,
+                    weights: FloatArray | None = None) -> Calibration:
+    """Centered isotonic regression (Oron and Flournoy, 2017) of ``labels`` on ``raw``.
+
+    Plain isotonic regression is a step function: every row inside a block gets the same
+    probability, so at the top of the ranking, where the migration threshold sits, hundreds
+    of rows tie and a threshold can only take a few useful values. Centering puts one knot at
+    the weighted mean raw score of each isotonic block and interpolates between them, which
+    keeps the calibration (block means are unchanged) but makes the map strictly increasing;
+    above the last knot the last slope continues up to a probability of 1.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    raw = np.asarray(raw, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    weights = np.ones_like(raw) if weights is None else np.asarray(weights, dtype=np.float64)
+    if raw.size == 0 or labels.min(initial=0.0) == labels.max(initial=0.0):
+        level = float(labels.mean()) if labels.size else 0.0
+        return Calibration(np.array([0.0, 1.0]), np.array([level, level]))
+    isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    fitted = isotonic.fit(raw, labels, sample_weight=weights).predict(raw)
+    levels, block = np.unique(fitted, return_inverse=True)
+    mass = np.bincount(block, weights=weights)
+    centres = np.bincount(block, weights=weights * raw) / np.maximum(mass, 1e-300)
+    knots_x, knots_y = [0.0], [float(levels[0])]
+    for x, y in zip(centres.tolist(), levels.tolist(), strict=True):
+        if x > knots_x[-1]:
+            knots_x.append(x)
+            knots_y.append(y)
+    if len(knots_x) >= 3 and knots_x[-1] < 1.0:
+        slope = (knots_y[-1] - knots_y[-2]) / (knots_x[-1] - knots_x[-2])
+        knots_x.append(1.0)
+        knots_y.append(min(1.0, knots_y[-1] + slope * (1.0 - knots_x[-2])))
+    elif knots_x[-1] < 1.0:
+        knots_x.append(1.0)
+        knots_y.append(knots_y[-1])
+    return Calibration(np.asarray(knots_x), np.asarray(knots_y))
 
 
 class Predictor:
@@ -71,6 +117,8 @@ class Predictor:
         """The model predicts failure or degradation within this many seconds."""
         self.feature_config = FeatureConfig(**metadata["feature_config"])
         """Windows the features must be computed with."""
+        self.baseline_config = BaselineConfig(**metadata["baseline_config"])
+        """Memories the per-instance baselines must be learned with."""
         self.model_sha256 = str(metadata["model_sha256"])
         """Identity of the model file."""
         calibration = metadata["calibration"]
@@ -163,6 +211,11 @@ def check_metadata(metadata: Any, where: Path) -> None:
         raise ModelError(
             f"model {where.stem} was trained with windows {metadata['feature_config']}, this "
             f"code uses {FeatureConfig().to_dict()}; retrain with `make model`"
+        )
+    if metadata["baseline_config"] != BaselineConfig().to_dict():
+        raise ModelError(
+            f"model {where.stem} was trained with other baseline memories; retrain with "
+            "`make model`"
         )
     calibration = metadata["calibration"]
     try:

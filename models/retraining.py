@@ -1,7 +1,7 @@
 """Champion vs challenger: train a challenger on outcome history plus the base data, compare.
 
 The challenger is trained by :func:`models.training.fit` (the same LightGBM training,
-early stopping and isotonic calibration as ``make model``) on the base data — the synthetic
+early stopping and centered isotonic calibration as ``make model``) on the base data — the synthetic
 fleet and NAB, split by time within every series — plus one row per resolved outcome record:
 the features of the metric window the decision was made on, labelled "failed or degraded
 within the horizon". Outcome rows are split by time too: the oldest 60 % train, the newest
@@ -29,10 +29,9 @@ from sklearn.metrics import average_precision_score
 from contracts.retraining import RetrainingConfig
 from models.dataset import SPLIT_BOUNDS, SPLITS, Dataset, build_dataset
 from models.features import FEATURE_NAMES, Float32Array, window_features
-from models.metrics import METRICS, sanitize
+from models.metrics import column_kind, sanitize
 from models.predictor import Predictor
-from models.synthetic import FleetConfig
-from models.training import TrainingConfig, fit, training_series, write_model
+from models.training import TRAINING_FLEET, TrainingConfig, fit, training_series, write_model
 
 METRIC = "average_precision"
 """The metric promotions are decided on (see the module docstring)."""
@@ -78,7 +77,8 @@ def outcome_rows(examples: Sequence[OutcomeExample]) -> Dataset:
         order = np.argsort(np.asarray(example.timestamps, dtype=np.float64), kind="stable")
         times = np.asarray(example.timestamps, dtype=np.float64)[order][None, :]
         values = {m: sanitize(m, raw)[order][None, :]
-                  for m, raw in example.values.items() if m in METRICS and len(raw) == len(order)}
+                  for m, raw in example.values.items()
+                  if _is_column(m) and len(raw) == len(order)}
         rows[i] = window_features(times, values)[0]
     position = np.arange(len(ordered)) / max(len(ordered), 1)
     return Dataset(
@@ -89,10 +89,20 @@ def outcome_rows(examples: Sequence[OutcomeExample]) -> Dataset:
     )
 
 
+def _is_column(key: str) -> bool:
+    try:
+        column_kind(key)
+    except KeyError:
+        return False
+    return True
+
+
 def training_config(config: RetrainingConfig) -> TrainingConfig:
     """The :class:`TrainingConfig` of a retraining run."""
-    fleet = replace(FleetConfig(), instances=config.instances, days=config.days, seed=config.seed)
-    return TrainingConfig(fleet=fleet, use_nab=config.use_nab, num_threads=config.num_threads)
+    fleet = replace(TRAINING_FLEET, instances=config.instances, days=config.days,
+                    seed=config.seed)
+    return TrainingConfig(fleet=fleet, use_nab=config.use_nab, use_asd=config.use_nab,
+                          num_threads=config.num_threads)
 
 
 def build(config: RetrainingConfig, examples: Sequence[OutcomeExample]) -> Dataset:

@@ -5,18 +5,31 @@ Two entry points over the same pieces:
 - :func:`score_series` scores every row of one instance's history causally (the trace CLI
   and the evaluation use it) and runs the policy row by row;
 - :func:`score_windows` scores the newest row of many instances' windows at once (the
-  scoring activity uses it); the caller runs the policy on the batch.
+  scoring activity uses it); the caller runs the policy on the batch. Given a
+  :class:`~models.baselines.BaselineBank` and the instances' ids, it also learns and uses
+  each instance's own baseline.
+
+Both also say what runs out soonest (:attr:`Scores.forecasts`, e.g. "disk full in 38 min"),
+for the decision's reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from contracts.policy import FleetBudget, Policy, PolicyState
-from models.features import FEATURE_NAMES, Float32Array, series_features, window_features
+from models.baselines import BaselineBank
+from models.exhaustion import ExhaustionConfig, Forecast, exhaustion_columns, forecasts
+from models.features import (
+    FEATURE_NAMES,
+    Float32Array,
+    series_features,
+    sliding_windows,
+    window_features,
+)
 from models.metrics import FloatArray
 from models.policy import Decision, Reading, decide, finish_migration, refused
 from models.predictor import Predictor
@@ -34,6 +47,16 @@ class Scores:
     """Calibrated probability of failure or degradation within the model's horizon."""
     readiness_score: FloatArray
     """Migration Readiness Score, 0..100."""
+    forecasts: list[Forecast | None] = field(default_factory=list, kw_only=True)
+    """Per row, the resource that runs out soonest within the forecast cap (``None``:
+    nothing does); ``forecast.text`` is "disk full in 38 min". Empty when not asked for."""
+
+    def forecast_text(self, row: int) -> str | None:
+        """The forecast of ``row`` as text for a reason, or ``None``."""
+        if row >= len(self.forecasts):
+            return None
+        forecast = self.forecasts[row]
+        return forecast.text if forecast is not None else None
 
 
 @dataclass
@@ -74,6 +97,7 @@ def score_series(
     historical_failure_rate: float = 0.0,
     instance_id: str = "trace",
     max_samples: int = 256,
+    baseline: Float32Array | bool = True,
 ) -> SeriesScores:
     """Score every row of one series, each from data up to that row only.
 
@@ -86,12 +110,36 @@ def score_series(
         historical_failure_rate: the instance's failure history, 0..1.
         instance_id: name used in the decisions.
         max_samples: history per row (see :func:`models.features.series_features`).
+        baseline: per-instance baselines from the first row (``True``), none (``False``), or
+            precomputed (see :func:`models.features.series_features`).
     """
     features = series_features(times, values, predictor.feature_config,
-                               max_samples=max_samples)
+                               max_samples=max_samples, baseline=baseline,
+                               baseline_config=predictor.baseline_config)
     scores = scores_from_features(features, predictor, historical_failure_rate, profile)
     decisions = run_policy(times, scores.readiness_score, policy or Policy(), instance_id)
-    return SeriesScores(scores.failure_probability, scores.readiness_score, decisions)
+    return SeriesScores(scores.failure_probability, scores.readiness_score, decisions,
+                        forecasts=series_forecasts(times, values, max_samples=max_samples))
+
+
+def series_forecasts(times: FloatArray, values: Mapping[str, FloatArray], *,
+                     max_samples: int = 256, config: ExhaustionConfig | None = None,
+                     ) -> list[Forecast | None]:
+    """The soonest exhaustion forecast at every row of one series (causal, like the
+    features: row ``t`` fits samples up to ``t``)."""
+    keys = exhaustion_columns(list(values))
+    if not keys:
+        return [None] * times.shape[0]
+    pad = np.full(max_samples - 1, np.nan)
+    padded_times = np.concatenate([pad, times])
+    out: list[Forecast | None] = []
+    for start in range(0, times.shape[0], 4096):
+        stop = min(start + 4096, times.shape[0])
+        window_times = sliding_windows(padded_times, start, stop, max_samples)
+        window_values = {k: sliding_windows(np.concatenate([pad, values[k]]), start, stop,
+                                     max_samples) for k in keys}
+        out += forecasts(window_times, window_values, config)
+    return out
 
 
 def run_policy(times: FloatArray, readiness: FloatArray, policy: Policy,
@@ -127,8 +175,29 @@ def score_windows(
     profile: Profile = "default",
     *,
     num_threads: int = 0,
+    baselines: BaselineBank | None = None,
+    instance_ids: Sequence[str] | None = None,
 ) -> Scores:
-    """Score the newest row of each window: (rows, W) times and sanitized values."""
-    features = window_features(times, values, predictor.feature_config)
-    return scores_from_features(features, predictor, historical_failure_rate, profile,
-                                num_threads=num_threads)
+    """Score the newest row of each window: (rows, W) times and sanitized values.
+
+    Args:
+        times: (rows, W) epoch seconds, oldest first, NaN padding on the left.
+        values: column key → (rows, W) sanitized values.
+        predictor: the model.
+        historical_failure_rate: per row (or one for all), 0..1.
+        profile: readiness profile.
+        num_threads: LightGBM threads.
+        baselines: the worker's bank of per-instance baselines; it learns every sample newer
+            than what it saw of each instance. Without it the baseline features are NaN.
+        instance_ids: one per row; required with ``baselines``.
+    """
+    baseline = None
+    if baselines is not None:
+        if instance_ids is None or len(instance_ids) != times.shape[0]:
+            raise ValueError("score_windows needs one instance id per window with baselines")
+        baseline = baselines.features(instance_ids, times, values)
+    features = window_features(times, values, predictor.feature_config, baseline=baseline)
+    scores = scores_from_features(features, predictor, historical_failure_rate, profile,
+                                  num_threads=num_threads)
+    scores.forecasts = forecasts(times, values)
+    return scores

@@ -15,7 +15,14 @@ mode                      precursor → failure
 ``network_flaps``         network throughput drops out ever more often for 1-2 h → errors
 ``overload``              requests grow 2-4x in 1-3 h → CPU saturates, latency explodes
 ``sudden_crash``          none: the instance vanishes (no data) and restarts
+``disk_fill``             disk space fills linearly or accelerating for 1-8 h → full: writes
+                          fail (errors, latency) until space is freed
 ========================  ================================================================
+
+``disk_fill`` only happens with ``fill_ups_per_day > 0`` (the training fleet); the instance then
+also reports ``disk_used_percent`` with harmless fills that stop short and are cleaned up. Its
+draws come from a random stream of their own, so a fleet without fill-ups is exactly the fleet
+this generator always made (the synthetic hold-out stays comparable).
 
 ``sudden_crash`` is there so the evaluation can show what no model can catch. Partial
 observability is part of the data: metrics absent altogether, samples missing at random,
@@ -36,6 +43,7 @@ FAILURE_MODES = (
     "memory_leak", "disk_degradation", "cpu_runaway", "noisy_neighbour", "network_flaps",
     "overload", "sudden_crash",
 )
+"""The failure modes every fleet has (``disk_fill`` comes only with ``fill_ups_per_day``)."""
 """Every failure mode the generator produces."""
 
 _PRECURSOR_H = {
@@ -78,6 +86,8 @@ class FleetConfig:
     """Chance that a value is garbage (NaN, negative, absurd)."""
     seed: int = 0
     """Random seed; the fleet is a pure function of this config."""
+    fill_ups_per_day: float = 0.0
+    """Mean ``disk_fill`` incidents per instance-day (0: no disk-space metric at all)."""
 
     def to_dict(self) -> dict[str, float]:
         """Plain dict for model metadata."""
@@ -138,6 +148,13 @@ def _instance(config: FleetConfig, index: int) -> SyntheticInstance:
         _apply_incident(rng, times, values, incident)
     values = _observe(rng, config, values)
     keep = _collector_gaps(rng, config, times)
+    if config.fill_ups_per_day > 0:
+        fills = np.random.default_rng([config.seed, index, 1])
+        values["disk_used_percent"], filled = _disk_space(fills, config, times, incidents)
+        if filled:
+            for incident in filled:
+                _fill_up_effects(times, values, incident)
+            incidents = sorted([*incidents, *filled], key=lambda i: i.onset)
     return SyntheticInstance(
         f"syn-{config.seed}-{index}", times[keep], {m: v[keep] for m, v in values.items()},
         incidents,
@@ -254,6 +271,51 @@ def _apply_incident(rng: np.random.Generator, times: FloatArray,
     if mode == "memory_leak":
         after = times >= incident.failure_at
         v["memory_percent"][after] = np.minimum(v["memory_percent"][after], 60.0)
+
+
+def _disk_space(rng: np.random.Generator, config: FleetConfig, times: FloatArray,
+                incidents: list[Incident]) -> tuple[FloatArray, list[Incident]]:
+    """Disk space in use: a slow drift with harmless fills that are cleaned up in time, and
+    ``disk_fill`` incidents that reach 100 % (placed clear of the other incidents)."""
+    rows = times.shape[0]
+    used = np.clip(rng.uniform(20, 70) + np.cumsum(rng.normal(0, 0.01, rows)), 1, 95)
+    for _ in range(rng.poisson(1.0 * config.days)):  # harmless fills: logs, a batch import
+        start = rng.uniform(times[0], times[-1])
+        length = rng.uniform(0.5, 4) * 3600
+        ramp = np.clip((times - start) / length, 0, 1) * (times < start + length)
+        used = np.minimum(used + rng.uniform(5, 20) * ramp, 97)
+    filled: list[Incident] = []
+    for _ in range(rng.poisson(config.fill_ups_per_day * config.days)):
+        duration = rng.uniform(1, 8) * 3600
+        failure_at = rng.uniform(times[0] + duration + 3 * 3600, times[-1] - 1800)
+        candidate = Incident("disk_fill", failure_at - duration, failure_at,
+                             failure_at + rng.uniform(0.25, 1.0) * 3600)
+        if all(candidate.onset > other.recovered_at + 3 * 3600
+               or candidate.recovered_at + 3 * 3600 < other.onset
+               for other in [*incidents, *filled]):
+            filled.append(candidate)
+    for incident in filled:
+        during = (times >= incident.onset) & (times < incident.failure_at)
+        progress = (times[during] - incident.onset) / (incident.failure_at - incident.onset)
+        start_level = float(np.interp(incident.onset, times, used))
+        shape = rng.uniform(1.0, 2.0)  # 1: linear, 2: accelerating
+        used[during] = start_level + (100.0 - start_level) * progress ** shape
+        down = (times >= incident.failure_at) & (times < incident.recovered_at)
+        used[down] = 100.0
+        after = times >= incident.recovered_at
+        used[after] = np.minimum(used[after], start_level)
+    used = used + rng.normal(0, 0.05, rows)
+    return np.clip(used, 0, 100), filled
+
+
+def _fill_up_effects(times: FloatArray, values: dict[str, FloatArray],
+                     incident: Incident) -> None:
+    """A full disk: writes fail, so errors and latency jump until space is freed."""
+    down = (times >= incident.failure_at) & (times < incident.recovered_at)
+    if "error_rate" in values:
+        values["error_rate"][down] = np.clip(values["error_rate"][down] + 0.2, 0, 1)
+    if "request_latency_ms" in values:
+        values["request_latency_ms"][down] *= 8
 
 
 def _observe(rng: np.random.Generator, config: FleetConfig,

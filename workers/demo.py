@@ -1,16 +1,19 @@
-"""``make demo``: the product's main job on this machine, end to end, in about four minutes.
+"""``make demo``: the product's main job on this machine, end to end, in about ten minutes.
 
 Phases (one progress line each): record the failure trace and check the model on it offline →
 start the Temporal dev server (Web UI link printed), HAProxy and a primary PostgreSQL → start
 a worker → client writes through HAProxy → protect the primary (tier 1 shadow through Pulumi)
-→ steady state, Temporal actions counted → a recorded disk degradation replays into the
-primary's metrics (metric overlay, the real collector path) → the fleet watcher's model
-predicts and the protection cuts over → the primary's host fails at the end of the trace
-(kill -9 if it still served) → the former primary rejoins as the shadow → every acknowledged
-write checked → ``demo-out/summary.json`` (also on stdout) and ``demo-out/timeline.png``.
+→ steady state, Temporal actions counted → a real incident recorded on an application server
+(ASD, 19 unnamed metrics; the summary names it) replays into the primary's metrics (metric
+overlay, the real sampling path) → the fleet watcher's model predicts and the protection cuts
+over → the primary's host fails at the failure point (kill -9 if it still served) → the
+former primary rejoins as the shadow → every acknowledged write checked →
+``demo-out/summary.json`` (also on stdout) and ``demo-out/timeline.png``.
 
 Everything it starts is stopped on the way out, on success, failure and Ctrl-C (exit 130).
-``--healthy-hours`` shortens the steady state (the test runs the demo with 4).
+``--healthy-hours`` shortens the steady state; the real incident needs about a day of the
+instance's history before the model's baselines speak, so quick runs (the end-to-end test)
+replay the synthetic disk degradation: ``--trace synthetic --healthy-hours 4 --threshold 60``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 from workers.demo_run import DemoOptions, run_demo, write_summary
 from workers.demo_services import dev_server, fresh_state_dir, local_service, say
-from workers.demo_trace import build_trace
+from workers.demo_trace import TRACE_KINDS, build_trace
 from workers.demo_watch import Interrupted
 from workers.process_exit import exit_process
 from workers.settings import REPO_ROOT
@@ -60,8 +63,9 @@ async def _run(options: DemoOptions, state_dir: Path, out_dir: Path,
                stop: asyncio.Event) -> dict[str, Any]:
     fresh_state_dir(state_dir, owned=state_dir == STATE_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
-    say("Recording the failure trace: a host whose disk degrades for ~2 h, then fails.")
-    trace = build_trace(out_dir, options.healthy_hours)
+    trace = build_trace(out_dir, options.healthy_hours, options.trace)
+    say(f"Failure trace: {trace.source}; {options.healthy_hours:g} h of it before the "
+        f"incident.")
     async with dev_server() as server:
         say(f"Temporal dev server at {server.address}; Web UI at {server.ui_url}")
         with local_service(state_dir) as service:
@@ -78,6 +82,11 @@ def parse_options(argv: list[str] | None) -> tuple[DemoOptions, Path, Path]:
     parser.add_argument("--healthy-hours", type=float, default=defaults.healthy_hours,
                         help="trace hours before the degradation (steady state); default "
                              "%(default)s")
+    parser.add_argument("--trace", choices=TRACE_KINDS, default=defaults.trace,
+                        help="the real ASD incident (default) or the synthetic disk degradation "
+                             "(predicted after a few hours: quick runs)")
+    parser.add_argument("--threshold", type=float, default=defaults.threshold,
+                        help="the protection's readiness threshold; default %(default)s")
     parser.add_argument("--recovery-timeout", type=float, default=defaults.recovery_timeout_s,
                         help="seconds to wait for the former primary to rejoin")
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
@@ -87,8 +96,11 @@ def parse_options(argv: list[str] | None) -> tuple[DemoOptions, Path, Path]:
     args = parser.parse_args(argv)
     if not 2 <= args.healthy_hours <= 48:
         parser.error("--healthy-hours must be within 2..48")
-    return DemoOptions(healthy_hours=args.healthy_hours,
-                       recovery_timeout_s=args.recovery_timeout), args.state_dir, args.out_dir
+    if not 0 <= args.threshold <= 100:
+        parser.error("--threshold must be within 0..100")
+    return DemoOptions(trace=args.trace, healthy_hours=args.healthy_hours,
+                       threshold=args.threshold, recovery_timeout_s=args.recovery_timeout,
+                       ), args.state_dir, args.out_dir
 
 
 def main(argv: list[str] | None = None) -> int:

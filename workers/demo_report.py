@@ -183,7 +183,7 @@ def plot_timeline(path: Path, *, scores: list[tuple[float, float, str]], thresho
         score_axis.axvspan(cutover[0] - origin, max(cutover[1], cutover[0] + 0.3) - origin,
                            color="tab:green", alpha=0.3, label="cutover")
     score_axis.axvline(onset_at - origin, color="tab:gray", linestyle="-.",
-                       label="degradation starts (replayed trace)")
+                       label="incident starts (replayed trace)")
     score_axis.axvline(failure_at - origin, color="black", linestyle=":",
                        label="primary fails (end of trace)")
     lag_axis = score_axis.twinx()

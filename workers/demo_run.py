@@ -1,8 +1,9 @@
 """The end-to-end demo, phase by phase (``make demo``; the entry point is ``workers.demo``).
 
-Protect a primary PostgreSQL under client load, replay a recorded disk degradation into its
-metrics, let the fleet watcher's model predict, cut over before the primary fails, fail it at
-the end of the trace, let the former primary rejoin as the shadow, then measure and report.
+Protect a primary PostgreSQL under client load, replay a real incident recorded on an
+application server (ASD; ``workers/demo_trace.py``) into its metrics, let the fleet watcher's
+model predict, cut over before the failure point, fail the primary there, let the former
+primary rejoin as the shadow, then measure and report.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from infra.local.postgres import PgEndpoint
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers import demo_report as report
 from workers.demo_services import DevServer, LocalService, say, worker_process
-from workers.demo_trace import COLUMNS, DemoTrace, OfflineVerdict, offline_verdict
+from workers.demo_trace import (
+    DEMO_HEALTHY_HOURS,
+    DEMO_THRESHOLD,
+    DemoTrace,
+    OfflineVerdict,
+    offline_verdict,
+)
 from workers.demo_watch import TASK_QUEUE, HeartbeatClock, LagRecorder, Progress
 from workers.protect import ensure_fleet_watcher, start_protection
 from workers.split_brain import blackout_ms, failures_between
@@ -38,8 +45,11 @@ from workers.workload import Writer, prepare_table, wait_until_present
 class DemoOptions:
     """Knobs of one demo run; the defaults are ``make demo``'s."""
 
-    healthy_hours: float = 12.0
-    """Trace hours before the degradation: provisioning plus the steady-state window."""
+    trace: str = "asd"
+    """``asd`` (the real incident) or ``synthetic`` (``workers.demo_trace.TRACE_KINDS``)."""
+    healthy_hours: float = DEMO_HEALTHY_HOURS
+    """Trace hours before the incident: provisioning plus the steady-state window (the
+    model's novelty baseline needs about a day of the instance's own history)."""
     speedup: float = 300.0
     """Trace seconds per wall second (one watcher sample = one 5-minute trace step)."""
     sample_interval_s: float = 1.0
@@ -48,8 +58,8 @@ class DemoOptions:
     """Client transactions per second through HAProxy."""
     tier: int = 1
     """Shadow tier (1: synchronous, no acknowledged write can be lost)."""
-    threshold: float = 60.0
-    """The protection's readiness threshold."""
+    threshold: float = DEMO_THRESHOLD
+    """The protection's readiness threshold (why this value: ``demo_trace.DEMO_THRESHOLD``)."""
     consecutive_readings: int = 3
     """High readings in a row before migrating."""
     recovery_timeout_s: float = 90.0
@@ -76,9 +86,14 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             say(f"Client load: {options.write_rate:g} writes/s through HAProxy on port "
                 f"{service.router_port}, every acknowledged commit recorded.")
             wall_start = time.time()
-            write_overlay(state_dir, service.primary.port, trace.csv_path, COLUMNS,
-                          speedup=options.speedup, wall_start=wall_start)
+            write_overlay(state_dir, service.primary.port, trace.csv_path, dict(trace.columns),
+                          speedup=options.speedup, wall_start=wall_start,
+                          exclusive=trace.exclusive)
             onset_wall = trace.wall_time(trace.onset, wall_start, options.speedup)
+            # Steady state ends where the incident's lead window begins: the model may
+            # rightly fire inside it, and a cutover is not steady-state cost.
+            steady_end = trace.wall_time(trace.onset - trace.lead_window_s, wall_start,
+                                         options.speedup)
             failure_wall = trace.wall_time(trace.failure_at, wall_start, options.speedup)
             spec = ProtectionSpec(service.instance_id, "local", options.tier,
                                   service.primary.port, service.shadow_port,
@@ -91,11 +106,12 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             say(f"Protecting {service.instance_id} (tier {options.tier}, threshold "
                 f"{options.threshold:g}). Watch it: {server.ui_url}/namespaces/default/"
                 f"workflows/{spec.workflow_id}")
-            protected_at = await progress.wait_for_phase({"protected"}, deadline=onset_wall)
+            protected_at = await progress.wait_for_phase({"protected"}, deadline=steady_end)
             say(f"Shadow in sync: protected after {protected_at - wall_start:.1f} s. Steady "
-                f"state until the degradation starts ({onset_wall - time.time():.0f} s).")
-            steady = await _steady_state(server, progress, protected_at, onset_wall)
-            say("Degradation starts on the primary: its disk latency climbs (replayed trace).")
+                f"state until the incident's lead window ({steady_end - time.time():.0f} s).")
+            steady = await _steady_state(server, progress, protected_at, steady_end)
+            await progress.sleep_until(onset_wall)
+            say(f"The incident starts on the primary (replayed: {trace.source}).")
             cutover = await progress.wait_for_cutover(deadline=failure_wall)
             # The recovery runs on its own schedule: it may finish before or after the failure.
             recovery = asyncio.ensure_future(
@@ -144,7 +160,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
         **report.per_instance_hour(steady, 1, watch.max_duration_s, heartbeats.per_hour()),
         "watcher_heartbeats_seen": len(heartbeats.times),
         "offline_verdict": asdict(verdict),
-        "trace": {"file": str(trace.csv_path), "mode": "disk_degradation",
+        "trace": {"file": str(trace.csv_path), "mode": trace.mode, "source": trace.source,
                   "speedup": options.speedup,
                   "precursor_trace_s": round(trace.failure_at - trace.onset)},
         "web_ui": f"{server.ui_url}/namespaces/default/workflows/{spec.workflow_id}",
@@ -159,11 +175,11 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
 
 
 async def _steady_state(server: DevServer, progress: Progress, protected_at: float,
-                        onset_wall: float) -> report.ActionCount:
-    """Count actions between ``protected`` and the degradation's onset."""
+                        end_wall: float) -> report.ActionCount:
+    """Count actions between ``protected`` and ``end_wall`` (the incident's lead window)."""
     before = await asyncio.to_thread(report.server_actions, server.metrics_url)
     start = max(time.time(), protected_at)
-    await progress.sleep_until(onset_wall)
+    await progress.sleep_until(end_wall)
     end = time.time()
     after = await asyncio.to_thread(report.server_actions, server.metrics_url)
     count = await report.count_history_actions(server.client, start, end)

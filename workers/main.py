@@ -23,7 +23,7 @@ from models.predictor import ModelError
 from workers.logging_config import configure_logging
 from workers.process_exit import exit_process
 from workers.protect import ensure_fleet_watcher
-from workers.registry import build_activities, new_worker, platforms
+from workers.registry import build_activities, fleet_scorer, new_worker, platforms
 from workers.schedules import ScheduleConfig, ensure_schedules
 from workers.settings import Settings, SettingsError, load_settings
 from workers.telemetry import Telemetry, start_telemetry
@@ -92,7 +92,9 @@ async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event,
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         try:
-            activities = build_activities(settings, client, served=served(settings))
+            scorer = fleet_scorer(settings)
+            activities = build_activities(settings, client, served=served(settings),
+                                          scorer=scorer)
             worker = new_worker(client, settings, pool, activities=activities)
         except ModelError as err:
             raise StartupError(f"the failure model cannot be loaded: {err}") from err
@@ -118,6 +120,7 @@ async def _serve(settings: Settings, telemetry: Telemetry, stop: asyncio.Event,
             await stop.wait()
             observability.set_worker_running(False)
             log.info("Shutdown requested. Draining the worker.")
+        scorer.baselines.save()  # what the instances taught since the last periodic save
     log.info("Worker stopped.")
 
 

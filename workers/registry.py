@@ -22,6 +22,7 @@ from activities.retraining import RegistryRetrainingActivities
 from activities.scoring import FleetScorer
 from activities.shadow import PlatformShadowActivities
 from activities.watching.failover import FailoverMonitor
+from activities.watching.history import FailureHistory
 from activities.watching.planner import ShadowPlanner
 from activities.watching.sync import SyncSupervisor
 from activities.watching.watcher import FleetWatchActivities
@@ -77,16 +78,18 @@ def platforms(settings: Settings) -> Platforms:
 
 def build_activities(settings: Settings, client: Client, *,
                      served: Platforms | None = None,
-                     feedback: bool = True) -> list[Callable[..., Any]]:
+                     feedback: bool = True,
+                     scorer: FleetScorer | None = None) -> list[Callable[..., Any]]:
     """Activity callables with their clients injected.
 
     ``served``: the platforms (default: every platform, with this worker's Pulumi driver);
     ``feedback``: whether the fleet watcher records near misses and probes open outcome
-    records (the bench's stand-in platform has nothing to probe)."""
+    records (the bench's stand-in platform has nothing to probe); ``scorer``: the fleet
+    scorer (default: :func:`fleet_scorer`; pass one to save its baselines at shutdown)."""
     served = served or platforms(settings)
     models = model_registry(settings)
     outcome_store = outcomes_store(settings)
-    scorer = FleetScorer.from_registry(models)
+    scorer = scorer or fleet_scorer(settings)
     recorder = OutcomeRecorder(outcome_store)
     outcomes = StoreOutcomeActivities(outcome_store, served, recorder)
     retraining = RegistryRetrainingActivities(models, outcome_store)
@@ -96,7 +99,8 @@ def build_activities(settings: Settings, client: Client, *,
     watch = FleetWatchActivities(client, scorer, served, recorder if feedback else None,
                                  ShadowPlanner(client),
                                  sync=SyncSupervisor(client, served),
-                                 failover=FailoverMonitor(client))
+                                 failover=FailoverMonitor(client),
+                                 history=FailureHistory(outcome_store))
     return [
         watch.watch_fleet,
         shadow.provision_shadow,
@@ -113,6 +117,16 @@ def build_activities(settings: Settings, client: Client, *,
         outcomes.resolve_outcomes,
         retraining.retrain_challenger,
     ]
+
+
+def fleet_scorer(settings: Settings) -> FleetScorer:
+    """The registry's current model with the worker's per-instance baselines (state dir).
+
+    Raises:
+        ModelError: no model can be loaded.
+    """
+    return FleetScorer.from_registry(model_registry(settings),
+                                     baselines_path=settings.state_dir / "baselines.npz")
 
 
 def model_registry(settings: Settings) -> ModelRegistry:

@@ -18,6 +18,9 @@ What the protections hear, each a Temporal action, so only when it matters:
   cooldown the protection measures on its own clock, keeps the watcher quiet that long;
 - ``report_event`` (signal): a platform's scheduled event (EC2 maintenance...), once each.
 
+Each window carries the instance's historical failure rate, read from the outcome store
+(:mod:`.history`: per instance, with its platform-and-tier class as the prior).
+
 Heartbeats (throttled by the SDK to 80 % of the 2-minute heartbeat timeout, ~38 per hour)
 are shared by the whole fleet; a lost worker is noticed within the heartbeat timeout, and the
 activity resumes on another worker from the heartbeated policy memory.
@@ -38,8 +41,15 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.outcomes import OutcomeRecorder
-from activities.scoring import FleetScorer, InstanceScore, MetricWindow, ScoreInstancesInput
+from activities.scoring import (
+    FleetScorer,
+    InstanceScore,
+    MetricWindow,
+    ScoreInstancesInput,
+    ScoreInstancesResult,
+)
 from activities.watching.failover import FailoverMonitor
+from activities.watching.history import FailureHistory, instance_class
 from activities.watching.items import Target, Watched, worth_reporting
 from activities.watching.planner import ShadowPlanner
 from activities.watching.sync import SyncSupervisor
@@ -74,7 +84,8 @@ class FleetWatchActivities(WatchActivities):
     def __init__(self, client: Client, scorer: FleetScorer, platforms: Platforms,
                  outcomes: OutcomeRecorder | None = None,
                  shadows: ShadowPlanner | None = None, sync: SyncSupervisor | None = None,
-                 failover: FailoverMonitor | None = None) -> None:
+                 failover: FailoverMonitor | None = None,
+                 history: FailureHistory | None = None) -> None:
         self._client = client
         self._scorer = scorer
         self._platforms = platforms
@@ -82,6 +93,7 @@ class FleetWatchActivities(WatchActivities):
         self._shadows = shadows
         self._sync = sync
         self._failover = failover
+        self._history = history
 
     @activity.defn
     async def watch_fleet(self, request: WatchFleetInput) -> WatchFleetResult:
@@ -261,10 +273,7 @@ class _Run:
                                                              self.request.shadow_budget)
 
     async def _score(self, fresh: list[str], now: float) -> None:
-        windows = [_window(iid, self.watched[iid]) for iid in fresh]
-        result = await asyncio.to_thread(
-            self.owner._scorer.score,
-            ScoreInstancesInput(windows, now, self.request.budget, self.state))
+        result = await asyncio.to_thread(self._score_batch, fresh, now)
         self.state = result.policy_state
         set_model_version(result.model_sha256)
         for score in result.scores:
@@ -275,6 +284,17 @@ class _Run:
                 await self._request_migration(item, score)
             if self.owner._shadows is not None:
                 self.owner._shadows.note_score(score.instance_id, score.readiness_score)
+
+    def _score_batch(self, fresh: list[str], now: float) -> ScoreInstancesResult:
+        """Windows with their history term, scored in one batch (on a thread: SQLite and
+        LightGBM block)."""
+        history = self.owner._history
+        rates = history.rates({iid: instance_class(self.watched[iid].target.request.spec.platform,
+                                                   self.watched[iid].target.tier)
+                               for iid in fresh}) if history is not None else {}
+        windows = [_window(iid, self.watched[iid], rates.get(iid, 0.0)) for iid in fresh]
+        return self.owner._scorer.score(
+            ScoreInstancesInput(windows, now, self.request.budget, self.state))
 
     async def _report_risk(self, item: Watched, score: InstanceScore) -> None:
         if not worth_reporting(item.last_reported, item.last_decision,
@@ -359,9 +379,10 @@ class _Run:
                     self.signals += 1
 
 
-def _window(instance_id: str, item: Watched) -> MetricWindow:
+def _window(instance_id: str, item: Watched, failure_rate: float = 0.0) -> MetricWindow:
     times, values = samples_to_arrays(list(item.samples))
-    return MetricWindow(instance_id, times.tolist(), values, policy=item.target.policy)
+    return MetricWindow(instance_id, times.tolist(), values, failure_rate,
+                        policy=item.target.policy)
 
 
 def _finite(value: float) -> float:

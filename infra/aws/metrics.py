@@ -7,7 +7,10 @@ One ``GetMetricData`` call per reading fetches, for the last few periods:
 - ``AWS/EBS`` VolumeTotalReadTime/VolumeTotalWriteTime (seconds) and VolumeReadOps/
   VolumeWriteOps per data volume: mean latency = total time ÷ operations;
 - memory, only if the CloudWatch agent publishes it (``CWAgent`` ``mem_used_percent`` with an
-  ``InstanceId`` dimension); EC2 itself cannot see inside the guest.
+  ``InstanceId`` dimension); EC2 itself cannot see inside the guest;
+- disk space, for the exhaustion forecast, only if the agent publishes it (``CWAgent``
+  ``disk_used_percent``; its dimensions name the filesystem, so each one to watch is given in
+  ``disk_dimensions``); the fullest filesystem is reported.
 
 Basic monitoring publishes every 5 minutes, detailed monitoring every minute; ``period_s``
 must match what the instance has, or every query comes back empty.
@@ -51,6 +54,7 @@ class CloudWatchMetricsCollector:
         memory_namespace: str = "CWAgent",
         memory_metric: str = "mem_used_percent",
         id_prefix: str = "",
+        disk_dimensions: tuple[dict[str, str], ...] = (),
     ) -> None:
         self._cloudwatch = cloudwatch
         self._instance_id = instance_id
@@ -59,6 +63,9 @@ class CloudWatchMetricsCollector:
         self._period_s = period_s
         self._lookback = timedelta(seconds=period_s * lookback_periods)
         self._memory = (memory_namespace, memory_metric)
+        # Each filesystem's full dimension set as the agent publishes it, e.g.
+        # {"InstanceId": "i-…", "path": "/", "device": "nvme0n1p1", "fstype": "xfs"}.
+        self._disk_dimensions = disk_dimensions
         # Query ids must be unique within one GetMetricData call: a prefix per instance lets
         # the fleet watcher batch many instances' queries (see :func:`read_many`).
         self.id_prefix = id_prefix
@@ -73,6 +80,10 @@ class CloudWatchMetricsCollector:
             ("netout", "AWS/EC2", "NetworkOut", "Sum", by_instance),
             ("mem", *self._memory, "Average", by_instance),
         ]
+        for index, dimensions in enumerate(self._disk_dimensions):
+            dims = [{"Name": k, "Value": v} for k, v in sorted(dimensions.items())]
+            wanted.append((f"disk{index}", self._memory[0], "disk_used_percent", "Average",
+                           dims))
         for index, volume_id in enumerate(self._volume_ids):
             by_volume = [{"Name": "VolumeId", "Value": volume_id}]
             for prefix, metric in _EBS_METRICS.items():
@@ -122,6 +133,8 @@ class CloudWatchMetricsCollector:
             disk_latency_ms=self._disk_latency_ms(series),
             network_in_bytes=latest.get("netin"),
             network_out_bytes=latest.get("netout"),
+            disk_used_percent=max((latest[f"disk{i}"] for i in range(len(self._disk_dimensions))
+                                   if f"disk{i}" in latest), default=None),
         )
         return CloudWatchReading(sample, None if status is None else status > 0, latest)
 

@@ -7,6 +7,14 @@ values at the overlay's clock.
 Everything else (restarts, replication lag, any metric the trace lacks) stays real. The demo
 and tests use it to show a realistic degradation without breaking a real disk.
 
+An *exclusive* overlay (``"exclusive": true``) is the node's whole metric stream instead: the
+sample carries the trace's values and nothing of the real reading but its liveness. The demo
+replays the ASD incident this way. Those servers' metrics were recorded without names, so
+adding this machine's real CPU, memory and request rates to them makes an instance nobody
+recorded: on the demo's trace the model migrates 80 minutes before the failure point on the
+19 recorded columns alone and not at all with a local server's named metrics added (measured
+offline, ``workers/demo_trace.py``).
+
 Documented format: one JSON file per node, ``<state_dir>/metric-overlays/port-<port>.json``
 (the node is the PostgreSQL port it listens on, so an overlay follows the host, not the
 service, across a cutover)::
@@ -17,7 +25,8 @@ service, across a cutover)::
       "columns": {"cpu_percent": "cpu_percent", ...},   # CSV column -> canonical metric
       "speedup": 300.0,        # trace seconds per wall second
       "wall_start": 1795000000.0,  # epoch seconds when the trace's first row plays
-      "trace_start": null      # trace time played at wall_start (default: first row)
+      "trace_start": null,     # trace time played at wall_start (default: first row)
+      "exclusive": false       # true: the trace replaces the whole reading
     }
 
 Why the overlay also moves the sample's timestamp: the model's features are defined over time
@@ -63,6 +72,8 @@ class OverlayReading:
     """Trace time of the row played."""
     values: dict[str, float]
     """Canonical metric → value from the trace (metrics with no value in this row left out)."""
+    exclusive: bool = False
+    """The trace is the node's whole metric stream (nothing of the real reading is kept)."""
 
 
 def overlay_path(state_dir: Path, port: int) -> Path:
@@ -80,6 +91,7 @@ def write_overlay(
     wall_start: float,
     time_column: str = "timestamp",
     trace_start: float | None = None,
+    exclusive: bool = False,
 ) -> Path:
     """Install (or replace) the overlay of the node on ``port``; checks the trace loads first.
 
@@ -95,6 +107,7 @@ def write_overlay(
     body = {
         "trace_csv": str(trace_csv.resolve()), "time_column": time_column, "columns": columns,
         "speedup": speedup, "wall_start": wall_start, "trace_start": trace_start,
+        "exclusive": exclusive,
     }
     temp = path.with_suffix(".tmp")
     temp.write_text(json.dumps(body, indent=2))
@@ -141,7 +154,8 @@ class OverlayReader:
             for metric, column in trace.values.items()
             if not math.isnan(column[row])
         }
-        return OverlayReading(wall_start + elapsed * speedup, float(trace.times[row]), values)
+        return OverlayReading(wall_start + elapsed * speedup, float(trace.times[row]), values,
+                              bool(config.get("exclusive", False)))
 
     def _load(self) -> bool:
         try:
@@ -220,13 +234,18 @@ def _overlaid(sample: MetricSample, reader: OverlayReader, now: float) -> Metric
         return sample
     if sample.request_latency_ms is None:  # an unreachable node: no values to replace
         return dataclasses.replace(sample, timestamp=reading.timestamp)
+    if reading.exclusive:  # the trace is the whole reading
+        sample = MetricSample(reading.timestamp, sample.instance_id)
     values: dict[str, Any] = {}
+    columns = dict(sample.columns)
     for metric, value in reading.values.items():
         if metric == "network_bytes":  # the trace has the sum; keep the split consistent
             values["network_in_bytes"], values["network_out_bytes"] = value, 0.0
         elif metric in _SAMPLE_FIELDS:
             values[metric] = value
-    return dataclasses.replace(sample, timestamp=reading.timestamp, **values)
+        else:  # a column key of a multi-column trace (``other:m07``): an extra column
+            columns[metric] = value
+    return dataclasses.replace(sample, timestamp=reading.timestamp, columns=columns, **values)
 
 
 _SAMPLE_FIELDS = frozenset(f.name for f in dataclasses.fields(MetricSample))

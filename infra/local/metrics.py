@@ -13,8 +13,16 @@ Sources, each read once per sample:
   when it closes, so long-lived connections show up late);
 - replication lag: bytes the node's standbys have yet to replay (``pg_stat_replication``),
   unless a status function is given;
-- an optional metric overlay (``infra/local/metric_overlay.py``) that replays a recorded
-  failure trace over the real reading, for demos and tests.
+- resources that run out, for the exhaustion forecast (``models/exhaustion.py``): the data
+  directory's filesystem in use (``disk_used_percent``), client connections against
+  ``max_connections`` (``connections_percent``), the oldest unfrozen transaction ID's age
+  against the wraparound limit (``xid_age_percent``), and WAL held back by replication slots
+  against its budget (``wal_retained_percent``: ``max_slot_wal_keep_size``, or when that is
+  unlimited the WAL's share of what the disk could still hold).
+
+A replayed trace (the demo's metric overlay) is laid over these readings by the demo worker's
+fleet observer (``infra/local/metric_overlay.py``), not here: a production collector never
+looks for overlay files.
 
 The data directory, which selects the disk, is asked of the server itself when not given (the
 fleet watcher knows ports, not paths). Rates need two readings, so the first sample of a
@@ -26,19 +34,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
 
 from infra.local.haproxy import HAProxyManager
-from infra.local.metric_overlay import OverlayReader
 from infra.local.postgres import PgEndpoint
 from models.metrics import MetricSample
-from models.trace import TraceError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,21 @@ _QUERY = (
     "pg_current_wal_lsn(), replay_lsn)) FROM pg_stat_replication) END"
     " FROM pg_stat_database"
 )
+_RESOURCES = (
+    "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+    " current_setting('max_connections')::float,"
+    " (SELECT max(age(datfrozenxid)) FROM pg_database),"
+    " CASE WHEN pg_is_in_recovery() THEN NULL ELSE (SELECT max(pg_wal_lsn_diff("
+    "pg_current_wal_lsn(), restart_lsn)) FROM pg_replication_slots"
+    " WHERE restart_lsn IS NOT NULL) END,"
+    " (SELECT setting::float FROM pg_settings WHERE name = 'max_slot_wal_keep_size')"
+)
+"""Connections in use and allowed, the oldest database's transaction-ID age, WAL retained by
+slots (bytes) and the slots' WAL budget (MB, -1 = unlimited; absent before PostgreSQL 13)."""
+
+XID_WRAPAROUND_LIMIT = 2**31 - 3_000_000
+"""Transaction-ID age at which PostgreSQL stops assigning IDs (it keeps 3 million in reserve
+for the vacuum that rescues it)."""
 
 
 @dataclass
@@ -75,7 +98,6 @@ class LocalMetricsCollector:
         haproxy: HAProxyManager | None = None,
         server_name: str | None = None,
         replication_lag: Callable[[], int | None] | None = None,
-        overlay: Path | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.endpoint = endpoint
@@ -83,7 +105,6 @@ class LocalMetricsCollector:
         self.haproxy = haproxy
         self.server_name = server_name or instance_id
         self.replication_lag = replication_lag
-        self.overlay = OverlayReader(overlay) if overlay is not None else None
         self._data_dir_asked = data_dir is not None
         self._previous: _Counters | None = None
         self._start_time: str | None = None
@@ -94,10 +115,9 @@ class LocalMetricsCollector:
         now = time.time()
         database = self._database()
         if database is None:
-            # Nothing to read, but keep the overlay's clock (if any) so the window stays ordered.
-            stamp = self._apply_overlay(now, {})
-            return MetricSample(timestamp=stamp, instance_id=self.instance_id)
-        latency_ms, commits, rollbacks, start_time, (cpu_seconds, rss), standby_lag = database
+            return MetricSample(timestamp=now, instance_id=self.instance_id)
+        (latency_ms, commits, rollbacks, start_time, (cpu_seconds, rss), standby_lag,
+         resources) = database
         if self._start_time is not None and start_time != self._start_time:
             self.restarts += 1
         self._start_time = start_time
@@ -112,6 +132,7 @@ class LocalMetricsCollector:
             "replication_lag_bytes": (
                 _optional(self.replication_lag) if self.replication_lag else standby_lag
             ),
+            **_exhaustion_inputs(resources, self.data_dir),
         }
         if previous is not None and current.at > previous.at:
             elapsed = current.at - previous.at
@@ -129,32 +150,12 @@ class LocalMetricsCollector:
             values["error_rate"] = failed / transactions if transactions > 0 else 0.0
             values["network_in_bytes"] = current.bytes_in - previous.bytes_in
             values["network_out_bytes"] = current.bytes_out - previous.bytes_out
-        timestamp = self._apply_overlay(now, values)
-        return MetricSample(timestamp=timestamp, instance_id=self.instance_id, **values)
-
-    def _apply_overlay(self, now: float, values: dict[str, float | None]) -> float:
-        """Replace the metrics a replayed trace carries; returns the sample's timestamp."""
-        if self.overlay is None:
-            return now
-        try:
-            reading = self.overlay.read(now)
-        except TraceError as err:
-            log.warning("Ignoring the metric overlay of %s: %s", self.instance_id, err)
-            return now
-        if reading is None:
-            return now
-        if not values:
-            return reading.timestamp  # an unreachable node: no values to replace
-        for metric, value in reading.values.items():
-            if metric == "network_bytes":  # the trace has the sum; keep the split consistent
-                values["network_in_bytes"], values["network_out_bytes"] = value, 0.0
-            else:
-                values[metric] = value
-        return reading.timestamp
+        return MetricSample(now, self.instance_id, columns={}, **values)
 
     def _database(
         self,
-    ) -> tuple[float, float, float, str, tuple[float, float], float | None] | None:
+    ) -> tuple[float, float, float, str, tuple[float, float], float | None,
+               tuple[Any, ...] | None] | None:
         try:
             started = time.perf_counter()
             with self.endpoint.connect(timeout_s=2) as conn:
@@ -163,6 +164,7 @@ class LocalMetricsCollector:
                 row = conn.execute(_QUERY).fetchone()
                 if row is None:
                     return None
+                resources = _resources(conn)
                 if not self._data_dir_asked:
                     self._data_dir_asked = True
                     self.data_dir = _data_directory(conn)
@@ -172,7 +174,8 @@ class LocalMetricsCollector:
         except psycopg.Error:
             return None
         lag = float(row[4]) if row[4] is not None else None
-        return latency_ms, float(row[0] or 0), float(row[1] or 0), str(row[2]), usage, lag
+        return (latency_ms, float(row[0] or 0), float(row[1] or 0), str(row[2]), usage, lag,
+                resources)
 
     def _router_bytes(self) -> tuple[float, float]:
         if self.haproxy is None:
@@ -182,6 +185,52 @@ class LocalMetricsCollector:
         except Exception:
             return 0.0, 0.0
         return (float(stats.bytes_in), float(stats.bytes_out)) if stats else (0.0, 0.0)
+
+
+def _resources(conn: psycopg.Connection) -> tuple[Any, ...] | None:
+    """The row of :data:`_RESOURCES`; ``None`` when the server refuses it (an old version, a
+    role without access), so the other metrics still arrive."""
+    try:
+        with conn.transaction():  # a failed query must not poison the connection
+            return conn.execute(_RESOURCES).fetchone()
+    except psycopg.Error:
+        return None
+
+
+def _exhaustion_inputs(resources: tuple[Any, ...] | None,
+                       data_dir: Path | None) -> dict[str, float | None]:
+    """Used share of every resource that runs out, in percent (absent: ``None``)."""
+    disk = _disk_usage(data_dir)
+    used_percent = 100.0 * disk[0] / disk[1] if disk and disk[1] > 0 else None
+    out: dict[str, float | None] = {"disk_used_percent": used_percent}
+    if resources is None:
+        return out
+    connections, max_connections, xid_age, retained, keep_size_mb = resources
+    if connections is not None and max_connections:
+        out["connections_percent"] = 100.0 * float(connections) / float(max_connections)
+    if xid_age is not None:
+        out["xid_age_percent"] = 100.0 * float(xid_age) / XID_WRAPAROUND_LIMIT
+    if retained is not None:
+        retained = float(retained)
+        if keep_size_mb is not None and float(keep_size_mb) > 0:
+            budget: float | None = float(keep_size_mb) * 2**20
+        else:
+            # Unlimited: the slots may keep WAL until the disk is full.
+            budget = retained + disk[2] if disk else None
+        if budget:
+            out["wal_retained_percent"] = 100.0 * retained / budget
+    return out
+
+
+def _disk_usage(data_dir: Path | None) -> tuple[float, float, float] | None:
+    """Used, total and free bytes of the filesystem holding ``data_dir``."""
+    if data_dir is None:
+        return None
+    try:
+        usage = shutil.disk_usage(data_dir)
+    except OSError:
+        return None
+    return float(usage.used), float(usage.total), float(usage.free)
 
 
 def _data_directory(conn: psycopg.Connection) -> Path | None:

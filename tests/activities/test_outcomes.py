@@ -164,15 +164,20 @@ def test_a_store_from_before_the_policy_column_is_upgraded(tmp_path: Path) -> No
 
 
 def test_resolved_outcomes_become_training_rows(tmp_path: Path) -> None:
-    """Resolved records with a window are rows of the challenger's data; unknown outcomes
-    and records without a window are not; a retried training returns the same challenger."""
+    """Resolved records with a window are rows of the challenger's data, labelled from
+    evidence the cutover cannot bias: a failure counts whoever saw it, the recovery path's
+    "healthy" counts, but an endpoint probe's "healthy" after the load left is censored (not a
+    row). Unknown outcomes and records without a window are not rows either; a retried
+    training returns the same challenger."""
     store = OutcomeStore(tmp_path / "outcomes.sqlite")
     for i in range(10):
         at = T0 + i * HOUR
         store.add(OutcomeRecord(f"r{i}", f"db-{i}", "cutover", at, HOUR,
                                 window=_window(at, 95.0 if i % 2 else 30.0)))
-        if i < 8:
-            store.observe(f"r{i}", at + 60, "failed" if i % 2 else "healthy", "probe")
+        if i < 8:  # 4 failed (probe), 2 healthy by the recovery path, 2 healthy by a probe
+            healthy_source = "recovery" if i % 4 == 0 else "probe"
+            store.observe(f"r{i}", at + 60, "failed" if i % 2 else "healthy",
+                          "probe" if i % 2 else healthy_source)
     store.add(OutcomeRecord("no-window", "db-x", "cutover", T0, HOUR))
     store.observe("no-window", T0 + 60, "failed", "probe")
     store.resolve(T0 + 20 * HOUR)
@@ -181,8 +186,8 @@ def test_resolved_outcomes_become_training_rows(tmp_path: Path) -> None:
     config = RetrainingConfig(instances=20, days=2.0, seed=3, use_nab=False, num_threads=1)
     env = ActivityEnvironment()
     challenger = env.run(retraining.train_challenger, TrainChallengerInput("run-1", config))
-    assert challenger.outcome_rows == 8
-    assert challenger.rows == build(config, []).labels.size + 8
+    assert challenger.outcome_rows == 6
+    assert challenger.rows == build(config, []).labels.size + 6
     assert challenger.heldout_rows > 0 and math.isfinite(challenger.training_s)
     again = env.run(retraining.train_challenger, TrainChallengerInput("run-1", config))
     assert again == challenger

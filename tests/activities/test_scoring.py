@@ -117,3 +117,113 @@ def test_unknown_metric_or_profile_is_refused(predictor: Predictor) -> None:
     odd = dataclasses.replace(_window("y", 50), policy=Policy(profile="odd"))
     with pytest.raises(ScoreError, match="'odd'"):
         scorer.score(ScoreInstancesInput([odd], 1.0))
+
+
+def _asd_like(instance_id: str, samples: int, start: float = 1.7e9,
+              columns: int = 19) -> MetricWindow:
+    """Nineteen unnamed metrics sharing a daily load, as an ASD server reports them."""
+    rng = np.random.default_rng(7)
+    times = start + np.arange(samples) * 300.0
+    load = 0.5 + 0.3 * np.sin(2 * np.pi * np.arange(samples) / 288)
+    values = {f"other:m{i + 1:02d}": [float(x) for x in load * (1 + 0.1 * i)
+                                       + rng.normal(0, 0.02, samples)]
+              for i in range(columns)}
+    return MetricWindow(instance_id, times.tolist(), values)
+
+
+def _tail(window: MetricWindow, end: int, width: int = 37) -> MetricWindow:
+    begin = max(0, end - width)
+    return dataclasses.replace(window, timestamps=window.timestamps[begin:end],
+                               values={k: v[begin:end] for k, v in window.values.items()})
+
+
+def test_unnamed_column_keys_are_scored_and_malformed_ones_refused(
+        predictor: Predictor) -> None:
+    """Nineteen ``other:mNN`` columns score like any window; a key with an empty label or an
+    unknown kind is refused by name."""
+    scorer = FleetScorer(predictor)
+    window = _tail(_asd_like("asd", 37), 37)
+    result = scorer.score(ScoreInstancesInput([window], window.timestamps[-1]))
+    assert 0 <= result.scores[0].failure_probability <= 1
+    for key in ("other:", "gpu:m01"):
+        bad = MetricWindow("x", [1.0], {key: [1.0]})
+        with pytest.raises(ScoreError, match=repr(key)):
+            scorer.score(ScoreInstancesInput([bad], 1.0))
+
+
+def test_baselines_learn_online_and_survive_a_restart(predictor: Predictor,
+                                                     tmp_path: Path) -> None:
+    """Fed two days of one instance a sample at a time, the scorer's baselines know it: the
+    same final window scores differently than on a scorer that never saw the instance. Saved
+    and loaded again (a worker restart), they give that same score."""
+    series = _asd_like("db-1", 2 * 288)
+    path = tmp_path / "baselines.npz"
+    warm = FleetScorer(predictor, baselines_path=path)
+    for end in range(1, len(series.timestamps) + 1):
+        warm.score(ScoreInstancesInput([_tail(series, end)], series.timestamps[end - 1]))
+    last = ScoreInstancesInput([_tail(series, len(series.timestamps))], series.timestamps[-1])
+    learned = warm.score(last).scores[0].failure_probability
+    cold = FleetScorer(predictor).score(last).scores[0].failure_probability
+    assert warm.baselines.instances == 1
+    assert learned != pytest.approx(cold, abs=1e-9)
+    warm.baselines.save()
+    restarted = FleetScorer(predictor, baselines_path=path)
+    assert restarted.baselines.instances == 1
+    assert restarted.score(last).scores[0].failure_probability == pytest.approx(learned)
+
+
+def test_a_model_with_other_memories_starts_fresh_baselines(predictor: Predictor,
+                                                            tmp_path: Path) -> None:
+    """Switching to a model whose baselines learn with other memories empties the bank (and
+    the saved file); a model with the same memories keeps what was learned."""
+    path = tmp_path / "baselines.npz"
+    scorer = FleetScorer(predictor, baselines_path=path)
+    window = _tail(_asd_like("db-1", 40), 40)
+    scorer.score(ScoreInstancesInput([window], window.timestamps[-1]))
+    scorer.baselines.follow(predictor.baseline_config)
+    assert scorer.baselines.instances == 1
+    other = dataclasses.replace(predictor.baseline_config,
+                                daily_memory_samples=predictor.baseline_config
+                                .daily_memory_samples * 2)
+    scorer.baselines.follow(other)
+    assert scorer.baselines.instances == 0 and scorer.baselines.config == other
+    assert FleetScorer(predictor, baselines_path=path).baselines.instances == 0
+
+
+def test_an_unreadable_baselines_file_starts_fresh(predictor: Predictor,
+                                                  tmp_path: Path) -> None:
+    """A damaged file in the state dir does not stop the worker: it scores with new
+    baselines."""
+    path = tmp_path / "baselines.npz"
+    path.write_bytes(b"not a bank")
+    scorer = FleetScorer(predictor, baselines_path=path)
+    window = _tail(_asd_like("db-1", 37), 37)
+    assert scorer.score(ScoreInstancesInput([window], window.timestamps[-1])).scores
+    assert scorer.baselines.instances == 1
+
+
+def test_the_forecast_is_in_the_reason(predictor: Predictor) -> None:
+    """A disk filling half a percent every 5 minutes from 70 %: the verdict names it and the
+    decision's sentence ends with it; a flat disk has no forecast."""
+    times = [1.7e9 + i * 300.0 for i in range(37)]
+    filling = MetricWindow("full", times, {"disk_used_percent": [70 + 0.5 * i
+                                                                 for i in range(37)]})
+    flat = MetricWindow("flat", times, {"disk_used_percent": [70.0] * 37})
+    result = FleetScorer(predictor).score(ScoreInstancesInput([filling, flat], times[-1]))
+    verdict, calm = result.scores
+    assert verdict.forecast is not None and verdict.forecast.startswith("disk full in ")
+    assert verdict.reason.endswith(f"Forecast: {verdict.forecast}.")
+    assert calm.forecast is None and "Forecast" not in calm.reason
+
+
+@pytest.mark.parametrize(("profile", "weight"), [("default", 10.0), ("spec", 15.0)])
+def test_the_history_term_moves_both_profiles(predictor: Predictor, profile: str,
+                                              weight: float) -> None:
+    """The same window with a failure history of 0.5 scores half the profile's history
+    weight higher than with none."""
+    base = dataclasses.replace(_window("h", 60), policy=Policy(profile=profile))
+    scorer = FleetScorer(predictor)
+    none = scorer.score(ScoreInstancesInput([base], 1.7e9 + 36 * 300)).scores[0]
+    some = scorer.score(ScoreInstancesInput(
+        [dataclasses.replace(base, historical_failure_rate=0.5)], 1.7e9 + 36 * 300)).scores[0]
+    assert some.readiness_score - none.readiness_score == pytest.approx(weight / 2)

@@ -19,7 +19,7 @@ import pytest
 from bench import scale_double
 from contracts.spec import ProtectionSpec, SpecError, validate_spec
 from infra import factory
-from workers.demo_trace import COLUMNS, STEP_S
+from workers.demo_trace import STEP_S, SYNTHETIC_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,9 +41,9 @@ def test_metric_stream_replays_healthy_rows_then_the_injected_degradation(
     trace = tmp_path / "trace.csv"
     with trace.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["timestamp", *COLUMNS])
+        writer.writerow(["timestamp", *SYNTHETIC_COLUMNS])
         for row in range(10):  # cpu_percent carries the row number
-            writer.writerow([1000 + row * STEP_S, row, *([1.0] * (len(COLUMNS) - 1))])
+            writer.writerow([1000 + row * STEP_S, row, *([1.0] * (len(SYNTHETIC_COLUMNS) - 1))])
     scale_double.TracePlan(str(trace), healthy_rows=4, risky_start_row=7).write(tmp_path)
     stream = scale_double.MetricStream(tmp_path)
     collector = scale_double.DoubleCollector("db-one", stream)

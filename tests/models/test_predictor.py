@@ -17,7 +17,7 @@ from models.training import TrainingConfig, train
 
 TINY = TrainingConfig(
     fleet=replace(FleetConfig(), instances=16, days=2.0, incidents_per_day=1.0, seed=3),
-    use_nab=False, max_rounds=15, early_stopping_rounds=5, min_child_samples=20,
+    use_nab=False, use_asd=False, max_rounds=15, early_stopping_rounds=5, min_child_samples=20,
 )
 
 

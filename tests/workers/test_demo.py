@@ -1,7 +1,10 @@
 """The end-to-end demo, compressed: real dev server, worker process, PostgreSQL, HAProxy, Pulumi.
 
-The steady state is shortened to four trace hours (``--healthy-hours 4``); everything else
-(trace replay speed, sampling, the model, the policy, the cutover) is what ``make demo`` runs.
+The end-to-end run replays the synthetic disk degradation with a steady state of four trace
+hours (``--trace synthetic --healthy-hours 4 --threshold 60``): the real ASD incident that
+``make demo`` replays needs 40 trace hours of history (``tests/models/test_demo_trace.py``
+checks the model on it offline). Everything else (replay speed, sampling, the model, the
+policy, the cutover) is what ``make demo`` runs.
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ def _listening(port: int) -> bool:
 
 
 def test_the_trace_is_one_the_model_predicts(tmp_path: Path) -> None:
-    """Offline, on the very CSV the demo replays: the healthy part stays far below the
-    threshold and the policy fires before the recorded failure."""
-    trace = build_trace(tmp_path, healthy_hours=4)
+    """Offline, on the synthetic disk degradation (the real incident has its own test in
+    tests/models/test_demo_trace.py): the healthy part stays far below the threshold and the
+    policy fires before the recorded failure."""
+    trace = build_trace(tmp_path, healthy_hours=4, kind="synthetic")
     assert trace.start < trace.onset < trace.failure_at <= trace.end
     verdict = offline_verdict(trace, Predictor.load(DEFAULT_MODEL_PATH),
                               Policy(threshold=60, consecutive_readings=3), 48)
@@ -60,7 +64,7 @@ def test_the_trace_is_one_the_model_predicts(tmp_path: Path) -> None:
     assert verdict.first_migrate_at is not None
     assert trace.onset < verdict.first_migrate_at < trace.failure_at
     with pytest.raises(ValueError, match="healthy_hours"):
-        build_trace(tmp_path, healthy_hours=500)
+        build_trace(tmp_path, healthy_hours=500, kind="synthetic")
 
 
 @pytest.mark.integration  # starts a server or our program
@@ -71,7 +75,8 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     started = time.monotonic()
     summary = await asyncio.wait_for(
-        demo(DemoOptions(healthy_hours=4, recovery_timeout_s=60), state_dir, out_dir), 240)
+        demo(DemoOptions(trace="synthetic", healthy_hours=4, threshold=60,
+                         recovery_timeout_s=60), state_dir, out_dir), 240)
     took = time.monotonic() - started
 
     assert json.loads((out_dir / "summary.json").read_text()) == summary

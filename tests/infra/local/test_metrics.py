@@ -10,11 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.metric_overlay import OverlayReader, overlay_path, remove_overlay, write_overlay
+from infra.local.metric_overlay import (
+    OverlayObserver,
+    OverlayReader,
+    overlay_path,
+    remove_overlay,
+    write_overlay,
+)
 from infra.local.metrics import LocalMetricsCollector
-from models.metrics import samples_to_arrays, sanitize_all
+from infra.local.observer import LocalObserver
+from infra.local.spec import LocalShadowSpec
+from infra.platform import Located
+from models.metrics import MetricSample, samples_to_arrays, sanitize_all
 from models.trace import TraceError
 from tests.conftest import LocalService
+from workers.settings import Settings
 from workers.workload import Writer, prepare_table
 
 
@@ -47,6 +57,13 @@ def test_samples_reflect_load_and_restarts(local_service: LocalService) -> None:
     assert (loaded.network_in_bytes or 0) > 0 and (loaded.network_out_bytes or 0) > 0
     assert loaded.error_rate == 0.0 and loaded.replication_lag_bytes == 0.0
     assert loaded.restarts == 0.0
+    # What the exhaustion forecast reads: the data directory's disk, connections against
+    # max_connections and transaction-ID age against wraparound (a fresh cluster: tiny).
+    assert loaded.disk_used_percent is not None and 0 < loaded.disk_used_percent < 100
+    assert loaded.connections_percent is not None and 0 < loaded.connections_percent <= 100
+    assert loaded.xid_age_percent is not None and 0 <= loaded.xid_age_percent < 1
+    # No replication slot on this primary yet: WAL retained by slots is absent, not 0.
+    assert loaded.wal_retained_percent is None
 
     local_service.primary.stop()
     down = collector.sample()
@@ -79,10 +96,11 @@ def test_data_directory_is_asked_of_the_server(local_service: LocalService) -> N
 
 
 def test_overlay_replays_a_trace_over_real_readings(
-    local_service: LocalService, tmp_path: Path
+    local_service: LocalService, settings: Settings, tmp_path: Path
 ) -> None:
     """An installed overlay replaces the metrics its trace carries and stamps the sample with
-    the trace's compressed clock; the rest stays real; removing it restores real time."""
+    the trace's compressed clock; the rest stays real, unless the overlay is exclusive;
+    removing it restores real time."""
     trace = tmp_path / "trace.csv"
     trace.write_text(
         "timestamp,cpu,disk\n"
@@ -102,19 +120,39 @@ def test_overlay_replays_a_trace_over_real_readings(
     held = reader.read(now + 100)
     assert held is not None and held.values["cpu_percent"] == 90.0  # last row is held
 
-    # Started ten seconds ago: 3,000 trace seconds in, past the last row.
-    write_overlay(state_dir, port, trace, {"cpu": "cpu_percent", "disk": "disk_latency_ms"},
-                  speedup=300.0, wall_start=time.time() - 10)
-    collector = LocalMetricsCollector(
-        local_service.request.instance_id, local_service.primary.endpoint,
-        overlay=overlay_path(state_dir, port),
+    # Started ten seconds ago: 3,000 trace seconds in, past the last row. The demo worker's
+    # observer lays it over the real local reading; an unnamed column of a multi-column trace
+    # arrives as an extra column of the sample.
+    trace.write_text(
+        "timestamp,cpu,disk,m07\n"
+        "1700000000,10,1.5,3\n1700000300,50,5,4\n1700000600,90,80,7.5\n"
     )
-    sample = collector.sample()
-    assert sample.timestamp > time.time() + 2500  # the virtual clock runs ahead
-    assert sample.cpu_percent == 90.0 and sample.disk_latency_ms == 80.0
-    assert sample.request_latency_ms is not None and sample.request_latency_ms < 1000  # real
+    write_overlay(state_dir, port, trace, {"cpu": "cpu_percent", "disk": "disk_latency_ms",
+                                           "m07": "other:m07"},
+                  speedup=300.0, wall_start=time.time() - 10)
+    request = local_service.request
+    observer = OverlayObserver(LocalObserver(settings.state_dir), state_dir)
+    spec = LocalShadowSpec.from_request(request, settings.state_dir)
+    located = {request.instance_id: Located(request.instance_id, spec.primary_node, str(port))}
+
+    def sample() -> MetricSample:
+        readings = observer.sample({request.instance_id: request}, located, time.time())
+        return readings[request.instance_id].sample
+
+    overlaid = sample()
+    assert overlaid.timestamp > time.time() + 2500  # the virtual clock runs ahead
+    assert overlaid.cpu_percent == 90.0 and overlaid.disk_latency_ms == 80.0
+    assert overlaid.columns == {"other:m07": 7.5}
+    assert overlaid.request_latency_ms is not None and overlaid.request_latency_ms < 1000  # real
+    # Exclusive: the trace is the whole reading (what the demo does with an ASD incident).
+    write_overlay(state_dir, port, trace, {"cpu": "cpu_percent", "m07": "other:m07"},
+                  speedup=300.0, wall_start=time.time() - 10, exclusive=True)
+    alone = sample()
+    assert alone.cpu_percent == 90.0 and alone.columns == {"other:m07": 7.5}
+    assert alone.request_latency_ms is None and alone.disk_latency_ms is None
     remove_overlay(state_dir, port)
-    assert collector.sample().timestamp <= time.time()
+    real = sample()
+    assert real.timestamp <= time.time() and real.columns == {}
 
 
 def test_server_cpu_and_memory_are_read_on_a_busy_machine(local_service: LocalService) -> None:
