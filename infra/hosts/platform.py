@@ -229,20 +229,22 @@ class HostsPlatform(RoutedPostgres, Platform):
     # -- the emergency's cut-off ------------------------------------------------------------
 
     def stop_node(self, node: str) -> str | None:
-        """Cut a lost primary off: fence it if it still answers quickly, and on namespace
-        hosts isolate its port (no client, router or probe reaches it, established sessions
-        included); on other hosts its agent's lease fences it (``fence_lease_s``)."""
+        """Cut a lost primary off. On namespace hosts: isolate its port (no client, router or
+        probe reaches it, established sessions included), which needs nothing from the node,
+        so a frozen one costs no probe's wait. On other hosts: fence it over SQL if it still
+        answers quickly; its agent's lease fences it in any case (``fence_lease_s``)."""
+        netns = self.spec.netns_of(node)
+        if netns is not None:
+            firewall.isolate_port(netns, self.spec.port_of(node))
+            return ISOLATED
         endpoint = self._endpoint(node)
         if postmaster_answers(endpoint.host, endpoint.port):
             try:
                 fencing.fence_server(self.sessions, endpoint)
-            except psycopg.Error as err:  # it stopped answering meanwhile: isolation decides
-                log.info("Fencing %s over SQL failed (%s); isolating it", node, err)
-        netns = self.spec.netns_of(node)
-        if netns is None:
-            return None
-        firewall.isolate_port(netns, self.spec.port_of(node))
-        return ISOLATED
+            except psycopg.Error as err:  # it stopped answering meanwhile: the lease decides
+                log.info("Fencing %s over SQL failed (%s); its agent's lease fences it",
+                         node, err)
+        return None
 
     def start_node(self, node: str, token: str) -> None:
         """Undo :meth:`stop_node` (compensation): lift the isolation."""
