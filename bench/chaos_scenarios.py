@@ -20,14 +20,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
+from temporalio.client import WorkflowHandle
 
 from bench.chaos_rig import Rig, elapsed_since, protected_rig
-from contracts.cutover import cutover_workflow_id
+from contracts.cutover import CutoverResult, cutover_workflow_id
 from contracts.protection import ProtectionStatus
 from infra.local.probe import postmaster_answers
 from workers.hosts_lab import PG_PORT
 from workers.workload import TABLE, Writer, missing_acked
-from workflows.cutover import CutoverWorkflow
 
 WRITE_RATE = 150.0
 """Transactions per second through the router, as the issue's goals are stated."""
@@ -108,8 +108,8 @@ async def run_scenario(client: Any, name: str, fault: FaultFn, *,
 
 async def _cutover_steps(rig: Rig) -> dict[str, float]:
     """Step durations of the instance's last cutover (its workflow's result)."""
-    handle = rig.client.get_workflow_handle_for(CutoverWorkflow.run,
-                                                cutover_workflow_id(rig.spec.instance_id))
+    handle: WorkflowHandle[Any, CutoverResult] = rig.client.get_workflow_handle(
+        cutover_workflow_id(rig.spec.instance_id), result_type=CutoverResult)
     try:
         result = await handle.result()
     except Exception:  # a report detail: its absence must not fail the scenario
