@@ -56,7 +56,8 @@ test: setup lint
 histories: setup
 	@bash scripts/run-tests.sh tests/workflows/record_histories.py -q -p no:cacheprovider
 
-# The end-to-end demo (about 3¼ minutes): DEMO_ARGS="--healthy-hours 4" shortens its steady state.
+# The end-to-end demo (about 8 minutes): DEMO_ARGS="--trace synthetic --healthy-hours 4 --threshold 60"
+# replays the synthetic disk degradation in about 3.
 DEMO_ARGS ?=
 demo: setup
 	$(PY) -m workers.demo $(DEMO_ARGS)

@@ -219,16 +219,33 @@ async def test_probe_answers_quickly_from_a_frozen_server(agents: Agents, steps:
         frozen_local = _timed(lambda: server.local_view(0.3))
     finally:
         (group / "freezer.state").write_text("THAWED\n")
-        for pid in (group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                (freezer_root / "cgroup.procs").write_text(f"{pid}\n")
-        group.rmdir()
+        _empty_and_remove(group, freezer_root)
     assert not view.answers and "no answer" in view.detail, view
     assert frozen_local < 0.5
     local.sort()
     print(f"\nprobe_local healthy: in-agent median {local[10] * 1000:.1f} ms (max "
           f"{local[-1] * 1000:.1f}), Temporal round trip median {sorted(healthy)[2]:.3f} s; "
           f"frozen: in-agent {frozen_local * 1000:.0f} ms, round trip {frozen_round_trip:.3f} s")
+
+
+def _empty_and_remove(group: Path, root: Path, timeout_s: float = 10.0) -> None:
+    """Move every process of ``group`` back to ``root`` and remove it: a thawed postmaster
+    may fork a child into the group after one pass, so pass again until it is empty."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = (group / "cgroup.procs").read_text().split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                (root / "cgroup.procs").write_text(f"{pid}\n")
+        if not pids:
+            try:
+                group.rmdir()
+                return
+            except OSError:  # busy: a child joined between the read and the removal
+                pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{group} kept processes: {pids}")
+        time.sleep(0.05)
 
 
 def _timed(action: object) -> float:
