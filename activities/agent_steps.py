@@ -10,9 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import psutil
@@ -20,7 +18,7 @@ from temporalio import activity
 
 from activities import agent_pgconf as pgconf
 from activities.agent_server import ManagedServer, wait_gone
-from activities.heartbeat import heartbeat_callback
+from activities.heartbeat import heartbeating
 from infra.local.postgres import pg_bin, prepare_dir, run_server_tool
 
 BEAT_EVERY_S = 2.0
@@ -84,23 +82,9 @@ class Progress:
             return f"{self.server.node}: copying, {copied} MiB so far"
         return f"{self.server.node}: {self.step}"
 
-    @contextmanager
-    def beating(self, every_s: float = BEAT_EVERY_S) -> Iterator[None]:
+    def beating(self, every_s: float = BEAT_EVERY_S) -> AbstractContextManager[None]:
         """Heartbeat :meth:`describe` while the block runs."""
-        beat = heartbeat_callback(min_interval_s=0)
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(every_s):
-                beat(self.describe())
-
-        thread = threading.Thread(target=loop, name="agent-heartbeat", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        return heartbeating(self.describe, every_s)
 
 
 def _tree_bytes(root: Path) -> int:

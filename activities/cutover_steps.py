@@ -10,17 +10,16 @@ compensates exactly those.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 
 import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeat_callback
+from activities.heartbeat import heartbeating
 from contracts.cutover import (
     CATCH_UP,
     FENCE_PRIMARY,
@@ -64,26 +63,11 @@ def run_steps(platform: Platform, request: StepRequest, steps: list[str]) -> lis
     return [outcome for outcome in done if outcome.step in steps]
 
 
-@contextmanager
-def _beating(done: list[StepOutcome], every_s: float = 1.0) -> Iterator[None]:
+def _beating(done: list[StepOutcome], every_s: float = 1.0) -> AbstractContextManager[None]:
     """Heartbeat the finished steps every ``every_s`` while a step runs: a step that waits on
     a hung node (up to its statement deadline) must not read as a dead worker under the saga's
     3 s heartbeat timeout. The SDK throttles what reaches the server."""
-    beat = heartbeat_callback(lambda _: [asdict(outcome) for outcome in list(done)],
-                              min_interval_s=0)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every_s):
-            beat("")
-
-    thread = threading.Thread(target=loop, name="cutover-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    return heartbeating(lambda: [asdict(outcome) for outcome in list(done)], every_s)
 
 
 def _run_each(platform: Platform, request: StepRequest, steps: list[str], finished: set[str],

@@ -44,18 +44,22 @@ def heartbeat_callback(
 
 
 @contextmanager
-def heartbeating(detail: str, every_s: float = 10.0) -> Iterator[None]:
-    """Heartbeat the current activity from a thread every ``every_s`` while the block runs.
+def heartbeating(detail: object | Callable[[], object],
+                 every_s: float = 10.0) -> Iterator[None]:
+    """Heartbeat the current activity from a thread every ``every_s`` while the block runs;
+    ``detail`` is the payload, or a function that gives it afresh at each beat.
 
-    For long blocking calls that report no progress (LightGBM training, pg_rewind): a steady
-    beat lets the workflow set a short heartbeat timeout and notice a dead worker quickly.
+    For long blocking calls that report no progress (LightGBM training, pg_rewind, a copy, a
+    cutover step waiting on a hung node): a steady beat lets the workflow set a short
+    heartbeat timeout and notice a dead worker quickly.
     """
-    beat = heartbeat_callback(min_interval_s=0)
+    current = detail if callable(detail) else (lambda: detail)
+    beat = heartbeat_callback(lambda _: current(), min_interval_s=0)
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(every_s):
-            beat(detail)
+            beat("")
 
     thread = threading.Thread(target=loop, name="activity-heartbeat", daemon=True)
     thread.start()

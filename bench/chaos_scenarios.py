@@ -342,7 +342,9 @@ async def slow_primary_disk(rig: Rig, writer: Writer) -> Fault:
     fault = Fault(time.monotonic(), failovers=0)
     await asyncio.to_thread(host.throttle_disk, 512 * 1024)
     try:
-        await _no_failover_for(rig, fault, lambda: True, "")
+        limits = host.cgroups.path("blkio") / "blkio.throttle.write_bps_device"
+        await _no_failover_for(rig, fault, lambda: bool(limits.read_text().strip()),
+                               "no write limit in the host's blkio cgroup")
         await asyncio.sleep(max(0.0, FREEZE_S - (time.monotonic() - fault.started)))
     finally:
         await asyncio.to_thread(host.unthrottle_disk)
