@@ -23,12 +23,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from contracts.agent import host_task_queue
 from contracts.agent_tasks import AgentTask, EnsurePrimaryRequest, ServerInfo, ServerRef
 from contracts.policy import Policy
 from contracts.spec import ProtectionSpec
@@ -40,6 +36,7 @@ from infra.hosts.gateway import TemporalGateway
 from infra.hosts.host import Host
 from infra.hosts.spec import FleetSpec, HostSpec
 from infra.pulumi_engine import StackDriver
+from workers.agent_presence import host_pollers
 from workers.settings import REPO_ROOT
 from workflows.host_task import HostTaskWorkflow, host_task_workflow_id
 
@@ -131,15 +128,10 @@ class HostsLab:
         deadline = time.monotonic() + timeout_s
         for name in self.agents:
             while True:
-                described = await client.workflow_service.describe_task_queue(
-                    DescribeTaskQueueRequest(
-                        namespace=client.namespace,
-                        task_queue=TaskQueue(name=host_task_queue(name)),
-                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
                 # The server lists a dead agent's poller for minutes: only a poll seen since
                 # this agent started counts.
-                since = self.agent_started.get(name, 0.0)
-                if any(p.last_access_time.ToSeconds() >= since for p in described.pollers):
+                since = time.time() - self.agent_started.get(name, 0.0)
+                if any(p.seen_s_ago <= since for p in await host_pollers(client, name)):
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the agent of {name} did not poll within {timeout_s} s "
