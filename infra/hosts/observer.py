@@ -36,6 +36,7 @@ from contracts.shadow import PlatformRequest
 from infra.errors import InfraError
 from infra.hosts.placement import HostsShadowSpec
 from infra.local.haproxy import HAProxyManager
+from infra.local.observer import routed_node
 from infra.local.probe import postmaster_answers
 from infra.platform import (
     ALIVE,
@@ -149,14 +150,9 @@ class HostsObserver(FleetObserver):
 
     def _serving(self, request: PlatformRequest) -> Located | None:
         spec = self._spec(request)
-        try:
-            weights = self._haproxy.weights(spec.instance_id)
-        except InfraError:
+        node = routed_node(self._haproxy, spec.instance_id, (spec.primary_node, spec.shadow_node))
+        if node is None:
             return None
-        live = [node for node, weight in weights.items() if weight > 0]
-        if len(live) != 1 or live[0] not in (spec.primary_node, spec.shadow_node):
-            return None
-        node = live[0]
         return Located(spec.instance_id, node,
                        f"{spec.placement_of(node).address}:{spec.port_of(node)}")
 

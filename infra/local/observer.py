@@ -126,14 +126,20 @@ class LocalObserver(FleetObserver):
 
     def _serving(self, request: PlatformRequest) -> Located | None:
         spec = self._spec(request)
-        try:
-            weights = self._haproxy.weights(spec.instance_id)
-        except InfraError:
-            return None
-        live = [node for node, weight in weights.items() if weight > 0]
-        if len(live) != 1 or live[0] not in (spec.primary_node, spec.shadow_node):
-            return None
-        return Located(spec.instance_id, live[0], str(spec.port_of(live[0])))
+        node = routed_node(self._haproxy, spec.instance_id, (spec.primary_node, spec.shadow_node))
+        return None if node is None else Located(spec.instance_id, node,
+                                                 str(spec.port_of(node)))
 
     def _spec(self, request: PlatformRequest) -> LocalShadowSpec:
         return LocalShadowSpec.from_request(request, self._state_dir)
+
+
+def routed_node(haproxy: HAProxyManager, service: str, nodes: tuple[str, str]) -> str | None:
+    """The one node of ``nodes`` HAProxy gives ``service``'s traffic to; ``None`` mid-shift
+    (weight on both or none), for a stranger, or when the router cannot be asked."""
+    try:
+        weights = haproxy.weights(service)
+    except InfraError:
+        return None
+    live = [node for node, weight in weights.items() if weight > 0]
+    return live[0] if len(live) == 1 and live[0] in nodes else None
