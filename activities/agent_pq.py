@@ -15,6 +15,7 @@ import math
 import select
 import time
 
+import psycopg
 from psycopg import pq
 
 
@@ -54,6 +55,9 @@ class DeadlineSession:
                 self.close()
                 self._conn = _connect(self._conninfo, deadline)
             return _run(self._conn, statement.encode(), deadline)
+        except psycopg.Error as err:  # libpq's calls raise these (a server gone mid-query)
+            self.close()
+            raise QueryError(str(err).strip()) from err
         except BaseException:
             self.close()
             raise

@@ -1,14 +1,18 @@
 """``make demo``: the product's main job on this machine, end to end, in about ten minutes.
 
 Phases (one progress line each): record the failure trace and check the model on it offline →
-start the Temporal dev server (Web UI link printed), HAProxy and a primary PostgreSQL → start
-a worker → client writes through HAProxy → protect the primary (tier 1 shadow through Pulumi)
-→ steady state, Temporal actions counted → a real incident recorded on an application server
-(ASD, 19 unnamed metrics; the summary names it) replays into the primary's metrics (metric
-overlay, the real sampling path) → the fleet watcher's model predicts and the protection cuts
-over → the primary's host fails at the failure point (kill -9 if it still served) → the
-former primary rejoins as the shadow → every acknowledged write checked →
-``demo-out/summary.json`` (also on stdout) and ``demo-out/timeline.png``.
+start the Temporal dev server (Web UI link printed) → two hosts (network namespaces with their
+own address, disk and cgroups; a Pulumi stack), a ShadowShift agent in each → start the
+control worker → the primary PostgreSQL, made by the first host's agent → client writes
+through HAProxy (on this machine) → protect the primary (tier 1: the control worker runs
+Pulumi, the second host's agent copies the shadow) → steady state, Temporal actions counted →
+a real incident recorded on an application server (ASD, 19 unnamed metrics; the summary names
+it) replays into the primary's metrics (metric overlay over the agent's real samples) → the
+fleet watcher's model predicts and the protection cuts over to the other host → the primary's
+host fails at the failure point (every process in it killed if it still served; the product's
+failure detection then fails over) → the former primary rejoins as the shadow → every
+acknowledged write checked → ``demo-out/summary.json`` (also on stdout) and
+``demo-out/timeline.png``.
 
 Everything it starts is stopped on the way out, on success, failure and Ctrl-C (exit 130).
 ``--healthy-hours`` shortens the steady state; the real incident needs about a day of the
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.demo_run import DemoOptions, run_demo, write_summary
-from workers.demo_services import dev_server, fresh_state_dir, local_service, say
+from workers.demo_services import dev_server, fresh_state_dir, hosts_service, say
 from workers.demo_trace import TRACE_KINDS, build_trace
 from workers.demo_watch import Interrupted
 from workers.process_exit import exit_process
@@ -68,9 +72,12 @@ async def _run(options: DemoOptions, state_dir: Path, out_dir: Path,
         f"incident.")
     async with dev_server() as server:
         say(f"Temporal dev server at {server.address}; Web UI at {server.ui_url}")
-        with local_service(state_dir) as service:
-            say(f"Primary PostgreSQL {service.instance_id} on port {service.primary.port}, "
-                f"HAProxy frontend on port {service.router_port}.")
+        say("Creating two hosts (network namespaces) and starting an agent in each.")
+        async with hosts_service(state_dir, server) as service:
+            primary, shadow = (service.lab.hosts[h] for h in (service.primary_host,
+                                                             service.shadow_host))
+            say(f"Hosts {service.primary_host} ({primary.address}) and {service.shadow_host} "
+                f"({shadow.address}), each with its agent.")
             return await run_demo(options, trace, server, service, state_dir, out_dir, stop)
 
 

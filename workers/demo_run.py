@@ -21,13 +21,11 @@ from temporalio.api.enums.v1 import EventType
 
 from contracts.cutover import cutover_workflow_id
 from contracts.policy import Policy
-from contracts.spec import ProtectionSpec
 from contracts.watch import WatchFleetInput
 from infra.local.metric_overlay import remove_overlay, write_overlay
-from infra.local.postgres import PgEndpoint
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers import demo_report as report
-from workers.demo_services import DevServer, LocalService, say, worker_process
+from workers.demo_services import DevServer, HostsService, say, worker_process
 from workers.demo_trace import (
     DEMO_HEALTHY_HOURS,
     DEMO_THRESHOLD,
@@ -67,7 +65,7 @@ class DemoOptions:
 
 
 async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
-                   service: LocalService, state_dir: Path, out_dir: Path,
+                   service: HostsService, state_dir: Path, out_dir: Path,
                    stop: asyncio.Event) -> dict[str, Any]:
     """Everything after the services are up; returns the summary."""
     client = server.client
@@ -77,6 +75,13 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
     _say_verdict(verdict, options)
     async with worker_process(server.address, state_dir, TASK_QUEUE) as worker:
         progress = Progress(client, service.instance_id, worker, stop)
+        await service.create_primary(client, TASK_QUEUE)
+        primary_identity = service.identity(service.instance_id)
+        spec = service.spec(policy, options.tier)
+        service.route_primary(spec)
+        say(f"Primary PostgreSQL {service.instance_id} at {primary_identity} on "
+            f"{service.primary_host}, made by its agent, behind HAProxy on port "
+            f"{service.router_port}.")
         prepare_table(service.router)
         writer = Writer(service.router, rate=options.write_rate).start()
         lag = LagRecorder(service).start()
@@ -86,7 +91,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             say(f"Client load: {options.write_rate:g} writes/s through HAProxy on port "
                 f"{service.router_port}, every acknowledged commit recorded.")
             wall_start = time.time()
-            write_overlay(state_dir, service.primary.port, trace.csv_path, dict(trace.columns),
+            write_overlay(state_dir, primary_identity, trace.csv_path, dict(trace.columns),
                           speedup=options.speedup, wall_start=wall_start,
                           exclusive=trace.exclusive)
             onset_wall = trace.wall_time(trace.onset, wall_start, options.speedup)
@@ -95,9 +100,6 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             steady_end = trace.wall_time(trace.onset - trace.lead_window_s, wall_start,
                                          options.speedup)
             failure_wall = trace.wall_time(trace.failure_at, wall_start, options.speedup)
-            spec = ProtectionSpec(service.instance_id, "local", options.tier,
-                                  service.primary.port, service.shadow_port,
-                                  service.router_port, policy)
             handle = await start_protection(client, spec, task_queue=TASK_QUEUE)
             watch = WatchFleetInput(sample_interval_s=options.sample_interval_s,
                                     discovery_interval_s=2.0)
@@ -121,7 +123,7 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             try:
                 await progress.sleep_until(failure_wall)
                 killed = _fail_primary(service)
-                remove_overlay(state_dir, service.primary.port)
+                remove_overlay(state_dir, primary_identity)
                 recovered = await recovery
             finally:
                 recovery.cancel()
@@ -192,12 +194,14 @@ async def _steady_state(server: DevServer, progress: Progress, protected_at: flo
     return count
 
 
-def _fail_primary(service: LocalService) -> bool:
-    """The end of the trace: the old primary's host fails. kill -9 it if it still serves."""
+def _fail_primary(service: HostsService) -> bool:
+    """The end of the trace: the old primary's host fails. If it still serves, every process
+    on it is killed (the product's failure detection then has to fail over)."""
     serving = service.serving_node()
-    if serving == service.instance_id and service.primary.running():
-        say("The trace ends in failure and the primary still serves traffic: kill -9.")
-        service.primary.kill()
+    if serving == service.instance_id:
+        killed = service.fail_host(service.instance_id)
+        say(f"The trace ends in failure and the primary still serves traffic: host "
+            f"{service.primary_host} fails ({killed} processes killed).")
         return True
     say(f"The trace ends in failure: the old primary's host fails now, but traffic is "
         f"already on {serving}.")
@@ -208,14 +212,15 @@ async def _nothing() -> None:
     return None
 
 
-def _missing_writes(service: LocalService, acked_ids: list[int]) -> list[int]:
+def _missing_writes(service: HostsService, acked_ids: list[int]) -> list[int]:
     """Acknowledged ids absent from the current primary (through the router), or from the
     shadow when nothing answers behind the router (the primary failed before any cutover)."""
     try:
         return wait_until_present(service.router, acked_ids, timeout_s=30)
     except psycopg.Error:
         say("Nothing answers behind the router; checking the shadow itself.")
-        return wait_until_present(PgEndpoint(port=service.shadow_port), acked_ids, timeout_s=30)
+        return wait_until_present(service.endpoint(f"{service.instance_id}-shadow"), acked_ids,
+                                  timeout_s=30)
 
 
 def _count_cutovers(history: list[Any]) -> int:

@@ -25,8 +25,7 @@ from contracts.cutover import cutover_workflow_id
 from contracts.protection import EXTERNAL_EVENT, FAILURE_DETECTION, OPERATOR, PREDICTION
 from contracts.spec import protection_workflow_id
 from contracts.watch import watcher_id
-from infra.local.postgres import PgEndpoint
-from workers.demo_services import LocalService, say
+from workers.demo_services import HostsService, say
 from workflows.cutover import CutoverWorkflow
 from workflows.protection import InstanceProtectionWorkflow
 
@@ -158,7 +157,7 @@ class Progress:
 class LagRecorder:
     """Samples the serving node's replication lag (bytes its standby has yet to replay)."""
 
-    def __init__(self, service: LocalService, interval_s: float = 0.5) -> None:
+    def __init__(self, service: HostsService, interval_s: float = 0.5) -> None:
         self.service = service
         self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []
@@ -176,14 +175,12 @@ class LagRecorder:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        ports = {self.service.instance_id: self.service.primary.port,
-                 f"{self.service.instance_id}-shadow": self.service.shadow_port}
         while not self._stop.wait(self.interval_s):
             node = self.service.serving_node()
-            if node not in ports:
+            if node not in self.service.nodes:
                 continue
             with suppress(Exception):
-                with PgEndpoint(port=ports[node]).connect(timeout_s=1) as conn:
+                with self.service.endpoint(node).connect(timeout_s=1) as conn:
                     row = conn.execute(
                         "SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))"
                         " FROM pg_stat_replication").fetchone()

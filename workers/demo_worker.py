@@ -1,5 +1,5 @@
-"""``python -m workers.demo_worker``: the demo's worker — the production worker whose local
-platform reads metric overlays (``infra/local/metric_overlay.py``).
+"""``python -m workers.demo_worker``: the demo's worker — the production worker whose fleet
+observers (local and hosts) read metric overlays (``infra/local/metric_overlay.py``).
 
 The demo replays a recorded incident into the primary's metric stream; the overlay belongs
 to the demo, so a production worker (``workers.main``) never looks for overlay files.
@@ -8,9 +8,10 @@ to the demo, so a production worker (``workers.main``) never looks for overlay f
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from infra.factory import BUILDERS, Platforms
-from infra.local.metric_overlay import OverlayObserver
+from infra.local.metric_overlay import with_overlays
 from infra.platform import FleetObserver, PlatformContext
 from infra.pulumi_engine import StackDriver
 from workers.process_exit import exit_process
@@ -19,13 +20,18 @@ from workers.settings import Settings
 
 
 def overlay_platforms(settings: Settings) -> Platforms:
-    """Every platform, the local one observed through the overlays in the state dir."""
-    local = BUILDERS["local"]
+    """Every platform, the local and hosts ones observed through the overlays in the state
+    dir."""
+    builders = dict(BUILDERS)
+    for name in ("local", "hosts"):
+        builder = BUILDERS[name]
 
-    def observe(context: PlatformContext, period_s: int) -> FleetObserver:
-        return OverlayObserver(local.observer(context, period_s), context.state_dir)
+        def observe(context: PlatformContext, period_s: int,
+                    inner: Callable[[PlatformContext, int], FleetObserver] = builder.observer
+                    ) -> FleetObserver:
+            return with_overlays(inner(context, period_s), context.state_dir)
 
-    builders = {**BUILDERS, "local": dataclasses.replace(local, observer=observe)}
+        builders[name] = dataclasses.replace(builder, observer=observe)
     context = PlatformContext(StackDriver(pulumi_config(settings)), settings.state_dir)
     return Platforms(context, builders)
 

@@ -14,6 +14,13 @@ cutover, without a healthy shadow, or while tier 1 is relaxed (the shadow may la
 acknowledged writes; an operator must force that), and the cutover fences the dead node at
 the router before anything is promoted. An advisory protection is only told in the log.
 
+The serving node is *observed* in every phase in which the router names one (provisioning,
+syncing, recovering too), and *judged* only while the protection is ``protected``: on agent
+hosts an observation that finds the primary healthy renews its lease, and a primary whose
+control worker stops looking at it fences itself after the lease (``contracts.agent``). A
+watcher that looked away while a cutover's new primary waits for its shadow would take it
+down (measured: fenced 2.8 s after a predicted cutover whose rejoin needed longer).
+
 While an outage lasts the request is repeated, first after :data:`RETRY_S`, then at doubling
 intervals up to :data:`RETRY_MAX_S`: a refusal may not hold any more (a shadow back in sync, a
 protection resumed), and a cutover that failed (its preflight timed out on a hung primary)
@@ -82,11 +89,13 @@ class _Watch:
     retry_s: float = RETRY_S
     """The wait after the next request."""
     active: bool = True
-    """The protection is ``protected``: its node is judged."""
+    """The router names a serving node: it is observed."""
+    judged: bool = True
+    """The protection is ``protected``: what is observed may ask for a failover."""
 
 
 class FailoverMonitor:
-    """Watches the serving node of every protection in phase ``protected``."""
+    """Watches the serving node of every protection; judges it in phase ``protected``."""
 
     def __init__(self, client: Client, *, retry_s: float = RETRY_S) -> None:
         self._client = client
@@ -101,24 +110,28 @@ class FailoverMonitor:
         self._observers = observers
 
     def track(self, target: Target, located: Located | None, *, fleet_advisory: bool) -> None:
-        """Judge ``target``'s serving node while it is ``protected`` and located; else not
-        (provisioning has no shadow to fail over to, a cutover or a recovery is changing the
-        roles). The fleet's advisory mode holds for failover too."""
+        """Observe ``target``'s serving node while it is located (the module says why) and
+        judge it while the protection is ``protected`` (provisioning has no shadow to fail
+        over to, a cutover or a recovery is changing the roles). The fleet's advisory mode
+        holds for failover too."""
         instance_id = target.instance_id
         watch = self._watches.get(instance_id)
-        if target.phase != "protected" or located is None:
+        if located is None:
             if watch is not None:
                 watch.active, watch.down_since = False, None
             return
+        judged = target.phase == "protected"
         advisory = target.policy.advisory or fleet_advisory
         if watch is None or watch.target.workflow_id != target.workflow_id:
-            self._watches[instance_id] = _Watch(target, located, advisory,
+            self._watches[instance_id] = _Watch(target, located, advisory, judged=judged,
                                                 retry_s=self._retry_s)
             return
+        if not judged:
+            watch.down_since = None  # an outage is timed from when it can be acted on
         if watch.advisory and not advisory:
             watch.handled = watch.retry_at = None  # advisory turned off mid-outage: act now
-        watch.target, watch.located, watch.advisory, watch.active = (target, located, advisory,
-                                                                     True)
+        watch.target, watch.located, watch.advisory = target, located, advisory
+        watch.active, watch.judged = True, judged
 
     def keep_only(self, instance_ids: set[str]) -> None:
         """Forget protections that are gone."""
@@ -154,8 +167,8 @@ class FailoverMonitor:
         if observer is None:
             return
         seen = await asyncio.to_thread(observer.liveness, watch.target.request, watch.located)
-        if seen is None:
-            return  # nothing new since the last observation
+        if seen is None or not watch.judged:
+            return  # nothing new since the last observation, or observed only (see track)
         if seen.state == UNSEEN:
             watch.down_since = watch.handled = None  # whatever happened meanwhile: start over
             return

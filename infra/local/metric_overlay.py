@@ -15,9 +15,10 @@ recorded: on the demo's trace the model migrates 80 minutes before the failure p
 19 recorded columns alone and not at all with a local server's named metrics added (measured
 offline, ``workers/demo_trace.py``).
 
-Documented format: one JSON file per node, ``<state_dir>/metric-overlays/port-<port>.json``
-(the node is the PostgreSQL port it listens on, so an overlay follows the host, not the
-service, across a cutover)::
+Documented format: one JSON file per node, ``<state_dir>/metric-overlays/<node>.json``, the
+node named as its fleet observer names it (``Located.identity``): ``port-<port>`` on the local
+platform (the PostgreSQL port), ``at-<address>-<port>`` on agent hosts. An overlay follows the
+server, not the service, across a cutover::
 
     {
       "trace_csv": "/abs/path/trace.csv",   # any CSV models.trace.load_trace reads
@@ -44,6 +45,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,14 +78,21 @@ class OverlayReading:
     """The trace is the node's whole metric stream (nothing of the real reading is kept)."""
 
 
-def overlay_path(state_dir: Path, port: int) -> Path:
-    """Where the overlay of the node listening on ``port`` lives."""
-    return state_dir / OVERLAY_FOLDER / f"port-{port}.json"
+def overlay_path(state_dir: Path, node: int | str) -> Path:
+    """Where the overlay of ``node`` lives: a port (the local platform's identity of a node)
+    or an ``address:port`` identity (agent hosts)."""
+    identity = str(node)
+    if identity.isdigit():
+        return state_dir / OVERLAY_FOLDER / f"port-{identity}.json"
+    address, _, port = identity.rpartition(":")
+    if not (port.isdigit() and re.fullmatch(r"[0-9a-f.:]+", address)):
+        raise ValueError(f"{identity!r} names no node: a port or address:port is expected")
+    return state_dir / OVERLAY_FOLDER / f"at-{address.replace(':', '_')}-{port}.json"
 
 
 def write_overlay(
     state_dir: Path,
-    port: int,
+    node: int | str,
     trace_csv: Path,
     columns: dict[str, str],
     *,
@@ -93,16 +102,17 @@ def write_overlay(
     trace_start: float | None = None,
     exclusive: bool = False,
 ) -> Path:
-    """Install (or replace) the overlay of the node on ``port``; checks the trace loads first.
+    """Install (or replace) the overlay of ``node`` (see :func:`overlay_path`); checks the
+    trace loads first.
 
     Raises:
         TraceError: the trace cannot be used (the message names the problem).
-        ValueError: ``speedup`` is not a positive number.
+        ValueError: ``speedup`` is not a positive number, or ``node`` names no node.
     """
     if not (math.isfinite(speedup) and speedup > 0):
         raise ValueError(f"speedup must be a positive number, not {speedup}")
     load_trace(trace_csv, time_column, list(columns.items()))  # refuse a bad trace now
-    path = overlay_path(state_dir, port)
+    path = overlay_path(state_dir, node)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "trace_csv": str(trace_csv.resolve()), "time_column": time_column, "columns": columns,
@@ -115,9 +125,9 @@ def write_overlay(
     return path
 
 
-def remove_overlay(state_dir: Path, port: int) -> None:
-    """End the overlay of the node on ``port`` (idempotent)."""
-    overlay_path(state_dir, port).unlink(missing_ok=True)
+def remove_overlay(state_dir: Path, node: int | str) -> None:
+    """End the overlay of ``node`` (idempotent)."""
+    overlay_path(state_dir, node).unlink(missing_ok=True)
 
 
 class OverlayReader:
@@ -180,11 +190,11 @@ class OverlayReader:
 
 
 class OverlayObserver(FleetObserver):
-    """A local fleet observer whose samples carry the overlays installed for their nodes.
+    """A fleet observer whose samples carry the overlays installed for their nodes.
 
-    The demo's worker (``workers/demo_worker.py``) serves the local platform with it; a
-    production worker never reads overlay files. Everything but :meth:`sample` is the wrapped
-    observer's: liveness, standby readiness and routing stay real.
+    The demo's worker (``workers/demo_worker.py``) wraps the local and the hosts observers
+    with it; a production worker never reads overlay files. Everything but :meth:`sample` is
+    the wrapped observer's: liveness, standby readiness and routing stay real.
     """
 
     name = "local"
@@ -204,9 +214,9 @@ class OverlayObserver(FleetObserver):
         values and its timestamp moved to the trace's virtual clock."""
         readings = self._inner.sample(instances, located, now)
         for instance_id, reading in readings.items():
-            port = int(reading.located.identity)  # the local observer's identity is the port
+            identity = reading.located.identity
             reader = self._readers.setdefault(
-                reading.located.identity, OverlayReader(overlay_path(self._state_dir, port)))
+                identity, OverlayReader(overlay_path(self._state_dir, identity)))
             readings[instance_id] = NodeReading(reading.located,
                                                 _overlaid(reading.sample, reader, now))
         return readings
@@ -222,6 +232,16 @@ class OverlayObserver(FleetObserver):
     def standby_ready(self, instance: PlatformRequest, located: Located) -> bool:
         """As the wrapped observer."""
         return self._inner.standby_ready(instance, located)
+
+
+def with_overlays(inner: FleetObserver, state_dir: Path) -> OverlayObserver:
+    """``inner`` with the overlays of ``state_dir``; the wrapper answers to ``inner``'s name
+    and keeps its liveness pace (class attributes of an observer, so a class is made for it:
+    the hosts observer checks four times a second, the local one once)."""
+    kind = type(f"Overlay{type(inner).__name__}", (OverlayObserver,),
+                {"name": inner.name, "liveness_interval_s": inner.liveness_interval_s})
+    observer: OverlayObserver = kind(inner, state_dir)
+    return observer
 
 
 def _overlaid(sample: MetricSample, reader: OverlayReader, now: float) -> MetricSample:

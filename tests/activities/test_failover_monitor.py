@@ -107,6 +107,8 @@ class _Observations(FleetObserver):
     def __init__(self) -> None:
         self.next: Liveness | None = None
         self.standby = True
+        self.asked = 0
+        """Liveness observations (on agent hosts, each one renews the primary's lease)."""
 
     def see(self, state: str) -> None:
         self.next = Liveness(state, "i-0aaaaaaaaaaaaaaaa" if state != UNSEEN else "",
@@ -123,6 +125,7 @@ class _Observations(FleetObserver):
         raise NotImplementedError
 
     def liveness(self, instance: PlatformRequest, located: Located) -> Liveness | None:
+        self.asked += 1
         seen, self.next = self.next, None
         return seen
 
@@ -198,6 +201,26 @@ async def test_a_dead_primary_is_asked_for_again_with_backoff_while_it_stays_dow
     await rig.observe(DOWN)
     assert len(rig.protections.requests) == 4
     assert "(asked again)" not in rig.protections.requests[3][1].reason
+
+
+async def test_the_serving_node_is_observed_in_every_phase_and_judged_only_when_protected(
+) -> None:
+    """Provisioning, syncing, recovering, cutting over: each observation reaches the platform
+    (on agent hosts it renews the primary's lease, or the primary fences itself), none asks
+    for a failover, and an outage is timed from when the protection is protected again."""
+    rig = _Rig(_Protections())
+    for phase in ("provisioning", "syncing", "recovering", "cutting_over"):
+        asked = rig.observer.asked
+        await rig.observe(DOWN, phase=phase)
+        await _past_the_bound()
+        await rig.observe(DOWN, phase=phase)
+        assert rig.observer.asked == asked + 2, phase
+    assert rig.protections.requests == []
+    await rig.observe(DOWN)
+    assert rig.protections.requests == [], "down for failover_after_s once protected"
+    await _past_the_bound()
+    await rig.observe(DOWN)
+    assert len(rig.protections.requests) == 1
 
 
 async def test_failover_needs_a_ready_shadow_and_a_bound() -> None:

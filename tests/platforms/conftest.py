@@ -7,30 +7,40 @@
   ``moto_server`` process. What AWS's own shadow program creates is built by hand here: the
   ``pulumi-resource-aws`` plugin cannot be built on this machine (DESIGN.md §3), so provisioning
   and destroying on AWS are outside the suite (the program is tested with Pulumi's mocks).
+- ``hosts``: a primary made by its agent on one namespace host, its tier-1 shadow provisioned
+  by the hosts platform (the copy by the other host's agent), HAProxy on this machine
+  (``tests/platforms/hosts_pair.py``).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pulumi
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
+from contracts.agent_tasks import AgentCall, AgentTask, ServerRef
 from contracts.shadow import PlatformRequest
+from contracts.version import VERSION
 from infra.factory import Platforms
+from infra.local.haproxy import HAProxyManager
+from infra.local.ports import free_ports
 from infra.platform import FleetObserver, Platform, PlatformContext
 from infra.pulumi_engine import StackDriver
 from tests.conftest import LocalService, with_spec
 from tests.infra.aws.conftest import empty_account, moto_server, point_boto3_at
 from tests.infra.aws.pg_world import build_pg_world
+from tests.platforms.hosts_pair import HostsWorld, hosts_world
 from workers.registry import platforms
 from workers.settings import Settings
 
-PLATFORMS = ["local", "aws"]
+PLATFORMS = ["local", "aws", "hosts"]
 
 
 @dataclass
@@ -47,12 +57,14 @@ class Pair:
     """The protection request."""
     served: Platforms
     """The factory the pair was built with (to rebuild with other roles)."""
-    ports: dict[str, int] = field(default_factory=dict)
-    """Node → port of its real PostgreSQL on this machine (for the tests' own writes)."""
+    endpoints: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Node → address and port of its real PostgreSQL (for the tests' own writes)."""
     put_metrics: Callable[[float], None] = field(default=lambda load: None)
     """Give the serving node's metrics service one datapoint (nothing to do locally)."""
     supports_lifecycle: bool = True
     """Whether provisioning and destroying run here (not for aws: no provider plugin)."""
+    run_agent_tasks: Callable[[list[AgentTask]], None] = field(default=lambda tasks: None)
+    """Run agent tasks the platform hands out (``Platform.host_tasks``) on their hosts."""
 
     @property
     def nodes(self) -> tuple[str, str]:
@@ -74,10 +86,21 @@ def _weights_program() -> None:
     pulumi.export("weights", json.loads(raw) if raw else {})
 
 
+@pytest.fixture(scope="module")
+def hosts(temporal_env: WorkflowEnvironment) -> Iterator[HostsWorld]:
+    """Two agent hosts for the module (each test protects a fresh instance on them)."""
+    with hosts_world(temporal_env.client.service_client.config.target_host) as world:
+        yield world
+
+
 @pytest.fixture(params=PLATFORMS)
-def pair(request: pytest.FixtureRequest, settings: Settings, local_service: LocalService,
-         stack_driver: StackDriver) -> Iterator[Pair]:
-    """A tier-1 protected pair on ``local`` or ``aws``."""
+def pair(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Pair]:
+    """A tier-1 protected pair on ``local``, ``aws`` or ``hosts``."""
+    if request.param == "hosts":
+        yield from _hosts_pair(request.getfixturevalue("hosts"), settings)
+        return
+    local_service: LocalService = request.getfixturevalue("local_service")
+    stack_driver: StackDriver = request.getfixturevalue("stack_driver")
     local_request = with_spec(local_service.request, tier=1)
     served = platforms(settings)
     local = served.platform_for(local_request)
@@ -87,8 +110,9 @@ def pair(request: pytest.FixtureRequest, settings: Settings, local_service: Loca
     if request.param == "local":
         spec = local_request.spec
         yield Pair("local", served.platform_for(local_request), served.observer("local"),
-                   local_request, served, {spec.instance_id: spec.primary_port,
-                                           f"{spec.instance_id}-shadow": spec.shadow_port})
+                   local_request, served,
+                   {spec.instance_id: ("127.0.0.1", spec.primary_port),
+                    f"{spec.instance_id}-shadow": ("127.0.0.1", spec.shadow_port)})
         return
     moto_url = request.getfixturevalue("moto_url")
     monkeypatch = request.getfixturevalue("monkeypatch")
@@ -107,8 +131,42 @@ def pair(request: pytest.FixtureRequest, settings: Settings, local_service: Loca
             "Timestamp": datetime.now(UTC), "StorageResolution": 1}])
 
     yield Pair("aws", aws_served.platform_for(aws_request), aws_served.observer("aws", 1),
-               aws_request, aws_served, dict(world.ports), put_metrics,
+               aws_request, aws_served,
+               {node: ("127.0.0.1", port) for node, port in world.ports.items()}, put_metrics,
                supports_lifecycle=False)
+
+
+def _hosts_pair(world: HostsWorld, settings: Settings) -> Iterator[Pair]:
+    """A fresh instance on the module's hosts: the primary made by its agent, the shadow
+    provisioned by the platform (its copy run by the other agent), the router service created
+    by the provisioning. Both servers are destroyed by their agents afterwards."""
+    instance_id = f"conf-{uuid.uuid4().hex[:6]}"
+    port = world.next_port()
+    spec = world.lab.spec(instance_id, *world.hosts, free_ports(1)[0], tier=1, port=port)
+    request = PlatformRequest(spec)
+    served = platforms(settings)
+    platform = served.platform_for(request)
+    primary, shadow = platform.nodes()
+    try:
+        world.ensure_primary(instance_id, port)
+        info = platform.provision_shadow()
+        while info.agent_task is not None:  # as the workflow does: the copy, then again
+            world.runner.run(info.agent_task)
+            info = platform.provision_shadow()
+        _wait_streaming(platform, primary, shadow)
+        endpoints = {node: (str(world.lab.hosts[host].address), port)
+                     for node, host in zip((primary, shadow), world.hosts, strict=True)}
+        yield Pair("hosts", platform, served.observer("hosts"), request, served, endpoints,
+                   run_agent_tasks=world.runner.run_all)
+    finally:
+        platform.close()
+        for node, host in zip((primary, shadow), world.hosts, strict=True):
+            call = AgentCall(VERSION, ServerRef(instance_id, node, port))
+            try:
+                world.runner.run(AgentTask(host, destroy=call))
+            except Exception as err:  # the next test must still run
+                print(f"destroying {node} on {host} failed: {err}")
+        HAProxyManager(settings.state_dir / "haproxy").stop()
 
 
 def _wait_streaming(platform: Platform, primary: str, shadow: str) -> None:

@@ -193,6 +193,7 @@ def test_destroy_removes_the_standby_side(pair: Pair) -> None:
                     "plugin, which cannot be built here (DESIGN.md §3); the program is tested "
                     "with Pulumi's mocks in tests/infra/aws/test_program.py")
     primary, shadow = pair.nodes
+    pair.run_agent_tasks(pair.platform.host_tasks("destroy", shadow))
     assert pair.platform.destroy_shadow() is True
     assert pair.platform.probe(primary).writable
     assert not pair.platform.probe(shadow).reachable
@@ -210,5 +211,6 @@ def _switch(pair: Pair) -> None:
 
 
 def _conninfo(pair: Pair, node: str) -> str:
-    """The node's real PostgreSQL on this machine."""
-    return f"host=127.0.0.1 port={pair.ports[node]} user=postgres dbname=postgres"
+    """The node's real PostgreSQL, reached directly."""
+    host, port = pair.endpoints[node]
+    return f"host={host} port={port} user=postgres dbname=postgres"

@@ -1,4 +1,5 @@
-"""The end-to-end demo, compressed: real dev server, worker process, PostgreSQL, HAProxy, Pulumi.
+"""The end-to-end demo, compressed: real dev server, two namespace hosts with their agents, a
+worker process, PostgreSQL, HAProxy, Pulumi.
 
 The end-to-end run replays the synthetic disk degradation with a steady state of four trace
 hours (``--trace synthetic --healthy-hours 4 --threshold 60``): the real ASD incident that
@@ -10,6 +11,7 @@ policy, the cutover) is what ``make demo`` runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -22,14 +24,17 @@ import psutil
 import pytest
 
 from contracts.policy import Policy
+from infra.hosts import cleanup, records
 from infra.local.ports import free_port
-from infra.local.postgres import PgServer
+from infra.pulumi_engine import StackDriver
 from models.predictor import DEFAULT_MODEL_PATH, Predictor
 from workers.demo import demo
 from workers.demo_run import DemoOptions
-from workers.demo_services import fresh_state_dir, instance_homes
+from workers.demo_services import fresh_state_dir, hosts_root
 from workers.demo_trace import build_trace, offline_verdict
-from workers.settings import REPO_ROOT
+from workers.hosts_lab import HostsLab
+from workers.registry import pulumi_config
+from workers.settings import REPO_ROOT, load_settings
 
 
 def _processes_under(folder: Path) -> list[str]:
@@ -45,6 +50,17 @@ def _processes_under(folder: Path) -> list[str]:
         if str(folder) in line or str(folder) in environment.get("SHADOWSHIFT_STATE_DIR", ""):
             found.append(line)
     return found
+
+
+def _hosts_under(folder: Path) -> list[str]:
+    """Namespace hosts (recorded) whose fleet lives in ``folder``."""
+    return [h.netns for h in records.hosts() if Path(h.state_dir).is_relative_to(folder)]
+
+
+def _demo_hosts(state_dir: Path) -> list[str]:
+    """Namespace hosts left by the demo run in ``state_dir`` (it notes their folder)."""
+    root = Path((state_dir / "hosts-root").read_text().strip())
+    return _hosts_under(root) + ([str(root)] if root.exists() else [])
 
 
 def _listening(port: int) -> bool:
@@ -76,7 +92,7 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     started = time.monotonic()
     summary = await asyncio.wait_for(
         demo(DemoOptions(trace="synthetic", healthy_hours=4, threshold=60,
-                         recovery_timeout_s=60), state_dir, out_dir), 240)
+                         recovery_timeout_s=60), state_dir, out_dir), 300)
     took = time.monotonic() - started
 
     assert json.loads((out_dir / "summary.json").read_text()) == summary
@@ -114,6 +130,7 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     png = (out_dir / "timeline.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert _processes_under(state_dir) == []
+    assert _demo_hosts(state_dir) == []
 
 
 @pytest.mark.integration  # starts a server or our program
@@ -146,23 +163,38 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert "Interrupted" in rest
     time.sleep(1)  # immediate-mode PostgreSQL children exit right after their postmaster
     assert _processes_under(state_dir) == []
+    assert _demo_hosts(state_dir) == []
     assert server_port and not _listening(server_port)  # the dev server is gone too
 
 
 @pytest.mark.integration  # starts a server or our program
 def test_a_killed_demo_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
-    """A PostgreSQL left running by a demo that was SIGKILLed is stopped, and its folder
-    emptied, by the next run; a folder the demo did not make is refused and left alone."""
+    """The hosts a SIGKILLed demo left (namespaces, disks, cgroups, the processes running in
+    them, the gateway) are removed, and the folder emptied, by the next run; a folder the demo
+    did not make is refused and left alone."""
     tmp_path.chmod(0o755)
     state_dir = fresh_state_dir(tmp_path / "state")
-    home = instance_homes(state_dir, "demo-left")[0]
-    server = PgServer(home=home, port=free_port())
-    server.init()
-    server.start()
-    assert server.running()
-    fresh_state_dir(state_dir)
-    time.sleep(0.5)
-    assert not server.running() and not home.exists()
+    settings = load_settings({"SHADOWSHIFT_STATE_DIR": str(state_dir),
+                              "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE":
+                              str(REPO_ROOT / ".state" / "pulumi-passphrase")})
+    root = hosts_root(state_dir)  # where the demo puts its hosts
+    lab = HostsLab.create(StackDriver(pulumi_config(settings)), root, ("host-a",),
+                          ("127.0.0.1", free_port()), disk_mib=64)
+    try:
+        # A process the killed run left in the host: not our child (a zombie child of ours
+        # would hold its cgroup), as a dead demo's agent is no one's child.
+        started = lab.hosts["host-a"].run(["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!"])
+        sleeper = psutil.Process(int(started.stdout.split()[-1]))
+        assert _hosts_under(root) and lab.gateway.running() and sleeper.is_running()
+        fresh_state_dir(state_dir)
+        with contextlib.suppress(psutil.NoSuchProcess):  # killed with its host
+            assert sleeper.status() == psutil.STATUS_ZOMBIE
+        assert _hosts_under(root) == [] and not lab.gateway.running() and not root.exists()
+        assert cleanup.leftovers(fleet=lab.fleet.name) == []
+        assert list(state_dir.iterdir()) == [state_dir / ".shadowshift-demo"]
+    finally:
+        cleanup.remove_fleet(lab.fleet.name, index=lab.fleet.index)
+        lab.gateway.stop()
     other = tmp_path / "precious"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
