@@ -4,11 +4,14 @@ lock per node for the activities that change a server."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 from activities.agent_server import NODE_NAME, SERVER_FILE, AgentConfig, ManagedServer
 from contracts.agent import ServerRef
 from infra.errors import InvalidRequestError
+
+log = logging.getLogger(__name__)
 
 
 class ServerCatalog:
@@ -59,6 +62,32 @@ class ServerCatalog:
         except FileNotFoundError:
             return []
         return [home.name for home in homes if (home / SERVER_FILE).exists()]
+
+    def start_standbys(self) -> list[str]:
+        """Start every standby that is down, as a host's boot starts its database (the host
+        rebooted, or the agent's host crashed with its servers); returns the nodes started.
+
+        Never a primary, nor a fenced server: a primary that was down may have been failed
+        over meanwhile, and only its protection's recovery (rewind or a fresh copy) may bring
+        it back; a standby cannot take a write, so starting it is always safe, and it streams
+        from its primary again (tier 1's synchronous mode is then restored). A start that
+        fails is logged; the protection sees that standby as lost.
+        """
+        started = []
+        for node in self.nodes():
+            server = self.find(node)
+            if (server is None or not server.is_cluster() or not server.has_standby_signal()
+                    or server.fence_record() is not None or server.running()):
+                continue
+            with self.lock(node):
+                try:
+                    server.start()
+                except Exception as err:  # one server's trouble must not stop the others
+                    log.warning("Could not start standby %s: %s", node, err)
+                    continue
+            log.info("Started standby %s (it was down when the agent started).", node)
+            started.append(node)
+        return started
 
     def lock(self, node: str) -> threading.Lock:
         """The lock that serialises changes to ``node``."""

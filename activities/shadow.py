@@ -78,7 +78,8 @@ class PlatformShadowActivities(ShadowActivities):
             info = platform.provision_shadow(heartbeat_callback())
         return ProvisionResult(shadow_node=info.shadow_node, outputs=dict(info.outputs),
                                seconds=round(time.monotonic() - started, 3),
-                               capabilities=platform.capabilities, agent_task=info.agent_task)
+                               capabilities=platform.capabilities, agent_task=info.agent_task,
+                               copy_alongside=info.copy_alongside)
 
     @activity.defn
     def wait_for_sync(self, request: WaitForSyncRequest) -> ReplicationStatus:

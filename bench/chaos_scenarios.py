@@ -124,6 +124,7 @@ async def _converge(rig: Rig, fault: Fault) -> tuple[ProtectionStatus | None, fl
         if status.phase == "degraded":
             return True
         return (status.phase == "protected" and status.shadow_healthy
+                and not status.sync_degraded
                 and len(status.recoveries) == status.cutovers >= max(fault.failovers, 0))
     try:
         status = await rig.until(settled, CONVERGE_S)
@@ -351,6 +352,59 @@ async def slow_primary_disk(rig: Rig, writer: Writer) -> Fault:
     return fault
 
 
+async def _shadow_lost(rig: Rig, fault: Fault, what: str) -> None:
+    """Wait until tier 1 stopped waiting for the lost shadow (the fault took effect)."""
+    try:
+        await rig.until(lambda s: s.sync_degraded, 60)
+        fault.in_force = time.monotonic()
+    except TimeoutError:
+        fault.notes.append(f"synchronous replication was never relaxed: {what}")
+
+
+async def shadow_host_crash(rig: Rig, writer: Writer) -> Fault:
+    """Every process of the shadow's host SIGKILLed: commits stop waiting for it (tier 1's
+    non-strict mode), no failover; the host comes back after :data:`FREEZE_S` (its agent
+    restarts, as a rebooted host's unit would, and starts the standby), and the shadow streams
+    and is waited for again."""
+    host = rig.host(rig.shadow_host)
+    fault = Fault(time.monotonic(), failovers=0)
+    await asyncio.to_thread(host.kill)
+    await _shadow_lost(rig, fault, "the shadow's host was killed")
+    await asyncio.sleep(max(0.0, FREEZE_S - (time.monotonic() - fault.started)))
+    rig.lab.start_agent(rig.shadow_host)
+    return fault
+
+
+async def shadow_partitioned(rig: Rig, writer: Writer) -> Fault:
+    """The shadow's host cut off from every peer for :data:`FREEZE_S` during steady sync:
+    commits stop waiting for it, no failover; once healed it streams and is waited for
+    again."""
+    host = rig.host(rig.shadow_host)
+    fault = Fault(time.monotonic(), failovers=0)
+    await asyncio.to_thread(host.partition, None)
+    try:
+        await _shadow_lost(rig, fault, "the shadow was partitioned")
+        await asyncio.sleep(max(0.0, FREEZE_S - (time.monotonic() - fault.started)))
+    finally:
+        await asyncio.to_thread(host.heal)
+    return fault
+
+
+async def shadow_disk_full(rig: Rig, writer: Writer) -> Fault:
+    """The shadow's data filesystem filled to ENOSPC for :data:`FREEZE_S` (it cannot write
+    the WAL it receives): commits stop waiting for it, no failover; the ballast is removed
+    and the protection must get its shadow back."""
+    host = rig.host(rig.shadow_host)
+    fault = Fault(time.monotonic(), failovers=0)
+    await asyncio.to_thread(host.fill_disk)
+    try:
+        await _shadow_lost(rig, fault, "the shadow's disk was filled")
+        await asyncio.sleep(max(0.0, FREEZE_S - (time.monotonic() - fault.started)))
+    finally:
+        await asyncio.to_thread(host.free_disk)
+    return fault
+
+
 SCENARIOS: dict[str, FaultFn] = {
     "primary_host_crash": primary_host_crash,
     "primary_host_frozen_20s": primary_host_frozen,
@@ -360,16 +414,19 @@ SCENARIOS: dict[str, FaultFn] = {
     "primary_agent_killed": primary_agent_killed,
     "primary_disk_full": primary_disk_full,
     "slow_primary_disk": slow_primary_disk,
+    "shadow_host_crash": shadow_host_crash,
+    "shadow_partitioned_during_steady_sync": shadow_partitioned,
+    "shadow_disk_full": shadow_disk_full,
 }
 """Every scenario the suite runs, by the name the report gives it."""
 NO_FAILOVER = ("primary_partitioned_from_control", "primary_partitioned_from_router",
-               "primary_agent_killed", "slow_primary_disk")
+               "primary_agent_killed", "slow_primary_disk", "shadow_host_crash",
+               "shadow_partitioned_during_steady_sync", "shadow_disk_full")
 """Scenarios in which any failover is a false one."""
 NOT_YET = (
-    "shadow_host_crash", "shadow_partitioned_during_initial_copy",
-    "shadow_partitioned_during_steady_sync", "temporal_restarted_during_cutover",
+    "shadow_partitioned_during_initial_copy", "temporal_restarted_during_cutover",
     "temporal_restarted_during_provisioning", "agent_killed_mid_seed",
-    "agent_killed_mid_promote", "shadow_disk_full",
+    "agent_killed_mid_promote",
 )
 """Scenarios the issue lists that this suite does not run yet (the report names them, so a
 reader never mistakes their absence for a pass)."""

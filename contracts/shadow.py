@@ -34,6 +34,10 @@ class PlatformRequest:
     original_home: str = ""
     """Where the original primary's data lives, for when it is the standby (empty: the
     platform's default)."""
+    copy_alongside: bool = False
+    """Provisioning only: the standby's host-local copy runs alongside this call (the
+    platform asked for that with ``ProvisionResult.copy_alongside``), so it may wait for the
+    standby to stream."""
 
     @property
     def instance_id(self) -> str:
@@ -110,6 +114,10 @@ class ProvisionResult:
     """What the platform can do (kept by the protection)."""
     agent_task: AgentTask | None = None
     """Not finished: run this on its host, then call ``provision_shadow`` again."""
+    copy_alongside: bool = False
+    """Run :attr:`agent_task` and the next ``provision_shadow`` (with
+    ``PlatformRequest.copy_alongside``) at the same time: the infrastructure is built while
+    the copy runs."""
 
 
 @dataclass

@@ -73,6 +73,9 @@ class ShadowInfo:
     agent_task: AgentTask | None = None
     """Not finished (platforms with agents): the workflow runs this on its host and asks
     for provisioning again, which then converges further."""
+    copy_alongside: bool = False
+    """The next provisioning call may run while :attr:`agent_task` does (see
+    ``contracts.shadow.ProvisionResult.copy_alongside``)."""
 
 
 class Platform(abc.ABC):

@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -183,6 +184,10 @@ async def serve(options: AgentOptions, settings: Settings, stop: asyncio.Event) 
             raise AgentStartError(f"cannot listen on {options.address}:{options.http_port} "
                                   f"({err.strerror}); choose another --http-port") from err
         keeper.start()  # fencing first: a thawed or restarted agent checks before serving
+        # After a reboot its standbys come back on their own (in the background: a standby
+        # replaying a long way must not delay the host's queue).
+        threading.Thread(target=catalog.start_standbys, name="start-standbys",
+                         daemon=True).start()
         http.start()
         try:
             await _poll(client, settings, identity, queue, activities, config, http.port, stop)

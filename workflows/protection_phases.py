@@ -7,6 +7,8 @@ code: deterministic, activities by reference, no I/O.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ from contracts.shadow import (
     InspectRequest,
     NodeFacts,
     PlatformRequest,
+    ProvisionResult,
     ShadowActivities,
     WaitForSyncRequest,
 )
@@ -95,22 +98,43 @@ class ProtectionPhases:
 
     async def _provision_shadow(self) -> None:
         """Provision; on a platform with agents, run each host-local step the platform hands
-        back (the copy on the shadow's host) and provision again until it converges."""
+        back (the copy on the shadow's host) and provision again until it converges. A copy
+        the platform marks ``copy_alongside`` runs at the same time as the next call (the
+        infrastructure is built while the data is copied); if the copy fails, that call is
+        cancelled (it would only wait for a stream that never comes)."""
         state = self._state
+        request = self._request()
         for _ in range(MAX_AGENT_ROUNDS):
-            result = await workflow.execute_activity_method(
-                ShadowActivities.provision_shadow, self._request(),
-                start_to_close_timeout=timedelta(minutes=60), heartbeat_timeout=LONG_HEARTBEAT,
-                retry_policy=ACTIVITY_RETRY,
-                summary=f"provision the shadow of {self._serving()}",
-            )
+            result = await self._provision_call(request)
             state.capabilities = result.capabilities
             if result.agent_task is None:
                 return
-            await run_agent_task(result.agent_task)
+            if not result.copy_alongside:
+                await run_agent_task(result.agent_task)
+                continue
+            request = dataclasses.replace(request, copy_alongside=True)
+            build = asyncio.ensure_future(self._provision_call(request))
+            try:
+                await run_agent_task(result.agent_task)
+            except BaseException:
+                build.cancel()
+                raise
+            result = await build
+            state.capabilities = result.capabilities
+            if result.agent_task is None:
+                return
         raise ApplicationError(
             f"provisioning the shadow of {self._serving()} did not converge after "
             f"{MAX_AGENT_ROUNDS} host-local steps", type=INVALID_REQUEST, non_retryable=True)
+
+    async def _provision_call(self, request: PlatformRequest) -> ProvisionResult:
+        return await workflow.execute_activity_method(
+            ShadowActivities.provision_shadow, request,
+            start_to_close_timeout=timedelta(minutes=60), heartbeat_timeout=LONG_HEARTBEAT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=f"provision the shadow of {self._serving()}"
+                    + (" while its host's agent copies it" if request.copy_alongside else ""),
+        )
 
     async def _run_host_tasks(self, purpose: str, node: str) -> None:
         """On a platform with agents, the host-local work before the control-side step of

@@ -42,6 +42,8 @@ class HostsShadowSpec:
     """Role the standby replicates as."""
     serving_node: str = ""
     """Node that is the primary now (empty: the original primary)."""
+    copy_alongside: bool = False
+    """Provisioning: the standby's copy runs alongside (``PlatformRequest.copy_alongside``)."""
 
     def __post_init__(self) -> None:
         validate_instance_id(self.instance_id)
@@ -72,7 +74,8 @@ class HostsShadowSpec:
         return cls(instance_id=spec.instance_id, section=spec.hosts,
                    primary_port=spec.primary_port, shadow_port=spec.shadow_port,
                    router_port=spec.router_port, state_dir=state_dir, tier=spec.tier,
-                   replication_user=spec.replication_user, serving_node=request.serving_node)
+                   replication_user=spec.replication_user, serving_node=request.serving_node,
+                   copy_alongside=request.copy_alongside)
 
     # -- names -----------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from infra.local.haproxy import HAProxyManager
 from infra.local.postgres import PgEndpoint, set_synchronous_standby
 from infra.local.probe import postmaster_answers
 from infra.local.routed import RoutedPostgres
+from infra.local.seed import ensure_slot
 from infra.platform import Platform, ProgressCallback, ReplicationStatus, ShadowInfo
 from infra.pulumi_engine import StackDriver
 
@@ -67,19 +68,25 @@ class HostsPlatform(RoutedPostgres, Platform):
     # -- shadow lifecycle ------------------------------------------------------------------
 
     def provision_shadow(self, on_progress: ProgressCallback | None = None) -> ShadowInfo:
-        """``pulumi up`` of what the control worker owns; while the standby does not stream
-        yet, hand back the copy for its host's agent (the workflow runs it and calls again,
-        and the next ``up`` adds the tier's settings)."""
+        """``pulumi up`` of what the control worker owns. A standby that does not stream yet
+        needs its copy, by its host's agent: the first call checks the primary, makes the
+        slot (so the primary keeps the WAL the copy will need) and hands the copy back, to be
+        run alongside the second call (``copy_alongside``), whose ``up`` builds the rest
+        meanwhile and applies the tier's settings once the standby streams."""
         spec = self.spec
         self._preflight()
         standby = spec.standby_node
         streams = self._streams(standby)
-        result = self.driver.up(spec.stack_name, hosts_program(spec, standby_streams=streams),
-                                on_progress=on_progress)
-        task = None if streams else AgentTask(
-            spec.host_of(standby),
-            seed=SeedRequest(VERSION, spec.server_of(standby), spec.source_for(standby)))
-        return ShadowInfo(spec.instance_id, standby, result.outputs, agent_task=task)
+        if not streams and not spec.copy_alongside:
+            ensure_slot(self._endpoint(spec.current_primary).conninfo(),
+                        spec.slot_for(standby))
+            task = AgentTask(spec.host_of(standby), seed=SeedRequest(
+                VERSION, spec.server_of(standby), spec.source_for(standby)))
+            return ShadowInfo(spec.instance_id, standby, {}, agent_task=task,
+                              copy_alongside=True)
+        program = hosts_program(spec, standby_streams=streams, wait_for_stream=not streams)
+        result = self.driver.up(spec.stack_name, program, on_progress=on_progress)
+        return ShadowInfo(spec.instance_id, standby, result.outputs)
 
     def _preflight(self) -> None:
         """Refuse what retrying cannot fix before anything is created.

@@ -8,8 +8,9 @@ owns.
    standby: commits never wait for a standby that is still copying).
 
 The standby's data and process are not here: its host's agent creates them
-(``contracts.agent.AgentActivities.seed_standby``), and the platform asks the workflow to
-route that task between two ``up`` runs. As on the local platform, every resource describes
+(``contracts.agent.AgentActivities.seed_standby``), and the platform asks the workflow to run
+that task alongside the ``up``, whose tier settings then wait for the stream
+(:mod:`infra.hosts.streaming`). As on the local platform, every resource describes
 the standby of the current roles and carries a ``roles`` input, so an ``up`` after a cutover
 updates in place.
 """
@@ -22,11 +23,14 @@ import pulumi
 
 from infra.hosts.placement import HostsShadowSpec
 from infra.hosts.router import RouterService
+from infra.hosts.streaming import StandbyStreams
 from infra.local.resources import PrimarySettings, ReplicationSlot, RouterEntry
 
 
-def hosts_program(spec: HostsShadowSpec, *, standby_streams: bool) -> Callable[[], None]:
-    """The program for ``spec``'s stack; the tier's settings only when ``standby_streams``."""
+def hosts_program(spec: HostsShadowSpec, *, standby_streams: bool,
+                  wait_for_stream: bool = False) -> Callable[[], None]:
+    """The program for ``spec``'s stack; the tier's settings when ``standby_streams``, or
+    when ``wait_for_stream`` (the copy runs meanwhile) after the standby streams."""
 
     def program() -> None:
         primary, standby = spec.current_primary, spec.standby_node
@@ -46,11 +50,16 @@ def hosts_program(spec: HostsShadowSpec, *, standby_streams: bool) -> Callable[[
             "server": standby, "address": spec.placement_of(standby).address,
             "port": spec.port_of(standby), "source": source, "roles": roles,
         }, pulumi.ResourceOptions(depends_on=[service]))
-        if standby_streams:
+        if standby_streams or wait_for_stream:
+            after: list[pulumi.Resource] = [slot, entry]
+            if wait_for_stream:
+                after.append(StandbyStreams("standby-streams", {
+                    "conninfo": conninfo, "standby": standby, "roles": roles},
+                    pulumi.ResourceOptions(depends_on=[slot])))
             PrimarySettings("primary-settings", {
                 "conninfo": conninfo, "tier": spec.tier, "standby_name": standby,
                 "archive_dir": "", "archive_interval_s": 10, "roles": roles,
-            }, pulumi.ResourceOptions(depends_on=[slot, entry]))
+            }, pulumi.ResourceOptions(depends_on=after))
         pulumi.export("shadow_node", standby)
         pulumi.export("shadow_host", spec.host_of(standby))
         pulumi.export("primary_node", primary)

@@ -177,3 +177,29 @@ def test_bad_options_exit_with_one_line(tmp_path: Path) -> None:
     assert "cannot reach Temporal at 127.0.0.1:1" in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "root")  # nothing half-created
+
+
+async def test_a_restarted_agent_starts_its_standbys_and_never_a_primary(
+        agents: Agents, steps: Steps) -> None:
+    """The host crashed (agent and servers SIGKILLed) and came back: the new agent starts the
+    standby, which streams from its primary again, and leaves the primary it found down
+    alone (it may have been failed over meanwhile)."""
+    first = await agents.start()
+    a_port, b_port, c_port = free_ports(3)
+    await steps.ensure(first.host, "a", a_port)
+    await steps.seed(first.host, "b", b_port, PrimarySource("127.0.0.1", a_port, slot="b_slot"))
+    await steps.ensure(first.host, "c", c_port)  # a primary that will be down at the restart
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    for node in ("b", "c"):
+        server = first.catalog.find(node)
+        assert server is not None
+        server.kill_tree()
+    second = await agents.start(first.host, data_root=first.data_root)
+    a = PgEndpoint(port=a_port)
+    await until(lambda: query_one(a, "SELECT count(*) FROM pg_stat_replication WHERE "
+                                     "application_name = 'b' AND state = 'streaming'") == 1,
+                30, "b streaming again")
+    assert "Started standby b" in second.log_text()
+    c = second.catalog.find("c")
+    assert c is not None and not c.running()

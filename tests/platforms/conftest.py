@@ -149,10 +149,7 @@ def _hosts_pair(world: HostsWorld, settings: Settings) -> Iterator[Pair]:
     primary, shadow = platform.nodes()
     try:
         world.ensure_primary(instance_id, port)
-        info = platform.provision_shadow()
-        while info.agent_task is not None:  # as the workflow does: the copy, then again
-            world.runner.run(info.agent_task)
-            info = platform.provision_shadow()
+        world.runner.provision(served.platform_for, request)
         _wait_streaming(platform, primary, shadow)
         endpoints = {node: (str(world.lab.hosts[host].address), port)
                      for node, host in zip((primary, shadow), world.hosts, strict=True)}
