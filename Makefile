@@ -49,7 +49,7 @@ unit: python-deps
 	@bash scripts/run-tests.sh -m "not integration and not slow" -q
 
 test: setup lint
-	@bash scripts/run-tests.sh
+	@bash scripts/run-tests.sh --durations=25
 
 # Record the workflow histories the replay tests replay (commit them): when a workflow change
 # is meant to change what workflows record. See tests/workflows/record_histories.py.
