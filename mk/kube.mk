@@ -5,7 +5,7 @@
 # A loopback control plane's binaries (kube-apiserver, kube-controller-manager, kube-scheduler,
 # etcd, KWOK), KWOK's stage files, the Gateway API CRDs and pulumi-resource-kubernetes, each
 # built once per version from the Go module proxy into ~/.cache/shadowshift and linked into
-# .tools. A fresh machine needs about 50 minutes of one busy core (see docs/kubernetes.md);
+# .tools. A fresh machine needs about 40 minutes of one busy core (see docs/kubernetes.md);
 # afterwards this is instant.
 kube-tools:
 	@bash scripts/build-kube.sh

@@ -17,7 +17,7 @@ from infra.errors import InfraError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TOOLS_DIR = REPO_ROOT / ".tools"
 
-BUILD_HINT = "run `make kube-tools` (about 50 minutes on a fresh machine, then cached)"
+BUILD_HINT = "run `make kube-tools` (about 40 minutes on a fresh machine, then cached)"
 
 KWOK_FAST_STAGES = (
     "node/fast/node-initialize.yaml",
