@@ -38,8 +38,12 @@ cleanup() { [ -z "$work" ] || rm -rf "$work"; }
 trap cleanup EXIT
 new_work_dir() { cleanup; work="$(mktemp -d "${TMPDIR:-/tmp}/shadowshift-build-$1.XXXXXX")"; }
 
-# link NAME CACHED DEST: point DEST (in .tools) at the cached artefact.
-link() { ln -sfn "$2" "$3"; echo "$1: $3 -> $2"; }
+# link NAME CACHED DEST: point DEST (in .tools) at the cached artefact (quietly when it does).
+link() {
+  [ "$(readlink "$3" 2>/dev/null)" = "$2" ] && return 0
+  ln -sfn "$2" "$3"
+  echo "$1: $3 -> $2"
+}
 
 require_go() {
   if ! command -v go >/dev/null 2>&1; then
@@ -185,7 +189,8 @@ MOD
       cmd/pulumi-resource-kubernetes/
     chmod -R u+w cmd
     nice_go mod tidy
-    (cd cmd/pulumi-resource-kubernetes && export VERSION="$provider_version" && timed "schema-embed.json" nice_go run generate.go)
+    echo "pulumi-resource-kubernetes: regenerating schema-embed.json, terraform-mapping-embed.json..."
+    (cd cmd/pulumi-resource-kubernetes && VERSION="$provider_version" nice_go run generate.go)
     timed pulumi-resource-kubernetes nice_go build -trimpath -o "$cached.tmp" \
       -ldflags "-s -w -X $provider/pkg/version.Version=$provider_version" ./cmd/pulumi-resource-kubernetes
     go version -m "$cached.tmp" | grep -q "$sdk[[:space:]]*v$provider_version" \
