@@ -117,11 +117,12 @@ class LoopbackCluster:
                 break
             except ClusterStartError as err:
                 self._stop_components()
-                if "address already in use" not in str(err) or attempt == self.config.port_attempts:
-                    self._remove_work_dir()
-                    raise
-                log.warning("A port chosen free was taken (%s). Trying other ports.", err)
-            except BaseException:
+                if "address already in use" in str(err) and attempt < self.config.port_attempts:
+                    log.warning("A port chosen free was taken (%s). Trying other ports.", err)
+                    continue
+                self.stop()
+                raise
+            except BaseException:  # interrupted, or a bug: leave nothing running either way
                 self.stop()
                 raise
         self.started_in_s = time.monotonic() - began

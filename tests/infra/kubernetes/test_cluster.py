@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import psutil
 import pytest
 
+from infra.kubernetes import cluster as cluster_module
 from infra.kubernetes.cluster import LoopbackCluster
-from infra.kubernetes.toolchain import ToolchainMissingError, find_toolchain
+from infra.kubernetes.toolchain import KubeToolchain, ToolchainMissingError, find_toolchain
+from infra.local.ports import free_ports
 from tests.conftest import survivors
 
 pytestmark = pytest.mark.integration
@@ -16,13 +19,18 @@ pytestmark = pytest.mark.integration
 COMPONENTS = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
 
 
-def test_stop_leaves_no_process_and_no_file() -> None:
-    """A started cluster answers as the admin through its kubeconfig's credentials; after stop
-    none of its five processes runs and its work dir (certificates, etcd data) is gone."""
+@pytest.fixture
+def toolchain() -> KubeToolchain:
+    """The built toolchain; the test skips, naming make kube-tools, without it."""
     try:
-        toolchain = find_toolchain()
+        return find_toolchain()
     except ToolchainMissingError as err:
         pytest.skip(str(err))
+
+
+def test_stop_leaves_no_process_and_no_file(toolchain: KubeToolchain) -> None:
+    """A started cluster answers as the admin through its kubeconfig's credentials; after stop
+    none of its five processes runs and its work dir (certificates, etcd data) is gone."""
     cluster = LoopbackCluster(toolchain)
     try:
         cluster.start()
@@ -37,3 +45,21 @@ def test_stop_leaves_no_process_and_no_file() -> None:
     assert survivors([psutil.Process(pid) for pid in pids.values() if psutil.pid_exists(pid)],
                      timeout_s=0) == []
     cluster.stop()  # twice is fine
+
+
+def test_a_port_taken_after_it_was_chosen_makes_start_try_other_ports(
+        toolchain: KubeToolchain, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """When etcd's port, chosen free, is taken before etcd binds it (another test got there
+    first), start stops what it started and comes up on fresh ports."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        choices = iter([[taken, *free_ports(5)]])
+        monkeypatch.setattr(cluster_module, "free_ports",
+                            lambda count: next(choices, None) or free_ports(count))
+        with LoopbackCluster(toolchain) as cluster:
+            assert cluster.api().healthy()
+            assert f":{taken}" not in cluster.server
+    assert "Trying other ports" in caplog.text
