@@ -194,7 +194,7 @@ SERVER_FIXTURES = frozenset({
     "temporal_env", "time_skipping_env", "local_service", "stack_driver", "pulumi_config",
     "moto_url", "clients", "world", "aws_env", "aws", "ui_env", "greeter", "small_disk",
     "workers", "activity_workers", "compose", "enforcing_moto", "hosts_driver", "fleets",
-    "pulumi_state_dir",
+    "pulumi_state_dir", "kube_world",
 })
 """Fixtures that start or reach a real server or program: a test using one is integration."""
 

@@ -1,0 +1,18 @@
+# Kubernetes toolchain (issue 21); included by the main Makefile.
+
+.PHONY: kube-tools
+
+# A loopback control plane's binaries (kube-apiserver, kube-controller-manager, kube-scheduler,
+# etcd, KWOK), KWOK's stage files, the Gateway API CRDs and pulumi-resource-kubernetes, each
+# built once per version from the Go module proxy into ~/.cache/shadowshift and linked into
+# .tools. A fresh machine needs about 40 minutes of one busy core (see docs/kubernetes.md);
+# afterwards this is instant.
+kube-tools:
+	@bash scripts/build-kube.sh
+
+.PHONY: bench-kube-cluster
+
+# Start-to-ready of the loopback control plane (median of 5) and the idle memory of its five
+# processes; writes bench/results/kube_cluster.json. About a minute once the tools are built.
+bench-kube-cluster: python-deps kube-tools
+	$(PY) -m bench.kube_cluster --output bench/results/kube_cluster.json
