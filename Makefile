@@ -49,6 +49,7 @@ unit: python-deps
 	@bash scripts/run-tests.sh -m "not integration and not slow" -q
 
 test: setup lint
+	@bash scripts/kube-tools-background.sh
 	@bash scripts/run-tests.sh --durations=25
 
 # Record the workflow histories the replay tests replay (commit them): when a workflow change

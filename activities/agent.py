@@ -33,7 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import agent_pgconf as pgconf
 from activities.agent_catalog import ServerCatalog
-from activities.agent_server import AgentConfig, ManagedServer
+from activities.agent_server import STOPPED_FILE, AgentConfig, ManagedServer
 from activities.agent_steps import Progress, initdb, kill_orphan_copies, read_text
 from activities.errors import translated_errors
 from contracts.agent import (
@@ -230,6 +230,7 @@ class HostAgentActivities(AgentActivities):
                 if not server.is_cluster():
                     raise InvalidRequestError(
                         f"{server.node} has no cluster: ensure_primary or seed_standby first")
+                (server.home / STOPPED_FILE).unlink(missing_ok=True)
                 fenced = server.fence_record() is not None
                 if server.running() and not fenced:
                     return server.info()  # running: no start, so no fresh lease either
@@ -252,6 +253,8 @@ class HostAgentActivities(AgentActivities):
         with translated_errors():
             server = self.catalog.server(request.server)
             with self.catalog.lock(server.node):
+                if server.is_cluster():  # asked to be down: the standby watchdog keeps it so
+                    (server.home / STOPPED_FILE).write_text("stopped on request\n")
                 return server.stop()
 
     @activity.defn

@@ -6,8 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
-from activities.agent_server import NODE_NAME, SERVER_FILE, AgentConfig, ManagedServer
+from activities.agent_server import (
+    NODE_NAME,
+    SERVER_FILE,
+    STOPPED_FILE,
+    AgentConfig,
+    ManagedServer,
+)
 from contracts.agent import ServerRef
 from infra.errors import InvalidRequestError
 
@@ -22,6 +29,8 @@ class ServerCatalog:
         self.config = config
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._retry_at: dict[str, tuple[float, float]] = {}
+        """Node -> (next start attempt, wait after it) for standbys that failed to start."""
 
     def server(self, ref: ServerRef) -> ManagedServer:
         """The server a request names, validated.
@@ -63,29 +72,45 @@ class ServerCatalog:
             return []
         return [home.name for home in homes if (home / SERVER_FILE).exists()]
 
-    def start_standbys(self) -> list[str]:
-        """Start every standby that is down, as a host's boot starts its database (the host
-        rebooted, or the agent's host crashed with its servers); returns the nodes started.
+    def start_standbys(self, now: float | None = None) -> list[str]:
+        """Start every standby that is down, as a host's init system restarts its database
+        (the host rebooted, the agent's host crashed with its servers, the standby stopped on
+        a full disk); returns the nodes started. The agent runs it at start and then every
+        few seconds (``workers.agent``).
 
-        Never a primary, nor a fenced server: a primary that was down may have been failed
-        over meanwhile, and only its protection's recovery (rewind or a fresh copy) may bring
-        it back; a standby cannot take a write, so starting it is always safe, and it streams
-        from its primary again (tier 1's synchronous mode is then restored). A start that
-        fails is logged; the protection sees that standby as lost.
+        Never a primary, a fenced server or one ``stop_server`` stopped: a primary that was
+        down may have been failed over meanwhile, and only its protection's recovery (rewind
+        or a fresh copy) may bring it back; a standby cannot take a write, so starting it is
+        always safe, and it streams from its primary again (tier 1's synchronous mode is then
+        restored). A start that fails is logged and tried again later, at doubling waits up
+        to a minute; meanwhile the protection sees that standby as lost.
         """
+        now = time.monotonic() if now is None else now
         started = []
         for node in self.nodes():
             server = self.find(node)
             if (server is None or not server.is_cluster() or not server.has_standby_signal()
-                    or server.fence_record() is not None or server.running()):
+                    or server.fence_record() is not None
+                    or (server.home / STOPPED_FILE).exists() or server.running()
+                    or now < self._retry_at.get(node, (0.0, 0.0))[0]):
                 continue
-            with self.lock(node):
-                try:
-                    server.start()
-                except Exception as err:  # one server's trouble must not stop the others
-                    log.warning("Could not start standby %s: %s", node, err)
+            lock = self.lock(node)
+            if not lock.acquire(blocking=False):
+                continue  # an activity is changing it (a copy, a rewind): not ours now
+            try:
+                if server.running():
                     continue
-            log.info("Started standby %s (it was down when the agent started).", node)
+                server.start()
+            except Exception as err:  # one server's trouble must not stop the others
+                wait = min(2 * self._retry_at.get(node, (0.0, 2.5))[1], 60.0)
+                self._retry_at[node] = (now + wait, wait)
+                log.warning("Could not start standby %s (again in %.0f s): %s", node, wait,
+                            err)
+                continue
+            finally:
+                lock.release()
+            self._retry_at.pop(node, None)
+            log.info("Started standby %s (it was down).", node)
             started.append(node)
         return started
 

@@ -55,6 +55,9 @@ NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SERVER_FILE = "server.json"
 FENCE_FILE = "fenced"
 ARMED_FILE = "lease.armed"
+STOPPED_FILE = "stopped"
+"""Present while a server is down because ``stop_server`` stopped it: the standby watchdog
+leaves it down (``start_server`` removes it)."""
 MAX_SOCKET_PATH = 107
 """Longest unix socket path the kernel takes (``sun_path`` is 108 bytes with its NUL)."""
 PROBE_SQL = "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"

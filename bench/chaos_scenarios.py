@@ -104,8 +104,12 @@ async def run_scenario(client: Any, name: str, fault: FaultFn, *,
                     with contextlib.suppress(TimeoutError):
                         await acks_after(writer, time.monotonic(), 20, 30)
             report = monitor.stop()
+        last = status
+        if last is None:  # not converged: where the data should be is where traffic went
+            with contextlib.suppress(Exception):
+                last = await rig.status()
         result = await asyncio.to_thread(_verdict, rig, name, writer, done, status,
-                                         converged_s, report.split_brain_observations)
+                                         converged_s, report.split_brain_observations, last)
         if status is not None and status.cutovers:
             result.cutover_step_ms = await _cutover_steps(rig)
         return result
@@ -140,12 +144,12 @@ async def _converge(rig: Rig, fault: Fault) -> tuple[ProtectionStatus | None, fl
 
 def _verdict(rig: Rig, name: str, writer: Writer, fault: Fault,
              status: ProtectionStatus | None, converged_s: float | None,
-             split_brain: int) -> ScenarioResult:
+             split_brain: int, last: ProtectionStatus | None) -> ScenarioResult:
     problems: list[str] = []
     if status is None:
         outcome = "failed"
         problems.append(f"not converged within {CONVERGE_S:.0f} s")
-        lost = _lost(rig, writer, None)
+        lost = _lost(rig, writer, last)
     else:
         outcome = "degraded" if status.phase == "degraded" else "converged"
         if fault.failovers >= 0 and status.cutovers != fault.failovers:
@@ -167,7 +171,7 @@ def _verdict(rig: Rig, name: str, writer: Writer, fault: Fault,
         first_write_after_fault_s=fault.first_write_s, fenced_writes=fault.fenced_writes,
         longest_write_stall_s=_longest_gap(writer, fault.started),
         detail="; ".join([*fault.notes, *problems]),
-        log_tail=(status.log[-6:] if status else []))
+        log_tail=(last.log[-6:] if last else []))
 
 
 def _longest_gap(writer: Writer, since: float) -> float | None:

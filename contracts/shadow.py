@@ -84,6 +84,9 @@ class ReplicationStatus:
     """Replication bytes sent to the shadow since it was seeded."""
     degraded: bool = False
     """Tier 1 only: synchronous replication was relaxed because the shadow was lost."""
+    reply_time: str | None = None
+    """When the shadow last replied, as the primary recorded it (the shadow's own clock:
+    compare it only with itself, to see whether it still changes)."""
 
 
 @dataclass

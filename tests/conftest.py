@@ -199,12 +199,18 @@ SERVER_FIXTURES = frozenset({
 """Fixtures that start or reach a real server or program: a test using one is integration."""
 
 
+KUBERNETES_TESTS = "tests/infra/kubernetes/"
+"""Run last: on a fresh machine they wait for the toolchain ``make test`` builds meanwhile."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that uses a server fixture ``integration`` (modules that start servers
-    by hand say so with ``pytestmark``), so ``make unit`` can leave them out."""
+    by hand say so with ``pytestmark``), so ``make unit`` can leave them out; move the
+    Kubernetes tests to the end."""
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: KUBERNETES_TESTS in item.nodeid)  # stable: order kept
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

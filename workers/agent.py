@@ -37,6 +37,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -184,10 +185,11 @@ async def serve(options: AgentOptions, settings: Settings, stop: asyncio.Event) 
             raise AgentStartError(f"cannot listen on {options.address}:{options.http_port} "
                                   f"({err.strerror}); choose another --http-port") from err
         keeper.start()  # fencing first: a thawed or restarted agent checks before serving
-        # After a reboot its standbys come back on their own (in the background: a standby
-        # replaying a long way must not delay the host's queue).
-        threading.Thread(target=catalog.start_standbys, name="start-standbys",
-                         daemon=True).start()
+        # A standby that is down comes back on its own, after a reboot as after a crash (in
+        # the background: a standby replaying a long way must not delay the host's queue).
+        watchdog = threading.Thread(target=_keep_standbys_up, args=(catalog, stop),
+                                    name="standby-watchdog", daemon=True)
+        watchdog.start()
         http.start()
         try:
             await _poll(client, settings, identity, queue, activities, config, http.port, stop)
@@ -195,6 +197,21 @@ async def serve(options: AgentOptions, settings: Settings, stop: asyncio.Event) 
             http.stop()
             keeper.stop()
     log.info("Agent stopped.")
+
+
+STANDBY_CHECK_S = 5.0
+"""Time between two looks for standbys that are down."""
+
+
+def _keep_standbys_up(catalog: ServerCatalog, stop: asyncio.Event) -> None:
+    """Start standbys that are down (``ServerCatalog.start_standbys``) until the agent stops.
+    (``stop`` is only read: an asyncio event's flag is safe to read from another thread.)"""
+    while not stop.is_set():
+        try:
+            catalog.start_standbys()
+        except Exception:  # the watchdog must outlive any one failure
+            log.exception("Standby watchdog check failed.")
+        time.sleep(STANDBY_CHECK_S)
 
 
 async def _poll(client: Client, settings: Settings, identity: str, queue: str,

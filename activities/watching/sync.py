@@ -51,27 +51,57 @@ RESTORE = "restore"
 
 def sync_step(
     status: ReplicationStatus, lost_since: float | None, now: float, degrade_after_s: float,
-    *, may_restore: bool = True,
+    *, may_restore: bool = True, silent_s: float = 0.0,
 ) -> tuple[str | None, float | None]:
     """What to do about one tier-1 primary after reading ``status``: :data:`RELAX`,
     :data:`RESTORE` or nothing, and when its shadow went missing (``None``: it streams).
 
     ``may_restore``: whether the relaxed mode is ours to undo (the stack also clears the
-    setting, on purpose, while it destroys the shadow)."""
-    streaming = status.state == "streaming"
+    setting, on purpose, while it destroys the shadow). ``silent_s``: how long the shadow's
+    reply time has not changed (:class:`ReplyClock`); a shadow silent for
+    :data:`STALE_REPLY_S` is lost even while its connection still reads ``streaming``."""
+    streaming = status.state == "streaming" and silent_s < STALE_REPLY_S
     if status.degraded:
         small_lag = (status.lag_bytes or 0) <= SYNC_LAG_BOUND_BYTES
         return (RESTORE if may_restore and streaming and small_lag else None), None
     if streaming:
         return None, None
-    lost_since = lost_since if lost_since is not None else now
+    # A silent shadow was lost when it last replied, not when its silence was noticed.
+    lost_since = lost_since if lost_since is not None else now - silent_s
     return (RELAX if now - lost_since >= degrade_after_s else None), lost_since
+
+
+STALE_REPLY_S = 15.0
+"""A shadow whose reply time has not changed for this long is lost, though its primary still
+lists it ``streaming``: a partitioned or frozen standby's connection stays up until the
+primary's ``wal_sender_timeout`` (60 s by default), and tier 1's commits wait for it all that
+time (measured: a shadow host partitioned for 20 s stalled every commit and was never
+relaxed). Above PostgreSQL's default ``wal_receiver_status_interval`` (10 s), the longest an
+idle healthy standby stays silent (the agent's standbys reply every second)."""
+
+
+@dataclass
+class ReplyClock:
+    """How long a shadow's reply time has stayed the same, by this worker's clock (the reply
+    time itself is the shadow's clock, which may be skewed: it is only compared with
+    itself)."""
+
+    last: str | None = None
+    since: float = 0.0
+
+    def silent_s(self, reply_time: str | None, now: float) -> float:
+        """Seconds the reply time has not changed (0 when it just did or is unknown)."""
+        if reply_time is None or reply_time != self.last:
+            self.last, self.since = reply_time, now
+            return 0.0
+        return now - self.since
 
 
 @dataclass
 class _Supervised:
     target: Target
     lost_since: float | None = None
+    replies: ReplyClock = dataclasses.field(default_factory=ReplyClock)
     reported: bool = False
     """The mode the protection last heard (it starts, and restarts after a cutover, with
     synchronous commits); a report that did not arrive is sent again at the next check."""
@@ -168,9 +198,11 @@ class SyncSupervisor:
                may_restore: bool) -> SyncReport | None:
         instance = supervised.target.instance_id
         status = platform.replication_status()
+        now = time.time()
         action, supervised.lost_since = sync_step(
-            status, supervised.lost_since, time.time(), self._degrade_after_s,
-            may_restore=may_restore)
+            status, supervised.lost_since, now, self._degrade_after_s,
+            may_restore=may_restore,
+            silent_s=supervised.replies.silent_s(status.reply_time, now))
         if action == RELAX:
             platform.relax_sync()
         elif action == RESTORE or (may_restore and not status.degraded):

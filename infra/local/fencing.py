@@ -402,16 +402,17 @@ def stream_state(
         source,
         "SELECT r.state, r.sync_state,"
         " pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint, r.replay_lsn::text,"
-        " pg_current_wal_lsn()::text"
+        " pg_current_wal_lsn()::text, r.reply_time::text"
         " FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication r ON r.application_name = %s"
         " ORDER BY r.state = 'streaming' DESC LIMIT 1",
         (standby_name,),
     )
     if not row or row[0] is None:
         return ReplicationStatus("stopped", "none", None, None, None, row[4] if row else None)
-    state, sync_state, lag, replay, current = row
+    state, sync_state, lag, replay, current, reply_time = row
     lag_bytes = None if lag is None else int(lag)
-    return ReplicationStatus(str(state), str(sync_state), lag_bytes, None, replay, current)
+    return ReplicationStatus(str(state), str(sync_state), lag_bytes, None, replay, current,
+                             reply_time=reply_time)
 
 
 def write_through(router: PgEndpoint, check_id: str) -> tuple[str, int]:

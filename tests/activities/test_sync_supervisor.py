@@ -12,7 +12,7 @@ from typing import Any, cast
 from temporalio.client import Client
 
 from activities.watching.items import Target
-from activities.watching.sync import RELAX, RESTORE, SyncSupervisor, sync_step
+from activities.watching.sync import RELAX, RESTORE, ReplyClock, SyncSupervisor, sync_step
 from contracts.shadow import SYNC_LAG_BOUND_BYTES, ReplicationStatus
 from infra.factory import Platforms
 from infra.platform import PlatformContext
@@ -33,10 +33,25 @@ def test_a_lost_shadow_is_relaxed_only_after_the_bound() -> None:
     assert sync_step(lost, 100.0, 110.0, 10.0) == (RELAX, 100.0)
     assert sync_step(_status("streaming"), 100.0, 105.0, 10.0) == (None, None)
     assert sync_step(_status("catchup"), 100.0, 111.0, 10.0) == (RELAX, 100.0)
+    # Listed as streaming but silent (a partitioned or frozen standby): lost from its last
+    # reply, so relaxed as soon as its silence counts, not degrade_after_s later.
+    streaming = _status("streaming")
+    assert sync_step(streaming, None, 100.0, 10.0, silent_s=14.9) == (None, None)
+    assert sync_step(streaming, None, 100.0, 10.0, silent_s=15.0) == (RELAX, 85.0)
 
 
 def test_a_relaxed_primary_requires_its_shadow_again_once_it_streams_close_behind() -> None:
     assert sync_step(_status("streaming", degraded=True), None, 0.0, 10.0) == (RESTORE, None)
+
+
+def test_the_reply_clock_counts_only_an_unchanged_reply_time() -> None:
+    """Silence is timed by this worker's clock from the first sight of a reply time that then
+    stays the same; a new reply time, or none, starts it over."""
+    clock = ReplyClock()
+    assert clock.silent_s("12:00:00", 100.0) == 0.0
+    assert clock.silent_s("12:00:00", 104.5) == 4.5
+    assert clock.silent_s("12:00:01", 105.0) == 0.0
+    assert clock.silent_s(None, 120.0) == 0.0
     far = _status("streaming", degraded=True, lag=SYNC_LAG_BOUND_BYTES + 1)
     assert sync_step(far, None, 0.0, 10.0) == (None, None)
     assert sync_step(_status("", degraded=True), 5.0, 100.0, 10.0) == (None, None)

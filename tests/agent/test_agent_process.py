@@ -4,6 +4,7 @@ schedule-to-start timeout, the contract's "agent down" signal)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, query_one
 from tests.agent.agent_workflow import AgentStep, AgentStepWorkflow
 from tests.agent.conftest import Agents, Steps, agent_env, new_host, tree_mib, until
+from workers.agent import STANDBY_CHECK_S
 from workers.settings import REPO_ROOT
 
 
@@ -183,7 +185,8 @@ async def test_a_restarted_agent_starts_its_standbys_and_never_a_primary(
         agents: Agents, steps: Steps) -> None:
     """The host crashed (agent and servers SIGKILLed) and came back: the new agent starts the
     standby, which streams from its primary again, and leaves the primary it found down
-    alone (it may have been failed over meanwhile)."""
+    alone (it may have been failed over meanwhile). Its watchdog restarts a standby that dies
+    later, never one stopped on request."""
     first = await agents.start()
     a_port, b_port, c_port = free_ports(3)
     await steps.ensure(first.host, "a", a_port)
@@ -203,3 +206,14 @@ async def test_a_restarted_agent_starts_its_standbys_and_never_a_primary(
     assert "Started standby b" in second.log_text()
     c = second.catalog.find("c")
     assert c is not None and not c.running()
+    # The watchdog keeps it up (a crash, a full disk): killed again, it is started again...
+    b = second.catalog.find("b")
+    assert b is not None
+    b.kill_tree()
+    await until(lambda: b.running() and query_one(
+        a, "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'b' AND "
+           "state = 'streaming'") == 1, 30, "b restarted by the watchdog")
+    # ...but one stopped on request stays down.
+    assert await steps.call(second.host, "stop_server", "b", b_port, result_type=bool)
+    await asyncio.sleep(STANDBY_CHECK_S * 2)  # two watchdog rounds: it must not start it
+    assert not b.running()

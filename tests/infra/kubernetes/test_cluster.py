@@ -10,9 +10,10 @@ import pytest
 
 from infra.kubernetes import cluster as cluster_module
 from infra.kubernetes.cluster import LoopbackCluster
-from infra.kubernetes.toolchain import KubeToolchain, ToolchainMissingError, find_toolchain
+from infra.kubernetes.toolchain import KubeToolchain, find_toolchain
 from infra.local.ports import free_ports
 from tests.conftest import survivors
+from tests.infra.kubernetes.conftest import built
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +23,7 @@ COMPONENTS = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 @pytest.fixture
 def toolchain() -> KubeToolchain:
     """The built toolchain; the test skips, naming make kube-tools, without it."""
-    try:
-        return find_toolchain()
-    except ToolchainMissingError as err:
-        pytest.skip(str(err))
+    return built(find_toolchain)
 
 
 def test_stop_leaves_no_process_and_no_file(toolchain: KubeToolchain) -> None:

@@ -11,9 +11,9 @@ import pulumi_kubernetes as k8s
 import pytest
 
 from infra.kubernetes.api import resource_path
-from infra.kubernetes.toolchain import ToolchainMissingError, find_provider_plugin
+from infra.kubernetes.toolchain import find_provider_plugin
 from infra.pulumi_engine import StackDriver
-from tests.infra.kubernetes.conftest import KubeWorld
+from tests.infra.kubernetes.conftest import KubeWorld, built
 
 
 def _sdk_plugin_version() -> str:
@@ -26,10 +26,7 @@ def test_inline_program_creates_and_destroys_a_config_map(
         kube_world: KubeWorld, namespace: str, stack_driver: StackDriver) -> None:
     """An inline program with an explicit provider on the cluster's kubeconfig creates a
     ConfigMap the API server then serves; destroy deletes it and the stack."""
-    try:
-        plugin = find_provider_plugin()
-    except ToolchainMissingError as err:
-        pytest.skip(str(err))
+    plugin = built(find_provider_plugin)
     if _sdk_plugin_version() != plugin.version:
         pytest.fail(f"pulumi_kubernetes asks for plugin {_sdk_plugin_version()} but "
                     f"{plugin.path} is {plugin.version}: run `make setup` (pyproject pins the "
