@@ -166,6 +166,10 @@ class AgentTask:
     """Create (if empty) and start a primary (onboarding a new instance, the demo)."""
     hello: AgentHello | None = None
     """Ask the agent who it is (and whether it runs our version)."""
+    pickup_s: float | None = None
+    """How long its agent may take to pick the task up (default: the usual pickup timeout,
+    ``contracts.agent.AGENT_PICKUP_S``); a host that is still booting (a new EC2 instance
+    running its user data) needs minutes."""
 
     def what(self) -> str:
         """One line for the Web UI's timeline."""

@@ -24,6 +24,9 @@ _LISTENER = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:
 _TARGET_GROUP = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/")
 _DEVICE = re.compile(r"^/dev/(sd[b-z]|xvd[b-z])$")
 _PG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+_TEMPORAL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?:\d{1,5}$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_DATA_ROOT = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
 
 
 class AwsSectionError(ValueError):
@@ -81,6 +84,23 @@ class PostgresApp:
 
 
 @dataclass
+class AwsAgent:
+    """The node agent on the shadow's instance (``docs/aws``: closing "the shadow is never
+    seeded"). The instance's user data installs its systemd unit and starts it; the agent
+    polls the shadow node's queue on this Temporal and copies the standby from the primary.
+    The AMI must carry ShadowShift (``/opt/shadowshift``) and PostgreSQL's binaries."""
+
+    temporal_address: str
+    """``host:port`` of the fleet's Temporal frontend, as the instance reaches it."""
+    namespace: str = "default"
+    """Temporal namespace of the protections."""
+    data_root: str = "/var/lib/shadowshift/agent"
+    """Where the agent keeps its servers: the shadow's data volume is mounted there."""
+    boot_s: int = 600
+    """How long the copy waits for the new instance's agent to take it (boot, user data)."""
+
+
+@dataclass
 class AwsSection:
     """One protected EC2 instance and where its shadow goes (``instance_id`` and ``tier`` come
     from the spec itself)."""
@@ -101,6 +121,9 @@ class AwsSection:
     """Device of the primary's data volume; the shadow's volume is attached at the same one."""
     postgres: PostgresApp | None = None
     """PostgreSQL streaming between the instances (tiers 1-2); required for a cutover there."""
+    agent: AwsAgent | None = None
+    """The node agent on the shadow's instance, which seeds its PostgreSQL (tiers 1-2;
+    needs ``postgres``). Without it the shadow instance gets an empty volume."""
     stop_on_fence: bool = True
     """Stop a fenced instance (when reachable) so it cannot acknowledge writes. With
     ``postgres`` the planned fence makes the database refuse writes instead (read-only,
@@ -151,7 +174,26 @@ def validate_aws_section(section: AwsSection, tier: int) -> AwsSection:
         _validate_alb(section.alb)
     if section.postgres is not None:
         _validate_postgres(section.postgres)
+    if section.agent is not None:
+        _validate_agent(section.agent, section.postgres, tier)
     return section
+
+
+def _validate_agent(agent: AwsAgent, postgres: PostgresApp | None, tier: int) -> None:
+    if postgres is None or tier == 3:
+        raise AwsSectionError("agent seeds the shadow's PostgreSQL by streaming replication: "
+                              "it needs the postgres section and tier 1 or 2")
+    address = agent.temporal_address
+    _require(_text(address, _TEMPORAL) and 1 <= int(str(address).rsplit(":", 1)[1]) <= 65535,
+             "agent.temporal_address", address, "host:port of Temporal, e.g. "
+             "temporal.internal:7233")
+    _require(_text(agent.namespace, _NAMESPACE), "agent.namespace", agent.namespace,
+             "a Temporal namespace name")
+    _require(_text(agent.data_root, _DATA_ROOT) and ".." not in str(agent.data_root),
+             "agent.data_root", agent.data_root, "an absolute path without '..'")
+    _require(isinstance(agent.boot_s, int) and not isinstance(agent.boot_s, bool)
+             and 30 <= agent.boot_s <= 3600, "agent.boot_s", agent.boot_s,
+             "seconds within 30..3600")
 
 
 def _validate_dns(dns: DnsRouting) -> None:

@@ -54,7 +54,8 @@ async def run_agent_task(task: AgentTask) -> object:
         ActivityError: the task itself failed for good.
     """
     if task.seed is not None:
-        return await _run(task, AgentActivities.seed_standby, task.seed, long=True)
+        return await _run(task, AgentActivities.seed_standby, task.seed, long=True,
+                          pickup_s=task.pickup_s or AGENT_PICKUP_S)
     if task.rewind is not None:
         return await _run(task, AgentActivities.rewind_as_standby, task.rewind, long=True)
     if task.inspect is not None:

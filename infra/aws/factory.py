@@ -13,6 +13,7 @@ import os
 import threading
 
 from contracts.shadow import PlatformRequest
+from infra.aws.agent_platform import AwsAgentPlatform
 from infra.aws.application import PostgresApplication
 from infra.aws.clients import AwsClients, AwsConnectionConfig
 from infra.aws.observer import AwsObserver
@@ -55,7 +56,10 @@ def build_aws_platform(request: PlatformRequest, context: PlatformContext) -> Aw
     the roles are read from the instances' tags)."""
     spec = AwsShadowSpec.from_spec(request.spec)
     application = PostgresApplication(spec.postgres) if spec.postgres is not None else None
-    return AwsPlatform(
+    # With an agent on the shadow's instance, the standby is copied by it (the section's
+    # validation made sure the postgres section is there).
+    kind = AwsAgentPlatform if spec.agent is not None else AwsPlatform
+    return kind(
         spec, clients_for(spec.region), context.driver, application=application,
         on_wait=activity_heartbeat,
     )

@@ -27,6 +27,7 @@ import pulumi_aws as aws
 from infra.aws.discovery import NODE_TAG, ROLE_TAG, SOURCE_SNAPSHOT_TAG
 from infra.aws.preflight import PreflightResult
 from infra.aws.spec import AwsShadowSpec
+from infra.aws.user_data import agent_user_data
 from infra.errors import InvalidRequestError
 
 WEIGHTS_CONFIG_KEY = "weights"
@@ -80,8 +81,16 @@ class Ec2Shadow(pulumi.ComponentResource):
             ROLE_TAG: "shadow",
             "shadowshift:primary-instance": primary.ec2_instance_id,
         }
+        self.data_volume = self._data_volume(args, tags)
+        # With an agent, the first boot mounts the volume and starts the agent, which copies
+        # the standby (infra/aws/user_data.py).
+        agent = spec.agent
+        user_data = None if agent is None else self.data_volume.id.apply(
+            lambda volume_id: agent_user_data(agent, spec.shadow_node, volume_id,
+                                              spec.data_device_name))
         self.instance = aws.ec2.Instance(
             "instance",
+            user_data=user_data,
             ami=primary.image_id,
             instance_type=primary.instance_type,
             subnet_id=placement.subnet_id,
@@ -92,7 +101,6 @@ class Ec2Shadow(pulumi.ComponentResource):
             region=spec.region,
             opts=child,
         )
-        self.data_volume = self._data_volume(args, tags)
         self.attachment = aws.ec2.VolumeAttachment(
             "data-attachment",
             device_name=spec.data_device_name,

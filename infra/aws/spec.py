@@ -16,6 +16,7 @@ from contracts.spec_aws import (
     DATA_VOLUME_STRATEGIES,
     DNS_ADDRESSES,
     AlbRouting,
+    AwsAgent,
     AwsSection,
     AwsSectionError,
     DnsRouting,
@@ -63,6 +64,8 @@ class AwsShadowSpec:
     stop_on_fence: bool = True
     """Stop a fenced instance (when reachable) so it cannot acknowledge writes; see
     :attr:`contracts.spec_aws.AwsSection.stop_on_fence`."""
+    agent: AwsAgent | None = None
+    """The node agent the shadow's instance starts (``contracts.spec_aws.AwsAgent``)."""
 
     def __post_init__(self) -> None:
         # Names become stack names and tags; the section's rules are the spec's own.
@@ -89,7 +92,7 @@ class AwsShadowSpec:
                    shadow_subnet_id=section.shadow_subnet_id, dns=section.dns,
                    alb=section.alb, data_volume=section.data_volume,
                    data_device_name=section.data_device_name, postgres=section.postgres,
-                   stop_on_fence=section.stop_on_fence)
+                   stop_on_fence=section.stop_on_fence, agent=section.agent)
 
     @property
     def section(self) -> AwsSection:
@@ -98,7 +101,7 @@ class AwsShadowSpec:
             ec2_instance_id=self.ec2_instance_id, region=self.region,
             shadow_subnet_id=self.shadow_subnet_id, dns=self.dns, alb=self.alb,
             data_volume=self.data_volume, data_device_name=self.data_device_name,
-            postgres=self.postgres, stop_on_fence=self.stop_on_fence)
+            postgres=self.postgres, stop_on_fence=self.stop_on_fence, agent=self.agent)
 
     @property
     def uses_snapshot(self) -> bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pulumi
 import pytest
 
+from contracts.spec import SpecError, spec_from_dict, validate_spec
+from contracts.spec_aws import AwsAgent, PostgresApp
 from infra.aws.program import Ec2Shadow, Ec2ShadowArgs, shadow_program
 from infra.errors import InvalidRequestError
 from tests.infra.aws.factories import PRIMARY_TG, SHADOW_TG, make_facts, make_spec
@@ -154,3 +157,61 @@ def test_bad_weights_and_missing_snapshot_are_refused(mocks: RecordingMocks) -> 
         Ec2Shadow("s2", Ec2ShadowArgs(spec=make_spec(), facts=make_facts(), weights={"other": 1}))
     with pytest.raises(InvalidRequestError, match="no completed snapshot"):
         Ec2Shadow("s3", Ec2ShadowArgs(spec=make_spec(tier=3), facts=make_facts(None), weights={}))
+
+
+def test_with_an_agent_the_instance_boots_into_its_agent(mocks: RecordingMocks) -> None:
+    """With ``agent`` the shadow instance's user data mounts its own data volume and starts
+    the node agent for the shadow's node on the fleet's Temporal; a valid bash script. Without
+    it there is no user data."""
+    agent = AwsAgent(temporal_address="temporal.internal:7233", namespace="shadowshift")
+    spec = make_spec(tier=1, postgres=PostgresApp(), agent=agent)
+
+    @pulumi.runtime.test
+    def run() -> pulumi.Output[Any]:
+        return build(Ec2ShadowArgs(spec=spec, facts=make_facts(None), weights={}))
+
+    run()
+    script = mocks.inputs("instance")["userData"]
+    assert script.startswith("#!/bin/bash\n")
+    assert "volume=data-id\n" in script  # the shadow's own volume, by its id
+    assert "--host orders-db-shadow --address $address" in script
+    assert "Environment=SHADOWSHIFT_TEMPORAL_ADDRESS=temporal.internal:7233" in script
+    assert "Environment=SHADOWSHIFT_NAMESPACE=shadowshift" in script
+    assert "systemctl enable --now shadowshift-agent.service" in script
+    checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True,
+                             check=False)
+    assert checked.returncode == 0, checked.stderr
+
+    mocks.resources.clear()
+
+    @pulumi.runtime.test
+    def without() -> pulumi.Output[Any]:
+        return build(Ec2ShadowArgs(spec=make_spec(tier=2), facts=make_facts(None), weights={}))
+
+    without()
+    assert "userData" not in mocks.inputs("instance")
+
+
+@pytest.mark.parametrize(("agent", "field"), [
+    ({"temporal_address": "temporal.internal"}, "agent.temporal_address"),
+    ({"temporal_address": "$(reboot):7233"}, "agent.temporal_address"),
+    ({"temporal_address": "t:7233", "namespace": "a b"}, "agent.namespace"),
+    ({"temporal_address": "t:7233", "data_root": "/var/../etc"}, "agent.data_root"),
+    ({"temporal_address": "t:7233", "boot_s": 5}, "agent.boot_s"),
+])
+def test_a_bad_agent_section_is_refused_naming_the_field(agent: dict[str, Any],
+                                                         field: str) -> None:
+    """What the user data would carry is checked first: nothing reaches a shell unchecked."""
+    document = {"instance_id": "orders-db", "platform": "aws", "tier": 1, "aws": {
+        "ec2_instance_id": "i-0123456789abcdef0", "region": "eu-west-1",
+        "shadow_subnet_id": "subnet-0bbbbbbbbbbbbbbbb", "postgres": {},
+        "dns": {"hosted_zone_id": "Z0123456789ABCDEFGHIJ", "record_name": "db.example.com"},
+        "agent": agent}}
+    with pytest.raises(SpecError, match=f"aws.{field}"):
+        validate_spec(spec_from_dict(document))
+
+
+def test_an_agent_needs_postgres_and_streaming() -> None:
+    """The agent seeds PostgreSQL by streaming: tier 3 or no postgres section is refused."""
+    with pytest.raises(InvalidRequestError, match="needs the postgres section"):
+        make_spec(tier=2, agent=AwsAgent(temporal_address="t:7233"))
