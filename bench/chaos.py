@@ -20,11 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from temporalio.testing import WorkflowEnvironment
-
 from bench.chaos_scenarios import NO_FAILOVER, NOT_YET, SCENARIOS, ScenarioResult, run_scenario
-from contracts import search_attributes
-from contracts.wire import DATA_CONVERTER
+from bench.chaos_server import RestartableServer
 from workers.settings import REPO_ROOT
 
 
@@ -33,17 +30,16 @@ async def run(only: list[str], crash_runs: int, output: Path) -> dict[str, Any]:
     names = only or list(SCENARIOS)
     load_start = os.getloadavg()[0]
     started = time.monotonic()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        dev_server_log_level="error", search_attributes=search_attributes.ALL,
-        data_converter=DATA_CONVERTER)
+    server = RestartableServer()
+    client = await server.start()
     results: list[ScenarioResult] = []
     crashes: list[ScenarioResult] = []
     try:
         for name in names:
             runs = crash_runs if name == "primary_host_crash" else 1
             for index in range(runs):
-                result = await run_scenario(env.client, name, SCENARIOS[name])
+                result = await run_scenario(client, name, SCENARIOS[name],
+                                            restart_temporal=server.restart)
                 print(f"{name} [{index + 1}/{runs}]: {result.outcome}, recovery "
                       f"{result.recovery_s} s, first write after fault "
                       f"{result.first_write_after_fault_s} s, lost {result.lost_acked_writes}, "
@@ -52,7 +48,7 @@ async def run(only: list[str], crash_runs: int, output: Path) -> dict[str, Any]:
                                                        if result.detail else ""), flush=True)
                 (crashes if name == "primary_host_crash" else results).append(result)
     finally:
-        await env.shutdown()
+        await server.stop()
     report = _report(results, crashes, load_start, time.monotonic() - started)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")

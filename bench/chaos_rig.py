@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,8 @@ class Rig:
     handle: WorkflowHandle[Any, Any]
     primary_host: str
     shadow_host: str
+    restart_temporal: Callable[[], Awaitable[None]] | None = None
+    """Restart the Temporal server everything here talks to (``None``: not restartable)."""
 
     @property
     def router(self) -> PgEndpoint:
