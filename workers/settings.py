@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "SHADOWSHIFT_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ENCRYPTION_MODES = ("auto", "required")
-_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})\Z")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}\Z")
 
 T = TypeVar("T")
 
@@ -163,7 +163,10 @@ def _secret(var: str, raw: str) -> str:
 def _path(var: str, raw: str) -> Path:
     if not raw.strip():
         raise SettingsError(f"{var} is empty: give a filesystem path")
-    return Path(raw).expanduser().resolve()
+    try:
+        return Path(raw).expanduser().resolve()
+    except (ValueError, RuntimeError, OSError) as err:  # a NUL byte, ~unknown-user, a loop
+        raise SettingsError(f"{var}={raw!r} is not a usable filesystem path ({err})") from None
 
 
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
