@@ -6,6 +6,7 @@ This is the only module that reads the environment. Everything else receives a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -66,6 +67,9 @@ class Settings:
     """``SHADOWSHIFT_TEMPORAL_METRICS_PORT``: port of the Temporal SDK's own Prometheus endpoint
     (task slots, poll and task latencies); 0 = off, then SDK metrics go to the OTLP endpoint
     if one is set."""
+    metrics_host: str = "127.0.0.1"
+    """``SHADOWSHIFT_METRICS_HOST``: address both Prometheus endpoints listen on; loopback
+    unless a scraper elsewhere needs them (``0.0.0.0`` in a container)."""
     log_level: str = "INFO"
     """``SHADOWSHIFT_LOG_LEVEL``: one of DEBUG, INFO, WARNING, ERROR."""
     max_concurrent_activities: int = 32
@@ -160,6 +164,14 @@ def _secret(var: str, raw: str) -> str:
     return raw
 
 
+def _ip_address(var: str, raw: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r} is not an IP address (for example 127.0.0.1 or "
+                            "0.0.0.0)") from None
+
+
 def _path(var: str, raw: str) -> Path:
     if not raw.strip():
         raise SettingsError(f"{var} is empty: give a filesystem path")
@@ -181,6 +193,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "OTLP_ENDPOINT": ("otlp_endpoint", _url(("http", "https"))),
     "PROMETHEUS_PORT": ("prometheus_port", _int_range(0, 65535)),
     "TEMPORAL_METRICS_PORT": ("temporal_metrics_port", _int_range(0, 65535)),
+    "METRICS_HOST": ("metrics_host", _ip_address),
     "LOG_LEVEL": ("log_level", _log_level),
     "MAX_CONCURRENT_ACTIVITIES": ("max_concurrent_activities", _int_range(1, 1024)),
     "WATCH_INTERVAL_S": ("watch_interval_s", _int_range(0, 3600)),
