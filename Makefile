@@ -5,11 +5,15 @@ SHELL := bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PASSPHRASE := .state/pulumi-passphrase
+# The key that encrypts workflow payloads (docs/security.md); `make worker` and
+# `make codec-server` use it unless SHADOWSHIFT_PAYLOAD_KEY_FILE or _KEYS is already set.
+PAYLOAD_KEYS := .state/payload-keys
+WITH_PAYLOAD_KEYS := $(if $(SHADOWSHIFT_PAYLOAD_KEYS)$(SHADOWSHIFT_PAYLOAD_KEY_FILE),,SHADOWSHIFT_PAYLOAD_KEY_FILE=$(CURDIR)/$(PAYLOAD_KEYS))
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(CURDIR)/scripts/bin:$(PATH)
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 
-.PHONY: setup python-deps pulumi system-packages test lint unit histories demo worker clean help
+.PHONY: setup python-deps pulumi system-packages test lint unit histories demo worker codec-server clean help
 
 help:
 	@echo "make demo   - set up everything and run the end-to-end demo"
@@ -17,8 +21,9 @@ help:
 	@echo "make unit   - lint and the tests that need no server (under a minute)"
 	@echo "make setup  - only the set-up: .venv, temporal CLI, Pulumi CLI, PostgreSQL, HAProxy"
 	@echo "make worker - run a worker against SHADOWSHIFT_TEMPORAL_ADDRESS"
+	@echo "make codec-server - decode encrypted payloads for the Web UI / temporal CLI"
 
-setup: python-deps pulumi system-packages $(PASSPHRASE)
+setup: python-deps pulumi system-packages $(PASSPHRASE) $(PAYLOAD_KEYS)
 
 python-deps: $(VENV_STAMP)
 
@@ -37,6 +42,10 @@ system-packages:
 
 $(PASSPHRASE):
 	@mkdir -p .state && umask 077 && $(PY) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
+
+# Generated once, never overwritten: losing it makes every encrypted history unreadable.
+$(PAYLOAD_KEYS): | python-deps
+	@mkdir -p .state && umask 077 && $(PY) -m workers.payload_keys new > $@.tmp && mv $@.tmp $@
 
 lint: python-deps
 	.venv/bin/ruff check .
@@ -64,7 +73,10 @@ demo: setup
 	$(PY) -m workers.demo $(DEMO_ARGS)
 
 worker: setup
-	$(PY) -m workers.main
+	$(WITH_PAYLOAD_KEYS) $(PY) -m workers.main
+
+codec-server: setup
+	$(WITH_PAYLOAD_KEYS) $(PY) -m workers.cli codec-server --cors-origin http://localhost:8233
 
 clean:
 	rm -rf .state demo-out .pytest_cache .mypy_cache .ruff_cache

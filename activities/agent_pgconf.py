@@ -21,7 +21,7 @@ from contracts.agent import PrimarySource
 from infra.errors import InvalidRequestError
 from infra.local.postgres import PgEndpoint, give_to_server_user
 
-SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
+SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*\Z")
 """Allowed ``postgresql.conf`` setting names."""
 SETTINGS_FILE = "shadowshift.conf"
 """Settings file the agent owns inside a primary's data directory, included last by

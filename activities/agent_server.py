@@ -50,7 +50,7 @@ from infra.local.postgres import (
 
 log = logging.getLogger(__name__)
 
-NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 """Allowed node names: they become folder names under the data root."""
 SERVER_FILE = "server.json"
 FENCE_FILE = "fenced"

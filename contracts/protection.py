@@ -104,6 +104,21 @@ class CutoverRequest:
     """``failure-detection`` only: what the failure detector saw."""
 
 
+MAX_REASON_CHARS = 1000
+"""Longest ``reason`` a cutover or unprotect request may give: it is copied into the
+protection's log, its state and the cutover's record; a megabyte of it would ride along in
+every continue-as-new."""
+
+
+def reason_problem(reason: object) -> str | None:
+    """Why ``reason`` cannot be recorded (naming the field), or ``None`` if it can."""
+    if not isinstance(reason, str):
+        return f"reason: expected a string, got {type(reason).__name__}"
+    if len(reason) > MAX_REASON_CHARS:
+        return f"reason: {len(reason)} characters; at most {MAX_REASON_CHARS}"
+    return None
+
+
 QUORUM = 2
 """Vantage points that must see the serving node down before it is failed over: one observer
 cut off from a healthy primary (the control worker, the router's health check, the agent) can

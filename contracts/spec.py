@@ -33,8 +33,8 @@ PLATFORMS = ("local", "aws", "hosts")
 PLANNED_PLATFORMS = ("kubernetes",)
 """Named in the design, refused with a clear message until implemented."""
 TIERS = (1, 2, 3)
-_INSTANCE_ID = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$")
-_PG_ROLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+_INSTANCE_ID = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]\Z")
+_PG_ROLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}\Z")
 
 
 class SpecError(ValueError):
@@ -187,7 +187,7 @@ def spec_from_dict(data: Mapping[str, Any], *, strict: bool = True) -> Protectio
     if isinstance(data, Mapping) and "decode_errors" in data:
         # A spec encoded by a client carries its (empty) list; its entries stay problems.
         carried = data["decode_errors"]
-        problems += [str(p) for p in carried] if isinstance(carried, list) else []
+        problems += [_carried(p) for p in carried] if isinstance(carried, list) else []
         data = {k: v for k, v in data.items() if k != "decode_errors"}
     values = _fields_of(ProtectionSpec, data, "", problems)
     if "instance_id" not in values:
@@ -211,7 +211,8 @@ def _fields_of(cls: type, data: object, prefix: str, problems: list[str]) -> dic
     for key, value in data.items():
         name = f"{prefix}{key}"
         if key not in known:
-            problems.append(f"{name}: unknown field; allowed: {', '.join(sorted(known))}")
+            problems.append(f"{prefix}{shown_name(key)}: unknown field; allowed: "
+                            f"{', '.join(sorted(known))}")
             continue
         converted = _value_of(hints[key], value, name, problems)
         if converted is not _SKIP:
@@ -220,6 +221,27 @@ def _fields_of(cls: type, data: object, prefix: str, problems: list[str]) -> dic
 
 
 _SKIP = object()
+_CARRIED_HEAD = re.compile(r"the spec|[a-z_][a-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+
+
+def _carried(entry: object) -> str:
+    """A problem carried in a spec's ``decode_errors`` as this module wrote it; anything else
+    (a client can send any list) becomes a problem naming ``decode_errors`` itself, so a
+    forged entry cannot pose as another field's refusal or add lines to the message."""
+    if isinstance(entry, str) and entry.isprintable() and len(entry) <= 1000:
+        head, separator, _ = entry.partition(": ")
+        if separator and _CARRIED_HEAD.fullmatch(head):
+            return entry
+    return (f"decode_errors: {str(entry)[:80]!r} is not a problem this decoder reports; the "
+            "field is filled while decoding, leave it out")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def shown_name(name: object) -> str:
+    """A field name as typed, or quoted when it is not a plain name: a line break or a
+    terminal escape in a hostile key must not forge more lines in an error message."""
+    text = str(name)
+    return text if _PLAIN_NAME.fullmatch(text) else repr(text)
 
 
 def _value_of(hint: Any, value: object, name: str, problems: list[str]) -> object:

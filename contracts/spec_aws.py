@@ -13,20 +13,20 @@ from dataclasses import dataclass
 DATA_VOLUME_STRATEGIES = ("auto", "snapshot", "fresh")
 DNS_ADDRESSES = ("private", "public")
 
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-_INSTANCE = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
-_SUBNET = re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$")
-_HOSTED_ZONE = re.compile(r"^(/hostedzone/)?[A-Z0-9]{1,32}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d\Z")
+_INSTANCE = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?\Z")
+_SUBNET = re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?\Z")
+_HOSTED_ZONE = re.compile(r"^(/hostedzone/)?[A-Z0-9]{1,32}\Z")
 _RECORD_NAME = re.compile(
-    r"^(?=.{1,253}\.?$)([a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\.?$"
+    r"^(?=.{1,253}\.?\Z)([a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\.?\Z"
 )
 _LISTENER = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:listener/app/")
 _TARGET_GROUP = re.compile(r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/")
-_DEVICE = re.compile(r"^/dev/(sd[b-z]|xvd[b-z])$")
-_PG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
-_TEMPORAL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?:\d{1,5}$")
-_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_DATA_ROOT = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
+_DEVICE = re.compile(r"^/dev/(sd[b-z]|xvd[b-z])\Z")
+_PG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}\Z")
+_TEMPORAL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?:\d{1,5}\Z")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_DATA_ROOT = re.compile(r"^/[A-Za-z0-9._/-]{1,200}\Z")
 
 
 class AwsSectionError(ValueError):

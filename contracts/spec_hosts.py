@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
 """A host (and its agent's task queue suffix): what ``shadowshift agent --host`` accepts."""
 NAMESPACE_HOST_NAME_MAX = 9
 """Namespace hosts (``fleet_index`` set) are named ``ss<N>-<name>`` in the kernel, whose

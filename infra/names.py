@@ -6,8 +6,8 @@ import re
 
 from infra.errors import InvalidRequestError
 
-_INSTANCE_ID = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$")
-_STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_INSTANCE_ID = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]\Z")
+_STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}\Z")
 
 
 def validate_instance_id(instance_id: str) -> str:

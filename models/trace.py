@@ -190,10 +190,10 @@ def _parse_times(path: Path, stamps: pd.Series, notes: list[str]
     if numeric.notna().mean() > 0.5:
         seconds = numeric.to_numpy(dtype=np.float64)
     else:
-        parsed = pd.to_datetime(stamps, format="ISO8601", utc=True, errors="coerce")
+        parsed = _datetimes(stamps, "ISO8601")
         if parsed.isna().any():
             # Not ISO 8601 throughout: let pandas guess per value before giving up.
-            parsed = pd.to_datetime(stamps, format="mixed", utc=True, errors="coerce")
+            parsed = _datetimes(stamps, "mixed")
         seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(
             dtype=np.float64)
     bad = ~np.isfinite(seconds)
@@ -209,6 +209,26 @@ def _parse_times(path: Path, stamps: pd.Series, notes: list[str]
         filled = pd.Series(np.where(bad, np.nan, seconds)).ffill().bfill()
         seconds = filled.to_numpy(dtype=np.float64)
     return seconds, bad
+
+
+def _datetimes(stamps: pd.Series, format: str) -> pd.Series:
+    """``stamps`` as UTC datetimes in nanoseconds, NaT where unparsable. Despite
+    ``errors="coerce"`` pandas may hand back a coarser unit holding a date nanoseconds cannot
+    (``١٢٣``, digits of another script, reads as the year 123), which raises
+    ``OutOfBoundsDatetime`` later: then value by value, each such one NaT."""
+    try:
+        return pd.to_datetime(stamps, format=format, utc=True, errors="coerce").dt.as_unit("ns")
+    except (ValueError, OverflowError):
+        return pd.Series([_datetime(stamp, format) for stamp in stamps],
+                         index=stamps.index, dtype="datetime64[ns, UTC]")
+
+
+def _datetime(stamp: str, format: str) -> pd.Timestamp:
+    try:  # nanoseconds, as the series holds them: the year 123 is out of their range
+        return pd.Timestamp(pd.to_datetime(stamp, format=format, utc=True,
+                                           errors="coerce")).as_unit("ns")
+    except (ValueError, OverflowError):
+        return pd.NaT
 
 
 def _repair_clock(path: Path, stamps: pd.Series, times: FloatArray, notes: list[str]

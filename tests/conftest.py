@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hypothesis import settings as hypothesis_settings
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -36,6 +37,12 @@ from infra.local.postgres import PgEndpoint, PgServer
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from workers.settings import REPO_ROOT, Settings, load_settings
 from workers.workload import Writer
+
+# Property tests explore new examples on developers' machines; in CI (CI=true) they replay a
+# fixed sequence, so a run fails for a change in the code, never for a luckier draw.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 TIME_SKIPPING_FLAG = "frontend.WorkflowTimeSkippingEnabled=true"
 STATUS_FILE_ENV = "PYTEST_STATUS_FILE"

@@ -53,11 +53,11 @@ from activities.agent_metrics import AgentMetrics
 from activities.agent_server import AgentConfig
 from contracts.agent import host_task_queue
 from contracts.version import VERSION
-from contracts.wire import DATA_CONVERTER
 from workers.agent_http import AgentHttpApi, AgentHttpServer
 from workers.agent_presence import host_pollers
 from workers.agent_settings import AgentOptions, add_agent_arguments, options_from_args
 from workers.logging_config import configure_logging
+from workers.payload_codec import announce, data_converter
 from workers.process_exit import exit_process
 from workers.settings import Settings, SettingsError, load_settings
 
@@ -147,15 +147,22 @@ async def other_agent(client: Client, host: str, predecessor: str | None) -> str
 
 
 async def connect(settings: Settings) -> Client:
-    """A client of the worker's Temporal; :class:`AgentStartError` (exit 3) if unreachable."""
+    """A client of the worker's Temporal, with the workers' payload keys (an agent decrypts
+    the activities' inputs it is sent); :class:`AgentStartError` (exit 3) if unreachable, or
+    (exit 2) if the keys are unusable."""
     try:
-        return await asyncio.wait_for(
+        converter = data_converter(settings)
+    except SettingsError as err:
+        raise AgentStartError(str(err), REFUSED) from err
+    try:
+        client = await asyncio.wait_for(
             Client.connect(settings.temporal_address, namespace=settings.namespace,
-                           data_converter=DATA_CONVERTER), timeout=15)
+                           data_converter=converter), timeout=15)
     except (TimeoutError, RuntimeError, OSError) as err:
         raise AgentStartError(
             f"cannot reach Temporal at {settings.temporal_address} ({err}); start it or set "
             "SHADOWSHIFT_TEMPORAL_ADDRESS", UNREACHABLE) from err
+    return client
 
 
 async def serve(options: AgentOptions, settings: Settings, stop: asyncio.Event) -> None:
@@ -172,6 +179,7 @@ async def serve(options: AgentOptions, settings: Settings, stop: asyncio.Event) 
         if other is not None:
             raise AgentStartError(f"host {options.host} is already served by {other} "
                                   f"(polling {queue}); stop that agent first")
+        announce(log, client.data_converter)  # once it serves: a refused agent says one line
         identity = agent_identity(options.host)
         (config.data_root / IDENTITY_FILE).write_text(identity + "\n")
         catalog = ServerCatalog(config)

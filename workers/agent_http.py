@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 HEALTH_PROBE_TIMEOUT_S = 0.3
 """Deadline of each server's probe in ``GET /health``."""
-_LEASE = re.compile(r"^/lease/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})$")
-_METRICS = re.compile(r"^/metrics/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})$")
+_LEASE = re.compile(r"^/lease/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\Z")
+_METRICS = re.compile(r"^/metrics/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\Z")
 ROUTES = "POST /lease/<node>, DELETE /lease/<node>, GET /health, GET /metrics/<node>"
 
 Answer = tuple[int, dict[str, Any]]

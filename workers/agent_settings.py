@@ -16,7 +16,7 @@ from pathlib import Path
 
 from contracts.agent import AGENT_HTTP_PORT
 
-HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
 """Allowed host names (they end up in a task queue name and an identity)."""
 
 

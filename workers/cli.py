@@ -7,7 +7,8 @@ arguments and one that runs it) listed in :data:`SUBCOMMANDS`; they live in smal
 1 failed, 2 bad input, 3 Temporal unreachable, 4 unknown instance, 5 refused, 6 timed out.
 
 ``score-trace`` (``cli_trace``) scores a metric trace row by row, causally. ``agent``
-(``agent_cli``) runs the node agent of one host (``docs/agent.md``).
+(``agent_cli``) runs the node agent of one host (``docs/agent.md``). ``codec-server``
+(``cli_codec``) decodes encrypted payloads for the Web UI and ``temporal`` CLI.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from workers import agent_cli, cli_control, cli_protect, cli_report, cli_trace
+from workers import agent_cli, cli_codec, cli_control, cli_protect, cli_report, cli_trace
 from workers.cli_base import INTERRUPTED, OK, PROG, CliError, Subcommand, UsageError
 from workers.process_exit import exit_process
 
@@ -27,6 +28,7 @@ SUBCOMMANDS: list[Subcommand] = [
     *cli_report.SUBCOMMANDS,
     *cli_trace.SUBCOMMANDS,
     *agent_cli.SUBCOMMANDS,  # the node agent (docs/agent.md)
+    *cli_codec.SUBCOMMANDS,  # decodes encrypted payloads (docs/security.md)
 ]
 """Every subcommand; append to add one."""
 

@@ -36,7 +36,6 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.spec import protection_workflow_id
-from contracts.wire import DATA_CONVERTER
 from workers.settings import SettingsError, load_settings
 
 PROG = "shadowshift"
@@ -94,8 +93,11 @@ async def connect(args: argparse.Namespace) -> Client:
     Raises:
         CliError: unreachable within ``--connect-timeout`` (exit code 3).
     """
+    from workers.payload_codec import data_converter  # cryptography: only when connecting
+
     try:
         settings = load_settings(worker=False)  # a client: the worker's files may be elsewhere
+        converter = data_converter(settings)
     except SettingsError as err:
         raise UsageError(str(err)) from err
     address = args.address or settings.temporal_address
@@ -103,7 +105,7 @@ async def connect(args: argparse.Namespace) -> Client:
     try:
         async with asyncio.timeout(args.connect_timeout):
             client = await Client.connect(address, namespace=namespace,
-                                          data_converter=DATA_CONVERTER)
+                                          data_converter=converter)
             # Connecting succeeds lazily for some failures; one cheap call proves the namespace.
             await client.workflow_service.get_system_info(_system_info_request())
             return client

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from contracts.spec import ProtectionSpec, SpecError, validate_spec
+from contracts.spec import ProtectionSpec, SpecError, shown_name, validate_spec
 from workers.cli_base import UsageError
 
 _SCALARS = {str: "str", int: "int", float: "number", bool: "bool"}
@@ -76,15 +76,24 @@ def load_spec_file(path: Path) -> ProtectionSpec:
             and the field.
     """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise SpecFileError(f"{path}: cannot read the spec file: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise SpecFileError(f"{path}: not a UTF-8 text file (byte {err.start} cannot be "
+                            "decoded)") from err
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise SpecFileError(f"{where}: not valid YAML: {err.problem or err}") from err
+    except yaml.YAMLError as err:  # the reader's errors (a NUL or control character) carry
+        # no mark, only a position
+        at = getattr(err, "position", None)
+        where = f" at character {at}" if isinstance(at, int) else ""
+        raise SpecFileError(f"{path}: not valid YAML{where}: "
+                            f"{str(err).splitlines()[0]}") from err
     if root is None:
         raise SpecFileError(f"{path}: the spec file is empty; it needs at least instance_id")
     lines: dict[str, int] = {}
@@ -122,12 +131,14 @@ def _mapping(
     kinds = _field_kinds(cls)
     values: dict[str, Any] = {}
     for key_node, value_node in node.value:
-        name = str(key_node.value)
+        name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else ""
         dotted = f"{prefix}.{name}" if prefix else name
         line = key_node.start_mark.line + 1
         if name not in kinds:
             allowed = ", ".join(kinds)
-            raise SpecFileError(f"{path}:{line}: {dotted}: unknown field; allowed: {allowed}")
+            shown = shown_name(name) if name else "a key that is not a name"
+            raise SpecFileError(f"{path}:{line}: {prefix + '.' if prefix else ''}{shown}: "
+                                f"unknown field; allowed: {allowed}")
         if name in values:
             raise SpecFileError(f"{path}:{line}: {dotted}: given twice")
         lines[dotted] = line
@@ -146,7 +157,7 @@ def _mapping(
         if kind == "section":
             values[name] = _section(path, value_node, dotted, lines)
             continue
-        value = _scalar(value_node)
+        value = _scalar(path, value_node, dotted)
         if not _is_kind(value, kind):
             shown = value_node.value if isinstance(value_node, yaml.ScalarNode) else "a list"
             raise SpecFileError(f"{path}:{line}: {dotted}: expected {_EXPECTED[kind]}, "
@@ -166,15 +177,26 @@ def _section(path: Path, node: yaml.Node, prefix: str, lines: dict[str, int]) ->
         lines.setdefault(dotted, key_node.start_mark.line + 1)
         if isinstance(value_node, yaml.MappingNode):
             _section(path, value_node, dotted, lines)
-    value = yaml.SafeLoader("").construct_object(node, deep=True)
-    return dict(value)
+    return dict(_construct(path, node, prefix))
 
 
-def _scalar(node: yaml.Node) -> Any:
+def _scalar(path: Path, node: yaml.Node, dotted: str) -> Any:
     """A scalar node's value as YAML resolves it (``3`` int, ``true`` bool...); else None."""
     if not isinstance(node, yaml.ScalarNode):
         return None
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+    return _construct(path, node, dotted)
+
+
+def _construct(path: Path, node: yaml.Node, dotted: str) -> Any:
+    """The value of ``node``; an explicit tag it does not fit (``!!int abc``, bad
+    ``!!binary``, an unhashable key) is a :class:`SpecFileError` on its line, not the
+    ``ValueError`` PyYAML's constructors raise."""
+    try:
+        return yaml.SafeLoader("").construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as err:
+        reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecFileError(f"{path}:{node.start_mark.line + 1}: {dotted}: cannot be read "
+                            f"({reason})") from None
 
 
 def _is_kind(value: Any, kind: str) -> bool:

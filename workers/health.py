@@ -66,7 +66,9 @@ def main() -> int:
         print("unhealthy: set SHADOWSHIFT_PROMETHEUS_PORT, the check reads that endpoint",
               file=sys.stderr)
         return 1
-    problem = check(settings.prometheus_port) or temporal_problem(
+    wildcard = settings.metrics_host in ("0.0.0.0", "::")
+    host = "127.0.0.1" if wildcard else settings.metrics_host
+    problem = check(settings.prometheus_port, host) or temporal_problem(
         settings.temporal_address, settings.namespace
     )
     if problem:

@@ -16,11 +16,11 @@ from opentelemetry import trace
 from temporalio.client import Client
 
 from contracts.watch import WatchFleetInput
-from contracts.wire import DATA_CONVERTER
 from infra import observability
 from infra.factory import Platforms
 from models.predictor import ModelError
 from workers.logging_config import configure_logging
+from workers.payload_codec import announce, data_converter
 from workers.process_exit import exit_process
 from workers.protect import ensure_fleet_watcher
 from workers.registry import build_activities, fleet_scorer, new_worker, platforms
@@ -36,13 +36,18 @@ class StartupError(Exception):
 
 
 async def connect(settings: Settings, telemetry: Telemetry) -> Client:
-    """Connect to Temporal with tracing, or raise :class:`StartupError` if unreachable."""
+    """Connect to Temporal with tracing and the payload codec of ``settings``, or raise
+    :class:`StartupError` if unreachable or the payload keys are unusable."""
     try:
-        return await asyncio.wait_for(
+        converter = data_converter(settings)
+    except SettingsError as err:
+        raise StartupError(str(err)) from err
+    try:
+        client = await asyncio.wait_for(
             Client.connect(
                 settings.temporal_address,
                 namespace=settings.namespace,
-                data_converter=DATA_CONVERTER,
+                data_converter=converter,
                 interceptors=[telemetry.interceptor()],
                 runtime=telemetry.runtime,
             ),
@@ -53,6 +58,8 @@ async def connect(settings: Settings, telemetry: Telemetry) -> Client:
             f"cannot reach Temporal at {settings.temporal_address} ({err}); "
             "start it or set SHADOWSHIFT_TEMPORAL_ADDRESS"
         ) from err
+    announce(log, converter)
+    return client
 
 
 def start_worker_telemetry(settings: Settings) -> Telemetry:

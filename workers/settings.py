@@ -6,10 +6,11 @@ This is the only module that reads the environment. Everything else receives a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,8 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PREFIX = "SHADOWSHIFT_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+ENCRYPTION_MODES = ("auto", "required")
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})\Z")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}\Z")
 
 T = TypeVar("T")
 
@@ -65,6 +67,9 @@ class Settings:
     """``SHADOWSHIFT_TEMPORAL_METRICS_PORT``: port of the Temporal SDK's own Prometheus endpoint
     (task slots, poll and task latencies); 0 = off, then SDK metrics go to the OTLP endpoint
     if one is set."""
+    metrics_host: str = "127.0.0.1"
+    """``SHADOWSHIFT_METRICS_HOST``: address both Prometheus endpoints listen on; loopback
+    unless a scraper elsewhere needs them (``0.0.0.0`` in a container)."""
     log_level: str = "INFO"
     """``SHADOWSHIFT_LOG_LEVEL``: one of DEBUG, INFO, WARNING, ERROR."""
     max_concurrent_activities: int = 32
@@ -77,6 +82,17 @@ class Settings:
     """``SHADOWSHIFT_AWS_METRICS_PERIOD_S``: CloudWatch period the watcher reads for AWS
     protections: 60 with detailed monitoring, 300 with basic monitoring (costs a fifth of the
     GetMetricData calls); 60..3600, a multiple of 60."""
+    payload_key_file: Path | None = None
+    """``SHADOWSHIFT_PAYLOAD_KEY_FILE``: file of AES-256 keys that encrypt workflow inputs,
+    results and failures in Temporal's history, one ``<key id>:<base64 key>`` per line, the
+    first encrypting, all decrypting; mode 0600 (``make setup`` writes ``.state/payload-keys``;
+    docs/security.md). Unset and no ``SHADOWSHIFT_PAYLOAD_KEYS``: payloads are stored in clear."""
+    payload_keys: str = field(default="", repr=False)
+    """``SHADOWSHIFT_PAYLOAD_KEYS``: the same keys inline, entries separated by commas (for
+    secret stores that inject variables); set this or the key file, not both."""
+    payload_encryption: str = "auto"
+    """``SHADOWSHIFT_PAYLOAD_ENCRYPTION``: ``auto`` encrypts when a key is configured;
+    ``required`` refuses to start without one."""
 
     @property
     def effective_backend_url(self) -> str:
@@ -135,10 +151,34 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
     return parse
 
 
+def _encryption_mode(var: str, raw: str) -> str:
+    if raw not in ENCRYPTION_MODES:
+        raise SettingsError(f"{var}={raw!r}: allowed values are {', '.join(ENCRYPTION_MODES)}")
+    return raw
+
+
+def _secret(var: str, raw: str) -> str:
+    # Checked by workers.payload_keys when a process builds its data converter; never echoed.
+    if not raw.strip():
+        raise SettingsError(f"{var} is empty: give <key id>:<base64 key> entries or unset it")
+    return raw
+
+
+def _ip_address(var: str, raw: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r} is not an IP address (for example 127.0.0.1 or "
+                            "0.0.0.0)") from None
+
+
 def _path(var: str, raw: str) -> Path:
     if not raw.strip():
         raise SettingsError(f"{var} is empty: give a filesystem path")
-    return Path(raw).expanduser().resolve()
+    try:
+        return Path(raw).expanduser().resolve()
+    except (ValueError, RuntimeError, OSError) as err:  # a NUL byte, ~unknown-user, a loop
+        raise SettingsError(f"{var}={raw!r} is not a usable filesystem path ({err})") from None
 
 
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
@@ -153,10 +193,14 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "OTLP_ENDPOINT": ("otlp_endpoint", _url(("http", "https"))),
     "PROMETHEUS_PORT": ("prometheus_port", _int_range(0, 65535)),
     "TEMPORAL_METRICS_PORT": ("temporal_metrics_port", _int_range(0, 65535)),
+    "METRICS_HOST": ("metrics_host", _ip_address),
     "LOG_LEVEL": ("log_level", _log_level),
     "MAX_CONCURRENT_ACTIVITIES": ("max_concurrent_activities", _int_range(1, 1024)),
     "WATCH_INTERVAL_S": ("watch_interval_s", _int_range(0, 3600)),
     "AWS_METRICS_PERIOD_S": ("aws_metrics_period_s", _cloudwatch_period),
+    "PAYLOAD_KEY_FILE": ("payload_key_file", _path),
+    "PAYLOAD_KEYS": ("payload_keys", _secret),
+    "PAYLOAD_ENCRYPTION": ("payload_encryption", _encryption_mode),
 }
 
 KNOWN_VARIABLES = tuple(PREFIX + key for key in _PARSERS)

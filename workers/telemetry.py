@@ -88,7 +88,7 @@ class PrometheusEndpoint:
         self.thread.join(timeout=5)
 
 
-def serve_prometheus(port: int, host: str = "0.0.0.0") -> PrometheusEndpoint:
+def serve_prometheus(port: int, host: str = "127.0.0.1") -> PrometheusEndpoint:
     """Serve a fresh registry with the process's CPU/memory and a reader for our meters.
 
     A registry of our own (not ``prometheus_client.REGISTRY``) so several endpoints can live
@@ -116,12 +116,16 @@ def build_meter_provider(
     return MeterProvider(resource=_resource(), metric_readers=all_readers)
 
 
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def build_runtime(settings: Settings) -> Runtime | None:
     """A Temporal Runtime exporting SDK metrics, or ``None`` for the default runtime."""
     if settings.temporal_metrics_port:
         # Prometheus conventions (seconds, unit and _total suffixes), like our own metrics.
         metrics: PrometheusConfig | OpenTelemetryConfig = PrometheusConfig(
-            bind_address=f"0.0.0.0:{settings.temporal_metrics_port}",
+            bind_address=_host_port(settings.metrics_host, settings.temporal_metrics_port),
             counters_total_suffix=True,
             unit_suffix=True,
             durations_as_seconds=True,
@@ -166,15 +170,16 @@ def start_telemetry(
     *,
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
-    prometheus_host: str = "0.0.0.0",
+    prometheus_host: str | None = None,
 ) -> Telemetry:
     """Build providers and endpoints from ``settings`` and bind our instruments to them.
 
     Does not touch OpenTelemetry's global providers; ``workers.main`` sets the global tracer
-    provider itself (library spans such as Pulumi's use it).
+    provider itself (library spans such as Pulumi's use it). The endpoint listens on
+    ``prometheus_host``, by default ``settings.metrics_host`` (loopback unless configured).
     """
     prometheus = (
-        serve_prometheus(settings.prometheus_port, prometheus_host)
+        serve_prometheus(settings.prometheus_port, prometheus_host or settings.metrics_host)
         if settings.prometheus_port else None
     )
     readers = [*metric_readers, *([prometheus.reader] if prometheus else [])]

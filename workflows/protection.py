@@ -45,6 +45,7 @@ from contracts.protection import (
     RiskReport,
     SyncReport,
     UnprotectRequest,
+    reason_problem,
 )
 from contracts.shadow import PlatformRequest
 from contracts.spec import (
@@ -173,6 +174,8 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         state = self._state
         if request.trigger not in TRIGGERS:
             raise ValueError(f"trigger {request.trigger!r}: use one of {', '.join(TRIGGERS)}")
+        if problem := reason_problem(request.reason):
+            raise ValueError(problem)
         if state.paused:
             raise ValueError("protection is paused: resume it first")
         left = self._cooldown_left()
@@ -223,6 +226,8 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
     @unprotect.validator
     def _validate_unprotect(self, request: UnprotectRequest) -> None:
         state = self._state
+        if problem := reason_problem(request.reason):
+            raise ValueError(problem)
         if state.unprotect is not None:
             raise ValueError("unprotect is already in progress")
         # Degraded (no shadow could be made after a cutover) is the end of the road for the

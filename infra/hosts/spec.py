@@ -11,10 +11,10 @@ from pathlib import Path
 from infra.errors import InvalidRequestError
 from infra.hosts import network
 
-HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,8}$")
+HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,8}\Z")
 """1-9 characters of a-z, 0-9 and ``-``, starting with a letter: ``ss<index>-<name>`` must
 fit Linux's 15-character interface names with a three-digit index."""
-FLEET_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+FLEET_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}\Z")
 """1-24 characters of a-z, 0-9 and ``-``, starting with a letter (stack and cgroup names)."""
 MIN_DISK_MIB = 32
 """Smallest data filesystem: ext4 with its journal and room for a small cluster."""

@@ -274,7 +274,14 @@ class HAProxyManager:
         }
 
     def command(self, line: str) -> str:
-        """Send one runtime-API command and return its answer; errors raise ``InfraError``."""
+        """Send one runtime-API command and return its answer; errors raise ``InfraError``.
+
+        Raises:
+            InvalidRequestError: the line holds a line break or NUL, which would end the
+                command early and start another (the socket reads one command per line).
+        """
+        if any(c in line for c in "\n\r\0"):
+            raise InvalidRequestError(f"a runtime-API command is one line: {line!r}")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.settimeout(5)

@@ -30,6 +30,8 @@ def test_a_good_spec_passes_and_addresses_follow_the_order() -> None:
     (fleet(HostSpec("primary-01")), "is 10 characters; use at most 9"),
     (fleet(HostSpec("Primary")), "use 1-9 characters of a-z, 0-9 and '-', starting with a"),
     (fleet(HostSpec("1st")), "starting with a letter"),
+    (fleet(HostSpec("db1\n")), "use 1-9 characters of a-z"),  # a name that ends a line
+    (fleet(HostSpec("a"), name="ci\n"), "fleet name 'ci\\n' is invalid"),
     (fleet(HostSpec("a"), name="CI"), "fleet name 'CI' is invalid"),
     (fleet(HostSpec("a"), index=256), "fleet index 256 is outside 0..255"),
     (fleet(HostSpec("a", disk_mib=8)), "disk_mib 8 must be an integer from 32 to 65536"),
