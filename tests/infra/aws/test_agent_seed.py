@@ -12,6 +12,8 @@ cannot be built here: DESIGN.md §3.)
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,15 +37,19 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def agents(temporal_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Agents]:
-    """Agent processes of the test's own (``tests/agent/conftest.py``'s, for this folder)."""
-    tmp_path.chmod(0o755)  # the postgres user must reach the data roots
+def agents(temporal_env: WorkflowEnvironment) -> Iterator[Agents]:
+    """Agent processes of the test's own (``tests/agent/conftest.py``'s, for this folder),
+    their data under a short folder: a server's socket lives there, and a socket path holds
+    at most 107 characters (pytest's own folder for this test is longer)."""
+    base = Path(tempfile.mkdtemp(prefix="ssa", dir="/tmp"))
+    base.chmod(0o755)  # the postgres user must reach the data roots
     started = Agents(temporal_env.client,
-                     temporal_env.client.service_client.config.target_host, tmp_path)
+                     temporal_env.client.service_client.config.target_host, base)
     try:
         yield started
     finally:
         started.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
