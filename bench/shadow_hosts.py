@@ -42,6 +42,7 @@ from typing import Any
 
 from contracts.shadow import PlatformRequest
 from infra.hosts.platform import HostsPlatform
+from infra.local.haproxy import HAProxyManager
 from infra.local.ports import free_port
 from infra.local.postgres import PgEndpoint, pg_bin, prepare_dir
 from infra.pulumi_engine import StackDriver
@@ -179,6 +180,8 @@ async def run(size_gb: float, repeats: int) -> dict[str, Any]:
             finally:
                 if runner is not None:
                     runner.close()
+                # The router the provisioning made outlives a shadow by design; it is ours.
+                HAProxyManager(settings.state_dir / "haproxy").stop()
                 await asyncio.to_thread(lab.close)
     finally:
         shutil.rmtree(root, ignore_errors=True)
