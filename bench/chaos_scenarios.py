@@ -26,6 +26,7 @@ from temporalio.client import WorkflowHandle
 from bench.chaos_rig import Rig, elapsed_since, protected_rig
 from contracts.cutover import CutoverResult, cutover_workflow_id
 from contracts.protection import CutoverRequest, ProtectionStatus
+from infra.hosts.host import Host
 from infra.local.probe import postmaster_answers
 from workers.hosts_lab import PG_PORT
 from workers.workload import TABLE, Writer, missing_acked
@@ -401,34 +402,35 @@ async def shadow_host_crash(rig: Rig, writer: Writer) -> Fault:
     return fault
 
 
+async def _shadow_fault_for_a_while(rig: Rig, inject: Callable[[Host], object],
+                                    undo: Callable[[Host], object], what: str) -> Fault:
+    """``inject`` a fault into the shadow's host, check tier 1 stopped waiting for it, hold
+    it for :data:`FREEZE_S`, ``undo`` it; no failover is justified."""
+    host = rig.host(rig.shadow_host)
+    fault = Fault(time.monotonic(), failovers=0)
+    await asyncio.to_thread(inject, host)
+    try:
+        await _shadow_lost(rig, fault, what)
+        await asyncio.sleep(max(0.0, FREEZE_S - (time.monotonic() - fault.started)))
+    finally:
+        await asyncio.to_thread(undo, host)
+    return fault
+
+
 async def shadow_partitioned(rig: Rig, writer: Writer) -> Fault:
     """The shadow's host cut off from every peer for :data:`FREEZE_S` during steady sync:
     commits stop waiting for it, no failover; once healed it streams and is waited for
     again."""
-    host = rig.host(rig.shadow_host)
-    fault = Fault(time.monotonic(), failovers=0)
-    await asyncio.to_thread(host.partition, None)
-    try:
-        await _shadow_lost(rig, fault, "the shadow was partitioned")
-        await asyncio.sleep(max(0.0, FREEZE_S - (time.monotonic() - fault.started)))
-    finally:
-        await asyncio.to_thread(host.heal)
-    return fault
+    return await _shadow_fault_for_a_while(rig, lambda host: host.partition(None), Host.heal,
+                                           "the shadow was partitioned")
 
 
 async def shadow_disk_full(rig: Rig, writer: Writer) -> Fault:
     """The shadow's data filesystem filled to ENOSPC for :data:`FREEZE_S` (it cannot write
     the WAL it receives): commits stop waiting for it, no failover; the ballast is removed
     and the protection must get its shadow back."""
-    host = rig.host(rig.shadow_host)
-    fault = Fault(time.monotonic(), failovers=0)
-    await asyncio.to_thread(host.fill_disk)
-    try:
-        await _shadow_lost(rig, fault, "the shadow's disk was filled")
-        await asyncio.sleep(max(0.0, FREEZE_S - (time.monotonic() - fault.started)))
-    finally:
-        await asyncio.to_thread(host.free_disk)
-    return fault
+    return await _shadow_fault_for_a_while(rig, Host.fill_disk, Host.free_disk,
+                                           "the shadow's disk was filled")
 
 
 async def agent_killed_mid_promote(rig: Rig, writer: Writer) -> Fault:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.shadow_lab import MB_PER_PGBENCH_SCALE
 from contracts.shadow import PlatformRequest
 from infra.hosts.platform import HostsPlatform
 from infra.local.haproxy import HAProxyManager
@@ -47,14 +48,12 @@ from infra.local.ports import free_port
 from infra.local.postgres import PgEndpoint, pg_bin, prepare_dir
 from infra.pulumi_engine import StackDriver
 from workers.demo_services import dev_server
-from workers.hosts_lab import PG_PORT, HostsLab
+from workers.hosts_lab import PG_PORT, HostsLab, lab_settings
 from workers.registry import platforms, pulumi_config
-from workers.settings import REPO_ROOT, Settings, load_settings
+from workers.settings import REPO_ROOT, Settings
 from workers.task_runner import TaskRunner
 
 log = logging.getLogger("bench.shadow_hosts")
-MB_PER_PGBENCH_SCALE = 15.0
-"""``pgbench -i`` writes about 15 MB per scale unit (as ``bench.shadow_lab``)."""
 PRIMARY_SETTINGS = {"max_wal_senders": "10", "max_wal_size": "'2GB'",
                     "shared_buffers": "'256MB'"}
 
@@ -158,9 +157,7 @@ async def run(size_gb: float, repeats: int) -> dict[str, Any]:
     """Start everything, measure, stop everything."""
     root = Path(tempfile.mkdtemp(prefix="ssb", dir="/tmp"))  # short: socket paths
     root.chmod(0o755)
-    settings = load_settings({
-        "SHADOWSHIFT_STATE_DIR": str(root / "state"),
-        "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(REPO_ROOT / ".state" / "pulumi-passphrase")})
+    settings = lab_settings(root / "state")
     disk_mib = max(1024, int(size_gb * 1024 * 3))  # the copy, its WAL and a scratch copy
     try:
         async with dev_server() as server:

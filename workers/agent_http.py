@@ -20,16 +20,16 @@ import dataclasses
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from activities.agent_catalog import ServerCatalog
 from activities.agent_lease import LeaseKeeper, UnknownNodeError
 from activities.agent_metrics import AgentMetrics
 from contracts.version import VERSION
+from workers.http_thread import BackgroundHttpServer
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class AgentHttpApi:
         return HTTPStatus.NOT_FOUND, {"error": f"no server {node!r} on host {self.host}"}
 
 
-class AgentHttpServer:
+class AgentHttpServer(BackgroundHttpServer):
     """The endpoint on ``address:port``, served from a thread.
 
     Why the standard library's ``ThreadingHTTPServer``: three tiny JSON routes need no
@@ -115,27 +115,7 @@ class AgentHttpServer:
     """
 
     def __init__(self, api: AgentHttpApi, address: str, port: int) -> None:
-        handler = _handler_for(api)
-        self._server = ThreadingHTTPServer((address, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="agent-http",
-                                        daemon=True)
-
-    @property
-    def port(self) -> int:
-        """The port it listens on."""
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        """Serve in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
+        super().__init__(address, port, _handler_for(api), "agent-http")
 
 
 def _handler_for(api: AgentHttpApi) -> type[BaseHTTPRequestHandler]:

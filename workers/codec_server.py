@@ -25,16 +25,16 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.exceptions import ApplicationError
 
+from workers.http_thread import BackgroundHttpServer
 from workers.payload_codec import EncryptionCodec
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ DEFAULT_PORT = 8234
 ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
 
 
-class CodecServer:
+class CodecServer(BackgroundHttpServer):
     """The endpoint on ``address:port`` (0 = any free port), served from a thread.
 
     Args:
@@ -71,10 +71,7 @@ class CodecServer:
                              "give --token-file, or listen on 127.0.0.1")
         self.codec = codec
         handler = _handler_for(codec, token, frozenset(o.rstrip("/") for o in cors_origins))
-        self._server = ThreadingHTTPServer((address, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="codec-server",
-                                        daemon=True)
+        super().__init__(address, port, handler, "codec-server")
 
     @property
     def url(self) -> str:
@@ -82,17 +79,6 @@ class CodecServer:
         host, port = self._server.server_address[:2]
         host = str(host)
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    def start(self) -> None:
-        """Serve in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
 
     def serve_forever(self) -> None:
         """Serve in this thread until interrupted (the CLI's mode)."""

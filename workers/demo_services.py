@@ -37,9 +37,9 @@ from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.ports import free_port, port_free
 from infra.local.postgres import PgEndpoint
 from infra.pulumi_engine import StackDriver
-from workers.hosts_lab import PG_PORT, HostsLab
+from workers.hosts_lab import PG_PORT, HostsLab, lab_settings
 from workers.registry import pulumi_config
-from workers.settings import REPO_ROOT, load_settings
+from workers.settings import REPO_ROOT
 
 
 def say(message: str) -> None:
@@ -207,8 +207,7 @@ async def hosts_service(state_dir: Path, server: DevServer) -> AsyncIterator[Hos
     """Two namespace hosts (a Pulumi stack of the demo's own), each with its agent, reaching
     the dev server through the fleet's gateway; all of it gone on the way out."""
     instance_id = f"demo-{uuid.uuid4().hex[:6]}"
-    settings = load_settings({"SHADOWSHIFT_STATE_DIR": str(state_dir),
-                              "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(_passphrase())})
+    settings = lab_settings(state_dir)
     host, port = server.address.rsplit(":", 1)
     root = hosts_root(state_dir)
     try:

@@ -37,7 +37,7 @@ from infra.hosts.host import Host
 from infra.hosts.spec import FleetSpec, HostSpec
 from infra.pulumi_engine import StackDriver
 from workers.agent_presence import host_pollers
-from workers.settings import REPO_ROOT
+from workers.settings import REPO_ROOT, Settings, load_settings
 from workflows.host_task import HostTaskWorkflow, host_task_workflow_id
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,18 @@ GATEWAY_PORT = 7233
 """Port of the Temporal gateway on the fleet's TEMPORAL address."""
 PG_PORT = 5432
 """Every host has an address of its own, so each server takes PostgreSQL's usual port."""
+
+
+def lab_settings(state_dir: Path) -> Settings:
+    """Settings of a control worker whose Pulumi stacks and router live in ``state_dir``,
+    with the repository's secrets passphrase (``make setup`` writes it).
+
+    Raises:
+        SettingsError: the passphrase file is missing (the message says to run make setup).
+    """
+    return load_settings({
+        "SHADOWSHIFT_STATE_DIR": str(state_dir),
+        "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(REPO_ROOT / ".state" / "pulumi-passphrase")})
 
 
 @dataclass

@@ -177,16 +177,23 @@ def kill_servers(data_root: Path) -> None:
                 process.kill()
 
 
-@pytest.fixture
-def agents(temporal_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Agents]:
-    """Agent processes of the test's own, on the shared dev server."""
-    tmp_path.chmod(0o755)  # the postgres user must reach the data roots
-    started = Agents(temporal_env.client,
-                     temporal_env.client.service_client.config.target_host, tmp_path)
+@contextlib.contextmanager
+def agents_under(env: WorkflowEnvironment, base: Path) -> Iterator[Agents]:
+    """Agents on ``env``'s dev server with their data roots under ``base``; all stopped, and
+    their servers killed, afterwards."""
+    base.chmod(0o755)  # the postgres user must reach the data roots
+    started = Agents(env.client, env.client.service_client.config.target_host, base)
     try:
         yield started
     finally:
         started.cleanup()
+
+
+@pytest.fixture
+def agents(temporal_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Agents]:
+    """Agent processes of the test's own, on the shared dev server."""
+    with agents_under(temporal_env, tmp_path) as started:
+        yield started
 
 
 @dataclass

@@ -17,12 +17,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from contracts.agent_tasks import AgentTask, EnsurePrimaryRequest, ServerRef
-from contracts.version import VERSION
 from infra.pulumi_engine import StackDriver
-from workers.hosts_lab import PG_PORT, HostsLab
+from workers.hosts_lab import PG_PORT, HostsLab, lab_settings
 from workers.registry import pulumi_config
-from workers.settings import REPO_ROOT, load_settings
 from workers.task_runner import TaskRunner
 
 
@@ -46,8 +43,9 @@ class HostsWorld:
 
     def ensure_primary(self, instance_id: str, port: int) -> None:
         """A fresh primary on the first host, made by its agent."""
-        self.runner.run(AgentTask(self.hosts[0], ensure_primary=EnsurePrimaryRequest(
-            VERSION, ServerRef(instance_id, instance_id, port), {})))
+        runner = self.runner
+        runner.call(self.lab.ensure_primary(runner.client, runner.task_queue, self.hosts[0],
+                                            instance_id, port))
 
 
 @contextlib.contextmanager
@@ -55,9 +53,7 @@ def hosts_world(temporal_address: str) -> Iterator[HostsWorld]:
     """Two hosts with their agents on the dev server at ``temporal_address``; all gone after."""
     root = Path(tempfile.mkdtemp(prefix="ssp", dir="/tmp"))  # short: socket paths
     root.chmod(0o755)
-    settings = load_settings({
-        "SHADOWSHIFT_STATE_DIR": str(root / "state"),
-        "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE": str(REPO_ROOT / ".state" / "pulumi-passphrase")})
+    settings = lab_settings(root / "state")
     tag = uuid.uuid4().hex[:4]
     host, port = temporal_address.rsplit(":", 1)
     lab = HostsLab.create(StackDriver(pulumi_config(settings)), root, (f"p{tag}a", f"p{tag}b"),

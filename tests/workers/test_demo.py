@@ -32,9 +32,9 @@ from workers.demo import demo
 from workers.demo_run import DemoOptions
 from workers.demo_services import fresh_state_dir, hosts_root
 from workers.demo_trace import build_trace, offline_verdict
-from workers.hosts_lab import HostsLab
+from workers.hosts_lab import HostsLab, lab_settings
 from workers.registry import pulumi_config
-from workers.settings import REPO_ROOT, load_settings
+from workers.settings import REPO_ROOT
 
 
 def _processes_under(folder: Path) -> list[str]:
@@ -174,9 +174,7 @@ def test_a_killed_demo_is_cleaned_up_by_the_next(tmp_path: Path) -> None:
     did not make is refused and left alone."""
     tmp_path.chmod(0o755)
     state_dir = fresh_state_dir(tmp_path / "state")
-    settings = load_settings({"SHADOWSHIFT_STATE_DIR": str(state_dir),
-                              "SHADOWSHIFT_PULUMI_PASSPHRASE_FILE":
-                              str(REPO_ROOT / ".state" / "pulumi-passphrase")})
+    settings = lab_settings(state_dir)
     root = hosts_root(state_dir)  # where the demo puts its hosts
     lab = HostsLab.create(StackDriver(pulumi_config(settings)), root, ("host-a",),
                           ("127.0.0.1", free_port()), disk_mib=64)

@@ -26,7 +26,7 @@ from infra.local.ports import free_port
 from infra.local.postgres import PgEndpoint, query_one
 from infra.platform import PlatformContext
 from infra.pulumi_engine import StackDriver
-from tests.agent.conftest import Agents
+from tests.agent.conftest import Agents, agents_under
 from tests.conftest import LocalService
 from tests.infra.aws.conftest import empty_account, moto_server, point_boto3_at
 from tests.infra.aws.pg_world import build_pg_world
@@ -42,13 +42,10 @@ def agents(temporal_env: WorkflowEnvironment) -> Iterator[Agents]:
     their data under a short folder: a server's socket lives there, and a socket path holds
     at most 107 characters (pytest's own folder for this test is longer)."""
     base = Path(tempfile.mkdtemp(prefix="ssa", dir="/tmp"))
-    base.chmod(0o755)  # the postgres user must reach the data roots
-    started = Agents(temporal_env.client,
-                     temporal_env.client.service_client.config.target_host, base)
     try:
-        yield started
+        with agents_under(temporal_env, base) as started:
+            yield started
     finally:
-        started.cleanup()
         shutil.rmtree(base, ignore_errors=True)
 
 
