@@ -22,6 +22,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ENCRYPTION_MODES = ("auto", "required")
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})\Z")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}\Z")
+_DNS_NAME = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+\Z")
 
 T = TypeVar("T")
 
@@ -39,6 +40,22 @@ class Settings:
 
     temporal_address: str = "localhost:7233"
     """``SHADOWSHIFT_TEMPORAL_ADDRESS``: Temporal frontend as ``host:port``."""
+    temporal_tls_ca: Path | None = None
+    """``SHADOWSHIFT_TEMPORAL_TLS_CA``: PEM file of the CA certificate(s) that signed the
+    Temporal frontend's certificate; setting any ``SHADOWSHIFT_TEMPORAL_TLS_*`` variable turns
+    TLS on (without this one the system's trusted CAs verify the server). Unset, all four:
+    plaintext (docs/security.md)."""
+    temporal_tls_cert: Path | None = None
+    """``SHADOWSHIFT_TEMPORAL_TLS_CERT``: PEM file of this process's client certificate for
+    mutual TLS (leaf first, then any intermediates); needs ``SHADOWSHIFT_TEMPORAL_TLS_KEY``.
+    A node agent's must name its host (CN or DNS name = ``--host``)."""
+    temporal_tls_key: Path | None = None
+    """``SHADOWSHIFT_TEMPORAL_TLS_KEY``: PEM file of the client certificate's private key,
+    unencrypted, mode 0600 or 0400; needs ``SHADOWSHIFT_TEMPORAL_TLS_CERT``."""
+    temporal_tls_server_name: str = ""
+    """``SHADOWSHIFT_TEMPORAL_TLS_SERVER_NAME``: the name the frontend's certificate must carry
+    (and the TLS SNI), when it is not the host of ``SHADOWSHIFT_TEMPORAL_ADDRESS`` (an address
+    by IP, a tunnel, a load balancer); default: that host."""
     namespace: str = "default"
     """``SHADOWSHIFT_NAMESPACE``: Temporal namespace."""
     task_queue: str = "shadowshift"
@@ -115,6 +132,17 @@ def _name(var: str, raw: str) -> str:
     return raw
 
 
+def _server_name(var: str, raw: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        pass
+    if not _DNS_NAME.match(raw):
+        raise SettingsError(f"{var}={raw!r} is not a DNS name or IP address (for example "
+                            "temporal.example.com)")
+    return raw.rstrip(".")
+
+
 def _int_range(low: int, high: int) -> Callable[[str, str], int]:
     def parse(var: str, raw: str) -> int:
         try:
@@ -183,6 +211,10 @@ def _path(var: str, raw: str) -> Path:
 
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "TEMPORAL_ADDRESS": ("temporal_address", _host_port),
+    "TEMPORAL_TLS_CA": ("temporal_tls_ca", _path),
+    "TEMPORAL_TLS_CERT": ("temporal_tls_cert", _path),
+    "TEMPORAL_TLS_KEY": ("temporal_tls_key", _path),
+    "TEMPORAL_TLS_SERVER_NAME": ("temporal_tls_server_name", _server_name),
     "NAMESPACE": ("namespace", _name),
     "TASK_QUEUE": ("task_queue", _name),
     "STATE_DIR": ("state_dir", _path),
