@@ -6,7 +6,7 @@ One process per host, beside the PostgreSQL servers it manages: a Temporal worke
 control worker and its standby (``activities/agent_lease.py``), and a small HTTP endpoint
 (``workers/agent_http.py``). ``docs/agent.md`` is the operator's guide.
 
-Start-up refuses, with exit code 2 and one line naming the other agent:
+Start-up refuses, with exit code 2 and one line naming the other agent (or certificate):
 
 - a second agent on the same data root (an ``flock`` on ``<data root>/agent.lock``);
 - a second agent for the same host anywhere: another poller on the host's task queue
@@ -16,14 +16,18 @@ Start-up refuses, with exit code 2 and one line naming the other agent:
   heard from for ``workers.agent_presence.POLLER_FRESH_S`` (90 s): until then a SIGKILLed
   agent's poller counts, so an agent for its host on *another* data root is refused. Two
   agents started within the same instant can both pass; the lock still keeps them off each
-  other's data root.
+  other's data root;
+- a client certificate for another host: with mutual TLS (``SHADOWSHIFT_TEMPORAL_TLS_CERT``)
+  each agent has a certificate of its own whose common name or a DNS name is its ``--host``
+  (docs/security.md says how the server side refuses a borrowed one in production).
 
 A refused agent leaves nothing behind: a data root it created for itself (with its lock
 file) is removed again.
 
 Exit codes: 0 after SIGTERM/SIGINT (the servers keep running; only the lease stops), 2 bad
-options or refused, 3 Temporal unreachable. Stopping the agent stops nothing else: the
-PostgreSQL servers run in sessions of their own.
+options or refused (by us, or by Temporal's TLS: certificates, names), 3 Temporal
+unreachable. Stopping the agent stops nothing else: the PostgreSQL servers run in sessions of
+their own.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ from workers.logging_config import configure_logging
 from workers.payload_codec import announce, data_converter
 from workers.process_exit import exit_process
 from workers.settings import Settings, SettingsError, load_settings
+from workers.temporal_tls import CERT_VAR, client_certificate, tls_config, tls_problem
+from workers.temporal_tls import announce as announce_tls
 
 log = logging.getLogger("shadowshift.agent")
 
@@ -146,19 +152,45 @@ async def other_agent(client: Client, host: str, predecessor: str | None) -> str
     return None
 
 
+def check_identity(settings: Settings, host: str) -> None:
+    """Refuse to serve ``host`` with TLS settings that are unusable or with another host's
+    client certificate: its common name or one of its DNS names must be ``host``.
+
+    Raises:
+        AgentStartError: the message names the variable and the names the certificate has.
+    """
+    try:
+        tls_config(settings)
+        identity = client_certificate(settings)
+    except SettingsError as err:
+        raise AgentStartError(str(err)) from err
+    if identity is None:
+        return
+    if host not in (name.lower() for name in identity.names):
+        raise AgentStartError(
+            f"{CERT_VAR}: {settings.temporal_tls_cert} is the certificate of "
+            f"{identity.subject} (names: {', '.join(identity.names) or 'none'}), not of host "
+            f"{host}; give this agent its own certificate, with CN={host} or DNS name {host}")
+
+
 async def connect(settings: Settings) -> Client:
     """A client of the worker's Temporal, with the workers' payload keys (an agent decrypts
-    the activities' inputs it is sent); :class:`AgentStartError` (exit 3) if unreachable, or
-    (exit 2) if the keys are unusable."""
+    the activities' inputs it is sent) and the TLS of ``settings``; :class:`AgentStartError`
+    (exit 3) if unreachable, or (exit 2) if refused or the keys or certificates are unusable."""
     try:
         converter = data_converter(settings)
+        tls = tls_config(settings)
     except SettingsError as err:
         raise AgentStartError(str(err), REFUSED) from err
     try:
         client = await asyncio.wait_for(
             Client.connect(settings.temporal_address, namespace=settings.namespace,
-                           data_converter=converter), timeout=15)
+                           data_converter=converter, tls=tls), timeout=15)
     except (TimeoutError, RuntimeError, OSError) as err:
+        problem = tls_problem(err, settings, settings.temporal_address)
+        if problem:
+            raise AgentStartError(f"cannot connect to Temporal at {settings.temporal_address}: "
+                                  f"{problem}", REFUSED) from err
         raise AgentStartError(
             f"cannot reach Temporal at {settings.temporal_address} ({err}); start it or set "
             "SHADOWSHIFT_TEMPORAL_ADDRESS", UNREACHABLE) from err
@@ -171,6 +203,7 @@ async def serve(options: AgentOptions, settings: Settings, stop: asyncio.Event) 
     Raises:
         AgentStartError: it cannot start (the message says why).
     """
+    check_identity(settings, options.host)  # before anything is created
     config = agent_config(options, settings)
     queue = host_task_queue(options.host)
     with data_root_lock(config.data_root) as predecessor:
@@ -179,7 +212,9 @@ async def serve(options: AgentOptions, settings: Settings, stop: asyncio.Event) 
         if other is not None:
             raise AgentStartError(f"host {options.host} is already served by {other} "
                                   f"(polling {queue}); stop that agent first")
-        announce(log, client.data_converter)  # once it serves: a refused agent says one line
+        # Once it serves: a refused agent says one line.
+        announce_tls(log, settings, settings.temporal_address)
+        announce(log, client.data_converter)
         identity = agent_identity(options.host)
         (config.data_root / IDENTITY_FILE).write_text(identity + "\n")
         catalog = ServerCatalog(config)

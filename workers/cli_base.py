@@ -88,16 +88,22 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def connect(args: argparse.Namespace) -> Client:
-    """A client for ``--address``/``--namespace`` (defaults from the worker's settings).
+    """A client for ``--address``/``--namespace`` (defaults from the worker's settings), with
+    the payload keys and the TLS (``SHADOWSHIFT_TEMPORAL_TLS_*``) of the environment.
 
     Raises:
-        CliError: unreachable within ``--connect-timeout`` (exit code 3).
+        UsageError: unusable settings, keys or certificates (exit code 2).
+        CliError: unreachable within ``--connect-timeout`` (exit code 3), or the TLS
+            handshake failed (exit code 2; the message says which setting to change).
     """
-    from workers.payload_codec import data_converter  # cryptography: only when connecting
+    # cryptography: only when connecting
+    from workers.payload_codec import data_converter
+    from workers.temporal_tls import tls_config, tls_problem
 
     try:
         settings = load_settings(worker=False)  # a client: the worker's files may be elsewhere
         converter = data_converter(settings)
+        tls = tls_config(settings)
     except SettingsError as err:
         raise UsageError(str(err)) from err
     address = args.address or settings.temporal_address
@@ -105,11 +111,14 @@ async def connect(args: argparse.Namespace) -> Client:
     try:
         async with asyncio.timeout(args.connect_timeout):
             client = await Client.connect(address, namespace=namespace,
-                                          data_converter=converter)
+                                          data_converter=converter, tls=tls)
             # Connecting succeeds lazily for some failures; one cheap call proves the namespace.
             await client.workflow_service.get_system_info(_system_info_request())
             return client
     except (TimeoutError, RuntimeError, RPCError) as err:
+        problem = tls_problem(err, settings, address)
+        if problem:
+            raise UsageError(f"cannot connect to Temporal at {address}: {problem}") from err
         detail = "no answer" if isinstance(err, TimeoutError) else _first_line(str(err))
         raise CliError(
             f"cannot reach Temporal at {address} (namespace {namespace}): {detail}; "

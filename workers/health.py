@@ -21,9 +21,11 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
+from temporalio.service import TLSConfig
 
 from infra.observability import WORKER_RUNNING
 from workers.settings import SettingsError, load_settings
+from workers.temporal_tls import tls_config
 
 
 def check(port: int, host: str = "127.0.0.1", timeout_s: float = 3.0) -> str | None:
@@ -41,12 +43,14 @@ def check(port: int, host: str = "127.0.0.1", timeout_s: float = 3.0) -> str | N
     return "the worker is not polling yet"
 
 
-def temporal_problem(address: str, namespace: str, timeout_s: float = 3.0) -> str | None:
-    """``None`` when the Temporal frontend at ``address`` answers within ``timeout_s``, else
-    one sentence saying why not."""
+def temporal_problem(address: str, namespace: str, timeout_s: float = 3.0,
+                     tls: TLSConfig | bool = False) -> str | None:
+    """``None`` when the Temporal frontend at ``address`` answers within ``timeout_s`` (over
+    ``tls``, as the worker connects), else one sentence saying why not."""
 
     async def ask() -> None:
-        await asyncio.wait_for(Client.connect(address, namespace=namespace), timeout=timeout_s)
+        await asyncio.wait_for(Client.connect(address, namespace=namespace, tls=tls),
+                               timeout=timeout_s)
 
     try:
         asyncio.run(ask())
@@ -59,6 +63,7 @@ def main() -> int:
     """Entry point; returns the exit code."""
     try:
         settings = load_settings()
+        tls = tls_config(settings)
     except SettingsError as err:
         print(f"unhealthy: {err}", file=sys.stderr)
         return 1
@@ -69,7 +74,7 @@ def main() -> int:
     wildcard = settings.metrics_host in ("0.0.0.0", "::")
     host = "127.0.0.1" if wildcard else settings.metrics_host
     problem = check(settings.prometheus_port, host) or temporal_problem(
-        settings.temporal_address, settings.namespace
+        settings.temporal_address, settings.namespace, tls=tls
     )
     if problem:
         print(f"unhealthy: {problem}", file=sys.stderr)

@@ -27,6 +27,8 @@ from workers.registry import build_activities, fleet_scorer, new_worker, platfor
 from workers.schedules import ScheduleConfig, ensure_schedules
 from workers.settings import Settings, SettingsError, load_settings
 from workers.telemetry import Telemetry, start_telemetry
+from workers.temporal_tls import announce as announce_tls
+from workers.temporal_tls import tls_config, tls_problem
 
 log = logging.getLogger("shadowshift.worker")
 
@@ -36,10 +38,12 @@ class StartupError(Exception):
 
 
 async def connect(settings: Settings, telemetry: Telemetry) -> Client:
-    """Connect to Temporal with tracing and the payload codec of ``settings``, or raise
-    :class:`StartupError` if unreachable or the payload keys are unusable."""
+    """Connect to Temporal with tracing, the payload codec and the TLS of ``settings``, or
+    raise :class:`StartupError` if unreachable, refused, or the keys or certificates are
+    unusable."""
     try:
         converter = data_converter(settings)
+        tls = tls_config(settings)
     except SettingsError as err:
         raise StartupError(str(err)) from err
     try:
@@ -50,14 +54,18 @@ async def connect(settings: Settings, telemetry: Telemetry) -> Client:
                 data_converter=converter,
                 interceptors=[telemetry.interceptor()],
                 runtime=telemetry.runtime,
+                tls=tls,
             ),
             timeout=15,
         )
     except (TimeoutError, RuntimeError, OSError) as err:
+        problem = tls_problem(err, settings, settings.temporal_address)
         raise StartupError(
-            f"cannot reach Temporal at {settings.temporal_address} ({err}); "
+            f"cannot connect to Temporal at {settings.temporal_address}: {problem}" if problem
+            else f"cannot reach Temporal at {settings.temporal_address} ({err}); "
             "start it or set SHADOWSHIFT_TEMPORAL_ADDRESS"
         ) from err
+    announce_tls(log, settings, settings.temporal_address)
     announce(log, converter)
     return client
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from temporalio.client import Client
+from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -35,9 +36,12 @@ TASK_TIMEOUT_S = 600.0
 class TaskRunner:
     """A client and a ``HostTaskWorkflow`` worker on a loop of their own (see the module)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, *, tls: TLSConfig | bool = False) -> None:
+        """``tls``: as ``workers.temporal_tls.tls_config`` builds it; plaintext by default
+        (the suite's and the benchmark's own dev servers)."""
         self.task_queue = f"tasks-{uuid.uuid4().hex[:8]}"
         self._address = address
+        self._tls = tls
         self._loop = asyncio.new_event_loop()
         self._ready = concurrent.futures.Future[Client]()
         self._stop: asyncio.Event | None = None
@@ -108,7 +112,8 @@ class TaskRunner:
 
     async def _serve(self) -> None:
         try:
-            client = await Client.connect(self._address, data_converter=DATA_CONVERTER)
+            client = await Client.connect(self._address, data_converter=DATA_CONVERTER,
+                                          tls=self._tls)
             self._stop = asyncio.Event()
             runner = SandboxedWorkflowRunner(
                 restrictions=SandboxRestrictions.default.with_passthrough_modules("contracts"))

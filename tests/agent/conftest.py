@@ -117,15 +117,18 @@ class Agents:
 
     def launch(self, host: str, *, data_root: Path | None = None,
                http_port: int | None = None, extra: tuple[str, ...] = (),
-               argv_prefix: tuple[str, ...] = ()) -> AgentProcess:
-        """Start ``shadowshift agent --host host`` (through the CLI) without waiting."""
+               argv_prefix: tuple[str, ...] = (),
+               env: dict[str, str] | None = None) -> AgentProcess:
+        """Start ``shadowshift agent --host host`` (through the CLI) without waiting; ``env``
+        adds to (or overrides) :func:`agent_env`."""
         data_root = data_root or self.tmp_path / f"root-{host}"
         port = http_port or free_port()
         log_file = self.tmp_path / f"agent-{host}-{len(self.started)}.log"
         argv = [*argv_prefix, sys.executable, "-m", "workers.cli", "agent", "--host", host,
                 "--data-root", str(data_root), "--http-port", str(port), *extra]
         with log_file.open("ab") as log:
-            process = subprocess.Popen(argv, cwd=REPO_ROOT, env=agent_env(self.address),
+            process = subprocess.Popen(argv, cwd=REPO_ROOT,
+                                       env=agent_env(self.address) | (env or {}),
                                        stdout=log, stderr=log, start_new_session=True)
         agent = AgentProcess(host, data_root, port, process, log_file)
         self.started.append(agent)

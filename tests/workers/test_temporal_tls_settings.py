@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from temporalio.service import TLSConfig
 
 from tests.workers.tls_lab import CertificateAuthority, Issued
+from workers.agent import AgentStartError, check_identity
 from workers.settings import Settings, SettingsError, load_settings
 from workers.temporal_tls import (
     TemporalTlsError,
@@ -193,6 +194,19 @@ def test_client_certificate_lists_its_names(ca: CertificateAuthority) -> None:
     identity = client_certificate(tls_settings(cert=issued.cert, key=issued.key))
     assert identity is not None
     assert identity.names == ("db7", "db7.example.com", "10.0.0.7")
+
+
+def test_an_agent_refuses_another_hosts_certificate(ca: CertificateAuthority,
+                                                    client: Issued) -> None:
+    """An agent for ``db2`` holding ``db1``'s certificate does not start; its own passes."""
+    settings = tls_settings(ca=ca.cert_file, cert=client.cert, key=client.key)
+    with pytest.raises(AgentStartError) as refused:
+        check_identity(settings, "db2")
+    message = str(refused.value)
+    assert message.startswith("SHADOWSHIFT_TEMPORAL_TLS_CERT:")
+    assert "CN=db1 (names: db1), not of host db2" in message and "CN=db2" in message
+    check_identity(settings, "db1")
+    check_identity(tls_settings(ca=ca.cert_file), "db2")  # no client certificate: no identity
 
 
 def test_plaintext_to_another_machine_is_worth_a_warning(ca: CertificateAuthority) -> None:
