@@ -10,6 +10,7 @@ to change.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import subprocess
 import sys
@@ -298,8 +299,6 @@ def test_an_expired_certificate_stops_the_worker_with_one_line(
         pki: Pki, endpoints: Endpoints, settings: Settings) -> None:
     """The worker validates its certificate at start-up: expired, it exits 2 with one line
     naming the variable, without trying the server."""
-    import datetime
-
     now = datetime.datetime.now(datetime.UTC)
     expired = pki.ca.issue("lapsed", not_before=now - datetime.timedelta(days=9),
                            not_after=now - datetime.timedelta(days=1))
@@ -310,3 +309,22 @@ def test_an_expired_certificate_stops_the_worker_with_one_line(
     assert done.stderr.startswith("shadowshift-worker: SHADOWSHIFT_TEMPORAL_TLS_CERT: the "
                                   "client certificate CN=lapsed")
     assert "expired on" in done.stderr
+
+
+async def test_an_expired_server_certificate_is_named(
+        temporal_env: WorkflowEnvironment, pki: Pki, tmp_path: Path) -> None:
+    """A TLS front whose own certificate has expired is refused by the client, and the
+    message says it is the server's certificate, not ours."""
+    now = datetime.datetime.now(datetime.UTC)
+    lapsed = pki.ca.issue("temporal", dns=["localhost"], ips=["127.0.0.1"], server=True,
+                          not_before=now - datetime.timedelta(days=9),
+                          not_after=now - datetime.timedelta(days=1), file_name="lapsed")
+    proxy = TlsProxy(tmp_path, server=lapsed, client_ca=pki.ca.cert_file,
+                     upstream=temporal_env.client.service_client.config.target_host,
+                     verify_clients=False).start()
+    try:
+        done = await status_of_nobody(tls_env(pki, proxy.address))
+    finally:
+        proxy.stop()
+    assert done.returncode == 2, done.stderr
+    assert "the server's certificate has expired" in done.stderr
