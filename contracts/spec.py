@@ -26,12 +26,15 @@ from typing import Any
 from contracts.policy import Policy, PolicyError, validate_policy
 from contracts.spec_aws import AwsSection, AwsSectionError, validate_aws_section
 from contracts.spec_hosts import HostsSection, HostsSectionError, validate_hosts_section
+from contracts.spec_kubernetes import (
+    KubernetesSection,
+    KubernetesSectionError,
+    validate_kubernetes_section,
+)
 
-PLATFORMS = ("local", "aws", "hosts")
+PLATFORMS = ("local", "aws", "hosts", "kubernetes")
 """Platforms a protection may name (each is a package under ``infra/`` and a line of
 ``infra.factory``)."""
-PLANNED_PLATFORMS = ("kubernetes",)
-"""Named in the design, refused with a clear message until implemented."""
 TIERS = (1, 2, 3)
 _INSTANCE_ID = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]\Z")
 _PG_ROLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}\Z")
@@ -49,17 +52,17 @@ class ProtectionSpec:
     """2-48 characters of a-z, 0-9 and '-'; names the workflow, the stack and the router
     entry."""
     platform: str = "local"
-    """Where the instance runs: ``local`` (this machine), ``hosts`` (hosts with node agents)
-    or ``aws``."""
+    """Where the instance runs: ``local`` (this machine), ``hosts`` (hosts with node agents),
+    ``aws`` or ``kubernetes``."""
     tier: int = 2
     """1 synchronous (RPO 0), 2 asynchronous streaming, 3 WAL shipping on an interval."""
     primary_port: int = 0
-    """Local and hosts platforms: port of the primary PostgreSQL."""
+    """Local, hosts and kubernetes platforms: port of the primary PostgreSQL."""
     shadow_port: int = 0
-    """Local and hosts platforms: port for the shadow."""
+    """Local, hosts and kubernetes platforms: port for the shadow."""
     router_port: int = 0
-    """Local and hosts platforms: HAProxy frontend port of the service (on the control
-    worker's machine)."""
+    """Local, hosts and kubernetes platforms: HAProxy frontend port of the service (on the
+    control worker's machine)."""
     policy: Policy = field(default_factory=Policy)
     """Decision policy."""
     sync_strict: bool = False
@@ -79,6 +82,8 @@ class ProtectionSpec:
     PostgreSQL (``docs/aws/protection-spec.example.yaml``)."""
     hosts: HostsSection | None = None
     """Platform hosts only: the primary's and the shadow's hosts."""
+    kubernetes: KubernetesSection | None = None
+    """Platform kubernetes only: the primary pod, the shadow's storage and route."""
     decode_errors: list[str] = field(default_factory=list)
     """Set only by lenient decoding: unknown fields and wrong types found in the input, each
     as ``field: what is wrong``. :func:`validate_spec` refuses a spec that has any."""
@@ -103,9 +108,6 @@ def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
             f"instance_id {spec.instance_id!r}: use 2-48 characters of a-z, 0-9 and '-', "
             "starting with a letter and not ending with '-'"
         )
-    if spec.platform in PLANNED_PLATFORMS:
-        raise SpecError(f"platform {spec.platform!r} is not implemented yet; allowed values "
-                        f"are {', '.join(PLATFORMS)}")
     if spec.platform not in PLATFORMS:
         raise SpecError(f"platform {spec.platform!r}: allowed values are {', '.join(PLATFORMS)}")
     if spec.tier not in TIERS or isinstance(spec.tier, bool):
@@ -122,11 +124,11 @@ def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
     if not spec.standing_shadow and spec.tier != 3:
         raise SpecError(f"standing_shadow false needs tier 3 (tier {spec.tier} instances always "
                         "keep a shadow); set tier: 3 or standing_shadow: true")
-    if spec.platform in ("local", "hosts"):
+    if spec.platform in ("local", "hosts", "kubernetes"):
         _validate_ports(spec)
     elif spec.primary_port or spec.shadow_port or spec.router_port:
-        raise SpecError(f"primary_port: only for platforms local and hosts (this spec's "
-                        f"platform is {spec.platform}); remove the ports")
+        raise SpecError(f"primary_port: only for platforms local, hosts and kubernetes (this "
+                        f"spec's platform is {spec.platform}); remove the ports")
     if spec.platform == "hosts":
         if spec.hosts is None:
             raise SpecError("platform hosts needs the hosts section (primary and shadow, each "
@@ -150,11 +152,29 @@ def validate_spec(spec: ProtectionSpec) -> ProtectionSpec:
     elif spec.aws is not None:
         raise SpecError(f"aws: only for platform aws (this spec's platform is {spec.platform}); "
                         "remove the section or set platform: aws")
+    _validate_kubernetes(spec)
     try:
         validate_policy(spec.policy)
     except PolicyError as err:
         raise SpecError(str(err)) from err
     return spec
+
+
+def _validate_kubernetes(spec: ProtectionSpec) -> None:
+    if spec.platform == "kubernetes":
+        if spec.kubernetes is None:
+            raise SpecError("platform kubernetes needs the kubernetes section (namespace, "
+                            "primary_pod, storage_class); see docs/kubernetes.md")
+        try:
+            validate_kubernetes_section(spec.kubernetes)
+        except KubernetesSectionError as err:
+            raise SpecError(f"kubernetes.{err}") from err
+        if spec.tier == 3:
+            raise SpecError("tier 3 is not available on platform kubernetes: it ships WAL "
+                            "through a shared archive the pods do not have; use tier 1 or 2")
+    elif spec.kubernetes is not None:
+        raise SpecError(f"kubernetes: only for platform kubernetes (this spec's platform is "
+                        f"{spec.platform}); remove the section or set platform: kubernetes")
 
 
 def _validate_ports(spec: ProtectionSpec) -> None:
@@ -165,7 +185,7 @@ def _validate_ports(spec: ProtectionSpec) -> None:
             raise SpecError(f"{name} {port!r} is outside 1024..65535")
     if spec.platform == "local" and len(set(ports.values())) != 3:
         raise SpecError("primary_port, shadow_port and router_port must differ")
-    if spec.platform == "hosts" and spec.router_port in (spec.primary_port, spec.shadow_port):
+    if spec.platform != "local" and spec.router_port in (spec.primary_port, spec.shadow_port):
         raise SpecError("router_port must differ from primary_port and shadow_port")
 
 
@@ -283,7 +303,7 @@ def spec_to_dict(spec: ProtectionSpec) -> dict[str, Any]:
     data = dataclasses.asdict(spec)
     if not data["decode_errors"]:
         del data["decode_errors"]
-    for section in ("hosts",):  # added after "aws": absent from memos written before it
+    for section in ("hosts", "kubernetes"):  # added after "aws": absent from older memos
         if data[section] is None:
             del data[section]
     return data

@@ -17,6 +17,8 @@ from infra.aws.platform import AwsPlatform
 from infra.errors import InvalidRequestError
 from infra.hosts.factory import build_hosts_observer, build_hosts_platform
 from infra.hosts.platform import HostsPlatform
+from infra.kubernetes.factory import build_kubernetes_observer, build_kubernetes_platform
+from infra.kubernetes.platform import KubernetesPlatform
 from infra.local.factory import build_local_observer, build_local_platform
 from infra.local.platform import LocalPlatform
 from infra.platform import FleetObserver, Platform, PlatformContext
@@ -40,6 +42,8 @@ BUILDERS: dict[str, PlatformBuilder] = {
     "aws": PlatformBuilder(build_aws_platform, build_aws_observer, AwsPlatform.capabilities),
     "hosts": PlatformBuilder(build_hosts_platform, build_hosts_observer,
                              HostsPlatform.capabilities),
+    "kubernetes": PlatformBuilder(build_kubernetes_platform, build_kubernetes_observer,
+                                  KubernetesPlatform.capabilities),
 }
 """Builders per value of the spec's ``platform`` field."""
 

@@ -58,6 +58,8 @@ class PlatformContext:
     """Pulumi driver (``None`` for callers that never change stacks, e.g. the watcher)."""
     state_dir: Path
     """The worker's state directory."""
+    kubeconfig: Path | None = None
+    """The cluster of platform ``kubernetes`` (``SHADOWSHIFT_KUBECONFIG``)."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, PgServer
 from infra.pulumi_engine import PulumiConfig, StackDriver
+from tests.kube_world import kube_world, namespace  # noqa: F401  (fixtures for every directory)
 from workers.settings import REPO_ROOT, Settings, load_settings
 from workers.workload import Writer
 
@@ -206,8 +207,10 @@ SERVER_FIXTURES = frozenset({
 """Fixtures that start or reach a real server or program: a test using one is integration."""
 
 
-KUBERNETES_TESTS = "tests/infra/kubernetes/"
-"""Run last: on a fresh machine they wait for the toolchain ``make test`` builds meanwhile."""
+KUBERNETES_TESTS = ("tests/infra/kubernetes/", "[kubernetes]", "tests/workflows/test_kube_")
+"""Run last: on a fresh machine they wait for the toolchain ``make test`` builds meanwhile
+(their directory, the conformance suite's kubernetes pairs, the protections on
+Kubernetes)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -217,7 +220,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: KUBERNETES_TESTS in item.nodeid)  # stable: order kept
+    items.sort(key=lambda item: any(mark in item.nodeid for mark in KUBERNETES_TESTS))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -73,7 +73,8 @@ def pulumi_config(settings: Settings) -> PulumiConfig:
 
 def platforms(settings: Settings) -> Platforms:
     """Every platform, with the worker's Pulumi driver and state dir."""
-    return Platforms(PlatformContext(StackDriver(pulumi_config(settings)), settings.state_dir))
+    return Platforms(PlatformContext(StackDriver(pulumi_config(settings)), settings.state_dir,
+                                     settings.kubeconfig))
 
 
 def build_activities(settings: Settings, client: Client, *,

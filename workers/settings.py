@@ -110,6 +110,9 @@ class Settings:
     payload_encryption: str = "auto"
     """``SHADOWSHIFT_PAYLOAD_ENCRYPTION``: ``auto`` encrypts when a key is configured;
     ``required`` refuses to start without one."""
+    kubeconfig: Path | None = None
+    """``SHADOWSHIFT_KUBECONFIG``: kubeconfig of the cluster that protections on platform
+    ``kubernetes`` run in (client certificate or token user); unset: that platform refuses."""
 
     @property
     def effective_backend_url(self) -> str:
@@ -233,6 +236,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PAYLOAD_KEY_FILE": ("payload_key_file", _path),
     "PAYLOAD_KEYS": ("payload_keys", _secret),
     "PAYLOAD_ENCRYPTION": ("payload_encryption", _encryption_mode),
+    "KUBECONFIG": ("kubeconfig", _path),
 }
 
 KNOWN_VARIABLES = tuple(PREFIX + key for key in _PARSERS)

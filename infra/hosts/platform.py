@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -50,6 +51,34 @@ ISOLATED = "isolated"
 """``stop_node``'s token when it isolated the node (``start_node`` releases it)."""
 REJOIN_STREAM_WAIT_S = 30.0
 """How long ``rejoin`` waits for a rewound former primary to stream from the new one."""
+
+
+def check_primary(endpoint: PgEndpoint, what: str, replication_user: str) -> None:
+    """Refuse a primary that cannot feed a standby: unreachable, ``replication_user`` without
+    the right, or ``wal_level``/``max_wal_senders`` too low.
+
+    Raises:
+        InvalidRequestError: naming ``what`` and what to change.
+    """
+    try:
+        with endpoint.connect(timeout_s=5) as conn:
+            wal_level, senders = conn.execute(
+                "SELECT current_setting('wal_level'), "
+                "current_setting('max_wal_senders')::int").fetchone() or ("", 0)
+            rights = conn.execute(
+                "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = %s",
+                (replication_user,)).fetchone()
+    except psycopg.OperationalError as err:
+        raise InvalidRequestError(
+            f"{what} is unreachable at {endpoint.host}:{endpoint.port}: "
+            f"{str(err).strip().splitlines()[0]}") from err
+    if not rights or not rights[0]:
+        raise InvalidRequestError(
+            f"role {replication_user!r} cannot replicate from the primary; run "
+            f"ALTER ROLE {replication_user} REPLICATION (or choose another role)")
+    if wal_level not in ("replica", "logical") or senders < 2:
+        raise InvalidRequestError("the primary needs wal_level=replica and "
+                                  f"max_wal_senders>=2 (it has {wal_level}, {senders})")
 
 
 class HostsPlatform(RoutedPostgres, Platform):
@@ -84,9 +113,15 @@ class HostsPlatform(RoutedPostgres, Platform):
                 VERSION, spec.server_of(standby), spec.source_for(standby)))
             return ShadowInfo(spec.instance_id, standby, {}, agent_task=task,
                               copy_alongside=True)
-        program = hosts_program(spec, standby_streams=streams, wait_for_stream=not streams)
+        program = self._program(standby_streams=streams, wait_for_stream=not streams)
         result = self.driver.up(spec.stack_name, program, on_progress=on_progress)
         return ShadowInfo(spec.instance_id, standby, result.outputs)
+
+    def _program(self, *, standby_streams: bool,
+                 wait_for_stream: bool = False) -> Callable[[], None]:
+        """The stack's program for the current roles (see :func:`hosts_program`)."""
+        return hosts_program(self.spec, standby_streams=standby_streams,
+                             wait_for_stream=wait_for_stream)
 
     def _preflight(self) -> None:
         """Refuse what retrying cannot fix before anything is created.
@@ -96,26 +131,8 @@ class HostsPlatform(RoutedPostgres, Platform):
         """
         spec = self.spec
         primary = spec.current_primary
-        endpoint = self._endpoint(primary)
-        try:
-            with endpoint.connect(timeout_s=5) as conn:
-                wal_level, senders = conn.execute(
-                    "SELECT current_setting('wal_level'), "
-                    "current_setting('max_wal_senders')::int").fetchone() or ("", 0)
-                rights = conn.execute(
-                    "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = %s",
-                    (spec.replication_user,)).fetchone()
-        except psycopg.OperationalError as err:
-            raise InvalidRequestError(
-                f"primary {primary} is unreachable at {endpoint.host}:{endpoint.port} (host "
-                f"{spec.host_of(primary)}): {str(err).strip().splitlines()[0]}") from err
-        if not rights or not rights[0]:
-            raise InvalidRequestError(
-                f"role {spec.replication_user!r} cannot replicate from the primary; run "
-                f"ALTER ROLE {spec.replication_user} REPLICATION (or choose another role)")
-        if wal_level not in ("replica", "logical") or senders < 2:
-            raise InvalidRequestError("the primary needs wal_level=replica and "
-                                      f"max_wal_senders>=2 (it has {wal_level}, {senders})")
+        check_primary(self._endpoint(primary), f"primary {primary} (host {spec.host_of(primary)})",
+                      spec.replication_user)
 
     @property
     def driver(self) -> StackDriver:
@@ -132,7 +149,7 @@ class HostsPlatform(RoutedPostgres, Platform):
         """``pulumi destroy``: tier settings, router entry, slot (the standby's server was
         destroyed by its agent first: ``host_tasks("destroy")``). The router's service stays."""
         spec = self.spec
-        return self.driver.destroy(spec.stack_name, hosts_program(spec, standby_streams=True),
+        return self.driver.destroy(spec.stack_name, self._program(standby_streams=True),
                                    on_progress=on_progress)
 
     def host_tasks(self, purpose: str, node: str) -> list[AgentTask]:
@@ -169,7 +186,7 @@ class HostsPlatform(RoutedPostgres, Platform):
                                  f"{REJOIN_STREAM_WAIT_S:.0f} s after its rewind")
             time.sleep(0.2)
         self._release(former)
-        self.driver.up(spec.stack_name, hosts_program(spec, standby_streams=True))
+        self.driver.up(spec.stack_name, self._program(standby_streams=True))
         return f"rewound by the agent of {spec.host_of(former)}, streaming"
 
     def retire(self, former: str) -> bool:
@@ -178,7 +195,7 @@ class HostsPlatform(RoutedPostgres, Platform):
         self._require_standby_role(former)
         self._release(former)
         existed = self.driver.exists(self.spec.stack_name)
-        self.driver.up(self.spec.stack_name, hosts_program(self.spec, standby_streams=False))
+        self.driver.up(self.spec.stack_name, self._program(standby_streams=False))
         return existed
 
     def _require_standby_role(self, node: str) -> None:

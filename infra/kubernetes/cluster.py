@@ -244,6 +244,11 @@ class LoopbackCluster:
             str(tools.kwok), f"--kubeconfig={kubeconfig}", f"--config={kwok_config}",
             "--manage-all-nodes=true", f"--server-address=127.0.0.1:{ports.kwok}",
             f"--cidr={KWOK_POD_CIDR}",
+            # The heartbeat stage updates a node's status only every 10-20 minutes and counts
+            # on a lease for liveness; without KWOK renewing one, the node lifecycle controller
+            # sees every node go Unknown after its grace period, marks their pods not ready,
+            # and the initialize stage makes the node Ready again: flapping every minute.
+            "--node-lease-duration-seconds=40",
         ])
         tls = ssl.create_default_context(cafile=str(pki.ca.cert))
         self._await(controllers, lambda: _http_ok(

@@ -16,9 +16,12 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 def register_fake_node(api: KubeApi, name: str, *, labels: Mapping[str, str],
-                       timeout_s: float = 60.0) -> KubeObject:
+                       address: str | None = None, timeout_s: float = 60.0) -> KubeObject:
     """Create (or converge) node ``name`` with ``labels`` and wait until it is Ready and has no
-    taint left, so pods can be scheduled onto it. Returns the node."""
+    taint left, so pods can be scheduled onto it. Returns the node.
+
+    With ``address``, that is the node's InternalIP, which KWOK gives the node's
+    ``hostNetwork`` pods as their address (a namespace host playing the node's data plane)."""
     path = resource_path("v1", "nodes", name=name)
     node = {
         "apiVersion": "v1",
@@ -30,8 +33,22 @@ def register_fake_node(api: KubeApi, name: str, *, labels: Mapping[str, str],
         },
     }
     api.apply(path, node, field_manager="shadowshift")
-    return poll_until(lambda: _schedulable(api.get(path)), timeout_s=timeout_s,
-                      what=f"node {name} Ready and untainted")
+    ready = poll_until(lambda: _schedulable(api.get(path)), timeout_s=timeout_s,
+                       what=f"node {name} Ready and untainted")
+    if address is None:
+        return ready
+    # After KWOK's initialize stage, which writes the addresses it computed from the node as
+    # it first saw it (a patch before it would be overwritten); the later stages keep them.
+    addresses = [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": name}]
+    api.merge_patch(resource_path("v1", "nodes", name=name, subresource="status"),
+                    {"status": {"addresses": addresses}})
+    return poll_until(lambda: _has_address(api.get(path), address), timeout_s=timeout_s,
+                      what=f"node {name} at {address}")
+
+
+def _has_address(node: KubeObject, address: str) -> KubeObject | None:
+    found = node.get("status", {}).get("addresses") or []
+    return node if {"type": "InternalIP", "address": address} in found else None
 
 
 def _schedulable(node: KubeObject) -> KubeObject | None:

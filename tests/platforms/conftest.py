@@ -10,10 +10,14 @@
 - ``hosts``: a primary made by its agent on one namespace host, its tier-1 shadow provisioned
   by the hosts platform (the copy by the other host's agent), HAProxy on this machine
   (``tests/platforms/hosts_pair.py``).
+- ``kubernetes``: the same two hosts as the data plane of two fake nodes of the session's real
+  control plane; the primary pod is the test's, the shadow pod, its claim, budget and Services
+  are the platform's, placed by the real scheduler (``tests/platforms/kube_pair.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -36,11 +40,13 @@ from infra.pulumi_engine import StackDriver
 from tests.conftest import LocalService, with_spec
 from tests.infra.aws.conftest import empty_account, moto_server, point_boto3_at
 from tests.infra.aws.pg_world import build_pg_world
+from tests.kube_world import KubeWorld
 from tests.platforms.hosts_pair import HostsWorld, hosts_world
+from tests.platforms.kube_pair import KubeNodes, kube_nodes, local_volumes, primary_pod
 from workers.registry import platforms
 from workers.settings import Settings
 
-PLATFORMS = ["local", "aws", "hosts"]
+PLATFORMS = ["local", "aws", "hosts", "kubernetes"]
 
 
 @dataclass
@@ -93,11 +99,22 @@ def hosts(temporal_env: WorkflowEnvironment) -> Iterator[HostsWorld]:
         yield world
 
 
+@pytest.fixture(scope="module")
+def kube_hosts(kube_world: KubeWorld, hosts: HostsWorld) -> Iterator[KubeNodes]:
+    """A node of the session's cluster for each of the module's hosts."""
+    with kube_nodes(kube_world, hosts) as nodes:
+        yield nodes
+
+
 @pytest.fixture(params=PLATFORMS)
 def pair(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Pair]:
-    """A tier-1 protected pair on ``local``, ``aws`` or ``hosts``."""
+    """A tier-1 protected pair on ``local``, ``aws``, ``hosts`` or ``kubernetes``."""
     if request.param == "hosts":
         yield from _hosts_pair(request.getfixturevalue("hosts"), settings)
+        return
+    if request.param == "kubernetes":
+        yield from _kube_pair(request.getfixturevalue("kube_hosts"),
+                              request.getfixturevalue("namespace"), settings)
         return
     local_service: LocalService = request.getfixturevalue("local_service")
     stack_driver: StackDriver = request.getfixturevalue("stack_driver")
@@ -164,6 +181,40 @@ def _hosts_pair(world: HostsWorld, settings: Settings) -> Iterator[Pair]:
             except Exception as err:  # the next test must still run
                 print(f"destroying {node} on {host} failed: {err}")
         HAProxyManager(settings.state_dir / "haproxy").stop()
+
+
+def _kube_pair(nodes: KubeNodes, namespace: str, settings: Settings) -> Iterator[Pair]:
+    """A fresh instance whose primary pod runs on the first host's node (its PostgreSQL made
+    by that host's agent); the platform provisions the shadow pod, which the scheduler can
+    only put on the other node; both servers are destroyed by their agents afterwards."""
+    world = nodes.hosts
+    instance_id = f"kconf-{uuid.uuid4().hex[:6]}"
+    port = world.next_port()
+    request = PlatformRequest(nodes.spec(namespace, instance_id, f"pg-{instance_id}", port,
+                                         free_ports(1)[0]))
+    served = platforms(dataclasses.replace(settings, kubeconfig=nodes.kube.cluster.kubeconfig))
+    hosts = world.hosts
+    with local_volumes(nodes.api, nodes, instance_id):
+        world.ensure_primary(instance_id, port)
+        primary_pod(nodes.api, namespace, f"pg-{instance_id}", nodes.node_of[hosts[0]], port)
+        platform = served.platform_for(request)
+        primary, shadow = platform.nodes()
+        try:
+            world.runner.provision(served.platform_for, request)
+            _wait_streaming(platform, primary, shadow)
+            endpoints = {node: (str(world.lab.hosts[host].address), port)
+                         for node, host in zip((primary, shadow), hosts, strict=True)}
+            yield Pair("kubernetes", platform, served.observer("kubernetes"), request, served,
+                       endpoints, run_agent_tasks=world.runner.run_all)
+        finally:
+            platform.close()
+            for node, host in zip((primary, shadow), hosts, strict=True):
+                call = AgentCall(VERSION, ServerRef(instance_id, node, port))
+                try:
+                    world.runner.run(AgentTask(host, destroy=call))
+                except Exception as err:  # the next test must still run
+                    print(f"destroying {node} on {host} failed: {err}")
+            HAProxyManager(settings.state_dir / "haproxy").stop()
 
 
 def _wait_streaming(platform: Platform, primary: str, shadow: str) -> None:

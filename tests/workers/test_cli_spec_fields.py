@@ -13,6 +13,7 @@ from contracts.policy import Policy
 from contracts.spec import ProtectionSpec, spec_from_dict, spec_to_dict
 from contracts.spec_aws import AwsSection, DnsRouting
 from contracts.spec_hosts import HostPlacement, HostsSection
+from contracts.spec_kubernetes import KubernetesSection
 from workers.cli_protect import _differences, running_spec
 from workers.cli_spec import SpecFileError, load_spec_file
 
@@ -56,7 +57,7 @@ def test_every_dataclass_field_round_trips_through_a_spec_file(tmp_path: Path) -
     policy = _non_default(Policy)
     local = _non_default(ProtectionSpec, instance_id="db-orders", platform="local", tier=3,
                          primary_port=5433, shadow_port=5434, router_port=6433, policy=policy,
-                         aws=None, hosts=None, decode_errors=[],
+                         aws=None, hosts=None, kubernetes=None, decode_errors=[],
                          replication_user="replicator")
     aws = ProtectionSpec("orders-db", "aws", tier=3, standing_shadow=False, policy=policy,
                          aws=AwsSection(ec2_instance_id="i-0123456789abcdef0",
@@ -69,8 +70,17 @@ def test_every_dataclass_field_round_trips_through_a_spec_file(tmp_path: Path) -
                            hosts=HostsSection(HostPlacement("db-a", "198.18.0.10"),
                                               HostPlacement("db-b", "198.18.0.11"),
                                               fleet_index=0, router_source="198.18.0.2"))
+    kubernetes = ProtectionSpec(
+        "orders-db", "kubernetes", tier=1, primary_port=5432, shadow_port=5432,
+        router_port=6432, policy=policy,
+        kubernetes=_non_default(KubernetesSection, namespace="databases",
+                                primary_pod="orders-db-0", storage_class="fast-ssd",
+                                storage_size="20Gi", image="postgres:17.2",
+                                agent_image="registry.example.com/shadowshift-agent:1",
+                                route="orders-db", node_selector="pool=databases",
+                                fleet_index=3))
     covered: set[str] = set()
-    for spec in (local, aws, hosts):
+    for spec in (local, aws, hosts, kubernetes):
         path = tmp_path / f"{spec.platform}.yaml"  # type: ignore[attr-defined]
         path.write_text(yaml.safe_dump(spec_to_dict(spec)))  # type: ignore[arg-type]
         assert load_spec_file(path) == spec
@@ -104,8 +114,8 @@ def test_aws_spec_file_loads_the_section(tmp_path: Path) -> None:
         ("  ec2_instance_id: i-0123456789abcdef0\n",
          "  ec2_instance_id: i-0123456789abcdef0\n  tier: 1\n",
          ":6: aws.tier: unknown field"),
-        ("platform: aws", "platform: kubernetes",
-         ":2: platform 'kubernetes' is not implemented yet; allowed values are local, aws"),
+        ("platform: aws", "platform: openstack",
+         ":2: platform 'openstack': allowed values are local, aws, hosts, kubernetes"),
         ("platform: aws", "platform: local\nprimary_port: 5433\nshadow_port: 5434\n"
          "router_port: 6433", ":7: aws: only for platform aws"),
         ("tier: 2", "tier: 2\narchive_interval_s: 0", ":4: archive_interval_s 0 is outside"),
