@@ -34,7 +34,13 @@ import psutil
 
 from infra.errors import InfraError
 from infra.kubernetes.api import KubeApi, KubeCredentials, poll_until, resource_path
-from infra.kubernetes.pki import SERVICE_CLUSTER_IP_RANGE, ClusterPki, make_cluster_pki
+from infra.kubernetes.pki import (
+    SERVICE_CLUSTER_IP_RANGE,
+    CertPair,
+    ClusterPki,
+    issue_client_cert,
+    make_cluster_pki,
+)
 from infra.kubernetes.toolchain import KubeToolchain
 from infra.local.ports import free_ports
 from infra.pulumi_engine import launch_support
@@ -165,6 +171,18 @@ class LoopbackCluster:
         """A client of the API server as the admin."""
         return KubeApi(self.credentials)
 
+    def user_kubeconfig(self, user: str) -> Path:
+        """A kubeconfig for ``user``, a client certificate of the cluster's CA with no group:
+        it may do exactly what RBAC binds to that name (nothing, until bound)."""
+        assert self.work_dir is not None
+        creds = self.credentials
+        ca = CertPair(cert=creds.ca_file, key=creds.ca_file.with_suffix(".key"))
+        pair = issue_client_cert(ca, self.work_dir / "pki" / f"user-{user}", user)
+        path = self.work_dir / f"kubeconfig-{user}"
+        self._write_kubeconfig(path, KubeCredentials(creds.server, creds.ca_file, pair.cert,
+                                                     pair.key), user)
+        return path
+
     def pids(self) -> dict[str, int]:
         """Process id of each running component, by name."""
         return {c.name: c.process.pid for c in self._components if c.process.poll() is None}
@@ -186,7 +204,7 @@ class LoopbackCluster:
             server=f"https://127.0.0.1:{ports.apiserver}",
             ca_file=pki.ca.cert, cert_file=pki.admin.cert, key_file=pki.admin.key,
         )
-        self._write_kubeconfig()
+        self._write_kubeconfig(self.kubeconfig, self.credentials, "admin")
         kubeconfig = str(self.kubeconfig)
         etcd_dir = self.work_dir / "etcd"
         shutil.rmtree(etcd_dir, ignore_errors=True)  # a previous attempt's, on other ports
@@ -299,21 +317,21 @@ class LoopbackCluster:
             shutil.rmtree(self.work_dir, ignore_errors=True)
             self.work_dir, self._owned_dir = None, False
 
-    def _write_kubeconfig(self) -> None:
-        creds = self.credentials
+    @staticmethod
+    def _write_kubeconfig(path: Path, creds: KubeCredentials, user: str) -> None:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "loopback", "cluster": {
                 "server": creds.server, "certificate-authority": str(creds.ca_file)}}],
-            "users": [{"name": "admin", "user": {
+            "users": [{"name": user, "user": {
                 "client-certificate": str(creds.cert_file),
                 "client-key": str(creds.key_file)}}],
             "contexts": [{"name": "loopback",
-                          "context": {"cluster": "loopback", "user": "admin"}}],
+                          "context": {"cluster": "loopback", "user": user}}],
             "current-context": "loopback",
         }
-        self.kubeconfig.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        path.write_text(json.dumps(config, indent=2))  # JSON is YAML
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -92,6 +92,16 @@ def make_cluster_pki(directory: Path) -> ClusterPki:
                       service_account_key=sa_private, service_account_pub=sa_public)
 
 
+def issue_client_cert(ca: CertPair, stem: Path, user: str) -> CertPair:
+    """A client certificate for ``user`` (no group) signed by ``ca``: an identity that has
+    only the rights RBAC binds to that user name."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{ca.key} is not the EC key this module writes")
+    return _leaf(stem, ca_cert, ca_key, _name(user), ExtendedKeyUsageOID.CLIENT_AUTH, [])
+
+
 def _name(common_name: str, *, organization: str | None = None) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:

@@ -21,8 +21,10 @@ Role labels and route weights are not here: they change at every cutover through
 update never resets them. The hosts platform's program (router entries, slot, tier settings)
 runs in the same stack once the shadow's pod has a place (``hosts_part``).
 
-Pods and claims are created with ``pulumi.com/skipAwait``: the platform waits for the
-scheduler itself, with a bound and the scheduler's reason when it cannot place the pod.
+Every object is created with ``pulumi.com/skipAwait``: the platform waits for the scheduler
+itself, with a bound and the scheduler's reason when it cannot place the pod, and for the
+EndpointSlices at each cutover (the provider's own Service await reads the legacy Endpoints
+API, which the worker's role does not grant).
 """
 
 from __future__ import annotations
@@ -77,12 +79,14 @@ def kubernetes_program(spec: KubeShadowSpec, kubeconfig: str,
             opts=opts)
         k8s.core.v1.Service("rw-service", metadata={
             "name": spec.rw_service, "namespace": ns, "labels": instance,
+            "annotations": SKIP_AWAIT,
         }, spec=_service_spec({**instance, ROLE_LABEL: PRIMARY}),
             opts=pulumi.ResourceOptions(provider=provider, retain_on_delete=True))
         if spec.section.route:
             for node in (spec.primary_node, spec.shadow_node):
                 k8s.core.v1.Service(f"node-service-{node}", metadata={
                     "name": spec.node_service(node), "namespace": ns, "labels": instance,
+                    "annotations": SKIP_AWAIT,
                 }, spec=_service_spec({**instance, NODE_LABEL: node}), opts=opts)
         if hosts_part is not None:
             hosts_part()

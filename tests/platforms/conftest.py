@@ -42,7 +42,13 @@ from tests.infra.aws.conftest import empty_account, moto_server, point_boto3_at
 from tests.infra.aws.pg_world import build_pg_world
 from tests.kube_world import KubeWorld
 from tests.platforms.hosts_pair import HostsWorld, hosts_world
-from tests.platforms.kube_pair import KubeNodes, kube_nodes, local_volumes, primary_pod
+from tests.platforms.kube_pair import (
+    KubeNodes,
+    grant_worker,
+    kube_nodes,
+    local_volumes,
+    primary_pod,
+)
 from workers.registry import platforms
 from workers.settings import Settings
 
@@ -192,7 +198,8 @@ def _kube_pair(nodes: KubeNodes, namespace: str, settings: Settings) -> Iterator
     port = world.next_port()
     request = PlatformRequest(nodes.spec(namespace, instance_id, f"pg-{instance_id}", port,
                                          free_ports(1)[0]))
-    served = platforms(dataclasses.replace(settings, kubeconfig=nodes.kube.cluster.kubeconfig))
+    grant_worker(nodes.api, namespace)  # the worker is bound to docs/kubernetes/rbac.yaml only
+    served = platforms(dataclasses.replace(settings, kubeconfig=nodes.worker_kubeconfig))
     hosts = world.hosts
     with local_volumes(nodes.api, nodes, instance_id):
         world.ensure_primary(instance_id, port)

@@ -15,19 +15,37 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from contracts.spec import ProtectionSpec
 from contracts.spec_kubernetes import KubernetesSection
 from infra.kubernetes.api import KubeApi, KubeObject, poll_until, resource_path
+from infra.kubernetes.manifests import apply_manifests, load_manifests
 from infra.kubernetes.nodes import HOSTNAME_LABEL, ZONE_LABEL, register_fake_node
 from infra.kubernetes.placement import PG_PORT_NAME
 from tests.kube_world import POOL_LABEL, KubeWorld
 from tests.platforms.hosts_pair import HostsWorld
+from workers.settings import REPO_ROOT
 
 STORAGE_CLASS = "shadowshift-local"
 """Local volumes, bound where the pod is scheduled (no provisioner: the test makes the
 volumes, as an operator of local disks does)."""
 AGENT_HOST_LABEL = "shadowshift.io/agent-host"
+WORKER_USER = "shadowshift-worker"
+"""The user the tests' worker is: what ``docs/kubernetes/rbac.yaml`` binds, nothing more."""
+RBAC = REPO_ROOT / "docs" / "kubernetes" / "rbac.yaml"
+
+
+def grant_worker(api: KubeApi, namespace: str) -> None:
+    """Apply ``docs/kubernetes/rbac.yaml`` for ``namespace``, bound to :data:`WORKER_USER`."""
+    objects = load_manifests([RBAC])
+    for obj in objects:
+        if obj["kind"] in ("Role", "RoleBinding"):
+            obj["metadata"]["namespace"] = namespace
+        if "subjects" in obj:
+            obj["subjects"] = [{"kind": "User", "name": WORKER_USER,
+                                "apiGroup": "rbac.authorization.k8s.io"}]
+    apply_manifests(api, objects)
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,8 @@ class KubeNodes:
     """Value of ``POOL_LABEL`` on these two nodes only (the shadow's node selector)."""
     node_of: dict[str, str]
     """Host name -> its node's name."""
+    worker_kubeconfig: Path
+    """The worker's identity: a user bound to ``docs/kubernetes/rbac.yaml`` only."""
 
     @property
     def api(self) -> KubeApi:
@@ -76,7 +96,7 @@ def kube_nodes(kube: KubeWorld, hosts: HostsWorld) -> Iterator[KubeNodes]:
             register_fake_node(api, node, labels={
                 ZONE_LABEL: f"zone-{host}", POOL_LABEL: pool, AGENT_HOST_LABEL: host},
                 address=str(hosts.lab.hosts[host].address))
-        yield KubeNodes(kube, hosts, pool, node_of)
+        yield KubeNodes(kube, hosts, pool, node_of, kube.cluster.user_kubeconfig(WORKER_USER))
     finally:
         for node in node_of.values():
             api.delete(resource_path("v1", "nodes", name=node))
@@ -97,9 +117,6 @@ def primary_pod(api: KubeApi, namespace: str, name: str, node: str, port: int) -
         return poll_until(lambda: _running(api.get(path)), timeout_s=60,
                           what=f"pod {namespace}/{name} running")
     except TimeoutError as err:
-        import glob
-        for f in glob.glob("/tmp/shadowshift-kube-*/logs/kwok*"):
-            print(f, open(f).read()[-4000:])
         raise AssertionError(f"{err}; its status: {api.get(path).get('status')}") from None
 
 
