@@ -16,3 +16,11 @@ kube-tools:
 # processes; writes bench/results/kube_cluster.json. About a minute once the tools are built.
 bench-kube-cluster: python-deps kube-tools
 	$(PY) -m bench.kube_cluster --output bench/results/kube_cluster.json
+
+.PHONY: bench-kube-cutover
+
+# Planned cutovers through the Kubernetes path (role labels, the EndpointSlice controller, then
+# HAProxy) side by side with the same cutovers on the hosts platform, under ~100 writes/s;
+# writes bench/results/kube_cutover.json. About 5 minutes; run it alone.
+bench-kube-cutover: python-deps kube-tools
+	$(PY) -m bench.kube_cutover --output bench/results/kube_cutover.json

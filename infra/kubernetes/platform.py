@@ -21,7 +21,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from contracts.shadow import Capabilities
+from contracts.agent_tasks import AgentCall, AgentTask, ServerRef
+from contracts.shadow import Capabilities, NodeFacts
+from contracts.version import VERSION
 from infra.errors import InfraError, InvalidRequestError
 from infra.hosts.placement import HostsShadowSpec
 from infra.hosts.platform import HostsPlatform, check_primary
@@ -158,6 +160,18 @@ class KubernetesPlatform(HostsPlatform):
         except roles.PodNotPlaced:  # a pod is gone: the stack's state still knows the rest
             return self.driver.destroy(self.kspec.stack_name,
                                        kubernetes_program(self.kspec, self._kubeconfig))
+
+    def inspect_node(self, node: str) -> NodeFacts:
+        """Asked of the agent of ``node``'s pod (its data lives there); the other pod need
+        not exist (preflight inspects the primary before the shadow is created). A pod that
+        is not running is reported, not raised."""
+        kspec = self.kspec
+        try:
+            place = roles.placement(self.api, kspec, node)
+        except roles.PodNotPlaced as err:
+            return NodeFacts(node, False, "", False, advice=str(err))
+        call = AgentCall(VERSION, ServerRef(kspec.instance_id, node, kspec.port_of(node)))
+        return NodeFacts(node, False, "", None, agent_task=AgentTask(place.host, inspect=call))
 
     def nodes(self) -> tuple[str, str]:
         """``(original primary, shadow)``: named by the spec, whether or not the pods run."""

@@ -42,13 +42,8 @@ from tests.infra.aws.conftest import empty_account, moto_server, point_boto3_at
 from tests.infra.aws.pg_world import build_pg_world
 from tests.kube_world import KubeWorld
 from tests.platforms.hosts_pair import HostsWorld, hosts_world
-from tests.platforms.kube_pair import (
-    KubeNodes,
-    grant_worker,
-    kube_nodes,
-    local_volumes,
-    primary_pod,
-)
+from tests.platforms.kube_pair import KubeNodes, kube_nodes
+from workers.kube_lab import grant_worker, local_volumes, primary_pod
 from workers.registry import platforms
 from workers.settings import Settings
 
@@ -201,7 +196,7 @@ def _kube_pair(nodes: KubeNodes, namespace: str, settings: Settings) -> Iterator
     grant_worker(nodes.api, namespace)  # the worker is bound to docs/kubernetes/rbac.yaml only
     served = platforms(dataclasses.replace(settings, kubeconfig=nodes.worker_kubeconfig))
     hosts = world.hosts
-    with local_volumes(nodes.api, nodes, instance_id):
+    with local_volumes(nodes.api, nodes.node_of, instance_id):
         world.ensure_primary(instance_id, port)
         primary_pod(nodes.api, namespace, f"pg-{instance_id}", nodes.node_of[hosts[0]], port)
         platform = served.platform_for(request)

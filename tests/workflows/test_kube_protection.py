@@ -29,13 +29,8 @@ from infra.local.postgres import PgEndpoint
 from tests.conftest import acked_after
 from tests.kube_world import KubeWorld
 from tests.platforms.hosts_pair import hosts_world
-from tests.platforms.kube_pair import (
-    KubeNodes,
-    grant_worker,
-    kube_nodes,
-    local_volumes,
-    primary_pod,
-)
+from tests.platforms.kube_pair import KubeNodes, kube_nodes
+from workers.kube_lab import grant_worker, local_volumes, primary_pod
 from workers.protect import ensure_fleet_watcher, start_protection
 from workers.registry import new_worker
 from workers.settings import Settings
@@ -101,7 +96,7 @@ async def test_a_drained_node_moves_the_primary_before_its_eviction_and_it_rejoi
     node_path = resource_path("v1", "nodes", name=nodes.node_of[first])
     watch = WatchFleetInput(sample_interval_s=1.0, discovery_interval_s=1.0, max_duration_s=300,
                             events_interval_s=1.0)
-    with local_volumes(api, nodes, instance_id):
+    with local_volumes(api, nodes.node_of, instance_id):
         await asyncio.to_thread(world.ensure_primary, instance_id, port)
         await asyncio.to_thread(primary_pod, api, namespace, pod, nodes.node_of[first], port)
         with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:

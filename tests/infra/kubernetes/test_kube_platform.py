@@ -22,7 +22,7 @@ from infra.kubernetes.kubeconfig import credentials_from_kubeconfig
 from infra.kubernetes.nodes import HOSTNAME_LABEL, ZONE_LABEL, register_fake_node
 from infra.pulumi_engine import StackDriver
 from tests.kube_world import POOL_LABEL, KubeWorld
-from tests.platforms.kube_pair import STORAGE_CLASS, WORKER_USER, grant_worker, primary_pod
+from workers.kube_lab import STORAGE_CLASS, WORKER_USER, grant_worker, primary_pod
 from workers.registry import platforms
 from workers.settings import Settings
 
