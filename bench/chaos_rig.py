@@ -114,9 +114,14 @@ def rig_settings(root: Path) -> Settings:
 
 @contextlib.asynccontextmanager
 async def protected_rig(client: Client, *, policy: Policy = FAST_DETECTION,
-                        hosts: int = 2, disk_mib: int = 256) -> AsyncIterator[Rig]:
+                        hosts: int = 2, disk_mib: int = 256,
+                        provisioning: int = 0) -> AsyncIterator[Rig]:
     """A fresh rig (see the module docstring) on the dev server ``client`` talks to; every
-    part of it is gone when the block ends, whatever happened inside."""
+    part of it is gone when the block ends, whatever happened inside.
+
+    ``provisioning`` > 0: the primary holds that many MB of data (so its copy takes seconds)
+    and the rig is handed over as soon as the protection has started, while it provisions
+    (no router exists yet; the table is prepared on the primary)."""
     tag = uuid.uuid4().hex[:5]
     names = tuple(f"x{tag}{chr(ord('a') + i)}" for i in range(hosts))
     root = Path(tempfile.mkdtemp(prefix="ssc", dir="/tmp"))  # short: socket paths
@@ -131,7 +136,8 @@ async def protected_rig(client: Client, *, policy: Policy = FAST_DETECTION,
             lab.start_agent(name)
         with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
             async with new_worker(client, settings, pool, task_queue=task_queue):
-                yield await _protect(lab, client, settings, task_queue, policy, names, tag)
+                yield await _protect(lab, client, settings, task_queue, policy, names, tag,
+                                     provisioning)
     finally:
         HAProxyManager(settings.state_dir / "haproxy").stop()
         await asyncio.to_thread(lab.close)
@@ -139,21 +145,37 @@ async def protected_rig(client: Client, *, policy: Policy = FAST_DETECTION,
 
 
 async def _protect(lab: HostsLab, client: Client, settings: Settings, task_queue: str,
-                   policy: Policy, names: tuple[str, ...], tag: str) -> Rig:
+                   policy: Policy, names: tuple[str, ...], tag: str,
+                   provisioning: int = 0) -> Rig:
     """Primary on the first host (made by its agent), shadow on the second, protected and
-    watched."""
+    watched (with ``provisioning`` MB of data, handed over while it provisions)."""
     primary, shadow = names[0], names[1]
     spec = lab.spec(f"db-{tag}", primary, shadow, free_ports(1)[0], tier=1, policy=policy)
     await lab.wait_for_agents(client)
     await lab.ensure_primary(client, task_queue, primary, spec.instance_id)
+    if provisioning:
+        direct = PgEndpoint(host=str(lab.hosts[primary].address), port=PG_PORT)
+        await asyncio.to_thread(_ballast, direct, provisioning)
+        prepare_table(direct)
     handle = await start_protection(client, spec, task_queue=task_queue)
     rig = Rig(lab, client, settings, task_queue, spec, handle, primary, shadow)
+    if provisioning:
+        await ensure_fleet_watcher(client, task_queue=task_queue, request=WATCH)
+        return rig
     await rig.until(lambda s: s.phase == "protected", 240)
     prepare_table(rig.router)
     await ensure_fleet_watcher(client, task_queue=task_queue, request=WATCH)
     # The watcher has found and sampled the protection once the protection heard a score.
     await rig.until(lambda s: s.readiness_score is not None, 60)
     return rig
+
+
+def _ballast(endpoint: PgEndpoint, megabytes: int) -> None:
+    """About ``megabytes`` MB of rows on the primary, so the shadow's copy lasts seconds."""
+    with endpoint.connect() as conn:
+        rows = int(megabytes) * 900  # an int: CREATE TABLE AS takes no bound parameters
+        conn.execute(f"CREATE TABLE IF NOT EXISTS ballast AS SELECT g AS id, "
+                     f"repeat('x', 1000) AS pad FROM generate_series(1, {rows}) AS g")
 
 
 def elapsed_since(start: float) -> float:

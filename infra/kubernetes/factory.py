@@ -30,9 +30,10 @@ def build_kubernetes_platform(request: PlatformRequest,
 
 def build_kubernetes_observer(context: PlatformContext,
                               metrics_period_s: int) -> KubernetesObserver:
-    """The watcher's view of this worker's protections on Kubernetes."""
-    return KubernetesObserver(context.state_dir,
-                              KubeApi(credentials_from_kubeconfig(_kubeconfig(context))))
+    """The watcher's view of this worker's protections on Kubernetes (it reaches the cluster
+    at first use: a worker without one serves the other platforms' protections)."""
+    return KubernetesObserver(context.state_dir, lambda: KubeApi(
+        credentials_from_kubeconfig(_kubeconfig(context))))
 
 
 def _kubeconfig(context: PlatformContext) -> Path:

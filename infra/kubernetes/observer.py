@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from contracts.shadow import PlatformRequest
@@ -42,11 +42,24 @@ class KubernetesObserver(HostsObserver):
 
     name = "kubernetes"
 
-    def __init__(self, state_dir: Path, api: KubeApi) -> None:
+    def __init__(self, state_dir: Path, api: Callable[[], KubeApi]) -> None:
         super().__init__(state_dir)
-        self._api = api
+        self._make_api = api
+        self._client: KubeApi | None = None
         self._placed: dict[str, tuple[float, HostsShadowSpec]] = {}
         self._requests: dict[str, PlatformRequest] = {}
+
+    @property
+    def _api(self) -> KubeApi:
+        """The cluster's client, made at first use: every watcher builds an observer of every
+        platform, and one without protections on Kubernetes needs no cluster at all.
+
+        Raises:
+            InvalidRequestError: the worker has no cluster configured.
+        """
+        if self._client is None:
+            self._client = self._make_api()
+        return self._client
 
     def locate(self, instances: Mapping[str, PlatformRequest]) -> dict[str, Located]:
         """The pod the rw Service publishes, per protection (none mid-shift).
@@ -55,6 +68,8 @@ class KubernetesObserver(HostsObserver):
             InfraError: the API server could not be asked.
         """
         self._requests = dict(instances)
+        if instances:
+            _ = self._api  # no cluster configured: said once per discovery, not per pod
         try:
             return super().locate(instances)
         except OSError as err:

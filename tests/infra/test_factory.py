@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from contracts.shadow import Capabilities, PlatformRequest
+from contracts.spec import ProtectionSpec
+from contracts.spec_kubernetes import KubernetesSection
 from infra.aws.observer import AwsObserver
-from infra.errors import InvalidRequestError
+from infra.errors import InfraError, InvalidRequestError
 from infra.factory import BUILDERS, PlatformBuilder, Platforms
 from infra.local.observer import LocalObserver
 from infra.local.platform import LocalPlatform
@@ -42,7 +44,7 @@ def test_unknown_platform_is_refused_naming_the_known_ones(tmp_path: Path) -> No
     """An unknown platform fails as bad input and says which platforms exist."""
     served = _platforms(None, tmp_path)
     mars = PlatformRequest(dataclasses.replace(REQUEST.spec, platform="mars"))
-    with pytest.raises(InvalidRequestError, match=r"'mars'.*aws, hosts, local"):
+    with pytest.raises(InvalidRequestError, match=r"'mars'.*aws, hosts, kubernetes, local"):
         served.platform_for(mars)
     with pytest.raises(InvalidRequestError, match=r"'mars'"):
         served.observer("mars")
@@ -66,3 +68,21 @@ def test_a_registered_builder_is_used(stack_driver: StackDriver, tmp_path: Path)
     assert isinstance(served.platform_for(request), LocalPlatform)
     assert seen == [request]
     assert "test-cloud" in served.names and "test-cloud" not in BUILDERS
+
+
+def test_a_worker_without_a_cluster_builds_every_observer(tmp_path: Path) -> None:
+    """Every fleet watcher builds an observer of every platform: without
+    SHADOWSHIFT_KUBECONFIG the kubernetes one is built and answers an empty fleet; only a
+    protection on Kubernetes makes it ask for the cluster, as an error the watcher reports
+    per platform (not one that stops it watching the others)."""
+    served = _platforms(None, tmp_path)
+    observers = {name: served.observer(name) for name in served.names}
+    assert set(observers) == {"aws", "hosts", "kubernetes", "local"}
+    assert observers["kubernetes"].locate({}) == {}
+    spec = ProtectionSpec(
+        "orders-db", "kubernetes", tier=1, primary_port=5432, shadow_port=5432,
+        router_port=6432, kubernetes=KubernetesSection("databases", "orders-db-0", "fast"))
+    with pytest.raises(InfraError, match="SHADOWSHIFT_KUBECONFIG"):
+        observers["kubernetes"].locate({"orders-db": PlatformRequest(spec)})
+    with pytest.raises(InvalidRequestError, match="SHADOWSHIFT_KUBECONFIG"):
+        served.platform_for(PlatformRequest(spec))
