@@ -112,7 +112,8 @@ class Settings:
     ``required`` refuses to start without one."""
     kubeconfig: Path | None = None
     """``SHADOWSHIFT_KUBECONFIG``: kubeconfig of the cluster that protections on platform
-    ``kubernetes`` run in (client certificate or token user); unset: that platform refuses."""
+    ``kubernetes`` run in (a client-certificate user, ``docs/kubernetes/rbac.yaml`` says what
+    it needs); unset: that platform refuses."""
 
     @property
     def effective_backend_url(self) -> str:
