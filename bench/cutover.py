@@ -42,6 +42,7 @@ from contracts.cutover import CutoverInput, CutoverResult, cutover_workflow_id
 from contracts.shadow import PlatformRequest
 from contracts.spec import ProtectionSpec
 from infra.local.haproxy import HAProxyManager, ServerEntry
+from infra.local.pki import LocalPki
 from infra.local.platform import LocalPlatform
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, PgServer
@@ -89,7 +90,9 @@ class Bench:
         """Primary (wal_log_hints for pg_rewind), router, tier-1 shadow, worker."""
         # Promotion copies the last WAL segment to the new timeline and fsyncs all of it: with
         # the default 16 MB segments that is most of the promote step (and of the blackout).
-        self.primary.init(settings=PRIMARY_SETTINGS,
+        # TLS as the worker's default replication sslmode (verify-full) requires.
+        tls = LocalPki.of(self.state_dir).server_cert(self.instance_id).settings()
+        self.primary.init(settings={**PRIMARY_SETTINGS, **tls},
                           initdb_options=[f"--wal-segsize={self.wal_segsize_mb}"])
         self.primary.start()
         self.haproxy.ensure_service(self.instance_id, self.request.spec.router_port,

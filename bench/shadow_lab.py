@@ -129,7 +129,8 @@ class Lab:
         home = prepare_dir(self.work_dir / "scratch", mode=0o755)
         target = prepare_dir(home / "data")
         spec = self.platform(2).spec
-        argv = [pg_bin("pg_basebackup"), "-d", spec.replication.conninfo(), "-D", str(target),
+        argv = [pg_bin("pg_basebackup"), "-d", spec.replication_conninfo(spec.standby_node),
+                "-D", str(target),
                 "-X", "stream", "-c", "fast"]
         if not sync:
             argv.append("--no-sync")

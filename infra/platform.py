@@ -38,6 +38,7 @@ from typing import ClassVar
 
 from contracts.agent_tasks import AgentTask
 from contracts.shadow import Capabilities, Health, NodeFacts, PlatformRequest, ReplicationStatus
+from infra.pg_security import ReplicationSecurity
 from infra.pulumi_engine import StackDriver
 from models.metrics import MetricSample
 
@@ -60,6 +61,9 @@ class PlatformContext:
     """The worker's state directory."""
     kubeconfig: Path | None = None
     """The cluster of platform ``kubernetes`` (``SHADOWSHIFT_KUBECONFIG``)."""
+    pg_security: ReplicationSecurity = field(default_factory=ReplicationSecurity)
+    """TLS and password of replication connections (``SHADOWSHIFT_PG_*``; default: neither,
+    for callers that never set up replication)."""
 
 
 @dataclass(frozen=True)

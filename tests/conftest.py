@@ -32,6 +32,7 @@ from contracts.shadow import PlatformRequest
 from contracts.spec import ProtectionSpec
 from contracts.wire import DATA_CONVERTER
 from infra.local.haproxy import HAProxyManager, ServerEntry
+from infra.local.pki import LocalPki
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, PgServer
 from infra.pulumi_engine import PulumiConfig, StackDriver
@@ -273,11 +274,14 @@ class LocalService:
 
 @pytest.fixture
 def local_service(settings: Settings) -> Iterator[LocalService]:
-    """A fresh primary (archive_mode on, so every tier works) behind its own HAProxy."""
+    """A fresh primary (archive_mode on, so every tier works; TLS with a certificate from the
+    state dir's CA) behind its own HAProxy."""
     primary_port, shadow_port, router_port = free_ports(3)
     instance_id = f"db-{uuid.uuid4().hex[:6]}"
     primary = PgServer(home=settings.state_dir / "primary", port=primary_port)
-    primary.init(settings={"archive_mode": "on", "max_wal_senders": "10"})
+    # TLS from the state dir's CA: workers' default replication sslmode is verify-full.
+    tls = LocalPki.of(settings.state_dir).server_cert(instance_id).settings()
+    primary.init(settings={"archive_mode": "on", "max_wal_senders": "10", **tls})
     primary.start()
     haproxy = HAProxyManager(settings.state_dir / "haproxy")
     haproxy.ensure_service(

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from infra.factory import BUILDERS, Platforms
 from infra.local.metric_overlay import with_overlays
 from infra.platform import FleetObserver, PlatformContext
-from infra.pulumi_engine import StackDriver
 from workers.process_exit import exit_process
-from workers.registry import pulumi_config
+from workers.registry import platform_context
 from workers.settings import Settings
 
 
@@ -32,8 +31,7 @@ def overlay_platforms(settings: Settings) -> Platforms:
             return with_overlays(inner(context, period_s), context.state_dir)
 
         builders[name] = dataclasses.replace(builder, observer=observe)
-    context = PlatformContext(StackDriver(pulumi_config(settings)), settings.state_dir)
-    return Platforms(context, builders)
+    return Platforms(platform_context(settings), builders)
 
 
 if __name__ == "__main__":

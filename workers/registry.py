@@ -28,6 +28,7 @@ from activities.watching.sync import SyncSupervisor
 from activities.watching.watcher import FleetWatchActivities
 from infra import observability
 from infra.factory import Platforms
+from infra.pg_security import ReplicationSecurity
 from infra.platform import PlatformContext
 from infra.pulumi_engine import PulumiConfig, StackDriver
 from models.registry import ModelRegistry
@@ -71,10 +72,17 @@ def pulumi_config(settings: Settings) -> PulumiConfig:
     )
 
 
+def platform_context(settings: Settings) -> PlatformContext:
+    """The worker's Pulumi driver, state dir, cluster and replication security."""
+    security = ReplicationSecurity(sslmode=settings.pg_replication_sslmode,
+                                   passfile=settings.pg_passfile)
+    return PlatformContext(StackDriver(pulumi_config(settings)), settings.state_dir,
+                           settings.kubeconfig, security)
+
+
 def platforms(settings: Settings) -> Platforms:
     """Every platform, with the worker's Pulumi driver and state dir."""
-    return Platforms(PlatformContext(StackDriver(pulumi_config(settings)), settings.state_dir,
-                                     settings.kubeconfig))
+    return Platforms(platform_context(settings))
 
 
 def build_activities(settings: Settings, client: Client, *,

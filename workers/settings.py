@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "SHADOWSHIFT_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ENCRYPTION_MODES = ("auto", "required")
+PG_SSLMODES = ("verify-full", "disable")
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})\Z")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}\Z")
 _DNS_NAME = re.compile(r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+\Z")
@@ -110,6 +111,16 @@ class Settings:
     payload_encryption: str = "auto"
     """``SHADOWSHIFT_PAYLOAD_ENCRYPTION``: ``auto`` encrypts when a key is configured;
     ``required`` refuses to start without one."""
+    pg_replication_sslmode: str = "verify-full"
+    """``SHADOWSHIFT_PG_REPLICATION_SSLMODE``: TLS of the replication connections a worker sets
+    up: ``verify-full`` (the primary's certificate must chain to the platform's CA and name its
+    address; on the local platform the CA and server certificates are generated in
+    ``<state_dir>/pki``) or ``disable`` (plaintext, a trusted network only)."""
+    pg_passfile: Path | None = None
+    """``SHADOWSHIFT_PG_PASSFILE``: libpq passfile (mode 0600) with the password of each spec's
+    ``replication_user`` (``host:port:replication:<role>:<password>``); servers get a copy of
+    that role's lines only. The password is never put in a spec, a workflow's history, Pulumi
+    state, a log or a metric. Unset: replication connects without a password."""
     kubeconfig: Path | None = None
     """``SHADOWSHIFT_KUBECONFIG``: kubeconfig of the cluster that protections on platform
     ``kubernetes`` run in (a client-certificate user, ``docs/kubernetes/rbac.yaml`` says what
@@ -189,6 +200,12 @@ def _encryption_mode(var: str, raw: str) -> str:
     return raw
 
 
+def _pg_sslmode(var: str, raw: str) -> str:
+    if raw not in PG_SSLMODES:
+        raise SettingsError(f"{var}={raw!r}: allowed values are {', '.join(PG_SSLMODES)}")
+    return raw
+
+
 def _secret(var: str, raw: str) -> str:
     # Checked by workers.payload_keys when a process builds its data converter; never echoed.
     if not raw.strip():
@@ -237,6 +254,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PAYLOAD_KEY_FILE": ("payload_key_file", _path),
     "PAYLOAD_KEYS": ("payload_keys", _secret),
     "PAYLOAD_ENCRYPTION": ("payload_encryption", _encryption_mode),
+    "PG_REPLICATION_SSLMODE": ("pg_replication_sslmode", _pg_sslmode),
+    "PG_PASSFILE": ("pg_passfile", _path),
     "KUBECONFIG": ("kubeconfig", _path),
 }
 

@@ -17,8 +17,8 @@ def build_local_platform(request: PlatformRequest, context: PlatformContext) -> 
     Raises:
         InvalidRequestError: the roles are unknown.
     """
-    return LocalPlatform(LocalShadowSpec.from_request(request, context.state_dir),
-                         context.driver)
+    spec = LocalShadowSpec.from_request(request, context.state_dir, context.pg_security)
+    return LocalPlatform(spec, context.driver)
 
 
 def build_local_observer(context: PlatformContext, metrics_period_s: int) -> LocalObserver:

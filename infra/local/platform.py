@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import psycopg
+from psycopg import pq
 
 from contracts.shadow import Capabilities, NodeFacts
 from infra.errors import InfraError, InvalidRequestError, StackProgramError
@@ -17,8 +18,10 @@ from infra.local.postgres import (
     PgEndpoint,
     PgServer,
     pg_bin,
+    prepare_dir,
     query_one,
     run_server_tool,
+    server_os_user,
     set_synchronous_standby,
 )
 from infra.local.program import data_dir_props, shadow_program
@@ -26,6 +29,7 @@ from infra.local.rejoin import rejoin_as_standby
 from infra.local.routed import RoutedPostgres
 from infra.local.seed import SEED_POSITION_FILE, EarlySeed, drop_idle_slot
 from infra.local.spec import LocalShadowSpec
+from infra.pg_security import check_passfile, install_passfile
 from infra.platform import Platform, ProgressCallback, ReplicationStatus, ShadowInfo
 from infra.pulumi_engine import StackDriver
 
@@ -61,16 +65,19 @@ class LocalPlatform(RoutedPostgres, Platform):
 
         Raises:
             InvalidRequestError: unreachable primary, missing replication rights, busy port,
-                unknown router service, too little disk, tier 3 without WAL archiving.
+                unknown router service, too little disk, tier 3 without WAL archiving, a
+                primary without TLS when replication requires it, an unusable passfile, or a
+                replication login the primary refuses (wrong password, no TLS).
         """
         spec = self.spec
         try:
             with spec.primary.connect() as conn:
-                wal_level, senders, archive_mode, db_bytes = conn.execute(
+                wal_level, senders, archive_mode, db_bytes, ssl = conn.execute(
                     "SELECT current_setting('wal_level'), current_setting('max_wal_senders')::int,"
                     " current_setting('archive_mode'),"
-                    " (SELECT sum(pg_database_size(datname)) FROM pg_database)::bigint"
-                ).fetchone() or (None, 0, None, 0)
+                    " (SELECT sum(pg_database_size(datname)) FROM pg_database)::bigint,"
+                    " current_setting('ssl')"
+                ).fetchone() or (None, 0, None, 0, "off")
                 can_replicate = conn.execute(
                     "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = %s",
                     (spec.replication_user,),
@@ -97,6 +104,13 @@ class LocalPlatform(RoutedPostgres, Platform):
             )
         if spec.tier == 3:
             archiving.check_tools()
+        if spec.replication_sslmode != "disable" and ssl != "on":
+            raise InvalidRequestError(
+                f"primary {spec.current_primary} does not offer TLS (ssl=off) and replication "
+                f"requires it: give it a certificate from {spec.pki.folder} (docs/security.md) "
+                "or set SHADOWSHIFT_PG_REPLICATION_SSLMODE=disable"
+            )
+        self._check_replication_login()  # every tier's copy is a replication connection
         standby = PgServer(home=spec.standby_home, port=spec.standby_port)
         if not standby.running() and not port_free(spec.standby_port):
             raise InvalidRequestError(f"shadow port {spec.standby_port} is already in use")
@@ -112,9 +126,44 @@ class LocalPlatform(RoutedPostgres, Platform):
                 f"{free // 2**20} MiB free, {needed // 2**20} MiB needed"
             )
 
+    def _check_replication_login(self) -> None:
+        """Open (and close) a replication connection as the standby will, with the worker's
+        passfile: a wrong password, a missing ``hostssl`` rule or an untrusted certificate is
+        refused here, by name, instead of in a copy that retries forever."""
+        spec = self.spec
+        if spec.passfile is not None:
+            check_passfile(spec.passfile, spec.replication_user)
+        conninfo = spec.replication_conninfo(spec.standby_node, passfile=spec.passfile)
+        login = pq.PGconn.connect(f"{conninfo} replication=true connect_timeout=5".encode())
+        try:
+            if login.status != pq.ConnStatus.OK:
+                # libpq's own words (several lines; never the password, at most the
+                # passfile's path).
+                reason = " ".join(login.get_error_message().split()) or "refused"
+                raise InvalidRequestError(
+                    f"role {spec.replication_user!r} cannot open a replication connection to "
+                    f"{spec.current_primary} (sslmode={spec.replication_sslmode}): {reason}"
+                )
+        finally:
+            login.finish()
+
+    def install_credentials(self, node: str) -> None:
+        """What ``node``'s server needs to stream securely, in place before it is copied,
+        started or rewound: its TLS certificate (issued once from the state dir's CA) and its
+        copy of the replication role's passfile lines (rewritten each time, so a rotated
+        password reaches it at the next provisioning or rejoin)."""
+        spec = self.spec
+        if spec.replication_sslmode != "disable":
+            spec.pki.server_cert(node)
+        if spec.passfile is not None:
+            home = prepare_dir(spec.home_of(node), mode=0o755)
+            install_passfile(spec.passfile, home / spec.passfile_copy(node).name,
+                             spec.replication_user, server_os_user())
+
     def provision_shadow(self, on_progress: ProgressCallback | None = None) -> ShadowInfo:
         """Preflight, then ``pulumi up``; a failure retrying cannot fix leaves nothing behind."""
         self.preflight()
+        self.install_credentials(self.spec.standby_node)
         # The copy starts now and overlaps Pulumi's start; the data resource adopts it.
         early = EarlySeed.start_if_needed(data_dir_props(self.spec), on_progress)
         try:
@@ -309,6 +358,7 @@ class LocalPlatform(RoutedPostgres, Platform):
         streaming = self.replication_between(self.spec.current_primary, former).state
         if streaming != "streaming":
             _require_rewindable(former, data_dir)
+        self.install_credentials(former)
         done = rejoin_as_standby(self, former, str(data_dir))
         self.provision_shadow()  # records the roles in the stack, in place
         return done

@@ -45,8 +45,9 @@ def data_dir_props(spec: LocalShadowSpec) -> dict[str, Any]:
         "standby_name": spec.standby_node,
         "roles": spec.roles,
         "archive_dir": str(spec.archive_dir),
-        "replication_conninfo": spec.replication.conninfo(),
+        "replication_conninfo": spec.replication_conninfo(spec.standby_node),
         "primary_conninfo": spec.primary.conninfo(),
+        "server_settings": spec.server_settings(spec.standby_node),
     }
 
 

@@ -119,12 +119,12 @@ def _write_standby_config(
     """Replace the (rewound) auto.conf: it came from the primary, with the primary's port."""
     # The replication role and the same string the shadow program writes, so a later stack
     # update that rewrites these settings changes nothing (no walreceiver restart).
-    replication = platform.spec.endpoint_of(primary, platform.spec.replication_user)
-    conninfo = replication.conninfo() + f" application_name={standby}"
+    conninfo = platform.spec.replication_conninfo(standby) + f" application_name={standby}"
     server.write_standby_config({
         "recovery_target_timeline": "'latest'",
         "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",
         "primary_slot_name": f"'{slot}'",
+        **platform.spec.server_settings(standby),
     })
 
 

@@ -144,6 +144,8 @@ def write_standby_settings(
             "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",
             "primary_slot_name": f"'{props['slot']}'",
         }
+    # TLS with the node's own certificate (inputs of stacks made before TLS lack it).
+    source.update(props.get("server_settings") or {})
     server.write_standby_config(source, data_dir=data_dir)
 
 

@@ -9,13 +9,16 @@ standby of the current roles. Name-based lookups (``endpoint_of``, ``home_of``) 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.shadow import PlatformRequest
 from infra.errors import InvalidRequestError
+from infra.local.pki import LocalPki, ServerCert
 from infra.local.postgres import PgEndpoint
 from infra.names import validate_instance_id
+from infra.pg_security import SSLMODES, STANDBY_PASSFILE, ReplicationSecurity
 
 COMPRESSIONS = ("lz4", "gzip", "none")
 
@@ -52,6 +55,13 @@ class LocalShadowSpec:
     original_home: str = ""
     """Folder holding the original primary's ``data`` directory, needed once it is the standby
     (rewound or re-seeded); empty: ``instances/<id>/original`` under the state dir."""
+    replication_sslmode: str = "disable"
+    """``verify-full``: the standby streams over TLS and checks the primary's certificate
+    against the CA in ``<state_dir>/pki`` (both nodes then serve TLS with certificates issued
+    there); ``disable``: plaintext."""
+    passfile: Path | None = None
+    """The worker's libpq passfile with the replication role's password (``None``: none);
+    each node gets a copy of that role's lines in its home (see :mod:`infra.pg_security`)."""
 
     def __post_init__(self) -> None:
         # The spec's values were validated with the protection spec (contracts.spec); what
@@ -63,6 +73,10 @@ class LocalShadowSpec:
             )
         if not 1 <= self.archive_interval_s <= 3600:
             raise InvalidRequestError("archive_interval_s must be within 1..3600")
+        if self.replication_sslmode not in SSLMODES:
+            raise InvalidRequestError(
+                f"replication_sslmode {self.replication_sslmode!r} is not one of {SSLMODES}"
+            )
         if self.serving_node not in ("", self.primary_node, self.shadow_node):
             raise InvalidRequestError(
                 f"serving_node {self.serving_node!r} is not one of "
@@ -70,16 +84,21 @@ class LocalShadowSpec:
             )
 
     @classmethod
-    def from_request(cls, request: PlatformRequest, state_dir: Path) -> LocalShadowSpec:
+    def from_request(
+        cls, request: PlatformRequest, state_dir: Path,
+        security: ReplicationSecurity | None = None,
+    ) -> LocalShadowSpec:
         """The local view of a protection request (ports and tier from its spec, the roles
-        from the request)."""
+        from the request, TLS and password from the worker's ``security``)."""
         spec = request.spec
+        security = security or ReplicationSecurity()
         return cls(instance_id=spec.instance_id, primary_port=spec.primary_port,
                    shadow_port=spec.shadow_port, router_port=spec.router_port,
                    state_dir=state_dir, tier=spec.tier,
                    archive_interval_s=spec.archive_interval_s,
                    replication_user=spec.replication_user,
-                   serving_node=request.serving_node, original_home=request.original_home)
+                   serving_node=request.serving_node, original_home=request.original_home,
+                   replication_sslmode=security.sslmode, passfile=security.passfile)
 
     @property
     def stack_name(self) -> str:
@@ -181,14 +200,44 @@ class LocalShadowSpec:
         return self.endpoint_of(self.current_primary)
 
     @property
-    def replication(self) -> PgEndpoint:
-        """Replication endpoint of the current primary."""
-        return self.endpoint_of(self.current_primary, self.replication_user)
-
-    @property
     def shadow(self) -> PgEndpoint:
         """Superuser endpoint of the current standby."""
         return self.endpoint_of(self.standby_node)
+
+    # -- replication security --------------------------------------------------------------
+
+    @property
+    def pki(self) -> LocalPki:
+        """The state dir's CA and server certificates."""
+        return LocalPki.of(self.state_dir)
+
+    def passfile_copy(self, node: str) -> Path:
+        """Where ``node``'s server processes read the replication password from."""
+        return self.home_of(node) / STANDBY_PASSFILE
+
+    def replication_conninfo(self, standby: str, *, passfile: Path | None = None) -> str:
+        """How ``standby`` connects to the other node for replication: the replication role,
+        TLS per :attr:`replication_sslmode`, the password from ``standby``'s passfile copy
+        (``passfile``: another one, e.g. the worker's own for a preflight login). Never a
+        password itself: this string lands in Pulumi state and ``postgresql.auto.conf``."""
+        extra: dict[str, str] = {"sslmode": self.replication_sslmode}
+        if self.replication_sslmode != "disable":
+            extra["sslrootcert"] = str(self.pki.ca_file)
+        if passfile is not None or self.passfile is not None:
+            extra["passfile"] = str(passfile or self.passfile_copy(standby))
+        source = self.endpoint_of(self.other_node(standby), self.replication_user)
+        # dbname "replication", as the WAL receiver and pg_basebackup use for a physical
+        # stream whatever the string says: passfile lines then match the same way for all.
+        return dataclasses.replace(source, dbname="replication").conninfo(**extra)
+
+    def server_cert(self, node: str) -> ServerCert:
+        """Where ``node``'s TLS certificate and key are (issued by :meth:`LocalPki.server_cert`)."""
+        return ServerCert(self.pki.folder / f"{node}.crt", self.pki.folder / f"{node}.key")
+
+    def server_settings(self, node: str) -> dict[str, str]:
+        """Settings ``node`` runs with as a standby besides replication: TLS on with its own
+        certificate, so it can be the primary a later standby verifies."""
+        return self.server_cert(node).settings() if self.replication_sslmode != "disable" else {}
 
     def _check(self, node: str) -> str:
         if node not in (self.primary_node, self.shadow_node):
