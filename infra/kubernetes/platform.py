@@ -224,11 +224,16 @@ class KubernetesPlatform(HostsPlatform):
 
     def fence_router(self, node: str) -> None:
         """Out of HAProxy first (needs nothing from the node or the API server), then
-        labelled fenced and weight 0 on the route."""
+        labelled fenced and weight 0 on the route. An API server that cannot be reached does
+        not stop an emergency here: the node is out of the router already, and the shift
+        later waits for the EndpointSlices (and retries until it can)."""
         super().fence_router(node)
-        roles.set_role(self.api, self.kspec, node, FENCED)
-        if self.kspec.section.route:
-            roles.set_route_weights(self.api, self.kspec, {node: 0})
+        try:
+            roles.set_role(self.api, self.kspec, node, FENCED)
+            if self.kspec.section.route:
+                roles.set_route_weights(self.api, self.kspec, {node: 0})
+        except (InfraError, OSError) as err:
+            log.warning("%s is out of the router; labelling it fenced failed (%s)", node, err)
 
     def routes_service(self) -> bool:
         """The ``<id>-rw`` Service exists and HAProxy has the instance's service."""
