@@ -1,5 +1,5 @@
 """``python -m workers.demo_worker``: the demo's worker — the production worker whose fleet
-observers (local and hosts) read metric overlays (``infra/local/metric_overlay.py``).
+observers (local, hosts, kubernetes) read metric overlays (``infra/local/metric_overlay.py``).
 
 The demo replays a recorded incident into the primary's metric stream; the overlay belongs
 to the demo, so a production worker (``workers.main``) never looks for overlay files.
@@ -19,10 +19,10 @@ from workers.settings import Settings
 
 
 def overlay_platforms(settings: Settings) -> Platforms:
-    """Every platform, the local and hosts ones observed through the overlays in the state
-    dir."""
+    """Every platform, the local, hosts and kubernetes ones observed through the overlays in
+    the state dir."""
     builders = dict(BUILDERS)
-    for name in ("local", "hosts"):
+    for name in ("local", "hosts", "kubernetes"):
         builder = BUILDERS[name]
 
         def observe(context: PlatformContext, period_s: int,
