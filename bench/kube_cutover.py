@@ -36,7 +36,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from contracts.policy import Policy
-from contracts.protection import CutoverRequest, ProtectionStatus
+from contracts.protection import CutoverRequest
 from contracts.spec import ProtectionSpec
 from infra.kubernetes.cluster import LoopbackCluster
 from infra.kubernetes.toolchain import find_toolchain
@@ -55,7 +55,7 @@ from workers.kube_lab import (
     local_volumes,
     primary_pod,
 )
-from workers.protect import start_protection
+from workers.protect import start_protection, status_when
 from workers.registry import new_worker, pulumi_config
 from workers.settings import Settings
 from workers.split_brain import blackout_ms, failures_between
@@ -67,16 +67,6 @@ POLICY = Policy(threshold=100, consecutive_readings=100, cooldown_s=0)
 NAMESPACE = "bench"
 
 
-async def _status(handle: WorkflowHandle[Any, Any], done: Any,
-                  timeout_s: float) -> ProtectionStatus:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            status: ProtectionStatus = await handle.query(InstanceProtectionWorkflow.status)
-            if done(status):
-                return status
-            await asyncio.sleep(0.05)
-
-
 async def _flowing(writer: Writer, since: float, count: int = 20) -> None:
     async with asyncio.timeout(30):
         while sum(1 for t in writer.stats.ack_times if t > since) < count:
@@ -86,16 +76,17 @@ async def _flowing(writer: Writer, since: float, count: int = 20) -> None:
 async def _one_cutover(handle: WorkflowHandle[Any, Any], spec: ProtectionSpec,
                        endpoints: dict[str, PgEndpoint], rate: float) -> dict[str, Any]:
     """Ask for a cutover under writes; what the writer saw."""
-    before = await _status(handle, lambda s: s.phase == "protected", 240)
+    before = await status_when(handle, lambda s: s.phase == "protected", 240)
     router = PgEndpoint(port=spec.router_port)
     with Writer(router, rate=rate) as writer:
         await _flowing(writer, time.monotonic() - 60)
         start = time.monotonic()
         await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
                                     CutoverRequest("bench"))
-        counted = await _status(handle, lambda s: s.cutovers == before.cutovers + 1, 240)
+        counted = await status_when(handle, lambda s: s.cutovers == before.cutovers + 1, 240,
+                                    interval_s=0.05)  # cutover_s is timed by it
         cutover_s = time.monotonic() - start
-        after = await _status(handle, lambda s: s.phase == "protected"
+        after = await status_when(handle, lambda s: s.phase == "protected"
                               and len(s.recoveries) == len(before.recoveries) + 1, 240)
         end = time.monotonic()
         await _flowing(writer, end)
@@ -138,7 +129,7 @@ async def _measure(client: Client, settings: Settings, lab: HostsLab, cluster: L
         handles = {name: await start_protection(client, spec, task_queue=task_queue)
                    for name, spec in specs.items()}
         for name, handle in handles.items():
-            await _status(handle, lambda s: s.phase == "protected", 300)
+            await status_when(handle, lambda s: s.phase == "protected", 300)
             prepare_table(PgEndpoint(port=specs[name].router_port))
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in specs}
         for _ in range(rounds):

@@ -19,11 +19,12 @@ from typing import TypeVar
 
 import pytest
 
-from infra.kubernetes.api import KubeApi, poll_until, resource_path
+from infra.kubernetes.api import KubeApi, resource_path
 from infra.kubernetes.cluster import LoopbackCluster
 from infra.kubernetes.manifests import install_crds
 from infra.kubernetes.nodes import ZONE_LABEL, register_fake_node
 from infra.kubernetes.toolchain import ToolchainMissingError, find_toolchain
+from workers.kube_lab import ensure_namespace
 from workers.settings import REPO_ROOT
 
 T = TypeVar("T")
@@ -105,11 +106,6 @@ def namespace(kube_world: KubeWorld) -> Iterator[str]:
     """A namespace of the test's own, ready for pods (its ``default`` ServiceAccount, which
     the controller-manager adds, exists), deleted afterwards with everything in it."""
     name = f"test-{uuid.uuid4().hex[:10]}"
-    path = resource_path("v1", "namespaces", name=name)
-    kube_world.api.apply(path, {"apiVersion": "v1", "kind": "Namespace",
-                                "metadata": {"name": name}}, field_manager="tests")
-    account = resource_path("v1", "serviceaccounts", namespace=name, name="default")
-    poll_until(lambda: kube_world.api.find(account), timeout_s=30,
-               what=f"ServiceAccount {name}/default")
+    ensure_namespace(kube_world.api, name)
     yield name
-    kube_world.api.delete(path)
+    kube_world.api.delete(resource_path("v1", "namespaces", name=name))

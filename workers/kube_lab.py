@@ -55,16 +55,21 @@ def ensure_namespace(api: KubeApi, name: str) -> None:
                timeout_s=30, what=f"ServiceAccount {name}/default")
 
 
+def ensure_storage_class(api: KubeApi) -> None:
+    """:data:`STORAGE_CLASS`: local volumes, bound where the pod is scheduled."""
+    api.apply(resource_path("storage.k8s.io/v1", "storageclasses", name=STORAGE_CLASS), {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS}, "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "WaitForFirstConsumer"}, field_manager="lab")
+
+
 @contextlib.contextmanager
 def host_nodes(api: KubeApi, lab: HostsLab, pool: str) -> Iterator[dict[str, str]]:
     """A node per host of ``lab`` (own zone, :data:`AGENT_HOST_LABEL`, the host's address,
     :data:`LAB_POOL_LABEL` ``pool``) and the local storage class; yields host -> node, and
     deletes the nodes afterwards."""
     node_of = {host: f"kn-{host}" for host in lab.hosts}
-    api.apply(resource_path("storage.k8s.io/v1", "storageclasses", name=STORAGE_CLASS), {
-        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": STORAGE_CLASS}, "provisioner": "kubernetes.io/no-provisioner",
-        "volumeBindingMode": "WaitForFirstConsumer"}, field_manager="lab")
+    ensure_storage_class(api)
     try:
         for host, node in node_of.items():
             register_fake_node(api, node, labels={

@@ -7,6 +7,10 @@ spec and writes its memo itself (docs/operations.md, "Protecting an instance").
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -15,7 +19,7 @@ from temporalio.common import (
 )
 
 from contracts import search_attributes
-from contracts.protection import MEMO_ROLES, MEMO_SPEC
+from contracts.protection import MEMO_ROLES, MEMO_SPEC, ProtectionStatus
 from contracts.spec import ProtectionSpec, spec_to_dict, validate_spec
 from contracts.watch import WatchFleetInput, watcher_id
 from workflows.fleet_watcher import FleetWatcherWorkflow
@@ -69,3 +73,18 @@ async def ensure_fleet_watcher(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"Fleet watcher of task queue {task_queue}",
     )
+
+
+async def status_when(handle: WorkflowHandle[Any, Any], done: Callable[[ProtectionStatus], Any],
+                      timeout_s: float, interval_s: float = 0.25) -> ProtectionStatus:
+    """The protection's first status that satisfies ``done``, queried every ``interval_s``.
+
+    Raises:
+        TimeoutError: none did within ``timeout_s``.
+    """
+    async with asyncio.timeout(timeout_s):
+        while True:
+            status: ProtectionStatus = await handle.query(InstanceProtectionWorkflow.status)
+            if done(status):
+                return status
+            await asyncio.sleep(interval_s)

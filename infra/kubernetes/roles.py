@@ -104,7 +104,10 @@ def route_path(spec: KubeShadowSpec) -> str:
 
 def route_weights(api: KubeApi, spec: KubeShadowSpec) -> dict[str, int]:
     """Weight per node in the TCPRoute's first rule (nodes it does not name left out)."""
-    route = api.get(route_path(spec))
+    return _weights_in(api.get(route_path(spec)), spec)
+
+
+def _weights_in(route: KubeObject, spec: KubeShadowSpec) -> dict[str, int]:
     rules = route.get("spec", {}).get("rules") or [{}]
     by_service = {spec.node_service(n): n for n in (spec.primary_node, spec.shadow_node)}
     return {by_service[ref["name"]]: int(ref.get("weight", 1))
@@ -119,7 +122,7 @@ def set_route_weights(api: KubeApi, spec: KubeShadowSpec, weights: Mapping[str, 
         InfraError: someone else changed the route meanwhile (a retry rereads it).
     """
     route = api.get(route_path(spec))
-    current = route_weights(api, spec)
+    current = _weights_in(route, spec)
     merged = {n: current.get(n, 0) for n in (spec.primary_node, spec.shadow_node)}
     merged.update(weights)
     rules = list(route.get("spec", {}).get("rules") or [{}])

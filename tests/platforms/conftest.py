@@ -175,12 +175,7 @@ def _hosts_pair(world: HostsWorld, settings: Settings) -> Iterator[Pair]:
                    run_agent_tasks=world.runner.run_all)
     finally:
         platform.close()
-        for node, host in zip((primary, shadow), world.hosts, strict=True):
-            call = AgentCall(VERSION, ServerRef(instance_id, node, port))
-            try:
-                world.runner.run(AgentTask(host, destroy=call))
-            except Exception as err:  # the next test must still run
-                print(f"destroying {node} on {host} failed: {err}")
+        _destroy_servers(world, instance_id, port, (primary, shadow))
         HAProxyManager(settings.state_dir / "haproxy").stop()
 
 
@@ -210,13 +205,20 @@ def _kube_pair(nodes: KubeNodes, namespace: str, settings: Settings) -> Iterator
                        endpoints, run_agent_tasks=world.runner.run_all)
         finally:
             platform.close()
-            for node, host in zip((primary, shadow), hosts, strict=True):
-                call = AgentCall(VERSION, ServerRef(instance_id, node, port))
-                try:
-                    world.runner.run(AgentTask(host, destroy=call))
-                except Exception as err:  # the next test must still run
-                    print(f"destroying {node} on {host} failed: {err}")
+            _destroy_servers(world, instance_id, port, (primary, shadow))
             HAProxyManager(settings.state_dir / "haproxy").stop()
+
+
+def _destroy_servers(world: HostsWorld, instance_id: str, port: int,
+                     nodes: tuple[str, str]) -> None:
+    """Destroy both servers of a pair through their hosts' agents (the first host has the
+    original primary); a failure is printed, so the next test still runs."""
+    for node, host in zip(nodes, world.hosts, strict=True):
+        call = AgentCall(VERSION, ServerRef(instance_id, node, port))
+        try:
+            world.runner.run(AgentTask(host, destroy=call))
+        except Exception as err:  # the next test must still run
+            print(f"destroying {node} on {host} failed: {err}")
 
 
 def _wait_streaming(platform: Platform, primary: str, shadow: str) -> None:

@@ -4,7 +4,6 @@ the traffic across hosts, and the former primary is rewound by its own agent."""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import shutil
@@ -13,13 +12,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from contracts.protection import CutoverRequest, ProtectionStatus
+from contracts.protection import CutoverRequest
 from infra.local.haproxy import HAProxyManager
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint
@@ -27,7 +25,7 @@ from infra.local.probe import postmaster_answers
 from infra.pulumi_engine import StackDriver
 from tests.conftest import acked_after
 from workers.hosts_lab import PG_PORT, HostsLab
-from workers.protect import start_protection
+from workers.protect import start_protection, status_when
 from workers.registry import new_worker, pulumi_config
 from workers.settings import Settings
 from workers.workload import Writer, missing_acked, prepare_table
@@ -66,16 +64,6 @@ async def _worker(client: Client, settings: Settings, task_queue: str) -> AsyncI
             yield
 
 
-async def _status(handle: WorkflowHandle[Any, Any], done: Any,
-                  timeout_s: float) -> ProtectionStatus:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            status: ProtectionStatus = await handle.query(InstanceProtectionWorkflow.status)
-            if done(status):
-                return status
-            await asyncio.sleep(0.25)
-
-
 async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
     lab: HostsLab, settings: Settings, temporal_env: WorkflowEnvironment, task_queue: str,
 ) -> None:
@@ -90,7 +78,7 @@ async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
         await lab.wait_for_agents(client)
         await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
         handle = await start_protection(client, spec, task_queue=task_queue)
-        status = await _status(handle, lambda s: s.phase == "protected", 240)
+        status = await status_when(handle, lambda s: s.phase == "protected", 240)
         assert status.shadow_healthy
         router = PgEndpoint(port=router_port)
         prepare_table(router)
@@ -98,7 +86,7 @@ async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
             await acked_after(writer)
             await handle.execute_update(InstanceProtectionWorkflow.request_cutover,
                                         CutoverRequest("move to the other host"))
-            status = await _status(handle, lambda s: s.cutovers == 1 and s.recoveries
+            status = await status_when(handle, lambda s: s.cutovers == 1 and s.recoveries
                                    and s.phase == "protected", 240)
             await acked_after(writer, since=time.monotonic())
         await handle.terminate("test over")

@@ -16,16 +16,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.policy import Policy
-from contracts.protection import PREDICTION, ProtectionStatus
+from contracts.protection import PREDICTION
+from contracts.shadow import PlatformRequest
 from contracts.watch import WatchFleetInput
 from infra.kubernetes.api import KubeApi, KubeApiError, resource_path
+from infra.kubernetes.placement import KubeShadowSpec
+from infra.kubernetes.roles import published_addresses
 from infra.local.haproxy import HAProxyManager
 from infra.local.metric_overlay import write_overlay
 from infra.local.ports import free_ports
@@ -37,12 +38,11 @@ from tests.platforms.kube_pair import KubeNodes, kube_nodes
 from workers.demo_trace import build_trace
 from workers.demo_worker import overlay_platforms
 from workers.kube_lab import grant_worker, local_volumes, primary_pod
-from workers.protect import ensure_fleet_watcher, start_protection
+from workers.protect import ensure_fleet_watcher, start_protection, status_when
 from workers.registry import build_activities, new_worker
 from workers.settings import Settings
 from workers.split_brain import SplitBrainMonitor
 from workers.workload import Writer, missing_acked, prepare_table
-from workflows.protection import InstanceProtectionWorkflow
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +53,6 @@ def nodes(temporal_env: WorkflowEnvironment, kube_world: KubeWorld) -> Iterator[
     with hosts_world(temporal_env.client.service_client.config.target_host) as world, \
             kube_nodes(kube_world, world) as made:
         yield made
-
-
-async def _status(handle: WorkflowHandle[Any, Any], done: Any,
-                  timeout_s: float) -> ProtectionStatus:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            status: ProtectionStatus = await handle.query(InstanceProtectionWorkflow.status)
-            if done(status):
-                return status
-            await asyncio.sleep(0.25)
 
 
 def _evict(api: KubeApi, namespace: str, pod: str) -> int:
@@ -108,7 +98,7 @@ async def test_a_drained_node_moves_the_primary_before_its_eviction_and_it_rejoi
         with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
             async with new_worker(client, settings, pool, task_queue=task_queue):
                 handle = await start_protection(client, spec, task_queue=task_queue)
-                await _status(handle, lambda s: s.phase == "protected", 240)
+                await status_when(handle, lambda s: s.phase == "protected", 240)
                 assert _evict(api, namespace, pod) == 429  # the budget holds the primary
                 router = PgEndpoint(port=router_port)
                 prepare_table(router)
@@ -119,14 +109,15 @@ async def test_a_drained_node_moves_the_primary_before_its_eviction_and_it_rejoi
                     watcher = await ensure_fleet_watcher(client, task_queue=task_queue,
                                                          request=watch)
                     api.merge_patch(node_path, {"spec": {"unschedulable": True}})  # drain
-                    status = await _status(handle, lambda s: s.cutovers == 1 and s.recoveries
+                    status = await status_when(handle, lambda s: s.cutovers == 1 and s.recoveries
                                            and s.phase == "protected", 240)
                     await acked_after(writer, since=time.monotonic())
                 report = monitor.stop()
                 await watcher.terminate("test over")
                 await handle.terminate("test over")
         api.merge_patch(node_path, {"spec": {"unschedulable": False}})
-        served = _published(api, namespace, f"{instance_id}-rw")
+        served = published_addresses(api, KubeShadowSpec.from_request(
+            PlatformRequest(spec), settings.state_dir))
         assert _evict(api, namespace, pod) == 201  # a replica now: the drain may evict it
     assert status.primary_node == f"{instance_id}-shadow", status
     assert status.recoveries == ["rejoined"], status
@@ -139,15 +130,6 @@ async def test_a_drained_node_moves_the_primary_before_its_eviction_and_it_rejoi
                            ).fetchone()
     assert row == (instance_id, "sync"), row
     HAProxyManager(settings.state_dir / "haproxy").stop()
-
-
-def _published(api: KubeApi, namespace: str, service: str) -> set[str]:
-    slices = api.get(resource_path("discovery.k8s.io/v1", "endpointslices",
-                                   namespace=namespace),
-                     query={"labelSelector": f"kubernetes.io/service-name={service}"})
-    return {address for item in slices.get("items", []) for endpoint in item.get("endpoints")
-            or [] if endpoint.get("conditions", {}).get("ready") for address in
-            endpoint["addresses"]}
 
 
 
@@ -181,7 +163,7 @@ async def test_a_predicted_degradation_moves_the_primary_pod_and_it_rejoins(
             async with new_worker(client, settings, pool, task_queue=task_queue,
                                   activities=build_activities(settings, client, served=served)):
                 handle = await start_protection(client, spec, task_queue=task_queue)
-                await _status(handle, lambda s: s.phase == "protected", 240)
+                await status_when(handle, lambda s: s.phase == "protected", 240)
                 router = PgEndpoint(port=spec.router_port)
                 prepare_table(router)
                 haproxy = HAProxyManager(settings.state_dir / "haproxy")
@@ -194,7 +176,7 @@ async def test_a_predicted_degradation_moves_the_primary_pod_and_it_rejoins(
                                   wall_start=wall_start, exclusive=trace.exclusive)
                     watcher = await ensure_fleet_watcher(client, task_queue=task_queue,
                                                          request=watch)
-                    status = await _status(handle, lambda s: s.cutovers == 1 and s.recoveries
+                    status = await status_when(handle, lambda s: s.cutovers == 1 and s.recoveries
                                            and s.phase == "protected", 240)
                     await acked_after(writer, since=time.monotonic())
                 report = monitor.stop()

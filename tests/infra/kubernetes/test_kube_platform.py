@@ -22,7 +22,13 @@ from infra.kubernetes.kubeconfig import credentials_from_kubeconfig
 from infra.kubernetes.nodes import HOSTNAME_LABEL, ZONE_LABEL, register_fake_node
 from infra.pulumi_engine import StackDriver
 from tests.kube_world import POOL_LABEL, KubeWorld
-from workers.kube_lab import STORAGE_CLASS, WORKER_USER, grant_worker, primary_pod
+from workers.kube_lab import (
+    STORAGE_CLASS,
+    WORKER_USER,
+    ensure_storage_class,
+    grant_worker,
+    primary_pod,
+)
 from workers.registry import platforms
 from workers.settings import Settings
 
@@ -32,10 +38,7 @@ def pool(kube_world: KubeWorld) -> Iterator[tuple[str, list[str]]]:
     """Two nodes of a pool of this module's own (two zones), and the local storage class."""
     api, name = kube_world.api, f"refusals-{uuid.uuid4().hex[:6]}"
     nodes = [f"kr-{name[-6:]}-a", f"kr-{name[-6:]}-b"]
-    api.apply(resource_path("storage.k8s.io/v1", "storageclasses", name=STORAGE_CLASS), {
-        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": STORAGE_CLASS}, "provisioner": "kubernetes.io/no-provisioner",
-        "volumeBindingMode": "WaitForFirstConsumer"}, field_manager="tests")
+    ensure_storage_class(api)
     # Loopback addresses for the pods' data plane: every refusal comes before anything
     # connects to them, and if one regressed, nothing but this machine would be asked.
     for node, zone, address in zip(nodes, ("zone-ra", "zone-rb"), ("127.0.0.42", "127.0.0.43"),
