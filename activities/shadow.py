@@ -31,6 +31,7 @@ from contracts.agent_tasks import AgentTask
 from contracts.errors import INVALID_REQUEST
 from contracts.shadow import (
     HOST_TASK_PURPOSES,
+    SYNC_LAG_BOUND_BYTES,
     TIER_LAG_BOUND_BYTES,
     HostTasksRequest,
     InspectRequest,
@@ -103,6 +104,10 @@ class PlatformShadowActivities(ShadowActivities):
                 activity.heartbeat(checks, status.state, status.lag_bytes)
                 if in_sync(status, tier, bound):
                     return status
+                if request.restore_relaxed and _relaxed_but_back(status, tier) \
+                        and platform.relaxed_by_supervisor():
+                    platform.restore_sync()
+                    continue
                 time.sleep(request.poll_interval_s)
 
     @activity.defn
@@ -155,6 +160,12 @@ class PlatformShadowActivities(ShadowActivities):
         activity.heartbeat("retired")
         activity.logger.warning("%s retired; a fresh shadow follows.", request.former)
         return existed
+
+
+def _relaxed_but_back(status: ReplicationStatus, tier: int) -> bool:
+    """Tier 1 relaxed while its shadow streams again within the restore bound."""
+    return tier == 1 and status.degraded and status.state == "streaming" \
+        and (status.lag_bytes or 0) <= SYNC_LAG_BOUND_BYTES
 
 
 def in_sync(status: ReplicationStatus, tier: int, bound: int) -> bool:

@@ -117,7 +117,8 @@ async def protected_rig(client: Client, *, policy: Policy = FAST_DETECTION,
                         hosts: int = 2, disk_mib: int = 256,
                         provisioning: int = 0) -> AsyncIterator[Rig]:
     """A fresh rig (see the module docstring) on the dev server ``client`` talks to; every
-    part of it is gone when the block ends, whatever happened inside.
+    part of it is gone when the block ends, whatever happened inside. Hosts beyond the first
+    two are the spec's spares (``hosts.spares``).
 
     ``provisioning`` > 0: the primary holds that many MB of data (so its copy takes seconds)
     and the rig is handed over as soon as the protection has started, while it provisions
@@ -150,7 +151,8 @@ async def _protect(lab: HostsLab, client: Client, settings: Settings, task_queue
     """Primary on the first host (made by its agent), shadow on the second, protected and
     watched (with ``provisioning`` MB of data, handed over while it provisions)."""
     primary, shadow = names[0], names[1]
-    spec = lab.spec(f"db-{tag}", primary, shadow, free_ports(1)[0], tier=1, policy=policy)
+    spec = lab.spec(f"db-{tag}", primary, shadow, free_ports(1)[0], tier=1, policy=policy,
+                    spares=names[2:])
     await lab.wait_for_agents(client)
     await lab.ensure_primary(client, task_queue, primary, spec.instance_id)
     if provisioning:

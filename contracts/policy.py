@@ -37,6 +37,10 @@ FAILOVER_AFTER_S = 10.0
 """Default time a serving node may be down before it is failed over: longer than a
 PostgreSQL restart or a stall in a busy checkpoint (a few seconds), short next to Patroni's
 30-s leader TTL because the probe is direct, not through a consensus store."""
+RESHADOW_AFTER_S = 300.0
+"""Default time a shadow may be unreachable and not streaming before it is lost for good
+and made anew on a spare host: long next to a reboot or a PostgreSQL restart (a re-shadow is
+a full copy), short next to the hours a dead host takes to be replaced by hand."""
 PROFILES = ("default", "spec")
 """Readiness profiles (``models.readiness``)."""
 
@@ -65,6 +69,11 @@ class Policy:
     0 turns automatic failover off. 0 or 0.5..3600: values under a few seconds suit the
     hosts platform, whose detector needs two vantage points to agree (one probe's blip
     cannot fail a primary over there); a single-probe platform (local, aws) wants more."""
+    reshadow_after_s: float = RESHADOW_AFTER_S
+    """A shadow neither reachable from the control worker nor streaming to its primary this
+    long is lost for good: on a platform that can (hosts), it is made anew on the first
+    spare host the spec names (``hosts.spares``), or the protection is ``degraded`` until
+    it returns. 0 never; else 10..86400."""
 
 
 @dataclass
@@ -78,6 +87,7 @@ class PolicyChange:
     advisory: bool | None = None
     profile: str | None = None
     failover_after_s: float | None = None
+    reshadow_after_s: float | None = None
 
     def applied_to(self, policy: Policy) -> Policy:
         """``policy`` with this change's given fields."""
@@ -109,6 +119,10 @@ def validate_policy(policy: Policy, prefix: str = "policy.") -> Policy:
     if after != 0 and not 0.5 <= after <= 3600:
         raise PolicyError(f"{prefix}failover_after_s {policy.failover_after_s} is outside "
                           "0.5..3600 (0 turns automatic failover off)")
+    reshadow = number("reshadow_after_s")
+    if reshadow != 0 and not 10 <= reshadow <= 86400:
+        raise PolicyError(f"{prefix}reshadow_after_s {policy.reshadow_after_s} is outside "
+                          "10..86400 (0: a lost shadow is never made anew elsewhere)")
     return policy
 
 

@@ -43,6 +43,14 @@ PHASES = ("provisioning", "syncing", "protected", "cutting_over", "recovering", 
 """Phases of a protection (the ``ShadowShiftPhase`` search attribute)."""
 
 
+def standby_node(instance_id: str, serving_node: str) -> str:
+    """The shadow's node when ``serving_node`` serves: node names are fixed (the original
+    primary is named after the instance, the first shadow ``<id>-shadow``) and swap roles at
+    each cutover."""
+    shadow = f"{instance_id}-shadow"
+    return shadow if (serving_node or instance_id) == instance_id else instance_id
+
+
 @dataclass
 class RiskReport:
     """A scoring result the fleet watcher sends when it matters."""
@@ -82,6 +90,20 @@ class SyncReport:
     """Whether commits stopped waiting for the lost shadow (RPO > 0 until restored)."""
     reason: str = ""
     """One plain sentence for the operator."""
+
+
+@dataclass
+class ShadowLoss:
+    """From the fleet watcher: the shadow has been lost for good (neither reachable nor
+    streaming to its primary for the policy's ``reshadow_after_s``)."""
+
+    serving_node: str
+    """The node the watcher saw serving: the lost shadow is the other one (a report about
+    roles that have changed since is stale and ignored)."""
+    lost_for_s: float
+    """How long it has been neither reachable nor streaming."""
+    reason: str = ""
+    """One plain sentence: what the watcher saw."""
 
 
 @dataclass
@@ -229,6 +251,10 @@ class ProtectionState:
     repeats when an instance is protected anew)."""
     capabilities: Capabilities = field(default_factory=Capabilities)
     """What the platform can do, as its provisioning said."""
+    pending_reshadow: ShadowLoss | None = None
+    """A lost shadow to make anew on a spare host (``report_shadow_lost``)."""
+    lost_hosts: list[str] = field(default_factory=list)
+    """Hosts whose shadow was lost for good, oldest first: never used as a spare again."""
 
 
 @dataclass
@@ -300,6 +326,12 @@ class ProtectionApi:
     @workflow.signal
     def report_sync(self, report: SyncReport) -> None:
         """From the fleet watcher: tier 1's synchronous mode was relaxed or required again."""
+        raise NotImplementedError
+
+    @workflow.signal
+    def report_shadow_lost(self, loss: ShadowLoss) -> None:
+        """From the fleet watcher: the shadow was lost for good; make it anew on a spare
+        host, or stay ``degraded`` until it returns."""
         raise NotImplementedError
 
     @workflow.signal

@@ -59,6 +59,9 @@ class Capabilities:
     agents: bool = False
     """Host-local work runs on node agents: provisioning, inspection and recovery hand the
     workflow :class:`~contracts.agent_tasks.AgentTask` s to route to the hosts' queues."""
+    reshadow: bool = False
+    """A shadow lost for good can be made anew on a spare host the spec names (``hosts``'
+    ``spares``): the fleet watcher reports such a loss (``report_shadow_lost``)."""
     fence_lease_s: float = 0.0
     """An emergency cutover promotes no earlier than this long after it cut the former
     primary off: a live agent of that primary has fenced it by then (its lease ran out)."""
@@ -133,6 +136,10 @@ class WaitForSyncRequest:
     """Override of the tier's lag bound."""
     poll_interval_s: float = 0.5
     """Time between checks."""
+    restore_relaxed: bool = False
+    """Tier 1: restore a synchronous mode the tier-1 supervisor relaxed, once the shadow
+    streams within :data:`SYNC_LAG_BOUND_BYTES` (the supervisor judges ``protected``
+    protections only; a ``degraded`` one waits here for its returning shadow)."""
 
 
 @dataclass

@@ -285,7 +285,11 @@ def _value_of(hint: Any, value: object, name: str, problems: list[str]) -> objec
             return _SKIP
     if typing.get_origin(hint) is list:
         if isinstance(value, list):
-            return list(value)
+            (item,) = typing.get_args(hint) or (object,)
+            if not (dataclasses.is_dataclass(item) and isinstance(item, type)):
+                return list(value)
+            items = [_value_of(item, v, f"{name}[{i}]", problems) for i, v in enumerate(value)]
+            return [v for v in items if v is not _SKIP]
         problems.append(f"{name}: expected a list, got {value!r}")
         return _SKIP
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

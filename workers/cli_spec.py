@@ -35,13 +35,20 @@ from workers.cli_base import UsageError
 _SCALARS = {str: "str", int: "int", float: "number", bool: "bool"}
 
 
-def _field_kinds(cls: type) -> dict[str, str | type]:
+@dataclasses.dataclass(frozen=True)
+class _ListOf:
+    """A field holding a list of nested sections (``hosts.spares``)."""
+
+    item: type
+
+
+def _field_kinds(cls: type) -> dict[str, str | type | _ListOf]:
     """Kind per field of dataclass ``cls``, from its type hints: a scalar kind, ``section``
     (a free mapping), or the nested dataclass itself (``X | None`` reads as ``X``; a YAML
     ``null`` keeps the default). Built from the dataclass so a field added there is accepted
     here."""
     hints = typing.get_type_hints(cls)
-    kinds: dict[str, str | type] = {}
+    kinds: dict[str, str | type | _ListOf] = {}
     for item in dataclasses.fields(cls):
         if item.name == "decode_errors":  # set by lenient decoding, never by a file
             continue
@@ -50,6 +57,9 @@ def _field_kinds(cls: type) -> dict[str, str | type]:
             hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             kinds[item.name] = hint
+        elif typing.get_origin(hint) is list and dataclasses.is_dataclass(
+                element := typing.get_args(hint)[0]) and isinstance(element, type):
+            kinds[item.name] = _ListOf(element)
         elif typing.get_origin(hint) is dict or hint is dict:
             kinds[item.name] = "section"
         elif hint in _SCALARS:
@@ -146,13 +156,15 @@ def _mapping(
         if isinstance(value_node, yaml.ScalarNode) and value_node.tag.endswith(":null"):
             continue  # null: the field's default
         if isinstance(kind, type):
-            nested = _mapping(path, value_node, kind, dotted, lines)
-            missing = [f.name for f in dataclasses.fields(kind) if f.name not in nested
-                       and f.default is dataclasses.MISSING
-                       and f.default_factory is dataclasses.MISSING]
-            if missing:
-                raise SpecFileError(f"{path}:{line}: {dotted}.{missing[0]}: required")
-            values[name] = kind(**nested)
+            values[name] = _built(path, value_node, kind, dotted, line, lines)
+            continue
+        if isinstance(kind, _ListOf):
+            if not isinstance(value_node, yaml.SequenceNode):
+                raise SpecFileError(f"{path}:{line}: {dotted}: expected a list of mappings "
+                                    "(- name: value)")
+            values[name] = [
+                _built(path, item, kind.item, f"{dotted}[{i}]", item.start_mark.line + 1, lines)
+                for i, item in enumerate(value_node.value)]
             continue
         if kind == "section":
             values[name] = _section(path, value_node, dotted, lines)
@@ -164,6 +176,18 @@ def _mapping(
                                 f"got {shown!r}")
         values[name] = float(value) if kind == "number" else value
     return values
+
+
+def _built(path: Path, node: yaml.Node, cls: type, dotted: str, line: int,
+           lines: dict[str, int]) -> Any:
+    """A nested section checked by :func:`_mapping` and built, its required fields given."""
+    nested = _mapping(path, node, cls, dotted, lines)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in nested
+               and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SpecFileError(f"{path}:{line}: {dotted}.{missing[0]}: required")
+    return cls(**nested)
 
 
 def _section(path: Path, node: yaml.Node, prefix: str, lines: dict[str, int]) -> dict[str, Any]:

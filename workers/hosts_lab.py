@@ -157,12 +157,15 @@ class HostsLab:
         return HostPlacement(name, str(self.hosts[name].address))
 
     def spec(self, instance_id: str, primary: str, shadow: str, router_port: int, *,
-             tier: int = 1, policy: Policy | None = None, port: int = PG_PORT) -> ProtectionSpec:
+             tier: int = 1, policy: Policy | None = None, port: int = PG_PORT,
+             spares: tuple[str, ...] = ()) -> ProtectionSpec:
         """A hosts-platform spec for ``instance_id``: primary on ``primary``, shadow on
-        ``shadow``, both on ``port``, routed on ``router_port`` of this machine."""
+        ``shadow``, both on ``port``, routed on ``router_port`` of this machine; ``spares``
+        may take the shadow if its host is lost for good."""
         section = HostsSection(self.placement(primary), self.placement(shadow),
                                fleet_index=self.fleet.index,
-                               router_source=str(network.router_address(self.fleet.index)))
+                               router_source=str(network.router_address(self.fleet.index)),
+                               spares=[self.placement(name) for name in spares])
         return ProtectionSpec(instance_id, "hosts", tier, port, port, router_port,
                               policy=policy or Policy(), hosts=section)
 

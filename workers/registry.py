@@ -24,6 +24,7 @@ from activities.shadow import PlatformShadowActivities
 from activities.watching.failover import FailoverMonitor
 from activities.watching.history import FailureHistory
 from activities.watching.planner import ShadowPlanner
+from activities.watching.shadow_loss import ShadowLossMonitor
 from activities.watching.sync import SyncSupervisor
 from activities.watching.watcher import FleetWatchActivities
 from infra import observability
@@ -109,7 +110,8 @@ def build_activities(settings: Settings, client: Client, *,
                                  ShadowPlanner(client),
                                  sync=SyncSupervisor(client, served),
                                  failover=FailoverMonitor(client),
-                                 history=FailureHistory(outcome_store))
+                                 history=FailureHistory(outcome_store),
+                                 shadow_loss=ShadowLossMonitor(client, served))
     return [
         watch.watch_fleet,
         shadow.provision_shadow,

@@ -13,11 +13,12 @@ spec.json``), it validates the spec in its first step and fails at once, naming 
 when it is invalid. Continued as new, it receives its state as well.
 
 This module holds the loop, the messages and the status; the phases that run activities are
-in ``protection_phases`` (provision, cut over, unprotect), ``recovery`` and
-``shadow_on_demand``; the Web UI's summary and details in ``protection_details``. Messages
+in ``protection_phases`` (provision, cut over, unprotect), ``recovery``, ``shadow_on_demand``
+and ``reshadow``; the Web UI's summary and details in ``protection_details``. Messages
 (``contracts.protection.ProtectionApi``): updates ``request_cutover``, ``set_policy`` and
 ``unprotect`` (validated before anything is recorded), signals ``report_risk``,
-``report_event``, ``report_sync``, ``set_shadow``, ``pause``, ``resume``, query ``status``.
+``report_event``, ``report_sync``, ``report_shadow_lost``, ``set_shadow``, ``pause``,
+``resume``, query ``status``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from workflows.agent_tasks import agent_vote
 from workflows.protection_details import current_details
 from workflows.protection_phases import ProtectionPhases
 from workflows.recovery import RecoveryPhase
+from workflows.reshadow import ReshadowPhase
 from workflows.shadow_on_demand import UNSHADOWED, ShadowOnDemand
 
 
@@ -83,7 +85,8 @@ def _typed(spec: ProtectionSpec | dict[str, Any]) -> ProtectionSpec:
 
 
 @workflow.defn
-class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand, ProtectionApi):
+class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand, ReshadowPhase,
+                                 ProtectionApi):
     """Protect one instance for as long as the workflow runs (phases in the mixins)."""
 
     @workflow.init
@@ -122,6 +125,7 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
                 lambda: (
                     self._cutover_due()
                     or self._shadow_change_due()
+                    or self._reshadow_due()
                     or self._state.unprotect is not None
                     or workflow.info().is_continue_as_new_suggested()
                     or workflow.info().get_current_history_length()
@@ -136,6 +140,9 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
                 continue
             if self._shadow_change_due():
                 await self._apply_shadow_change()
+                continue
+            if self._reshadow_due():
+                await self._reshadow()
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(args=[self._state.spec, self._state])
@@ -349,6 +356,8 @@ class InstanceProtectionWorkflow(ProtectionPhases, RecoveryPhase, ShadowOnDemand
         if state.phase == "recovering":
             verb = "resume to recover" if state.paused else "recover"
             return f"{verb} {state.recovering} as the shadow"
+        if state.phase == "degraded":
+            return "wait for the shadow to be back in sync (or unprotect)"
         if state.phase == UNSHADOWED:
             return "watch; a shadow is provisioned when the risk rises"
         if state.phase != "protected":

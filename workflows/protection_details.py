@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from contracts.protection import ProtectionState
+from contracts.protection import ProtectionState, standby_node
 from contracts.spec import ProtectionSpec
 
 
@@ -34,7 +34,7 @@ def current_details(state: ProtectionState) -> str:
     cutover and what triggered it, and the last decision."""
     spec = state.spec
     serving = state.serving_node or spec.instance_id
-    shadow = f"{spec.instance_id}-shadow" if serving == spec.instance_id else spec.instance_id
+    shadow = standby_node(spec.instance_id, serving)
     lines = [f"**Phase:** {state.phase}" + (" (paused)" if state.paused else ""),
              f"**Serving:** {serving} · **shadow:** {shadow}"
              + ("" if state.shadow_healthy else " (not in sync)")]

@@ -149,10 +149,11 @@ class ProtectionPhases:
         for task in tasks:
             await run_agent_task(task)
 
-    async def _wait_for_sync(self) -> None:
+    async def _wait_for_sync(self, *, restore_relaxed: bool = False) -> None:
         state = self._state
         state.replication = await workflow.execute_activity_method(
-            ShadowActivities.wait_for_sync, WaitForSyncRequest(self._request()),
+            ShadowActivities.wait_for_sync,
+            WaitForSyncRequest(self._request(), restore_relaxed=restore_relaxed),
             start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=LONG_HEARTBEAT,
             retry_policy=ACTIVITY_RETRY,
             summary=f"wait until the shadow of {self._serving()} is in sync (tier "

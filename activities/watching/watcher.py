@@ -52,6 +52,7 @@ from activities.watching.failover import FailoverMonitor
 from activities.watching.history import FailureHistory, instance_class
 from activities.watching.items import Target, Watched, worth_reporting
 from activities.watching.planner import ShadowPlanner
+from activities.watching.shadow_loss import ShadowLossMonitor
 from activities.watching.sync import SyncSupervisor
 from activities.watching.targets import discover
 from contracts.cutover import cutover_workflow_id
@@ -85,7 +86,8 @@ class FleetWatchActivities(WatchActivities):
                  outcomes: OutcomeRecorder | None = None,
                  shadows: ShadowPlanner | None = None, sync: SyncSupervisor | None = None,
                  failover: FailoverMonitor | None = None,
-                 history: FailureHistory | None = None) -> None:
+                 history: FailureHistory | None = None,
+                 shadow_loss: ShadowLossMonitor | None = None) -> None:
         self._client = client
         self._scorer = scorer
         self._platforms = platforms
@@ -94,6 +96,7 @@ class FleetWatchActivities(WatchActivities):
         self._sync = sync
         self._failover = failover
         self._history = history
+        self._shadow_loss = shadow_loss
 
     @activity.defn
     async def watch_fleet(self, request: WatchFleetInput) -> WatchFleetResult:
@@ -113,13 +116,18 @@ class FleetWatchActivities(WatchActivities):
         last = (value_to_type(dict[str, float], details[2]) if len(details) > 2
                 else dict(request.last_sample_at))
         run = _Run(self, request, state, sent, last)
-        checks = [asyncio.create_task(c.run()) for c in (self._sync, self._failover) if c]
+        checks = [asyncio.create_task(c.run()) for c in self._checkers() if c]
         try:
             return await run.until_done()
         finally:
             for check in checks:
                 check.cancel()
             await asyncio.gather(*checks, return_exceptions=True)
+
+    def _checkers(self) -> tuple[SyncSupervisor | FailoverMonitor | ShadowLossMonitor | None,
+                                 ...]:
+        """The per-protection checks that run beside sampling, each on its own clock."""
+        return (self._sync, self._failover, self._shadow_loss)
 
 
 class _Run:
@@ -139,7 +147,7 @@ class _Run:
         self.targets: dict[str, Target] = {}
         self.watched: dict[str, Watched] = {}
         self.samples = self.signals = 0
-        for checker in (owner._failover, owner._sync):
+        for checker in owner._checkers():
             if checker is not None:  # an earlier run's outages may be hours old
                 checker.reset(self.observers)
 
@@ -191,7 +199,7 @@ class _Run:
             self._watch(self.targets[iid], where)
         for iid, target in self.targets.items():
             self._track(target, located.get(iid))
-        for checker in (owner._sync, owner._failover):
+        for checker in owner._checkers():
             if checker is not None:
                 checker.keep_only(set(self.targets))
         await self._release_finished_slots()
@@ -219,9 +227,11 @@ class _Run:
             owner._shadows.track(target)
         if owner._failover is not None:
             owner._failover.track(target, located, fleet_advisory=self.request.budget.advisory)
+        capabilities = owner._platforms.capabilities(target.request.spec.platform)
         if owner._sync is not None:
-            capabilities = owner._platforms.capabilities(target.request.spec.platform)
             owner._sync.track(target, supported=capabilities.sync_relax)
+        if owner._shadow_loss is not None:
+            owner._shadow_loss.track(target, located, supported=capabilities.reshadow)
 
     async def _release_finished_slots(self) -> None:
         """Free the budget slot of every migration whose cutover workflow has ended (describe

@@ -116,8 +116,12 @@ class HostsShadowSpec:
         return self.other_node(self.current_primary)
 
     def slot_for(self, node: str) -> str:
-        """Slot on the primary that keeps WAL for standby ``node``."""
-        return f"shadowshift_{self._check(node).replace('-', '_')}"
+        """Slot on the primary that keeps WAL for standby ``node``; a node made anew on a
+        spare host gets a new slot (``_m<moves>``), so the lost host's standby, if it ever
+        returns, has none to stream from."""
+        moved = self.placement_of(node).moved
+        return f"shadowshift_{self._check(node).replace('-', '_')}" + (
+            f"_m{moved}" if moved else "")
 
     # -- nodes by name (fixed) -------------------------------------------------------------
 

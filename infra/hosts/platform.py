@@ -86,7 +86,8 @@ class HostsPlatform(RoutedPostgres, Platform):
 
     name = "hosts"
     capabilities = Capabilities(rejoin=True, unprotect_when_degraded=True, sync_relax=True,
-                                agents=True, fence_lease_s=LEASE_S + LEASE_MARGIN_S)
+                                agents=True, reshadow=True,
+                                fence_lease_s=LEASE_S + LEASE_MARGIN_S)
 
     def __init__(self, spec: HostsShadowSpec, driver: StackDriver | None) -> None:
         self.spec = spec

@@ -59,6 +59,9 @@ def hosts_program(spec: HostsShadowSpec, *, standby_streams: bool,
             PrimarySettings("primary-settings", {
                 "conninfo": conninfo, "tier": spec.tier, "standby_name": standby,
                 "archive_dir": "", "archive_interval_s": 10, "roles": roles,
+                # A standby made anew on a spare host is a change: tier 1's synchronous
+                # setting (relaxed while it was lost) is applied again once it streams.
+                "standby_address": spec.placement_of(standby).address,
             }, pulumi.ResourceOptions(depends_on=after))
         pulumi.export("shadow_node", standby)
         pulumi.export("shadow_host", spec.host_of(standby))

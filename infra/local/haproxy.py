@@ -199,6 +199,25 @@ class HAProxyManager:
             ]
             self._save_topology(topology)
 
+    def remove_standby_server(self, service: str, server_name: str) -> None:
+        """Remove a server that must not carry traffic (a standby about to be re-added at
+        another address).
+
+        Raises:
+            InvalidRequestError: it has a weight: it may carry traffic.
+        """
+        if not self.running():  # only the topology the next start reads knows it
+            topology = self._topology()
+            if service in topology:
+                topology[service].servers = [
+                    s for s in topology[service].servers if s.name != server_name]
+                self._save_topology(topology)
+            return
+        if self.weights(service).get(server_name, 0) > 0:
+            raise InvalidRequestError(
+                f"server {server_name} of {service} carries traffic; it cannot be moved")
+        self.remove_server(service, server_name)
+
     def services(self) -> list[str]:
         """Names of the declared services."""
         return list(self._topology())

@@ -381,7 +381,13 @@ class RouterEntryProvider(_Provider):
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Roles moved: the entry is now the former primary's, which keeps its weight (0 after
-        the cutover); the new primary's entry stays untouched (it carries the traffic)."""
+        the cutover); the new primary's entry stays untouched (it carries the traffic). The
+        standby made anew elsewhere (a spare host): its entry moves to the new address."""
+        where = ("address", "port")
+        if any(olds.get(k) != news.get(k) for k in where) and olds.get("server") == \
+                news["server"]:
+            HAProxyManager(Path(news["haproxy_dir"])).remove_standby_server(
+                news["service"], news["server"])
         self.create(news)
         return UpdateResult(outs=news)
 

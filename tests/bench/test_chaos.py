@@ -1,7 +1,9 @@
 """The fault-injection suite's subset in ``make test``: on fresh namespace hosts under 150
 writes/s, a crashed primary host and a frozen one are failed over with nothing lost and no
-second writable primary (the frozen one takes no write once thawed), and a primary cut off
-from the control worker alone is not failed over. ``make chaos`` runs every scenario."""
+second writable primary (the frozen one takes no write once thawed), a primary cut off from
+the control worker alone is not failed over, a shadow whose host never returns is made anew
+on the spare host, and without a spare the protection is degraded until the host returns.
+``make chaos`` runs every scenario."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("machine_can_host
 
 
 @pytest.mark.parametrize("name", ["primary_host_crash", "primary_host_frozen_20s",
-                                  "primary_partitioned_from_control"])
+                                  "primary_partitioned_from_control",
+                                  "shadow_host_lost_for_good",
+                                  "shadow_host_lost_without_spare"])
 async def test_scenario_converges_without_loss(name: str,
                                                temporal_env: WorkflowEnvironment) -> None:
     result = await run_scenario(temporal_env.client, name, SCENARIOS[name])
@@ -25,5 +29,14 @@ async def test_scenario_converges_without_loss(name: str,
     assert result.fenced_writes == 0
     if name == "primary_partitioned_from_control":
         assert result.failovers == 0
+    elif name == "shadow_host_lost_without_spare":
+        assert result.failovers == 0 and not result.detail, result.to_json()
+        assert any("No spare host is left" in line for line in result.log_tail)
+        assert any("back in sync. Protected." in line for line in result.log_tail)
+    elif name == "shadow_host_lost_for_good":
+        assert result.failovers == 0
+        moved = [line for line in result.log_tail if "Making it anew on the spare host" in line]
+        assert moved and any("is in sync on" in line for line in result.log_tail), \
+            result.log_tail
     else:
         assert result.failovers == 1 and result.first_write_after_fault_s is not None

@@ -80,6 +80,53 @@ def test_hosts_mistakes_name_line_and_field(
     assert str(error.value).startswith(f"{tmp_path / 'spec.yaml'}{expected}"), str(error.value)
 
 
+SPARES = """\
+  spares:
+    - host: db-eu1-c
+      address: 10.0.1.23
+    - host: db-eu1-d
+      address: 10.0.1.24
+"""
+
+
+def test_spares_load_in_order(tmp_path: Path) -> None:
+    """Spare hosts load as a list of placements, in the order given; a node not yet moved
+    counts no move."""
+    section = load(tmp_path, GOOD + SPARES).hosts
+    assert section is not None
+    assert [(p.host, p.address, p.moved) for p in section.spares] == [
+        ("db-eu1-c", "10.0.1.23", 0), ("db-eu1-d", "10.0.1.24", 0)]
+    moved = section.with_standby_on("shadow", section.spares[1])
+    assert (moved.shadow.host, moved.shadow.moved) == ("db-eu1-d", 1)
+    assert [p.host for p in moved.spares] == ["db-eu1-c"]
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "expected"),
+    [
+        ("      address: 10.0.1.24", "      address: 10.0.1.22",
+         "hosts.spares[1] db-eu1-d (10.0.1.22) is also shadow: a spare must be another host"),
+        ("    - host: db-eu1-c", "    - host: db-eu1-a",
+         "hosts.spares[0] db-eu1-a (10.0.1.23) is also primary"),
+        ("    - host: db-eu1-d", "    - host: db-eu1-c",
+         "hosts.spares[1] db-eu1-c (10.0.1.24) is also spares[0]"),
+        ("      address: 10.0.1.23", "      address: ten",
+         "hosts.spares[0].address 'ten': expected an IPv4 address"),
+        ("    - host: db-eu1-c\n      address: 10.0.1.23\n", "    - host: db-eu1-c\n",
+         "hosts.spares[0].address: required"),
+        ("  spares:\n", "  spares: db-eu1-c\n  other:\n", "hosts.spares: expected a list"),
+    ],
+)
+def test_spare_mistakes_are_named(tmp_path: Path, replace: str, by: str, expected: str) -> None:
+    """A spare that is another placement (or another spare), a bad address, a missing field
+    or not a list is refused, naming the spare."""
+    text = GOOD + SPARES
+    assert replace in text
+    with pytest.raises(SpecFileError) as error:
+        load(tmp_path, text.replace(replace, by, 1))
+    assert expected in str(error.value), str(error.value)
+
+
 def test_platform_hosts_without_the_section_is_refused(tmp_path: Path) -> None:
     """``platform: hosts`` needs the section, and the message says what it holds."""
     with pytest.raises(SpecFileError, match=r":2: platform hosts needs the hosts section"):
