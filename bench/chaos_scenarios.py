@@ -369,17 +369,20 @@ async def primary_agent_killed(rig: Rig, writer: Writer) -> Fault:
 
 
 async def primary_disk_full(rig: Rig, writer: Writer) -> Fault:
-    """The primary's data filesystem filled to ENOSPC under writes (its WAL cannot grow:
-    PostgreSQL stops serving writes); the ballast is removed once the protection acted or
-    after :data:`FREEZE_S`. What the protection does is the finding: a failover if the
-    server goes down, none if it only refuses writes."""
+    """The primary's data filesystem filled to ENOSPC under writes: PostgreSQL stays up and
+    refuses every write, its agent's sample finds the disk full, and the protection fails
+    over to the shadow (its own disk) with nothing lost; the ballast is removed once it did
+    (or after :data:`FREEZE_S`), so the former primary can rejoin."""
     host = rig.host(rig.primary_host)
-    fault = Fault(time.monotonic(), failovers=-1)
+    fault = Fault(time.monotonic(), failovers=1)
     await asyncio.to_thread(host.fill_disk)
     fault.in_force = time.monotonic()
-    with contextlib.suppress(TimeoutError):
-        await rig.until(lambda s: s.cutovers >= 1, FREEZE_S)
-    await asyncio.to_thread(host.free_disk)
+    try:  # no first-write figure: a commit that needs no new block still succeeds there
+        await rig.until(lambda s: s.cutovers >= 1, 60)
+    except TimeoutError:
+        fault.notes.append("no failover within 60 s")
+    finally:
+        await asyncio.to_thread(host.free_disk)
     return fault
 
 

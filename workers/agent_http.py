@@ -7,7 +7,9 @@ POST     ``/lease/<node>``   renew (and arm) the node's lease; 200, or 409 when 
                              already lost (a renewal never revives a dead lease), 404 unknown
 DELETE   ``/lease/<node>``   disarm it (the node is no longer protected); 200, 404 unknown
 GET      ``/health``         agent version, host, identity, each server's ``LocalView``
-GET      ``/metrics/<node>`` one ``MetricSample`` of the node as JSON; 404 unknown
+GET      ``/metrics/<node>`` one ``MetricSample`` of the node as JSON, with
+                             ``data_free_bytes`` (what its OS user may still write on the
+                             data directory's filesystem); 404 unknown
 =======  ==================  ==============================================================
 
 ``POST /lease`` takes an optional JSON body ``{"observed_at": <Unix time>}``: when the probe
@@ -20,6 +22,7 @@ import dataclasses
 import json
 import logging
 import re
+import shutil
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -98,7 +101,12 @@ class AgentHttpApi:
         if server is None:
             return self._unknown(node)
         answers = server.local_view(HEALTH_PROBE_TIMEOUT_S).answers
-        return HTTPStatus.OK, dataclasses.asdict(self.metrics.sample(server, answers))
+        body = dataclasses.asdict(self.metrics.sample(server, answers))
+        try:  # a full disk is a failure of its own (infra.hosts.observer)
+            body["data_free_bytes"] = shutil.disk_usage(server.data_dir).free
+        except OSError:
+            body["data_free_bytes"] = None
+        return HTTPStatus.OK, body
 
     def _unknown(self, node: str) -> Answer:
         return HTTPStatus.NOT_FOUND, {"error": f"no server {node!r} on host {self.host}"}

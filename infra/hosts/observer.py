@@ -10,6 +10,11 @@
   * ``agent``: asked by the protection, through the host's task queue, only when fewer than
     ``contracts.protection.QUORUM`` of the others see the node down (``Liveness.confirm``).
 
+  * ``disk``: a node that answers both but whose agent's latest sample found its data
+    filesystem full (:data:`DISK_FULL_BYTES`) is down as well: every write fails while every
+    probe passes. The sample cadence (the watcher's ``sample_interval_s``) bounds how soon
+    that is seen.
+
   A probe that finds the node healthy renews its agent's lease (``POST /lease/<node>`` with the
   probe's time): the control worker stops renewing the moment it stops seeing the primary,
   which is what bounds how long a cut-off primary stays writable (``contracts.agent``).
@@ -57,6 +62,17 @@ AGENT_TIMEOUT_S = 0.5
 _SAMPLE_FIELDS = {f.name for f in dataclasses.fields(MetricSample)}
 
 
+DISK_FULL_BYTES = 8 * 2**20
+"""A serving primary whose data filesystem has less than this free for its OS user is failed
+over like a dead one: half a WAL segment, so it cannot even start the next one, and every
+write fails with ``could not extend file``/``No space left on device`` while the server
+answers every liveness probe (measured on namespace hosts: PostgreSQL 16 stays up and
+refuses writes for as long as the disk stays full)."""
+DISK_READING_FRESH_S = 60.0
+"""A disk reading older than this (no sample since: the agent does not answer) judges
+nothing."""
+
+
 class HostsObserver(FleetObserver):
     """Protections on agent hosts behind this worker's HAProxy."""
 
@@ -68,6 +84,9 @@ class HostsObserver(FleetObserver):
     def __init__(self, state_dir: Path) -> None:
         self._state_dir = state_dir
         self._haproxy = HAProxyManager(state_dir / "haproxy")
+        self._free: dict[tuple[str, str], tuple[float, float]] = {}
+        """(instance, node) -> (bytes its server may still write, when read), from the
+        latest sample."""
 
     def locate(self, instances: Mapping[str, PlatformRequest]) -> dict[str, Located]:
         """The node with all the traffic, per protection (none mid-shift)."""
@@ -96,6 +115,9 @@ class HostsObserver(FleetObserver):
                 continue
             values = {k: v for k, v in data.items() if k in _SAMPLE_FIELDS}
             values["instance_id"] = instance_id
+            free = data.get("data_free_bytes")
+            if isinstance(free, int | float) and not isinstance(free, bool):
+                self._free[(instance_id, node.node)] = (float(free), time.monotonic())
             readings[instance_id] = NodeReading(node, MetricSample(**values))
         return readings
 
@@ -120,6 +142,12 @@ class HostsObserver(FleetObserver):
         down = tuple(name for name, up in (("control", control), ("router", router)) if not up)
         up = tuple(name for name, seen in (("control", control), ("router", router)) if seen)
         if not down:
+            if (full := self._disk_full(spec.instance_id, node)) is not None:
+                # Writes fail with ENOSPC while the server answers every probe: its agent's
+                # reading is the vantage point, and no partition can forge it.
+                return Liveness(DOWN, serving.identity,
+                                f"the data filesystem of {node} on {spec.host_of(node)} is "
+                                f"full ({full:.0f} bytes free)", down=("disk",), up=up)
             return Liveness(ALIVE, serving.identity, up=up)
         confirm = None if len(down) >= QUORUM else AgentTask(spec.host_of(node),
                                                                probe=spec.call(node))
@@ -127,16 +155,37 @@ class HostsObserver(FleetObserver):
                         f"{node} on {spec.host_of(node)} ({address}:{port}) is down for "
                         f"{' and '.join(down)}", down=down, up=up, confirm=confirm)
 
+    def _disk_full(self, instance_id: str, node: str) -> float | None:
+        """The free bytes of ``node``'s data filesystem when its latest sample (at most
+        :data:`DISK_READING_FRESH_S` old) found it full, else ``None``."""
+        reading = self._free.get((instance_id, node))
+        if reading is None or time.monotonic() - reading[1] > DISK_READING_FRESH_S:
+            return None
+        return reading[0] if reading[0] < DISK_FULL_BYTES else None
+
     def standby_ready(self, instance: PlatformRequest, located: Located) -> bool:
-        """The other node answers as a standby."""
+        """The other node answers as a standby (and, when the serving node's disk is full,
+        its own has room: a disk filled by the data itself is full on both, and moving
+        traffic there would only move the outage)."""
         spec = self._spec(instance)
-        endpoint = spec.endpoint_of(spec.other_node(located.node))
+        standby = spec.other_node(located.node)
+        endpoint = spec.endpoint_of(standby)
         try:
             with psycopg.connect(endpoint.conninfo(connect_timeout=2), autocommit=True) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         except psycopg.Error:
             return False
-        return bool(row and row[0])
+        if not (row and row[0]):
+            return False
+        if self._disk_full(spec.instance_id, located.node) is None:
+            return True
+        address = spec.placement_of(standby).address
+        try:
+            free = _get_json(f"http://{address}:{AGENT_HTTP_PORT}/metrics/{standby}").get(
+                "data_free_bytes")
+        except (OSError, ValueError):
+            return True  # unknown: the standby answers, and the primary cannot write at all
+        return not (isinstance(free, int | float) and free < DISK_FULL_BYTES)
 
     def _router_sees(self, spec: HostsShadowSpec, node: str) -> bool:
         """HAProxy's health check of ``node`` (``DOWN`` and going down count as down; a

@@ -1,9 +1,9 @@
 """The fault-injection suite's subset in ``make test``: on fresh namespace hosts under 150
-writes/s, a crashed primary host and a frozen one are failed over with nothing lost and no
-second writable primary (the frozen one takes no write once thawed), a primary cut off from
-the control worker alone is not failed over, a shadow whose host never returns is made anew
-on the spare host, and without a spare the protection is degraded until the host returns.
-``make chaos`` runs every scenario."""
+writes/s, a crashed primary host, a frozen one and one whose disk is full are failed over
+with nothing lost and no second writable primary (the frozen one takes no write once
+thawed), a primary cut off from the control worker alone is not failed over, a shadow whose
+host never returns is made anew on the spare host, and without a spare the protection is
+degraded until the host returns. ``make chaos`` runs every scenario."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("machine_can_host
 
 
 @pytest.mark.parametrize("name", ["primary_host_crash", "primary_host_frozen_20s",
-                                  "primary_partitioned_from_control",
+                                  "primary_partitioned_from_control", "primary_disk_full",
                                   "shadow_host_lost_for_good",
                                   "shadow_host_lost_without_spare"])
 async def test_scenario_converges_without_loss(name: str,
@@ -38,5 +38,9 @@ async def test_scenario_converges_without_loss(name: str,
         moved = [line for line in result.log_tail if "Making it anew on the spare host" in line]
         assert moved and any("is in sync on" in line for line in result.log_tail), \
             result.log_tail
+    elif name == "primary_disk_full":
+        assert result.failovers == 1
+        assert any("data filesystem of" in line and "is full" in line
+                   for line in result.log_tail), result.log_tail
     else:
         assert result.failovers == 1 and result.first_write_after_fault_s is not None
