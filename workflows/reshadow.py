@@ -6,13 +6,14 @@ over long before that; what is left is a host that is gone (hardware, a deleted 
 for good, and a primary without a shadow has no failover to offer. So, as CloudNativePG
 recreates a replica whose node is gone and as an operator with a spare machine would:
 
-1. the standby node's placement moves to the first spare host of ``hosts.spares`` that was
-   never lost (the spec, and so the memo the watcher reads, follow); its replication slot is
-   a new one (``HostPlacement.moved``), so the lost host, if it ever comes back, has no slot
-   to stream from and can never pass for tier 1's synchronous standby;
-2. the spare's agent must answer and run this version; then the shadow is provisioned there
-   as on the first day (a slot, the copy by the spare's agent alongside the stack's ``up``
-   that moves the router entry and applies the tier's settings once the standby streams);
+1. the first spare host of ``hosts.spares`` that was never lost must have an agent that
+   answers and runs this version;
+2. the standby node's placement moves there (the spec, and so the memo the watcher reads,
+   follow); its replication slot is a new one (``HostPlacement.moved``), so the lost host,
+   if it ever comes back, has no slot to stream from and can never pass for tier 1's
+   synchronous standby; then the shadow is provisioned there as on the first day (a slot,
+   the copy by the spare's agent alongside the stack's ``up`` that moves the router entry
+   and applies the tier's settings once the standby streams);
 3. once it is in sync: ``protected`` again (tier 1's commits wait for the new standby).
 
 Without a spare, or when the spare cannot be made, the protection is ``degraded`` with the
@@ -97,12 +98,18 @@ class ReshadowPhase:
         if spare is None:
             await self._degraded_until_back(f"{what}. No spare host is left in hosts.spares")
             return
+        try:  # the spare's agent first: a spare nobody serves must not take the placement
+            await run_agent_task(AgentTask(spare.host, hello=AgentHello(VERSION)))
+        except (ActivityError, ApplicationError) as err:
+            cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+            await self._degraded_until_back(f"{what}. The spare host {spare.host} cannot take "
+                                            f"it: {cause}")
+            return
         self._note(f"{what}. Making it anew on the spare host {spare.host} ({spare.address}).")
         state.spec.hosts = hosts.with_standby_on(role, spare)
         self._publish()  # the watcher and the router follow the new placement
         self._set_phase("provisioning")
         try:
-            await run_agent_task(AgentTask(spare.host, hello=AgentHello(VERSION)))
             await self._provision_shadow()
             self._set_phase("syncing")
             await self._wait_for_sync()

@@ -1,16 +1,20 @@
 """Read a kubeconfig into :class:`~infra.kubernetes.api.KubeCredentials`.
 
 Only what the worker's own client needs: the current context's server, its CA and a client
-certificate user. Inline ``*-data`` fields are written to a private folder once per process
-(Python's TLS context loads certificates from files). Pulumi's provider reads the same file
-itself (its ``kubeconfig`` input).
+certificate user. Inline ``*-data`` fields are written to a private folder (0700, files 0600)
+once per process, because Python's TLS context loads a client certificate and key from files
+only; the folder is removed when the process exits (a SIGKILLed worker leaves it, private,
+under the temporary directory). Pulumi's provider reads the same file itself (its
+``kubeconfig`` input).
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,12 +47,21 @@ def credentials_from_kubeconfig(path: Path) -> KubeCredentials:
     if not isinstance(server, str) or not server.startswith("https://"):
         raise InvalidRequestError(f"kubeconfig {path}: the current cluster has no https server")
     folder = Path(tempfile.mkdtemp(prefix="shadowshift-kubeconfig-"))
-    return KubeCredentials(
-        server=server,
-        ca_file=_file(cluster, "certificate-authority", folder, path),
-        cert_file=_file(user, "client-certificate", folder, path),
-        key_file=_file(user, "client-key", folder, path),
-    )
+    try:
+        credentials = KubeCredentials(
+            server=server,
+            ca_file=_file(cluster, "certificate-authority", folder, path),
+            cert_file=_file(user, "client-certificate", folder, path),
+            key_file=_file(user, "client-key", folder, path),
+        )
+    except InvalidRequestError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if any(folder.iterdir()):
+        atexit.register(shutil.rmtree, folder, True)
+    else:
+        folder.rmdir()
+    return credentials
 
 
 def _named(config: dict[str, Any], kind: str, name: object, path: Path) -> dict[str, Any]:
