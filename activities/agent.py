@@ -33,6 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import agent_pgconf as pgconf
 from activities.agent_catalog import ServerCatalog
+from activities.agent_security import check_stream_from, install_credentials, source_conninfo
 from activities.agent_server import STOPPED_FILE, AgentConfig, ManagedServer
 from activities.agent_steps import Progress, initdb, kill_orphan_copies, read_text
 from activities.errors import translated_errors
@@ -52,7 +53,7 @@ from contracts.agent import (
 from contracts.shadow import NodeFacts
 from contracts.version import VERSION
 from infra.errors import InfraError, InvalidRequestError
-from infra.local.postgres import PgEndpoint, pg_bin, run_server_tool
+from infra.local.postgres import pg_bin, run_server_tool
 from infra.local.seed import ensure_slot, seed_data_dir, seed_seconds
 
 PROBE_TIMEOUT_S = 0.3
@@ -106,8 +107,13 @@ class HostAgentActivities(AgentActivities):
 
     @activity.defn
     def hello(self, request: AgentHello) -> AgentInfo:
-        """Who the agent is and how much room its data filesystem has."""
+        """Who the agent is and how much room its data filesystem has; with
+        ``stream_from``, first whether this host's standbys could stream from there (its
+        passfile, its CA, a replication login), before anything is created."""
         self._require_version(request.version)
+        if request.stream_from is not None:
+            with translated_errors():
+                check_stream_from(self.config, request.stream_from)
         self.config.data_root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.config.data_root).free
         return AgentInfo(host=self.config.host, version=VERSION, address=self.config.address,
@@ -129,6 +135,7 @@ class HostAgentActivities(AgentActivities):
                         f"{server.node} is fenced ({fence.reason}): start_server clears the "
                         "fence, rewind_as_standby makes it a standby")
                 self._refuse_foreign(server)
+                renewed = install_credentials(server, None)  # its TLS files, before a start
                 if not server.is_cluster():
                     initdb(server, request.settings)
                     activity.logger.info("%s initialised in %s.", server.node, server.data_dir)
@@ -137,7 +144,7 @@ class HostAgentActivities(AgentActivities):
                         f"{server.node} holds a standby's data: promote it through the "
                         "platform, or destroy_server it first")
                 else:
-                    changed = pgconf.write_primary_settings(server, request.settings)
+                    changed = pgconf.write_primary_settings(server, request.settings) or renewed
                     changed = pgconf.write_hba(server) or changed
                     if changed and server.running():
                         server.pg.reload()
@@ -157,8 +164,11 @@ class HostAgentActivities(AgentActivities):
             server = self.catalog.server(request.server)
             progress = Progress(server)
             with progress.beating(), self._locked(server, progress):
+                if not server.streams_from(request.source):
+                    check_stream_from(self.config, request.source)  # before anything exists
                 server.record(request.server.instance_id)
                 self._prepare_seed(server)
+                install_credentials(server, request.source.user)
                 if not server.streams_from(request.source):
                     server.check_port()
                     if not server.is_cluster():
@@ -201,6 +211,8 @@ class HostAgentActivities(AgentActivities):
                 if blocker is not None:
                     raise InvalidRequestError(blocker)
                 server.check_port()
+                check_stream_from(self.config, request.source)  # before it is stopped
+                install_credentials(server, request.source.user)
                 with self._leases.starting(server.node):
                     progress.step = "stopping"
                     server.stop()
@@ -342,12 +354,11 @@ class HostAgentActivities(AgentActivities):
     def _copy(self, server: ManagedServer, source: PrimarySource, progress: Progress) -> None:
         """The full copy, through ``infra.local.seed`` (lock, ``data.partial``, rename)."""
         kill_orphan_copies(server.home)
-        replication = PgEndpoint(host=source.address, port=source.port, user=source.user)
         props = {
             "home": str(server.home), "port": server.port, "slot": source.slot,
-            "primary_conninfo": replication.conninfo(),
-            "replication_conninfo": replication.conninfo(), "compression": "none",
-            "tier": 2, "standby_name": server.node, "archive_dir": "",
+            "primary_conninfo": source_conninfo(server, source, replication=False),
+            "replication_conninfo": source_conninfo(server, source, replication=True),
+            "compression": "none", "tier": 2, "standby_name": server.node, "archive_dir": "",
         }
         progress.step = "copying"
         progress.copying = True
@@ -386,8 +397,7 @@ class HostAgentActivities(AgentActivities):
     def _rewind(self, server: ManagedServer, source: PrimarySource) -> str:
         """``pg_rewind`` from ``source`` after making sure its slot exists and its timeline is
         in ``pg_control`` (a promoted server writes it at its first checkpoint)."""
-        conninfo = PgEndpoint(host=source.address, port=source.port,
-                              user=source.user).conninfo()
+        conninfo = source_conninfo(server, source, replication=False)
         try:
             if source.slot:
                 ensure_slot(conninfo, source.slot)

@@ -4,7 +4,9 @@
   unix socket, replication settings, the caller's extras, ``wal_log_hints = on`` always;
 - ``postgresql.auto.conf`` (a standby's, through ``infra.local``'s ``write_standby_config``):
   where it streams from, and a reply every second for its primary's lease;
-- a block at the top of ``pg_hba.conf``: who may connect without a password.
+- a block at the top of ``pg_hba.conf``: who may connect, and how
+  (``activities.agent_security.hba_rows``: TLS and SCRAM for replication from the network when
+  the agent has TLS files).
 
 Each writer leaves a file alone when it already says the same, and reports whether it changed
 anything, so an activity restarts or reloads a server only when it must.
@@ -16,10 +18,11 @@ import contextlib
 import re
 from pathlib import Path
 
+from activities.agent_security import hba_rows, server_tls_settings, source_conninfo
 from activities.agent_server import ManagedServer, write_atomically
 from contracts.agent import PrimarySource
 from infra.errors import InvalidRequestError
-from infra.local.postgres import PgEndpoint, give_to_server_user
+from infra.local.postgres import give_to_server_user
 
 SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*\Z")
 """Allowed ``postgresql.conf`` setting names."""
@@ -40,9 +43,9 @@ def listen_addresses(server: ManagedServer) -> str:
 
 def write_primary_settings(server: ManagedServer, extra: dict[str, str],
                            data_dir: Path | None = None) -> bool:
-    """Write the agent's settings file (address, port, socket, replication, ``extra``,
-    ``wal_log_hints = on`` always) and include it from ``postgresql.conf``; returns
-    whether anything changed."""
+    """Write the agent's settings file (address, port, socket, replication, TLS with the
+    host's certificate when the agent has one, ``extra``, ``wal_log_hints = on`` always) and
+    include it from ``postgresql.conf``; returns whether anything changed."""
     for name, value in extra.items():
         if not SETTING_NAME.match(name) or "\n" in value:
             raise InvalidRequestError(
@@ -59,6 +62,7 @@ def write_primary_settings(server: ManagedServer, extra: dict[str, str],
         # A rewind reads the former primary's WAL back to the fork point.
         "wal_keep_size": "'256MB'",
         "hot_standby": "on",
+        **server_tls_settings(server),
         **extra,
         # pg_rewind needs it: a primary that cannot be rewound must be copied again.
         "wal_log_hints": "on",
@@ -81,9 +85,10 @@ def write_standby_settings(server: ManagedServer, source: PrimarySource,
                            data_dir: Path | None = None) -> None:
     """Make a data directory this standby's: stream from ``source`` (its slot,
     ``application_name`` = the node name, a reply every second so the primary's
-    ``reply_time`` stays fresh for its lease), listen where the agent says."""
-    conninfo = PgEndpoint(host=source.address, port=source.port,
-                          user=source.user).conninfo(application_name=server.node)
+    ``reply_time`` stays fresh for its lease; TLS and the passfile copy when the agent has
+    them), listen where the agent says, serve TLS with the host's certificate (it may be the
+    primary a later standby verifies)."""
+    conninfo = source_conninfo(server, source, replication=True, application_name=server.node)
     server.pg.write_standby_config({
         "listen_addresses": listen_addresses(server),
         "unix_socket_directories": _quoted(str(server.home)),
@@ -91,12 +96,13 @@ def write_standby_settings(server: ManagedServer, source: PrimarySource,
         "primary_slot_name": _quoted(source.slot),
         "recovery_target_timeline": "'latest'",
         "wal_receiver_status_interval": "1s",
+        **server_tls_settings(server),
     }, data_dir=data_dir)
 
 
 def write_hba(server: ManagedServer, data_dir: Path | None = None) -> bool:
-    """Put the agent's block first in ``pg_hba.conf`` (trust from localhost and from the
-    configured network, replication included); returns whether it changed."""
+    """Put the agent's block (:func:`~activities.agent_security.hba_rows`) first in
+    ``pg_hba.conf``; returns whether it changed."""
     path = (data_dir or server.data_dir) / "pg_hba.conf"
     original = path.read_text()
     kept, inside = [], False
@@ -107,14 +113,9 @@ def write_hba(server: ManagedServer, data_dir: Path | None = None) -> bool:
             inside = False
         elif not inside:
             kept.append(line)
-    cidr = server.config.effective_cidr
-    rows = [("local", "all", "", "trust"), ("local", "replication", "", "trust"),
-            ("host", "all", "127.0.0.1/32", "trust"),
-            ("host", "replication", "127.0.0.1/32", "trust"),
-            ("host", "all", cidr, "trust"), ("host", "replication", cidr, "trust")]
     block = [f"{HBA_BEGIN}\n",
-             *(f"{kind:<6} {db:<12} all  {net:<18} {method}\n" for kind, db, net, method
-               in rows),
+             *(f"{kind:<7} {db:<12} {user:<9} {net:<18} {method}\n"
+               for kind, db, user, net, method in hba_rows(server.config)),
              f"{HBA_END}\n"]
     return _replace_if_different(path, "".join(block + kept))
 

@@ -47,6 +47,7 @@ from infra.local.postgres import (
     prepare_dir,
     run_server_tool,
 )
+from infra.pg_tls import PgTlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,17 @@ class AgentConfig:
     data_root: Path
     """Folder holding one home per server."""
     trust_cidr: str = ""
-    """Network whose clients the servers trust, for replication and for normal connections
-    (empty: the /24 around :attr:`address`). A test-world setting: the namespace hosts share
-    one test range and no password exists. Production should set the peer hosts' addresses
-    only (a /32 each) and replace ``trust`` by ``scram-sha-256`` or certificates."""
+    """Network the servers' peers are in (empty: the /24 around :attr:`address`). Without
+    :attr:`pg_tls` its clients are trusted, replication included (a test world's setting);
+    with it, replication from there needs TLS and SCRAM (``activities.agent_security``).
+    Production should set the peer hosts' addresses only (a /32 each)."""
+    pg_tls: PgTlsFiles | None = None
+    """The host's certificate, its key and the CA (``SHADOWSHIFT_PG_TLS_*``): the servers
+    serve TLS, accept replication from the network only over TLS with SCRAM, and stream
+    with ``sslmode=verify-full``. ``None``: plaintext and ``trust``."""
+    passfile: Path | None = None
+    """The libpq passfile on this host with the replication role's password
+    (``SHADOWSHIFT_PG_PASSFILE``); ``None``: replication logs in without a password."""
 
     @property
     def effective_cidr(self) -> str:

@@ -53,9 +53,13 @@ that cannot renew its key):
 - ``fence_server`` returns whether the server was running; ``seed_standby``'s
   ``seed_seconds`` is the recorded duration of the copy, also when a retry finds it done.
 
-Not yet: ``PrimarySource`` names a role, not a credential (the agent's servers trust their
-subnet, a test-world setting ``docs/agent.md`` explains); promotion is SQL from the control
-worker (``pg_promote``), so it needs no agent task.
+Credentials: ``PrimarySource`` names a role, never a credential. An agent given TLS files
+(``SHADOWSHIFT_PG_TLS_*``) streams with ``sslmode=verify-full`` and reads the role's password
+from the passfile on its own host (``SHADOWSHIFT_PG_PASSFILE``), and its servers take
+replication from the network only over TLS with SCRAM (``activities/agent_security.py``);
+without them its servers trust their subnet, a test-world setting ``docs/agent.md`` explains.
+``hello`` with ``stream_from`` checks such a login before a protection creates anything.
+Promotion is SQL from the control worker (``pg_promote``), so it needs no agent task.
 """
 
 from __future__ import annotations
@@ -130,7 +134,8 @@ class AgentActivities:
 
     @activity.defn
     def hello(self, request: AgentHello) -> AgentInfo:
-        """Who the agent is; refuses another version."""
+        """Who the agent is; refuses another version, and with ``stream_from`` a primary its
+        host's standbys could not log in to for replication (``InvalidRequest``)."""
         raise NotImplementedError
 
     @activity.defn

@@ -90,6 +90,9 @@ class AgentHello:
 
     version: str
     """The caller's ShadowShift version."""
+    stream_from: PrimarySource | None = None
+    """A primary this host's standby is about to stream from: the agent first checks it
+    could (its passfile, its CA, a replication login) and refuses, naming what to change."""
 
 
 @dataclass

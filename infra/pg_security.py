@@ -76,13 +76,11 @@ def passfile_entries(text: str) -> list[tuple[list[str], str]]:
     return entries
 
 
-def check_passfile(passfile: Path, user: str) -> None:
-    """Refuse a passfile libpq would ignore or that has no line for ``user``.
-
-    The messages name the file and the setting, never a line of it.
+def check_passfile_mode(passfile: Path) -> str:
+    """Refuse a passfile that cannot be read or that libpq would ignore; its text.
 
     Raises:
-        InvalidRequestError: missing, readable by others, or without an entry for ``user``.
+        InvalidRequestError: missing or readable by others (naming the setting, never a line).
     """
     try:
         mode = passfile.stat().st_mode
@@ -96,6 +94,18 @@ def check_passfile(passfile: Path, user: str) -> None:
             f"SHADOWSHIFT_PG_PASSFILE {passfile} is readable by others (mode "
             f"{stat.S_IMODE(mode):o}); libpq ignores such a file: chmod 600 it"
         )
+    return text
+
+
+def check_passfile(passfile: Path, user: str) -> None:
+    """Refuse a passfile libpq would ignore or that has no line for ``user``.
+
+    The messages name the file and the setting, never a line of it.
+
+    Raises:
+        InvalidRequestError: missing, readable by others, or without an entry for ``user``.
+    """
+    text = check_passfile_mode(passfile)
     if not _lines_for(text, user):
         raise InvalidRequestError(
             f"SHADOWSHIFT_PG_PASSFILE {passfile} has no line for role {user!r} "

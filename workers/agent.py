@@ -19,7 +19,11 @@ Start-up refuses, with exit code 2 and one line naming the other agent (or certi
   other's data root;
 - a client certificate for another host: with mutual TLS (``SHADOWSHIFT_TEMPORAL_TLS_CERT``)
   each agent has a certificate of its own whose common name or a DNS name is its ``--host``
-  (docs/security.md says how the server side refuses a borrowed one in production).
+  (docs/security.md says how the server side refuses a borrowed one in production);
+- unusable PostgreSQL TLS files or passfile (``SHADOWSHIFT_PG_TLS_CA``/``_CERT``/``_KEY``,
+  ``SHADOWSHIFT_PG_PASSFILE``): some but not all three set, a certificate not issued by the
+  CA, expired, not naming ``--address``, a key of another certificate, a passfile others can
+  read (``infra.pg_tls.check_server_tls``).
 
 A refused agent leaves nothing behind: a data root it created for itself (with its lock
 file) is removed again.
@@ -57,6 +61,9 @@ from activities.agent_metrics import AgentMetrics
 from activities.agent_server import AgentConfig
 from contracts.agent import host_task_queue
 from contracts.version import VERSION
+from infra.errors import InvalidRequestError
+from infra.pg_security import check_passfile_mode
+from infra.pg_tls import check_server_tls, tls_files
 from workers.agent_http import AgentHttpApi, AgentHttpServer
 from workers.agent_presence import host_pollers
 from workers.agent_settings import AgentOptions, add_agent_arguments, options_from_args
@@ -91,10 +98,24 @@ def agent_identity(host: str, pid: int | None = None) -> str:
 
 
 def agent_config(options: AgentOptions, settings: Settings) -> AgentConfig:
-    """The activities' configuration from the options (data root defaulted)."""
+    """The activities' configuration from the options (data root defaulted) and the
+    PostgreSQL TLS files and passfile of ``settings``, checked.
+
+    Raises:
+        AgentStartError: the TLS files or the passfile are unusable (the message names the
+            variable).
+    """
     data_root = options.data_root or settings.state_dir / "agents" / options.host
+    try:
+        tls = tls_files(settings.pg_tls_ca, settings.pg_tls_cert, settings.pg_tls_key)
+        if tls is not None:
+            check_server_tls(tls, options.address)
+        if settings.pg_passfile is not None:
+            check_passfile_mode(settings.pg_passfile)
+    except InvalidRequestError as err:
+        raise AgentStartError(str(err)) from err
     return AgentConfig(host=options.host, address=options.address, data_root=data_root,
-                       trust_cidr=options.trust_cidr)
+                       trust_cidr=options.trust_cidr, pg_tls=tls, passfile=settings.pg_passfile)
 
 
 @contextmanager
@@ -215,6 +236,9 @@ async def serve(options: AgentOptions, settings: Settings, stop: asyncio.Event) 
         # Once it serves: a refused agent says one line.
         announce_tls(log, settings, settings.temporal_address)
         announce(log, client.data_converter)
+        if config.pg_tls is None:
+            log.warning("No SHADOWSHIFT_PG_TLS_* files: this host's servers serve no TLS and "
+                        "trust the network %s (a test world's setting).", config.effective_cidr)
         identity = agent_identity(options.host)
         (config.data_root / IDENTITY_FILE).write_text(identity + "\n")
         catalog = ServerCatalog(config)

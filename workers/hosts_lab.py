@@ -6,6 +6,14 @@ server reachable on the fleet's TEMPORAL address, and a ``shadowshift agent`` in
 host (its namespace and cgroups) with its data on the host's own filesystem. It then hands out
 protection specs for the hosts platform and creates primaries through their hosts' agents.
 Everything it made goes away with :meth:`HostsLab.close`.
+
+Replication between the hosts is secured as docs/security.md asks of an operator (``secure``,
+the default): the lab's set-up issues a CA and, for each host, a server certificate naming the
+host's address; each host gets, on its own filesystem, the CA, its certificate and key, and a
+passfile with the password of the replication role :data:`REPLICATION_ROLE`, which
+:meth:`HostsLab.ensure_primary` creates (SCRAM-SHA-256, with the rights ``pg_rewind`` needs)
+on every primary. Its agent is started with those paths (``SHADOWSHIFT_PG_TLS_*``,
+``SHADOWSHIFT_PG_PASSFILE``); the password stays in those files and in this object.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,6 +44,9 @@ from infra.hosts.fleet import destroy_fleet, fleet_hosts, up_fleet
 from infra.hosts.gateway import TemporalGateway
 from infra.hosts.host import Host
 from infra.hosts.spec import FleetSpec, HostSpec
+from infra.local.pki import LocalPki
+from infra.local.postgres import PgEndpoint
+from infra.local.secure_replication import create_replication_role, grant_rewind_rights
 from infra.pulumi_engine import StackDriver
 from workers.agent_presence import host_pollers
 from workers.settings import REPO_ROOT, Settings, load_settings
@@ -46,6 +58,10 @@ GATEWAY_PORT = 7233
 """Port of the Temporal gateway on the fleet's TEMPORAL address."""
 PG_PORT = 5432
 """Every host has an address of its own, so each server takes PostgreSQL's usual port."""
+REPLICATION_ROLE = "replicator"
+"""The replication role of a secure lab's specs (SCRAM, created on each primary)."""
+CREDENTIALS_DIR = "pg-credentials"
+"""Folder on each host's own filesystem holding its TLS files and passfile."""
 
 
 def lab_settings(state_dir: Path) -> Settings:
@@ -78,14 +94,28 @@ class HostsLab:
     """Agent processes, by host name."""
     agent_started: dict[str, float] = field(default_factory=dict)
     """When each agent was started (epoch seconds): its poller must be seen after that."""
+    replication_password: str = field(default="", repr=False)
+    """The password of :data:`REPLICATION_ROLE` (empty: the lab is not secure and its
+    agents trust their network)."""
+
+    @property
+    def secure(self) -> bool:
+        """Whether replication between the hosts uses TLS and SCRAM."""
+        return bool(self.replication_password)
+
+    @property
+    def replication_user(self) -> str:
+        """The role specs replicate as."""
+        return REPLICATION_ROLE if self.secure else "postgres"
 
     @classmethod
     def create(cls, driver: StackDriver, base_dir: Path, names: tuple[str, ...],
                temporal: tuple[str, int], *, disk_mib: int = 512,
-               fleet_name: str = "") -> HostsLab:
+               fleet_name: str = "", secure: bool = True) -> HostsLab:
         """Build the fleet under ``base_dir`` and the gateway to ``temporal`` (a dev server's
-        host and port). Keep ``base_dir`` short: a server's unix socket lives under it, and
-        socket paths hold at most 107 characters.
+        host and port); ``secure``: TLS and SCRAM between the hosts (see the module). Keep
+        ``base_dir`` short: a server's unix socket lives under it, and socket paths hold at
+        most 107 characters.
 
         Raises:
             InvalidRequestError: bad names, or the machine cannot host namespaces.
@@ -100,20 +130,54 @@ class HostsLab:
                                   temporal[0], temporal[1])
         lab = cls(driver, spec, fleet_hosts(spec), gateway, base_dir / f"{name}-logs")
         try:
+            if secure:
+                lab.replication_password = secrets.token_urlsafe(24)
+                lab.issue_credentials(LocalPki(base_dir / f"{name}-pki"))
             gateway.start()
         except Exception:
             lab.close()
             raise
         return lab
 
+    def issue_credentials(self, pki: LocalPki) -> None:
+        """Give each host what an operator would: the CA, a certificate naming the host's
+        address and its key, and the replication role's passfile (``*`` for the database:
+        the stream and ``pg_rewind``'s session both match), on the host's own filesystem."""
+        for name, host in self.hosts.items():
+            issued = pki.server_cert(name, (str(host.address),))
+            folder = self.credentials_dir(name)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            _write(folder / "ca.crt", pki.ca_file.read_bytes(), 0o644)
+            _write(folder / "server.crt", issued.cert.read_bytes(), 0o644)
+            _write(folder / "server.key", issued.key.read_bytes(), 0o600)
+            _write(folder / "pgpass",
+                   f"*:*:*:{REPLICATION_ROLE}:{self.replication_password}\n".encode(), 0o600)
+
+    def credentials_dir(self, name: str) -> Path:
+        """Where host ``name`` keeps its TLS files and passfile."""
+        return self.hosts[name].data_dir / CREDENTIALS_DIR
+
+    def agent_environment(self, name: str) -> dict[str, str]:
+        """The ``SHADOWSHIFT_PG_*`` settings of host ``name``'s agent (none if not secure)."""
+        if not self.secure:
+            return {}
+        folder = self.credentials_dir(name)
+        return {"SHADOWSHIFT_PG_TLS_CA": str(folder / "ca.crt"),
+                "SHADOWSHIFT_PG_TLS_CERT": str(folder / "server.crt"),
+                "SHADOWSHIFT_PG_TLS_KEY": str(folder / "server.key"),
+                "SHADOWSHIFT_PG_PASSFILE": str(folder / "pgpass")}
+
     # -- agents ----------------------------------------------------------------------------
 
-    def start_agent(self, name: str) -> subprocess.Popen[bytes]:
-        """Start ``shadowshift agent`` inside host ``name`` (its data on the host's disk)."""
+    def start_agent(self, name: str, *,
+                    pg_settings: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``shadowshift agent`` inside host ``name`` (its data on the host's disk), with
+        the lab's TLS files and passfile for it unless ``pg_settings`` replaces them."""
         host = self.hosts[name]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
         env.update(SHADOWSHIFT_TEMPORAL_ADDRESS=self.gateway.address,
                    SHADOWSHIFT_LOG_LEVEL="INFO")
+        env.update(self.agent_environment(name) if pg_settings is None else pg_settings)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         process = host.popen(
             [sys.executable, "-m", "workers.cli", "agent", "--host", name,
@@ -167,18 +231,27 @@ class HostsLab:
                                router_source=str(network.router_address(self.fleet.index)),
                                spares=[self.placement(name) for name in spares])
         return ProtectionSpec(instance_id, "hosts", tier, port, port, router_port,
-                              policy=policy or Policy(), hosts=section)
+                              policy=policy or Policy(), hosts=section,
+                              replication_user=self.replication_user)
 
     async def ensure_primary(self, client: Client, task_queue: str, host: str,
                              instance_id: str, port: int = PG_PORT,
                              settings: dict[str, str] | None = None) -> ServerInfo:
         """A running primary for ``instance_id`` on ``host``, made by its agent (through
-        ``HostTaskWorkflow`` on a worker polling ``task_queue``)."""
+        ``HostTaskWorkflow`` on a worker polling ``task_queue``); in a secure lab with the
+        replication role (its SCRAM verifier computed here, so the password never reaches
+        the server's log or the workflow)."""
         task = AgentTask(host, ensure_primary=EnsurePrimaryRequest(
             VERSION, ServerRef(instance_id, instance_id, port), settings or {}))
         result = await client.execute_workflow(
             HostTaskWorkflow.run, task, id=host_task_workflow_id(task), task_queue=task_queue)
-        return ServerInfo(**result)  # the workflow returns plain data (its result is Any)
+        info = ServerInfo(**result)  # the workflow returns plain data (its result is Any)
+        if self.secure:
+            endpoint = PgEndpoint(host=info.address, port=info.port)
+            await asyncio.to_thread(create_replication_role, endpoint, REPLICATION_ROLE,
+                                    self.replication_password)
+            await asyncio.to_thread(grant_rewind_rights, endpoint, REPLICATION_ROLE)
+        return info
 
     # -- teardown --------------------------------------------------------------------------
 
@@ -202,3 +275,13 @@ class HostsLab:
             cleanup.remove_fleet(self.fleet.name, index=self.fleet.index,
                                  state_dir=self.fleet.state_dir)
 
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Write ``path`` with ``mode`` from its creation (a key is never readable by others)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+    finally:
+        os.close(fd)

@@ -88,6 +88,7 @@ def kube_spec(lab: HostsLab, pool: str, namespace: str, instance_id: str, primar
     return ProtectionSpec(
         instance_id=instance_id, platform="kubernetes", tier=1, primary_port=port,
         shadow_port=port, router_port=router_port, policy=policy or Policy(),
+        replication_user=lab.replication_user,
         kubernetes=KubernetesSection(
             namespace=namespace, primary_pod=primary_pod, storage_class=STORAGE_CLASS,
             storage_size="1Gi", host_network=True, fleet_index=lab.fleet.index,

@@ -120,7 +120,20 @@ class Settings:
     """``SHADOWSHIFT_PG_PASSFILE``: libpq passfile (mode 0600) with the password of each spec's
     ``replication_user`` (``host:port:replication:<role>:<password>``); servers get a copy of
     that role's lines only. The password is never put in a spec, a workflow's history, Pulumi
-    state, a log or a metric. Unset: replication connects without a password."""
+    state, a log or a metric. Unset: replication connects without a password. On a node agent
+    (hosts platform): the passfile on the agent's own host that its standbys and ``pg_rewind``
+    read the password from (``*`` as the database field serves both)."""
+    pg_tls_ca: Path | None = None
+    """``SHADOWSHIFT_PG_TLS_CA``: node agents only: the CA (PEM) whose certificates the
+    agent's standbys accept from the primary they stream from (``sslmode=verify-full``). Set
+    with ``SHADOWSHIFT_PG_TLS_CERT`` and ``_KEY`` or not at all; unset: the agent's servers
+    serve no TLS and replicate in plaintext (docs/security.md)."""
+    pg_tls_cert: Path | None = None
+    """``SHADOWSHIFT_PG_TLS_CERT``: node agents only: this host's server certificate (PEM,
+    issued by that CA, naming the agent's ``--address``), served by every PostgreSQL server
+    of the agent."""
+    pg_tls_key: Path | None = None
+    """``SHADOWSHIFT_PG_TLS_KEY``: node agents only: its private key (PEM, unencrypted)."""
     kubeconfig: Path | None = None
     """``SHADOWSHIFT_KUBECONFIG``: kubeconfig of the cluster that protections on platform
     ``kubernetes`` run in (a client-certificate user, ``docs/kubernetes/rbac.yaml`` says what
@@ -256,6 +269,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "PAYLOAD_ENCRYPTION": ("payload_encryption", _encryption_mode),
     "PG_REPLICATION_SSLMODE": ("pg_replication_sslmode", _pg_sslmode),
     "PG_PASSFILE": ("pg_passfile", _path),
+    "PG_TLS_CA": ("pg_tls_ca", _path),
+    "PG_TLS_CERT": ("pg_tls_cert", _path),
+    "PG_TLS_KEY": ("pg_tls_key", _path),
     "KUBECONFIG": ("kubeconfig", _path),
 }
 

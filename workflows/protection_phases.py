@@ -16,7 +16,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
-from contracts.agent_tasks import AgentHello, AgentTask
+from contracts.agent_tasks import AgentHello, AgentTask, PrimarySource
 from contracts.cutover import CutoverInput, cutover_workflow_id
 from contracts.errors import INVALID_REQUEST, NON_RETRYABLE_TYPES
 from contracts.protection import PREDICTION, CutoverRequest, LastCutover, ProtectionState
@@ -85,16 +85,26 @@ class ProtectionPhases:
     async def _greet_agents(self) -> None:
         """A spec that names hosts: both hosts' agents must answer, and run this version,
         before anything is created (``shadowshift protect`` checks this as well; a
-        protection started with the plain ``temporal`` CLI does not pass through it).
+        protection started with the plain ``temporal`` CLI does not pass through it). The
+        standby's host's agent also logs in to the primary for replication as its copy
+        will (TLS, the password from its passfile), so a refusal comes before anything exists.
 
         Raises:
-            ApplicationError: ``AgentDown`` or ``AgentVersionMismatch``, naming the host.
+            ApplicationError: ``AgentDown`` or ``AgentVersionMismatch``, naming the host, or
+                ``InvalidRequest`` naming what the standby's agent was refused.
         """
-        hosts = self._state.spec.hosts
+        spec = self._state.spec
+        hosts = spec.hosts
         if hosts is None:
             return
-        for placement in (hosts.primary, hosts.shadow):
-            await run_agent_task(AgentTask(placement.host, hello=AgentHello(VERSION)))
+        original = (self._state.serving_node or spec.instance_id) == spec.instance_id
+        primary, standby = (hosts.primary, hosts.shadow) if original else \
+            (hosts.shadow, hosts.primary)
+        source = PrimarySource(primary.address,
+                               spec.primary_port if original else spec.shadow_port,
+                               spec.replication_user)
+        await run_agent_task(AgentTask(primary.host, hello=AgentHello(VERSION)))
+        await run_agent_task(AgentTask(standby.host, hello=AgentHello(VERSION, source)))
 
     async def _provision_shadow(self) -> None:
         """Provision; on a platform with agents, run each host-local step the platform hands

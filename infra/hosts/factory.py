@@ -16,8 +16,9 @@ def build_hosts_platform(request: PlatformRequest, context: PlatformContext) -> 
     Raises:
         InvalidRequestError: no hosts section, unknown roles, or a tier hosts cannot serve.
     """
-    return HostsPlatform(HostsShadowSpec.from_request(request, context.state_dir),
-                         context.driver)
+    spec = HostsShadowSpec.from_request(request, context.state_dir,
+                                        context.pg_security.sslmode)
+    return HostsPlatform(spec, context.driver)
 
 
 def build_hosts_observer(context: PlatformContext, metrics_period_s: int) -> HostsObserver:

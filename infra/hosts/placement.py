@@ -44,6 +44,10 @@ class HostsShadowSpec:
     """Node that is the primary now (empty: the original primary)."""
     copy_alongside: bool = False
     """Provisioning: the standby's copy runs alongside (``PlatformRequest.copy_alongside``)."""
+    replication_sslmode: str = "disable"
+    """The worker's ``SHADOWSHIFT_PG_REPLICATION_SSLMODE``: ``verify-full`` refuses a primary
+    that serves no TLS (its agent has no ``SHADOWSHIFT_PG_TLS_*`` files). How a standby
+    connects is its host's agent's to decide (``activities.agent_security``)."""
 
     def __post_init__(self) -> None:
         validate_instance_id(self.instance_id)
@@ -62,8 +66,9 @@ class HostsShadowSpec:
                 "through a shared archive the hosts do not have; use tier 1 or 2")
 
     @classmethod
-    def from_request(cls, request: PlatformRequest, state_dir: Path) -> HostsShadowSpec:
-        """The hosts view of a protection request.
+    def from_request(cls, request: PlatformRequest, state_dir: Path,
+                     replication_sslmode: str = "disable") -> HostsShadowSpec:
+        """The hosts view of a protection request (``replication_sslmode``: the worker's).
 
         Raises:
             InvalidRequestError: the request has no hosts section.
@@ -75,7 +80,8 @@ class HostsShadowSpec:
                    primary_port=spec.primary_port, shadow_port=spec.shadow_port,
                    router_port=spec.router_port, state_dir=state_dir, tier=spec.tier,
                    replication_user=spec.replication_user, serving_node=request.serving_node,
-                   copy_alongside=request.copy_alongside)
+                   copy_alongside=request.copy_alongside,
+                   replication_sslmode=replication_sslmode)
 
     # -- names -----------------------------------------------------------------------------
 

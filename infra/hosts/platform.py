@@ -81,6 +81,22 @@ def check_primary(endpoint: PgEndpoint, what: str, replication_user: str) -> Non
                                   f"max_wal_senders>=2 (it has {wal_level}, {senders})")
 
 
+def check_primary_tls(endpoint: PgEndpoint, what: str) -> None:
+    """Refuse a primary that serves no TLS when replication requires it.
+
+    Raises:
+        InvalidRequestError: naming the settings that change it.
+    """
+    with endpoint.connect(timeout_s=5) as conn:
+        row = conn.execute("SELECT current_setting('ssl')").fetchone()
+    if not row or row[0] != "on":
+        raise InvalidRequestError(
+            f"{what} does not offer TLS (ssl=off) and replication requires it: give its "
+            "host's agent SHADOWSHIFT_PG_TLS_CA, SHADOWSHIFT_PG_TLS_CERT and "
+            "SHADOWSHIFT_PG_TLS_KEY (docs/security.md), or set "
+            "SHADOWSHIFT_PG_REPLICATION_SSLMODE=disable on the worker")
+
+
 class HostsPlatform(RoutedPostgres, Platform):
     """One protected PostgreSQL whose primary and shadow run on two agent hosts."""
 
@@ -125,15 +141,20 @@ class HostsPlatform(RoutedPostgres, Platform):
                              wait_for_stream=wait_for_stream)
 
     def _preflight(self) -> None:
-        """Refuse what retrying cannot fix before anything is created.
+        """Refuse what retrying cannot fix before anything is created. (The standby's host's
+        agent checks its own side, passfile and replication login, when the protection
+        greets it: ``AgentHello.stream_from``.)
 
         Raises:
-            InvalidRequestError: the primary is unreachable or cannot replicate.
+            InvalidRequestError: the primary is unreachable, cannot replicate, or serves no
+                TLS while replication requires it.
         """
         spec = self.spec
         primary = spec.current_primary
-        check_primary(self._endpoint(primary), f"primary {primary} (host {spec.host_of(primary)})",
-                      spec.replication_user)
+        what = f"primary {primary} (host {spec.host_of(primary)})"
+        check_primary(self._endpoint(primary), what, spec.replication_user)
+        if spec.replication_sslmode != "disable":
+            check_primary_tls(self._endpoint(primary), what)
 
     @property
     def driver(self) -> StackDriver:

@@ -111,18 +111,22 @@ class LocalPki:
         _write(key_file, _key_pem(key), 0o600)
         _write(self.ca_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
-    def server_cert(self, node: str) -> ServerCert:
+    def server_cert(self, node: str, addresses: tuple[str, ...] = ()) -> ServerCert:
         """The certificate of ``node`` (a validated instance or node name), issued if it is
-        missing or ends within :data:`RENEW_DAYS`."""
+        missing, ends within :data:`RENEW_DAYS` or does not name every one of ``addresses``
+        (IP addresses it must name besides ``127.0.0.1``: a namespace host's address)."""
         if not _NODE.match(node):
             raise InvalidRequestError(f"invalid node name {node!r} for a certificate")
+        wanted = tuple(ipaddress.ip_address(a) for a in addresses)
         with self._locked():
-            return self._server_cert(node)
+            return self._server_cert(node, wanted)
 
-    def _server_cert(self, node: str) -> ServerCert:
+    def _server_cert(self, node: str,
+                     addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...],
+                     ) -> ServerCert:
         self._ensure_ca()
         found = ServerCert(self.folder / f"{node}.crt", self.folder / f"{node}.key")
-        if found.key.exists() and _valid_for(found.cert, RENEW_DAYS):
+        if found.key.exists() and _valid_for(found.cert, RENEW_DAYS, addresses):
             return found
         ca_key = serialization.load_pem_private_key((self.folder / "ca.key").read_bytes(), None)
         ca_cert = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
@@ -138,8 +142,8 @@ class LocalPki:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
             .add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False)
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
+                *(x509.IPAddress(a) for a in addresses)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
@@ -155,12 +159,17 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _valid_for(cert_file: Path, days: int) -> bool:
+def _valid_for(cert_file: Path, days: int,
+               addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (),
+               ) -> bool:
     try:
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    except (OSError, ValueError):
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
         return False
-    return cert.not_valid_after_utc - _now() > datetime.timedelta(days=days)
+    named = set(san.get_values_for_type(x509.IPAddress))
+    return (cert.not_valid_after_utc - _now() > datetime.timedelta(days=days)
+            and named.issuperset(addresses))
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
 
 from contracts.agent import LocalView, PrimarySource, SeedRequest, ServerInfo, ServerRef
 from contracts.version import VERSION
+from infra.local.pki import LocalPki
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, query_one
 from tests.agent.agent_workflow import AgentStep, AgentStepWorkflow
@@ -179,6 +180,27 @@ def test_bad_options_exit_with_one_line(tmp_path: Path) -> None:
     assert "cannot reach Temporal at 127.0.0.1:1" in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "root")  # nothing half-created
+
+
+@pytest.mark.integration  # runs our program
+def test_postgres_tls_files_for_another_address_are_refused_at_start(tmp_path: Path) -> None:
+    """A server certificate that does not name the agent's --address (a standby verifying
+    the primary would refuse it; set-up's certificates name 127.0.0.1 besides the host's)
+    exits 2 with one line naming SHADOWSHIFT_PG_TLS_CERT, before Temporal is even tried; the
+    data root is not created."""
+    pki = LocalPki(tmp_path / "pki")
+    issued = pki.server_cert("host-a", ("198.18.7.11",))
+    env = agent_env("127.0.0.1:1") | {"SHADOWSHIFT_PG_TLS_CA": str(pki.ca_file),
+                                      "SHADOWSHIFT_PG_TLS_CERT": str(issued.cert),
+                                      "SHADOWSHIFT_PG_TLS_KEY": str(issued.key)}
+    refused = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "agent", "--host", "host-a", "--address",
+         "198.18.7.10", "--data-root", str(tmp_path / "root")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert "SHADOWSHIFT_PG_TLS_CERT" in refused.stderr and "198.18.7.10" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert not os.path.exists(tmp_path / "root")
 
 
 async def test_a_restarted_agent_starts_its_standbys_and_never_a_primary(

@@ -63,9 +63,13 @@ def _demo_hosts(state_dir: Path) -> list[str]:
     return _hosts_under(root) + ([str(root)] if root.exists() else [])
 
 
-def _listening(port: int) -> bool:
-    return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
-               for c in psutil.net_connections("tcp"))
+def _listening(address: str) -> bool:
+    """Whether something listens on ``host:port`` (another lab's gateway on the same port but
+    its own address, as a concurrent hosts test runs, does not count)."""
+    host, port = address.rsplit(":", 1)
+    host = "127.0.0.1" if host == "localhost" else host
+    return any(c.laddr and c.laddr.port == int(port) and c.laddr.ip in (host, "0.0.0.0", "::")
+               and c.status == psutil.CONN_LISTEN for c in psutil.net_connections("tcp"))
 
 
 def test_the_trace_is_one_the_model_predicts(tmp_path: Path) -> None:
@@ -147,11 +151,11 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     )
     assert process.stdout is not None
     lines = []
-    server_port = 0
+    server_address = ""
     for line in process.stdout:
         lines.append(line)
         if "Temporal dev server at" in line:
-            server_port = int(line.split("Temporal dev server at ")[1].split(";")[0].split(":")[1])
+            server_address = line.split("Temporal dev server at ")[1].split(";")[0]
         if "Protection phase: provisioning" in line:
             break
     else:
@@ -164,7 +168,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     time.sleep(1)  # immediate-mode PostgreSQL children exit right after their postmaster
     assert _processes_under(state_dir) == []
     assert _demo_hosts(state_dir) == []
-    assert server_port and not _listening(server_port)  # the dev server is gone too
+    assert server_address and not _listening(server_address)  # the dev server is gone too
 
 
 @pytest.mark.integration  # starts a server or our program

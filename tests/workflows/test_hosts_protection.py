@@ -1,20 +1,15 @@
 """A protection on the hosts platform: primary and shadow on two namespace hosts, each with
 its agent; provisioning copies the standby through its host's agent, a planned cutover moves
-the traffic across hosts, and the former primary is rewound by its own agent."""
+the traffic across hosts, and the former primary is rewound by its own agent. Replication
+between the hosts runs over TLS as the lab's SCRAM role (tests/workflows/
+test_hosts_replication_security.py shows what is refused)."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import shutil
-import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.protection import CutoverRequest
@@ -22,11 +17,10 @@ from infra.local.haproxy import HAProxyManager
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint
 from infra.local.probe import postmaster_answers
-from infra.pulumi_engine import StackDriver
 from tests.conftest import acked_after
-from workers.hosts_lab import PG_PORT, HostsLab
+from tests.workflows.conftest import control_worker, walsenders
+from workers.hosts_lab import PG_PORT, REPLICATION_ROLE, HostsLab
 from workers.protect import start_protection, status_when
-from workers.registry import new_worker, pulumi_config
 from workers.settings import Settings
 from workers.workload import Writer, missing_acked, prepare_table
 from workflows.protection import InstanceProtectionWorkflow
@@ -34,52 +28,26 @@ from workflows.protection import InstanceProtectionWorkflow
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def lab(settings: Settings, temporal_env: WorkflowEnvironment) -> Iterator[HostsLab]:
-    """Two hosts with their agents, reaching the session's Temporal; the names are new for
-    each test (an agent refuses a host name whose queue another agent polled within the last
-    90 s, and a killed agent's poll is listed that long)."""
-    host, port = temporal_env.client.service_client.config.target_host.rsplit(":", 1)
-    base = Path(tempfile.mkdtemp(prefix="ssf", dir="/tmp"))  # short: socket paths
-    tag = uuid.uuid4().hex[:4]
-    base.chmod(0o755)
-    made = HostsLab.create(StackDriver(pulumi_config(settings)), base,
-                           (f"w{tag}a", f"w{tag}b"), (host, int(port)), disk_mib=256)
-    try:
-        for name in made.hosts:
-            made.start_agent(name)
-        yield made
-    finally:
-        # The router outlives a terminated protection by design (it is the service's address);
-        # the test owns it, so it stops it.
-        HAProxyManager(settings.state_dir / "haproxy").stop()
-        made.close()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def _worker(client: Client, settings: Settings, task_queue: str) -> AsyncIterator[None]:
-    with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
-        async with new_worker(client, settings, pool, task_queue=task_queue):
-            yield
-
-
 async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
     lab: HostsLab, settings: Settings, temporal_env: WorkflowEnvironment, task_queue: str,
 ) -> None:
     """Tier 1 across hosts: the router service is created (onboarding), the standby is copied
-    on ``wb`` by its agent and streams synchronously from ``wa``; a planned cutover under
-    writes loses nothing, and ``wa``'s agent rewinds the former primary into the new shadow."""
+    on ``wb`` by its agent and streams synchronously from ``wa`` over TLS as the SCRAM role; a
+    planned cutover under writes loses nothing, and ``wa``'s agent rewinds the former primary
+    into the new shadow, which streams from ``wb`` over TLS too (``wb`` serves its own
+    certificate)."""
     client = temporal_env.client
     wa, wb = list(lab.hosts)
     router_port = free_ports(1)[0]
     spec = lab.spec("db-hosts", wa, wb, router_port, tier=1)
-    async with _worker(client, settings, task_queue):
+    async with control_worker(client, settings, task_queue):
         await lab.wait_for_agents(client)
         await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
         handle = await start_protection(client, spec, task_queue=task_queue)
         status = await status_when(handle, lambda s: s.phase == "protected", 240)
         assert status.shadow_healthy
+        wa_primary = PgEndpoint(host=lab.placement(wa).address, port=PG_PORT)
+        assert walsenders(wa_primary) == [("db-hosts-shadow", True, REPLICATION_ROLE)]
         router = PgEndpoint(port=router_port)
         prepare_table(router)
         with Writer(router, rate=50) as writer:
@@ -95,9 +63,9 @@ async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
     assert missing_acked(PgEndpoint(host=wb_address, port=PG_PORT), writer.stats.acked_ids) == []
     assert postmaster_answers(lab.placement(wa).address, PG_PORT)
     with PgEndpoint(host=wb_address, port=PG_PORT).connect() as conn:
-        row = conn.execute("SELECT application_name, sync_state, host(client_addr) "
-                           "FROM pg_stat_replication").fetchone()
-    assert row == ("db-hosts", "sync", lab.placement(wa).address), row
+        row = conn.execute("SELECT application_name, sync_state, host(client_addr), ssl, usename "
+                           "FROM pg_stat_replication JOIN pg_stat_ssl USING (pid)").fetchone()
+    assert row == ("db-hosts", "sync", lab.placement(wa).address, True, REPLICATION_ROLE), row
 
 
 async def test_a_protection_started_without_the_cli_refuses_a_host_no_agent_serves(
@@ -110,7 +78,7 @@ async def test_a_protection_started_without_the_cli_refuses_a_host_no_agent_serv
     wa, wb = list(lab.hosts)
     router_port = free_ports(1)[0]
     spec = lab.spec("db-noagent", wa, wb, router_port, tier=1)
-    async with _worker(client, settings, task_queue):
+    async with control_worker(client, settings, task_queue):
         await lab.wait_for_agents(client)
         await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
         lab.stop_agent(wb)
