@@ -7,7 +7,8 @@ for good, and a primary without a shadow has no failover to offer. So, as CloudN
 recreates a replica whose node is gone and as an operator with a spare machine would:
 
 1. the first spare host of ``hosts.spares`` that was never lost must have an agent that
-   answers and runs this version;
+   answers, runs this version and can log in to the primary for replication (TLS, its
+   passfile) as its copy will;
 2. the standby node's placement moves there (the spec, and so the memo the watcher reads,
    follow); its replication slot is a new one (``HostPlacement.moved``), so the lost host,
    if it ever comes back, has no slot to stream from and can never pass for tier 1's
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from contracts.agent_tasks import AgentHello, AgentTask
+from contracts.agent_tasks import AgentHello, AgentTask, PrimarySource
 from contracts.protection import ProtectionState, ShadowLoss, standby_node
 from contracts.spec_hosts import HostPlacement
 from contracts.version import VERSION
@@ -98,8 +99,12 @@ class ReshadowPhase:
         if spare is None:
             await self._degraded_until_back(f"{what}. No spare host is left in hosts.spares")
             return
-        try:  # the spare's agent first: a spare nobody serves must not take the placement
-            await run_agent_task(AgentTask(spare.host, hello=AgentHello(VERSION)))
+        serving = getattr(hosts, "shadow" if role == "primary" else "primary")
+        port = state.spec.shadow_port if role == "primary" else state.spec.primary_port
+        source = PrimarySource(serving.address, port, state.spec.replication_user)
+        try:  # the spare's agent first (and its replication login to the primary, as its
+            # copy will log in): a spare that cannot take it must not take the placement
+            await run_agent_task(AgentTask(spare.host, hello=AgentHello(VERSION, source)))
         except (ActivityError, ApplicationError) as err:
             cause = err.cause if isinstance(err, ActivityError) and err.cause else err
             await self._degraded_until_back(f"{what}. The spare host {spare.host} cannot take "
