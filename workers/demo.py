@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from workers.demo_run import DemoOptions, run_demo, write_summary
-from workers.demo_services import dev_server, fresh_state_dir, hosts_service, say
+from workers.demo_services import (
+    demo_payload_keys,
+    dev_server,
+    fresh_state_dir,
+    hosts_service,
+    say,
+)
 from workers.demo_trace import TRACE_KINDS, build_trace
 from workers.demo_watch import Interrupted
 from workers.process_exit import exit_process
@@ -70,10 +76,11 @@ async def _run(options: DemoOptions, state_dir: Path, out_dir: Path,
     trace = build_trace(out_dir, options.healthy_hours, options.trace)
     say(f"Failure trace: {trace.source}; {options.healthy_hours:g} h of it before the "
         f"incident.")
-    async with dev_server() as server:
-        say(f"Temporal dev server at {server.address}; Web UI at {server.ui_url}")
+    async with dev_server(demo_payload_keys(state_dir)) as server:
+        say(f"Temporal dev server at {server.address}; Web UI at {server.ui_url} (payloads "
+            "are encrypted; the UI decodes them through a codec server on 127.0.0.1)")
         say("Creating two hosts (network namespaces) and starting an agent in each.")
-        async with hosts_service(state_dir, server) as service:
+        async with hosts_service(state_dir, server, server.key_file) as service:
             primary, shadow = (service.lab.hosts[h] for h in (service.primary_host,
                                                              service.shadow_host))
             say(f"Hosts {service.primary_host} ({primary.address}) and {service.shadow_host} "

@@ -41,6 +41,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
+from workers.payload_codec import ENCODING as ENCRYPTED
+
 BILLABLE = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED: "workflow_start",
     EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "activity_start",
@@ -143,6 +145,36 @@ def per_instance_hour(count: ActionCount, instances: int, watcher_max_duration_s
         "server_action_counter_in_window": count.server_by_type,
         "protected_instances": instances,
     }
+
+
+def payloads_encrypted(events: list[HistoryEvent]) -> bool:
+    """Whether the workflow's input (its spec) is stored encrypted in its history."""
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            return bool(payloads) and all(
+                p.metadata.get("encoding") == ENCRYPTED for p in payloads)
+    return False
+
+
+async def decoded(client: Client, events: list[HistoryEvent]) -> list[HistoryEvent]:
+    """``events`` with the payloads this report reads (signal inputs, child results)
+    decrypted in place by ``client``'s codec: the demo's payloads are encrypted."""
+    codec = client.data_converter.payload_codec
+    if codec is None:
+        return events
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            payloads = event.workflow_execution_signaled_event_attributes.input
+        elif event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+            payloads = event.child_workflow_execution_completed_event_attributes.result
+        else:
+            continue
+        if payloads.payloads:
+            plain = await codec.decode(list(payloads.payloads))
+            del payloads.payloads[:]
+            payloads.payloads.extend(plain)
+    return events
 
 
 def risk_reports(events: list[HistoryEvent]) -> list[tuple[float, float, str]]:

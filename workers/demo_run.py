@@ -73,7 +73,8 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
                     consecutive_readings=options.consecutive_readings)
     verdict = offline_verdict(trace, Predictor.load(DEFAULT_MODEL_PATH), policy, 48)
     _say_verdict(verdict, options)
-    async with worker_process(server.address, state_dir, TASK_QUEUE) as worker:
+    async with worker_process(server.address, state_dir, TASK_QUEUE,
+                              server.key_file) as worker:
         progress = Progress(client, service.instance_id, worker, stop)
         await service.create_primary(client, TASK_QUEUE)
         primary_identity = service.identity(service.instance_id)
@@ -134,7 +135,9 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
             await progress.stop_workflows()
         say("Checking every acknowledged write on the current primary.")
         missing = await asyncio.to_thread(_missing_writes, service, stats.acked_ids)
-        history = [event async for event in handle.fetch_history_events()]
+        raw = [event async for event in handle.fetch_history_events()]
+        encrypted = report.payloads_encrypted(raw)
+        history = await report.decoded(server.client, raw)
     cutover_window = (cutover[0] + mono_offset, cutover[1] + mono_offset) if cutover else None
     summary: dict[str, Any] = {
         "lead_time_s": round(failure_wall - cutover[0], 2) if cutover else None,
@@ -148,6 +151,8 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
         "failed_client_ops_during_cutover": (
             failures_between(stats.failure_times, *cutover_window) if cutover_window else None),
         "cutovers": _count_cutovers(history),
+        # As stored in Temporal: what a Web UI user without the codec server sees.
+        "history_payloads_encrypted": encrypted,
         "last_report_before_failure": _last_report_before(history, failure_wall),
         "primary_killed_while_serving": killed,
         # rejoined: the former primary itself is the shadow; retired: it was destroyed and a

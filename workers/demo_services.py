@@ -37,7 +37,10 @@ from infra.local.haproxy import HAProxyManager, ServerEntry
 from infra.local.ports import free_port, port_free
 from infra.local.postgres import PgEndpoint
 from infra.pulumi_engine import StackDriver
+from workers.codec_server import CodecServer
 from workers.hosts_lab import PG_PORT, HostsLab, lab_settings
+from workers.payload_codec import EncryptionCodec, converter_for
+from workers.payload_keys import new_entry, read_key_file
 from workers.registry import pulumi_config
 from workers.settings import REPO_ROOT
 
@@ -62,6 +65,8 @@ class DevServer:
     """Base URL of the Web UI."""
     metrics_url: str
     """The server's Prometheus endpoint (its ``action`` counter is what Cloud bills)."""
+    key_file: Path | None = None
+    """The payload keys its clients use (``None``: payloads in clear)."""
 
     @property
     def address(self) -> str:
@@ -70,30 +75,60 @@ class DevServer:
 
 
 @asynccontextmanager
-async def dev_server() -> AsyncIterator[DevServer]:
-    """A Temporal dev server with the Web UI and our search attributes registered."""
+async def dev_server(key_file: Path | None = None) -> AsyncIterator[DevServer]:
+    """A Temporal dev server with the Web UI and our search attributes registered.
+
+    With ``key_file``, this client encrypts payloads with its keys (the worker and the
+    agents get the same file), and the Web UI shows them decrypted through a codec server on
+    127.0.0.1 that answers only the UI's origin (``--ui-codec-endpoint``): what an operator
+    sets up for a real cluster (docs/security.md)."""
     temporal = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
     port, ui_port, metrics_port = _port(7233), _port(8233), free_port()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal,
-        port=port,
-        ui=True,
-        ui_port=ui_port,
-        search_attributes=search_attributes.ALL,
-        dev_server_log_level="error",
-        dev_server_extra_args=["--metrics-port", str(metrics_port)],
-    )
+    ui_url = f"http://localhost:{ui_port}"
+    extra = ["--metrics-port", str(metrics_port)]
+    converter = converter_for(read_key_file(key_file) if key_file else None)
+    codec_server = None
+    if key_file is not None:
+        codec = converter.payload_codec
+        assert isinstance(codec, EncryptionCodec)
+        codec_server = CodecServer(codec, port=free_port(),
+                                   cors_origins=(ui_url, f"http://127.0.0.1:{ui_port}"))
+        codec_server.start()
+        extra += ["--ui-codec-endpoint", codec_server.url]
     try:
-        yield DevServer(env.client, f"http://localhost:{ui_port}",
-                        f"http://127.0.0.1:{metrics_port}/metrics")
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal,
+            port=port,
+            ui=True,
+            ui_port=ui_port,
+            search_attributes=search_attributes.ALL,
+            data_converter=converter,
+            dev_server_log_level="error",
+            dev_server_extra_args=extra,
+        )
+        try:
+            yield DevServer(env.client, ui_url, f"http://127.0.0.1:{metrics_port}/metrics",
+                            key_file)
+        finally:
+            say("Stopping the Temporal dev server.")
+            await env.shutdown()
     finally:
-        say("Stopping the Temporal dev server.")
-        await env.shutdown()
+        if codec_server is not None:
+            codec_server.stop()
+
+
+def demo_payload_keys(state_dir: Path) -> Path:
+    """A fresh payload key for this run's dev server (mode 0600 in ``state_dir``): the demo's
+    histories are encrypted like a production worker's."""
+    path = state_dir / "payload-keys"
+    path.touch(mode=0o600)
+    path.write_text(new_entry("demo") + "\n")
+    return path
 
 
 @asynccontextmanager
 async def worker_process(
-    address: str, state_dir: Path, task_queue: str
+    address: str, state_dir: Path, task_queue: str, key_file: Path | None = None
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``python -m workers.demo_worker`` (the worker, reading the demo's metric overlays)
     against ``address``, in its own process group."""
@@ -107,6 +142,8 @@ async def worker_process(
         SHADOWSHIFT_LOG_LEVEL="INFO",
         SHADOWSHIFT_WATCH_INTERVAL_S="0",  # the demo starts its watcher with its own pace
     )
+    if key_file is not None:
+        env["SHADOWSHIFT_PAYLOAD_KEY_FILE"] = str(key_file)
     log = (state_dir / "worker.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "workers.demo_worker"], cwd=REPO_ROOT, env=env,
@@ -203,7 +240,8 @@ class HostsService:
 
 
 @asynccontextmanager
-async def hosts_service(state_dir: Path, server: DevServer) -> AsyncIterator[HostsService]:
+async def hosts_service(state_dir: Path, server: DevServer,
+                        key_file: Path | None = None) -> AsyncIterator[HostsService]:
     """Two namespace hosts (a Pulumi stack of the demo's own), each with its agent, reaching
     the dev server through the fleet's gateway; all of it gone on the way out."""
     instance_id = f"demo-{uuid.uuid4().hex[:6]}"
@@ -218,6 +256,7 @@ async def hosts_service(state_dir: Path, server: DevServer) -> AsyncIterator[Hos
         shutil.rmtree(root, ignore_errors=True)
         raise
     lab.log_dir = state_dir / "agents"  # kept after the run, beside the worker's log
+    lab.payload_key_file = key_file
     haproxy = HAProxyManager(state_dir / "haproxy")
     try:
         for name in HOSTS:

@@ -94,6 +94,9 @@ class HostsLab:
     """Agent processes, by host name."""
     agent_started: dict[str, float] = field(default_factory=dict)
     """When each agent was started (epoch seconds): its poller must be seen after that."""
+    payload_key_file: Path | None = None
+    """Payload keys the agents encrypt and decrypt Temporal payloads with (the workers' file;
+    ``None``: payloads in clear)."""
     replication_password: str = field(default="", repr=False)
     """The password of :data:`REPLICATION_ROLE` (empty: the lab is not secure and its
     agents trust their network)."""
@@ -178,6 +181,8 @@ class HostsLab:
         env.update(SHADOWSHIFT_TEMPORAL_ADDRESS=self.gateway.address,
                    SHADOWSHIFT_LOG_LEVEL="INFO")
         env.update(self.agent_environment(name) if pg_settings is None else pg_settings)
+        if self.payload_key_file is not None:
+            env["SHADOWSHIFT_PAYLOAD_KEY_FILE"] = str(self.payload_key_file)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         process = host.popen(
             [sys.executable, "-m", "workers.cli", "agent", "--host", name,

@@ -101,6 +101,7 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
 
     assert json.loads((out_dir / "summary.json").read_text()) == summary
     assert summary["cutovers"] == 1
+    assert summary["history_payloads_encrypted"] is True
     # Before the failure, by at least one trace step, and no more than the precursor allows.
     assert 0 < summary["lead_time_s"] < took
     assert summary["lead_time_trace_s"] >= 300
