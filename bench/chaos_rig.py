@@ -132,6 +132,7 @@ async def protected_rig(client: Client, *, policy: Policy = FAST_DETECTION,
     lab = await asyncio.to_thread(HostsLab.create, StackDriver(pulumi_config(settings)), root,
                                   names, (host, int(port)), disk_mib=disk_mib)
     task_queue = f"chaos-{tag}"
+    settings = lab.worker_settings(settings)  # its SQL to the hosts over verify-full
     try:
         for name in names:
             lab.start_agent(name)

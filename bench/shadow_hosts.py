@@ -172,7 +172,8 @@ async def run(size_gb: float, repeats: int) -> dict[str, Any]:
                     lab.start_agent(name)
                 runner = TaskRunner(server.address).start()
                 await asyncio.to_thread(runner.call, lab.wait_for_agents(runner.client))
-                bench = HostsBench(lab, runner, settings, f"bench-{tag}", free_port())
+                bench = HostsBench(lab, runner, lab.worker_settings(settings), f"bench-{tag}",
+                                   free_port())
                 return await asyncio.to_thread(measure, bench, size_gb, repeats)
             finally:
                 if runner is not None:

@@ -38,6 +38,11 @@ class ReplicationSecurity:
     """The operator's libpq passfile (``host:port:database:user:password`` lines, mode 0600)
     holding the replication role's password; ``None``: no password (``trust`` or a client
     certificate)."""
+    server_ca: Path | None = None
+    """The CA (PEM) of the hosts' servers (the worker's ``SHADOWSHIFT_PG_TLS_CA``): the control
+    worker's own SQL sessions to a host's PostgreSQL (checks, slot, tier settings, fencing,
+    promotion, probes of a standby) use ``sslmode=verify-full`` with it; ``None``: they connect
+    as libpq does by default."""
 
     def __post_init__(self) -> None:
         if self.sslmode not in SSLMODES:

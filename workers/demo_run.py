@@ -74,7 +74,8 @@ async def run_demo(options: DemoOptions, trace: DemoTrace, server: DevServer,
     verdict = offline_verdict(trace, Predictor.load(DEFAULT_MODEL_PATH), policy, 48)
     _say_verdict(verdict, options)
     async with worker_process(server.address, state_dir, TASK_QUEUE,
-                              server.key_file) as worker:
+                              server.key_file,
+                              service.lab.worker_environment()) as worker:
         progress = Progress(client, service.instance_id, worker, stop)
         await service.create_primary(client, TASK_QUEUE)
         primary_identity = service.identity(service.instance_id)

@@ -128,10 +128,13 @@ def demo_payload_keys(state_dir: Path) -> Path:
 
 @asynccontextmanager
 async def worker_process(
-    address: str, state_dir: Path, task_queue: str, key_file: Path | None = None
+    address: str, state_dir: Path, task_queue: str, key_file: Path | None = None,
+    extra_env: dict[str, str] | None = None
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``python -m workers.demo_worker`` (the worker, reading the demo's metric overlays)
-    against ``address``, in its own process group."""
+    against ``address``, in its own process group; ``key_file``: its payload keys;
+    ``extra_env``: more ``SHADOWSHIFT_*`` settings (the lab's CA:
+    ``HostsLab.worker_environment``)."""
     passphrase = _passphrase()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWSHIFT_")}
     env.update(
@@ -144,6 +147,7 @@ async def worker_process(
     )
     if key_file is not None:
         env["SHADOWSHIFT_PAYLOAD_KEY_FILE"] = str(key_file)
+    env.update(extra_env or {})
     log = (state_dir / "worker.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "workers.demo_worker"], cwd=REPO_ROOT, env=env,

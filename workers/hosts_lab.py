@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -100,6 +101,8 @@ class HostsLab:
     replication_password: str = field(default="", repr=False)
     """The password of :data:`REPLICATION_ROLE` (empty: the lab is not secure and its
     agents trust their network)."""
+    ca_file: Path | None = None
+    """The lab's CA, which issued every host's server certificate (``None``: not secure)."""
 
     @property
     def secure(self) -> bool:
@@ -145,7 +148,10 @@ class HostsLab:
     def issue_credentials(self, pki: LocalPki) -> None:
         """Give each host what an operator would: the CA, a certificate naming the host's
         address and its key, and the replication role's passfile (``*`` for the database:
-        the stream and ``pg_rewind``'s session both match), on the host's own filesystem."""
+        the stream and ``pg_rewind``'s session both match), on the host's own filesystem.
+        Each certificate also names ``127.0.0.1``, where the control machine's router listens,
+        so a client may verify the node behind the router by its address."""
+        self.ca_file = pki.ca_file
         for name, host in self.hosts.items():
             issued = pki.server_cert(name, (str(host.address),))
             folder = self.credentials_dir(name)
@@ -169,6 +175,18 @@ class HostsLab:
                 "SHADOWSHIFT_PG_TLS_CERT": str(folder / "server.crt"),
                 "SHADOWSHIFT_PG_TLS_KEY": str(folder / "server.key"),
                 "SHADOWSHIFT_PG_PASSFILE": str(folder / "pgpass")}
+
+    def worker_settings(self, settings: Settings) -> Settings:
+        """``settings`` of a control worker for this lab: in a secure lab with the lab's CA
+        (``SHADOWSHIFT_PG_TLS_CA``), so its own SQL to the hosts' servers uses
+        ``verify-full``."""
+        if self.ca_file is None:
+            return settings
+        return dataclasses.replace(settings, pg_tls_ca=self.ca_file)
+
+    def worker_environment(self) -> dict[str, str]:
+        """The same for a control worker started as a process (its environment)."""
+        return {} if self.ca_file is None else {"SHADOWSHIFT_PG_TLS_CA": str(self.ca_file)}
 
     # -- agents ----------------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ def pulumi_config(settings: Settings) -> PulumiConfig:
 def platform_context(settings: Settings) -> PlatformContext:
     """The worker's Pulumi driver, state dir, cluster and replication security."""
     security = ReplicationSecurity(sslmode=settings.pg_replication_sslmode,
-                                   passfile=settings.pg_passfile)
+                                   passfile=settings.pg_passfile, server_ca=settings.pg_tls_ca)
     return PlatformContext(StackDriver(pulumi_config(settings)), settings.state_dir,
                            settings.kubeconfig, security)
 

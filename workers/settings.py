@@ -124,10 +124,14 @@ class Settings:
     (hosts platform): the passfile on the agent's own host that its standbys and ``pg_rewind``
     read the password from (``*`` as the database field serves both)."""
     pg_tls_ca: Path | None = None
-    """``SHADOWSHIFT_PG_TLS_CA``: node agents only: the CA (PEM) whose certificates the
-    agent's standbys accept from the primary they stream from (``sslmode=verify-full``). Set
-    with ``SHADOWSHIFT_PG_TLS_CERT`` and ``_KEY`` or not at all; unset: the agent's servers
-    serve no TLS and replicate in plaintext (docs/security.md)."""
+    """``SHADOWSHIFT_PG_TLS_CA``: the CA (PEM) of the hosts' PostgreSQL servers. On the
+    control worker: every SQL session it opens to a host's server (checks, slot, tier
+    settings, fencing, promotion, standby probes) uses ``sslmode=verify-full`` with it (each
+    host's certificate names its address); unset: libpq's default, as before. On a node
+    agent: the CA whose certificates its standbys accept from the primary they stream from
+    (``sslmode=verify-full``), set with ``SHADOWSHIFT_PG_TLS_CERT`` and ``_KEY`` or not at all;
+    unset there: the agent's servers serve no TLS and replicate in plaintext
+    (docs/security.md)."""
     pg_tls_cert: Path | None = None
     """``SHADOWSHIFT_PG_TLS_CERT``: node agents only: this host's server certificate (PEM,
     issued by that CA, naming the agent's ``--address``), served by every PostgreSQL server

@@ -17,10 +17,11 @@ def build_hosts_platform(request: PlatformRequest, context: PlatformContext) -> 
         InvalidRequestError: no hosts section, unknown roles, or a tier hosts cannot serve.
     """
     spec = HostsShadowSpec.from_request(request, context.state_dir,
-                                        context.pg_security.sslmode)
+                                        context.pg_security.sslmode,
+                                        context.pg_security.server_ca)
     return HostsPlatform(spec, context.driver)
 
 
 def build_hosts_observer(context: PlatformContext, metrics_period_s: int) -> HostsObserver:
     """The watcher's view of this worker's protections on hosts."""
-    return HostsObserver(context.state_dir)
+    return HostsObserver(context.state_dir, server_ca=context.pg_security.server_ca)

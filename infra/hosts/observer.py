@@ -81,8 +81,11 @@ class HostsObserver(FleetObserver):
     """Checks four times a second: the detector needs two observations to judge, and the
     lease it renews runs out after 1.5 s."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, server_ca: Path | None = None) -> None:
+        """``server_ca``: the worker's CA of the hosts' servers (its SQL to a standby then
+        uses ``verify-full``)."""
         self._state_dir = state_dir
+        self._server_ca = server_ca
         self._haproxy = HAProxyManager(state_dir / "haproxy")
         self._free: dict[tuple[str, str], tuple[float, float]] = {}
         """(instance, node) -> (bytes its server may still write, when read), from the
@@ -206,7 +209,8 @@ class HostsObserver(FleetObserver):
                        f"{spec.placement_of(node).address}:{spec.port_of(node)}")
 
     def _spec(self, request: PlatformRequest) -> HostsShadowSpec:
-        return HostsShadowSpec.from_request(request, self._state_dir)
+        return HostsShadowSpec.from_request(request, self._state_dir,
+                                            server_ca=self._server_ca)
 
 
 def _get_json(url: str) -> dict[str, Any]:

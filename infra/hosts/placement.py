@@ -48,6 +48,10 @@ class HostsShadowSpec:
     """The worker's ``SHADOWSHIFT_PG_REPLICATION_SSLMODE``: ``verify-full`` refuses a primary
     that serves no TLS (its agent has no ``SHADOWSHIFT_PG_TLS_*`` files). How a standby
     connects is its host's agent's to decide (``activities.agent_security``)."""
+    server_ca: Path | None = None
+    """The worker's CA of the hosts' servers (``ReplicationSecurity.server_ca``): every SQL
+    session of the control worker to a node uses ``sslmode=verify-full`` with it (each host's
+    certificate names its address); ``None``: libpq's default."""
 
     def __post_init__(self) -> None:
         validate_instance_id(self.instance_id)
@@ -67,8 +71,10 @@ class HostsShadowSpec:
 
     @classmethod
     def from_request(cls, request: PlatformRequest, state_dir: Path,
-                     replication_sslmode: str = "disable") -> HostsShadowSpec:
-        """The hosts view of a protection request (``replication_sslmode``: the worker's).
+                     replication_sslmode: str = "disable",
+                     server_ca: Path | None = None) -> HostsShadowSpec:
+        """The hosts view of a protection request (``replication_sslmode``, ``server_ca``:
+        the worker's).
 
         Raises:
             InvalidRequestError: the request has no hosts section.
@@ -81,7 +87,7 @@ class HostsShadowSpec:
                    router_port=spec.router_port, state_dir=state_dir, tier=spec.tier,
                    replication_user=spec.replication_user, serving_node=request.serving_node,
                    copy_alongside=request.copy_alongside,
-                   replication_sslmode=replication_sslmode)
+                   replication_sslmode=replication_sslmode, server_ca=server_ca)
 
     # -- names -----------------------------------------------------------------------------
 
@@ -145,8 +151,10 @@ class HostsShadowSpec:
         return self.shadow_port if self._check(node) == self.shadow_node else self.primary_port
 
     def endpoint_of(self, node: str) -> PgEndpoint:
-        """Superuser endpoint of ``node`` from the control worker."""
-        return PgEndpoint(host=self.placement_of(node).address, port=self.port_of(node))
+        """Superuser endpoint of ``node`` from the control worker (``verify-full`` against
+        :attr:`server_ca` when the worker has one)."""
+        return PgEndpoint(host=self.placement_of(node).address, port=self.port_of(node),
+                          ca_file=self.server_ca)
 
     def server_of(self, node: str) -> ServerRef:
         """What ``node``'s agent calls the server."""

@@ -55,7 +55,8 @@ REJOIN_STREAM_WAIT_S = 30.0
 
 def check_primary(endpoint: PgEndpoint, what: str, replication_user: str) -> None:
     """Refuse a primary that cannot feed a standby: unreachable, ``replication_user`` without
-    the right, or ``wal_level``/``max_wal_senders`` too low.
+    the right, or ``wal_level``/``max_wal_senders`` too low; with the worker's CA
+    (``endpoint.ca_file``), one that serves no TLS or a certificate the CA does not verify.
 
     Raises:
         InvalidRequestError: naming ``what`` and what to change.
@@ -69,9 +70,22 @@ def check_primary(endpoint: PgEndpoint, what: str, replication_user: str) -> Non
                 "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = %s",
                 (replication_user,)).fetchone()
     except psycopg.OperationalError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if endpoint.ca_file is not None and "does not support SSL" in reason:
+            raise InvalidRequestError(
+                f"{what} does not offer TLS (ssl=off) and the control worker's "
+                f"SHADOWSHIFT_PG_TLS_CA ({endpoint.ca_file}) requires it: give its host's "
+                "agent SHADOWSHIFT_PG_TLS_CA, SHADOWSHIFT_PG_TLS_CERT and "
+                "SHADOWSHIFT_PG_TLS_KEY (docs/security.md), or unset SHADOWSHIFT_PG_TLS_CA "
+                "on the worker") from err
+        if endpoint.ca_file is not None and ("SSL error" in reason or "certificate" in reason):
+            raise InvalidRequestError(
+                f"{what} at {endpoint.host}:{endpoint.port} fails the control worker's "
+                f"verify-full against SHADOWSHIFT_PG_TLS_CA ({endpoint.ca_file}): {reason}; "
+                "its host's certificate must be issued by that CA and name the host's "
+                "address") from err
         raise InvalidRequestError(
-            f"{what} is unreachable at {endpoint.host}:{endpoint.port}: "
-            f"{str(err).strip().splitlines()[0]}") from err
+            f"{what} is unreachable at {endpoint.host}:{endpoint.port}: {reason}") from err
     if not rights or not rights[0]:
         raise InvalidRequestError(
             f"role {replication_user!r} cannot replicate from the primary; run "

@@ -99,6 +99,10 @@ class PgEndpoint:
     """Database to connect to."""
     password: str | None = None
     """Password, if the server asks for one."""
+    ca_file: Path | None = None
+    """CA (PEM) the server's certificate must chain to: the session then uses
+    ``sslmode=verify-full`` (the certificate must also name :attr:`host`); ``None``: libpq's
+    default (``prefer``)."""
 
     def conninfo(self, **extra: Any) -> str:
         """A libpq connection string (``extra`` adds parameters such as ``application_name``)."""
@@ -111,6 +115,9 @@ class PgEndpoint:
         }
         if self.password:
             params["password"] = self.password
+        if self.ca_file is not None:
+            params.setdefault("sslmode", "verify-full")
+            params.setdefault("sslrootcert", str(self.ca_file))
         return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
 
     def connect(self, *, timeout_s: float = 5.0, autocommit: bool = True) -> psycopg.Connection:

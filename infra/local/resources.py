@@ -47,18 +47,45 @@ def _roles_moved(olds: dict[str, Any], news: dict[str, Any]) -> bool:
     return olds.get("roles") != news.get("roles")
 
 
+_TLS_PARAMS = ("sslmode", "sslrootcert")
+"""Connection parameters that say how, not where: a change of them alone (a worker given
+``SHADOWSHIFT_PG_TLS_CA`` since the stack was written) updates a resource in place."""
+
+
+def same_server(old: str | None, new: str) -> bool:
+    """Whether two conninfos reach the same server as the same role (TLS aside)."""
+    if old is None:
+        return False
+
+    def where(conninfo: str) -> dict[str, str]:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+        return {k: str(v) for k, v in params.items() if k not in _TLS_PARAMS}
+
+    return where(old) == where(new)
+
+
+def _only_tls_changed(olds: dict[str, Any], news: dict[str, Any], changed: list[str]) -> bool:
+    """Whether every changed input is a conninfo that changed only in its TLS parameters."""
+    return bool(changed) and all(
+        "conninfo" in key and isinstance(news[key], str) and same_server(olds.get(key), news[key])
+        for key in changed)
+
+
 class _Provider(ResourceProvider):
     """Every input change replaces the resource: these are small, idempotent objects.
 
     Except a change of roles (a cutover happened): replacing would delete the old
     description's object, which now belongs to the serving primary, so it is an in-place
-    :meth:`update` that follows the new roles instead.
+    :meth:`update` that follows the new roles instead. A conninfo that changed only in its TLS
+    parameters is an in-place update too: it reaches the same object.
     """
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Replace on any input change; outputs (``out_*``) do not count; roles update."""
+        """Replace on any input change; outputs (``out_*``) do not count; roles and TLS-only
+        conninfo changes update."""
         changed = [k for k, v in news.items() if not k.startswith("out_") and olds.get(k) != v]
-        replaces = [] if _roles_moved(olds, news) else changed
+        in_place = _roles_moved(olds, news) or _only_tls_changed(olds, news, changed)
+        replaces = [] if in_place else changed
         return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=True)
 
 
@@ -75,9 +102,12 @@ class ReplicationSlotProvider(_Provider):
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Roles moved: the slot lives on the new primary; the old one holds no WAL for a node
-        that is not its standby any more (dropped if that server answers and nobody uses it)."""
+        that is not its standby any more (dropped if that server answers and nobody uses it).
+        Only TLS changed: the same slot, nothing to drop."""
         self.create(news)
-        if (olds.get("conninfo"), olds.get("slot")) != (news["conninfo"], news["slot"]):
+        same_slot = olds.get("slot") == news["slot"] and same_server(olds.get("conninfo"),
+                                                                      news["conninfo"])
+        if not same_slot:
             try:
                 with _connect(olds["conninfo"]) as conn:
                     conn.execute(

@@ -162,7 +162,7 @@ def _hosts_pair(world: HostsWorld, settings: Settings) -> Iterator[Pair]:
     port = world.next_port()
     spec = world.lab.spec(instance_id, *world.hosts, free_ports(1)[0], tier=1, port=port)
     request = PlatformRequest(spec)
-    served = platforms(settings)
+    served = platforms(world.lab.worker_settings(settings))
     platform = served.platform_for(request)
     primary, shadow = platform.nodes()
     try:

@@ -40,7 +40,7 @@ async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
     wa, wb = list(lab.hosts)
     router_port = free_ports(1)[0]
     spec = lab.spec("db-hosts", wa, wb, router_port, tier=1)
-    async with control_worker(client, settings, task_queue):
+    async with control_worker(client, lab.worker_settings(settings), task_queue):
         await lab.wait_for_agents(client)
         await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
         handle = await start_protection(client, spec, task_queue=task_queue)
@@ -78,7 +78,7 @@ async def test_a_protection_started_without_the_cli_refuses_a_host_no_agent_serv
     wa, wb = list(lab.hosts)
     router_port = free_ports(1)[0]
     spec = lab.spec("db-noagent", wa, wb, router_port, tier=1)
-    async with control_worker(client, settings, task_queue):
+    async with control_worker(client, lab.worker_settings(settings), task_queue):
         await lab.wait_for_agents(client)
         await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
         lab.stop_agent(wb)

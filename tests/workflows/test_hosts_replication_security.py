@@ -80,7 +80,7 @@ async def test_the_stream_between_hosts_is_tls_as_the_scram_role_and_no_password
     client = temporal_env.client
     wa, wb = list(lab.hosts)
     spec = lab.spec("db-tls", wa, wb, free_ports(1)[0], tier=2)
-    async with control_worker(client, settings, task_queue):
+    async with control_worker(client, lab.worker_settings(settings), task_queue):
         await lab.wait_for_agents(client)
         await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
         handle = await start_protection(client, spec, task_queue=task_queue)
@@ -137,7 +137,7 @@ async def test_a_bad_password_a_readable_passfile_or_a_primary_without_tls_creat
     wa, wb = list(lab.hosts)
     passfile = lab.credentials_dir(wb) / "pgpass"
     good = passfile.read_text()
-    async with control_worker(client, settings, task_queue):
+    async with control_worker(client, lab.worker_settings(settings), task_queue):
         await lab.wait_for_agents(client)
 
         async def refusal(instance_id: str, port: int) -> str:
