@@ -164,7 +164,8 @@ def _fit_predictor(corpus: Corpus, exclude: set[str], config: TrainingConfig,
 
 
 def _model_detectors(item: EvalSeries, corpus: Corpus, predictor: Predictor) -> None:
-    scores = model_scores(corpus.dataset.features[corpus.rows[item.name]], predictor)
+    scores = model_scores(corpus.dataset.features[corpus.rows[item.name]], predictor,
+                          times=item.times)
     item.scores["model_default"] = scores["default"]
     item.scores["model_spec"] = scores["spec"]
     if item.unlabelled is not None:
