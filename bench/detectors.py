@@ -87,11 +87,13 @@ def migrations(times: FloatArray, scores: FloatArray, threshold: float,
     return np.asarray(out)
 
 
-def model_scores(features: Float32Array, predictor: Predictor, history: float = 0.0
-                 ) -> dict[str, FloatArray]:
-    """Model probability and both readiness profiles for feature rows, computed once."""
-    default = scores_from_features(features, predictor, history, "default")
-    spec = scores_from_features(features, predictor, history, "spec")
+def model_scores(features: Float32Array, predictor: Predictor, history: float = 0.0,
+                 times: FloatArray | None = None) -> dict[str, FloatArray]:
+    """Model probability and both readiness profiles for feature rows, computed once; with
+    ``times`` the rows are one instance's series and each is judged against the instance's
+    usual level before it, as the product does (:mod:`models.relative`)."""
+    default = scores_from_features(features, predictor, history, "default", times=times)
+    spec = scores_from_features(features, predictor, history, "spec", times=times)
     return {"probability": default.failure_probability, "default": default.readiness_score,
             "spec": spec.readiness_score}
 

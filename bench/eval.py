@@ -27,6 +27,10 @@ false-rate limit). A window counts as caught by any migration in ``[start - 2 h,
 saw, scored by the shipped model at the fixed operating point (threshold 50 on the default
 profile), counted as before this issue so the figures compare with the old ones.
 
+The model's score of a row is the readiness score as the product computes it: from the
+probability above the instance's usual level, learned from the series' first row
+(:mod:`models.relative`).
+
 ``model_own_quantile`` (ASD only) is the same model with a per-instance threshold: each score
 is replaced by its rank among the server's own scores during its 30 unlabelled days (which
 precede what is counted), and the rank threshold is chosen on the training folds like the
@@ -164,7 +168,8 @@ def _fit_predictor(corpus: Corpus, exclude: set[str], config: TrainingConfig,
 
 
 def _model_detectors(item: EvalSeries, corpus: Corpus, predictor: Predictor) -> None:
-    scores = model_scores(corpus.dataset.features[corpus.rows[item.name]], predictor)
+    scores = model_scores(corpus.dataset.features[corpus.rows[item.name]], predictor,
+                          times=item.times)
     item.scores["model_default"] = scores["default"]
     item.scores["model_spec"] = scores["spec"]
     if item.unlabelled is not None:

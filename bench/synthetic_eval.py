@@ -39,7 +39,7 @@ def synthetic_holdout(predictor: Predictor, fleet: FleetConfig) -> dict[str, Any
                     for i in instance.incidents]
         item = EvalSeries(instance.instance_id, labelled.times, episodes,
                           (float(labelled.times[0]), float(labelled.times[-1])))
-        scores = model_scores(features, predictor)
+        scores = model_scores(features, predictor, times=labelled.times)
         item.scores = {"model_default": scores["default"], "model_spec": scores["spec"],
                        "windowed_gaussian": windowed_gaussian(labelled.times, labelled.values)}
         evaluated.append(item)
@@ -82,7 +82,8 @@ def fill_up_holdout(predictor: Predictor, instances: int = 60) -> dict[str, Any]
         labelled = from_synthetic(instance, predictor.horizon_s)
         features = series_features(labelled.times, labelled.values, predictor.feature_config,
                                    max_samples=64, baseline_config=predictor.baseline_config)
-        alarms = migrations(labelled.times, model_scores(features, predictor)["default"],
+        alarms = migrations(labelled.times, model_scores(features, predictor,
+                                                         times=labelled.times)["default"],
                             threshold)
         forecast = None
         for incident in (i for i in instance.incidents if i.mode == "disk_fill"):

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.metrics import FloatArray, check_columns
+from models.relative import learn_level
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -173,6 +174,25 @@ class BaselineBank:
         out[stale & ~(newest < self._arrays["last_seen"][rows])] = np.nan
         return out
 
+    def usual_probability(self, instance_ids: Sequence[str], at: FloatArray,
+                          probability: FloatArray) -> FloatArray:
+        """Each instance's usual failure probability before ``at`` (NaN: none yet), then
+        learn ``probability`` into it (:func:`models.relative.learn_level`). A reading at the
+        time last learned gets the level it was judged against then (a window scored twice
+        gives the same answer)."""
+        rows = self._rows(instance_ids)
+        a = self._arrays
+        level, learned = a["usual"][rows], a["usual_at"][rows]
+        again = at == learned
+        before = np.where(again, a["usual_before"][rows], level)
+        new_level, new_learned = learn_level(level, learned, probability, at)
+        changed = new_learned != learned
+        changed |= np.isnan(learned) & ~np.isnan(new_learned)
+        a["usual_before"][rows[changed]] = level[changed]
+        a["usual"][rows] = new_level
+        a["usual_at"][rows] = new_learned
+        return before.astype(np.float64)
+
     def save(self, path: Path) -> None:
         """Write the bank to ``path`` (``.npz``) atomically."""
         buffer = io.BytesIO()
@@ -258,6 +278,11 @@ class BaselineBank:
             "recent_spe": ((2,), np.nan, np.float32),
             "recent_z": ((2,), np.nan, np.float32),
             "features": ((len(BASELINE_FEATURES),), np.nan, np.float32),
+            # The usual failure probability (models.relative): level, when it last learned,
+            # and the level the last learned reading was judged against.
+            "usual": ((), np.nan, np.float64),
+            "usual_at": ((), np.nan, np.float64),
+            "usual_before": ((), np.nan, np.float64),
         }
 
     def _allocate(self, capacity: int, columns: int) -> None:

@@ -34,6 +34,7 @@ from models.metrics import FloatArray
 from models.policy import Decision, Reading, decide, finish_migration, refused
 from models.predictor import Predictor
 from models.readiness import Profile, readiness_scores
+from models.relative import relative_probability, series_usual_levels
 
 _LATEST = {name: FEATURE_NAMES.index(f"{name}__last")
            for name in ("cpu_percent", "memory_percent", "disk_latency_ms")}
@@ -47,6 +48,10 @@ class Scores:
     """Calibrated probability of failure or degradation within the model's horizon."""
     readiness_score: FloatArray
     """Migration Readiness Score, 0..100."""
+    relative_probability: FloatArray = field(default_factory=lambda: np.empty(0),
+                                             kw_only=True)
+    """The probability above the instance's own usual level, rescaled to 0..1: what the
+    readiness score reads (:mod:`models.relative`)."""
     forecasts: list[Forecast | None] = field(default_factory=list, kw_only=True)
     """Per row, the resource that runs out soonest within the forecast cap (``None``:
     nothing does); ``forecast.text`` is "disk full in 38 min". Empty when not asked for."""
@@ -74,17 +79,39 @@ def scores_from_features(
     profile: Profile,
     *,
     num_threads: int = 0,
+    times: FloatArray | None = None,
 ) -> Scores:
-    """Probability and readiness score for feature rows (latest metrics come from them)."""
+    """Probability and readiness score for feature rows (latest metrics come from them).
+
+    With ``times`` the rows are one instance's series in time order, and each row's
+    probability is judged against the instance's usual level before it
+    (:mod:`models.relative`); without, every row is judged as the first of its instance.
+    """
     probability = predictor.predict(features, num_threads=num_threads)
+    usual = (series_usual_levels(times, probability) if times is not None
+             else np.full(probability.shape, np.nan))
+    return readiness_from_probability(features, probability, usual, historical_failure_rate,
+                                      profile)
+
+
+def readiness_from_probability(
+    features: Float32Array,
+    probability: FloatArray,
+    usual_probability: FloatArray,
+    historical_failure_rate: FloatArray | float,
+    profile: Profile,
+) -> Scores:
+    """Readiness scores from the model's probabilities and each instance's usual level
+    (NaN: no history), the latest metrics read from the feature rows."""
+    relative = relative_probability(probability, usual_probability)
     latest = {name: features[:, column].astype(np.float64) for name, column in _LATEST.items()}
     history = np.broadcast_to(np.asarray(historical_failure_rate, dtype=np.float64),
                               probability.shape)
     score = readiness_scores(
         latest["cpu_percent"], latest["memory_percent"], latest["disk_latency_ms"], history,
-        probability, profile,
+        relative, profile,
     )
-    return Scores(probability, score)
+    return Scores(probability, score, relative_probability=relative)
 
 
 def score_series(
@@ -116,9 +143,11 @@ def score_series(
     features = series_features(times, values, predictor.feature_config,
                                max_samples=max_samples, baseline=baseline,
                                baseline_config=predictor.baseline_config)
-    scores = scores_from_features(features, predictor, historical_failure_rate, profile)
+    scores = scores_from_features(features, predictor, historical_failure_rate, profile,
+                                  times=times)
     decisions = run_policy(times, scores.readiness_score, policy or Policy(), instance_id)
     return SeriesScores(scores.failure_probability, scores.readiness_score, decisions,
+                        relative_probability=scores.relative_probability,
                         forecasts=series_forecasts(times, values, max_samples=max_samples))
 
 
@@ -188,7 +217,9 @@ def score_windows(
         profile: readiness profile.
         num_threads: LightGBM threads.
         baselines: the worker's bank of per-instance baselines; it learns every sample newer
-            than what it saw of each instance. Without it the baseline features are NaN.
+            than what it saw of each instance, and each instance's usual probability level
+            (:mod:`models.relative`). Without it the baseline features are NaN and every
+            window is judged by its raw probability.
         instance_ids: one per row; required with ``baselines``.
     """
     baseline = None
@@ -197,7 +228,12 @@ def score_windows(
             raise ValueError("score_windows needs one instance id per window with baselines")
         baseline = baselines.features(instance_ids, times, values)
     features = window_features(times, values, predictor.feature_config, baseline=baseline)
-    scores = scores_from_features(features, predictor, historical_failure_rate, profile,
-                                  num_threads=num_threads)
+    probability = predictor.predict(features, num_threads=num_threads)
+    if baselines is not None and instance_ids is not None:
+        usual = baselines.usual_probability(instance_ids, times[:, -1], probability)
+    else:
+        usual = np.full(probability.shape, np.nan)
+    scores = readiness_from_probability(features, probability, usual, historical_failure_rate,
+                                        profile)
     scores.forecasts = forecasts(times, values)
     return scores
