@@ -18,7 +18,12 @@ import contextlib
 import re
 from pathlib import Path
 
-from activities.agent_security import hba_rows, server_tls_settings, source_conninfo
+from activities.agent_security import (
+    conf_quoted,
+    hba_rows,
+    server_tls_settings,
+    source_conninfo,
+)
 from activities.agent_server import ManagedServer, write_atomically
 from contracts.agent import PrimarySource
 from infra.errors import InvalidRequestError
@@ -38,7 +43,7 @@ def listen_addresses(server: ManagedServer) -> str:
     addresses = [server.config.address]
     if server.config.address not in ("127.0.0.1", "localhost"):
         addresses.append("127.0.0.1")
-    return _quoted(",".join(addresses))
+    return conf_quoted(",".join(addresses))
 
 
 def write_primary_settings(server: ManagedServer, extra: dict[str, str],
@@ -55,7 +60,7 @@ def write_primary_settings(server: ManagedServer, extra: dict[str, str],
     settings = {
         "listen_addresses": listen_addresses(server),
         "port": str(server.port),
-        "unix_socket_directories": _quoted(str(server.home)),
+        "unix_socket_directories": conf_quoted(str(server.home)),
         "wal_level": "replica",
         "max_wal_senders": "10",
         "max_replication_slots": "10",
@@ -91,9 +96,9 @@ def write_standby_settings(server: ManagedServer, source: PrimarySource,
     conninfo = source_conninfo(server, source, replication=True, application_name=server.node)
     server.pg.write_standby_config({
         "listen_addresses": listen_addresses(server),
-        "unix_socket_directories": _quoted(str(server.home)),
-        "primary_conninfo": _quoted(conninfo),
-        "primary_slot_name": _quoted(source.slot),
+        "unix_socket_directories": conf_quoted(str(server.home)),
+        "primary_conninfo": conf_quoted(conninfo),
+        "primary_slot_name": conf_quoted(source.slot),
         "recovery_target_timeline": "'latest'",
         "wal_receiver_status_interval": "1s",
         **server_tls_settings(server),
@@ -120,9 +125,6 @@ def write_hba(server: ManagedServer, data_dir: Path | None = None) -> bool:
     return _replace_if_different(path, "".join(block + kept))
 
 
-def _quoted(value: str) -> str:
-    """A ``postgresql.conf`` string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _replace_if_different(path: Path, text: str) -> bool:

@@ -23,7 +23,6 @@ task. Only paths ever leave the host; the password is read by libpq alone.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from psycopg import pq
@@ -31,7 +30,8 @@ from psycopg import pq
 from activities.agent_server import AgentConfig, ManagedServer
 from contracts.agent import PrimarySource
 from infra.errors import InfraError, InvalidRequestError
-from infra.local.postgres import PgEndpoint, give_to_server_user, prepare_dir, server_os_user
+from infra.files import write_whole
+from infra.local.postgres import PgEndpoint, prepare_dir, server_os_user
 from infra.pg_security import STANDBY_PASSFILE, check_passfile, install_passfile
 
 SERVER_CERT, SERVER_KEY, ROOT_CERT = "server.crt", "server.key", "root.crt"
@@ -43,6 +43,11 @@ REFUSALS = ("password authentication failed", "pg_hba.conf", "server does not su
             "must have replication", "permission denied")
 """Words of libpq's and the server's refusals that no retry fixes (anything else, such as a
 refused TCP connection while the primary restarts, is retried)."""
+
+
+def conf_quoted(value: str) -> str:
+    """``value`` as a quoted ``postgresql.conf`` string."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def sslmode(config: AgentConfig) -> str:
@@ -79,8 +84,8 @@ def server_tls_settings(server: ManagedServer) -> dict[str, str]:
     host's certificate; none without TLS files."""
     if server.config.pg_tls is None:
         return {}
-    return {"ssl": "on", "ssl_cert_file": _quoted(str(server.home / SERVER_CERT)),
-            "ssl_key_file": _quoted(str(server.home / SERVER_KEY))}
+    return {"ssl": "on", "ssl_cert_file": conf_quoted(str(server.home / SERVER_CERT)),
+            "ssl_key_file": conf_quoted(str(server.home / SERVER_KEY))}
 
 
 def source_conninfo(server: ManagedServer, source: PrimarySource, *, replication: bool,
@@ -175,17 +180,6 @@ def _copy(source: Path, target: Path, mode: int) -> bool:
             return False
     except FileNotFoundError:
         pass
-    partial = target.with_name(target.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    give_to_server_user(partial)
-    partial.replace(target)
+    write_whole(target, data, mode, owner=server_os_user())
     return True
 
-
-def _quoted(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

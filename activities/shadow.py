@@ -27,11 +27,11 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import translated_errors
 from activities.heartbeat import heartbeat_callback, heartbeating
+from activities.watching.sync import restorable
 from contracts.agent_tasks import AgentTask
 from contracts.errors import INVALID_REQUEST
 from contracts.shadow import (
     HOST_TASK_PURPOSES,
-    SYNC_LAG_BOUND_BYTES,
     TIER_LAG_BOUND_BYTES,
     HostTasksRequest,
     InspectRequest,
@@ -104,7 +104,7 @@ class PlatformShadowActivities(ShadowActivities):
                 activity.heartbeat(checks, status.state, status.lag_bytes)
                 if in_sync(status, tier, bound):
                     return status
-                if request.restore_relaxed and _relaxed_but_back(status, tier) \
+                if request.restore_relaxed and tier == 1 and restorable(status) \
                         and platform.relaxed_by_supervisor():
                     platform.restore_sync()
                     continue
@@ -160,12 +160,6 @@ class PlatformShadowActivities(ShadowActivities):
         activity.heartbeat("retired")
         activity.logger.warning("%s retired; a fresh shadow follows.", request.former)
         return existed
-
-
-def _relaxed_but_back(status: ReplicationStatus, tier: int) -> bool:
-    """Tier 1 relaxed while its shadow streams again within the restore bound."""
-    return tier == 1 and status.degraded and status.state == "streaming" \
-        and (status.lag_bytes or 0) <= SYNC_LAG_BOUND_BYTES
 
 
 def in_sync(status: ReplicationStatus, tier: int, bound: int) -> bool:

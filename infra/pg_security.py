@@ -10,13 +10,12 @@ replication role's lines, mode 0600, owned by the server's OS user (:func:`insta
 
 from __future__ import annotations
 
-import os
-import pwd
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.errors import InvalidRequestError
+from infra.files import write_whole
 
 SSLMODES = ("verify-full", "disable")
 """Allowed replication ``sslmode`` values: verify the server's certificate and name, or no TLS
@@ -128,17 +127,7 @@ def install_passfile(source: Path, target: Path, user: str, owner: str | None) -
     check_passfile(source, user)
     lines = _lines_for(source.read_text(), user)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, ("\n".join(lines) + "\n").encode())
-        if owner is not None:
-            entry = pwd.getpwnam(owner)
-            os.fchown(fd, entry.pw_uid, entry.pw_gid)
-    finally:
-        os.close(fd)
-    partial.replace(target)
+    write_whole(target, ("\n".join(lines) + "\n").encode(), 0o600, owner=owner)
 
 
 def _lines_for(text: str, user: str) -> list[str]:

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from infra.certificates import alternative_names, key_matches, validity_problem
 from infra.errors import InvalidRequestError
 
 CA_VAR, CERT_VAR, KEY_VAR = ("SHADOWSHIFT_PG_TLS_CA", "SHADOWSHIFT_PG_TLS_CERT",
@@ -67,11 +68,9 @@ def check_server_tls(files: PgTlsFiles, address: str) -> None:
     """
     ca = _load_cert(CA_VAR, files.ca)
     cert = _load_cert(CERT_VAR, files.cert)
-    now = datetime.datetime.now(datetime.UTC)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise InvalidRequestError(
-            f"{CERT_VAR}: {files.cert} is valid from {cert.not_valid_before_utc:%Y-%m-%d} to "
-            f"{cert.not_valid_after_utc:%Y-%m-%d}, not now: issue a new one")
+    problem = validity_problem(cert, datetime.datetime.now(datetime.UTC))
+    if problem:
+        raise InvalidRequestError(f"{CERT_VAR}: {files.cert} {problem}: issue a new one")
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
@@ -79,7 +78,7 @@ def check_server_tls(files: PgTlsFiles, address: str) -> None:
             f"{CERT_VAR}: {files.cert} ({cert.subject.rfc4514_string()}) is not issued by the "
             f"CA in {CA_VAR} ({ca.subject.rfc4514_string()}): standbys would refuse it"
         ) from None
-    names = certificate_names(cert)
+    names = alternative_names(cert)
     if address not in names:
         raise InvalidRequestError(
             f"{CERT_VAR}: {files.cert} names {', '.join(names) or 'nothing'}, not this host's "
@@ -93,19 +92,9 @@ def check_server_tls(files: PgTlsFiles, address: str) -> None:
     except (ValueError, TypeError):
         raise InvalidRequestError(
             f"{KEY_VAR}: {files.key} is not an unencrypted PEM private key") from None
-    if _public(key.public_key()) != _public(cert.public_key()):
+    if not key_matches(key, cert):
         raise InvalidRequestError(
             f"{KEY_VAR}: {files.key} is not the key of the certificate in {CERT_VAR}")
-
-
-def certificate_names(cert: x509.Certificate) -> list[str]:
-    """The IP addresses and DNS names a certificate's subject alternative names hold."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    addresses = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
-    return addresses + list(san.get_values_for_type(x509.DNSName))
 
 
 def _load_cert(var: str, path: Path) -> x509.Certificate:
@@ -115,8 +104,3 @@ def _load_cert(var: str, path: Path) -> x509.Certificate:
         raise InvalidRequestError(f"{var}: {path} cannot be read: {err.strerror}") from None
     except ValueError:
         raise InvalidRequestError(f"{var}: {path} is not a PEM certificate") from None
-
-
-def _public(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -35,6 +35,9 @@ from models.metrics import FloatArray
 
 RELATIVE_HALF_LIFE_S = 3 * 3600.0
 """Half-life of the instance's usual probability level."""
+FIRST_STEP_S = 300.0
+"""What an instance's first reading weighs, as a step of that many seconds (one sample at
+the 5-minute steps of the real data): the level starts at 0, not at the first reading."""
 
 
 def relative_probability(probability: FloatArray, usual: FloatArray) -> FloatArray:
@@ -69,7 +72,7 @@ def learn_level(usual: FloatArray, learned_at: FloatArray, probability: FloatArr
     first = np.isnan(since)
     with np.errstate(invalid="ignore"):
         # A first reading weighs one usual step, not the whole level: the level starts at 0.
-        step = np.where(first, 300.0, since)
+        step = np.where(first, FIRST_STEP_S, since)
         weight = np.where(step > 0, -np.expm1(-math.log(2.0) * step / half_life_s), 0.0)
     learns = np.isfinite(probability) & (first | (since > 0))
     new_level = np.where(learns, level + weight * (np.nan_to_num(probability) - level),
@@ -93,7 +96,7 @@ def series_usual_levels(times: FloatArray, probability: FloatArray,
         if value != value:  # NaN learns nothing
             continue
         if learned != learned:
-            weight, base = -math.expm1(-rate * 300.0), 0.0
+            weight, base = -math.expm1(-rate * FIRST_STEP_S), 0.0
         elif moment > learned:
             weight, base = -math.expm1(-rate * (moment - learned)), level
         else:

@@ -31,6 +31,7 @@ from contracts import search_attributes
 from contracts.policy import Policy
 from contracts.spec import ProtectionSpec
 from infra.errors import InfraError
+from infra.files import write_whole
 from infra.hosts import cleanup, records
 from infra.hosts.gateway import TemporalGateway
 from infra.local.haproxy import HAProxyManager, ServerEntry
@@ -121,8 +122,7 @@ def demo_payload_keys(state_dir: Path) -> Path:
     """A fresh payload key for this run's dev server (mode 0600 in ``state_dir``): the demo's
     histories are encrypted like a production worker's."""
     path = state_dir / "payload-keys"
-    path.touch(mode=0o600)
-    path.write_text(new_entry("demo") + "\n")
+    write_whole(path, (new_entry("demo") + "\n").encode(), 0o600)
     return path
 
 

@@ -40,6 +40,7 @@ from contracts.policy import Policy
 from contracts.spec import ProtectionSpec
 from contracts.spec_hosts import HostPlacement, HostsSection
 from contracts.version import VERSION
+from infra.files import write_whole
 from infra.hosts import cleanup, network
 from infra.hosts.fleet import destroy_fleet, fleet_hosts, up_fleet
 from infra.hosts.gateway import TemporalGateway
@@ -156,10 +157,10 @@ class HostsLab:
             issued = pki.server_cert(name, (str(host.address),))
             folder = self.credentials_dir(name)
             folder.mkdir(mode=0o700, exist_ok=True)
-            _write(folder / "ca.crt", pki.ca_file.read_bytes(), 0o644)
-            _write(folder / "server.crt", issued.cert.read_bytes(), 0o644)
-            _write(folder / "server.key", issued.key.read_bytes(), 0o600)
-            _write(folder / "pgpass",
+            write_whole(folder / "ca.crt", pki.ca_file.read_bytes(), 0o644)
+            write_whole(folder / "server.crt", issued.cert.read_bytes(), 0o644)
+            write_whole(folder / "server.key", issued.key.read_bytes(), 0o600)
+            write_whole(folder / "pgpass",
                    f"*:*:*:{REPLICATION_ROLE}:{self.replication_password}\n".encode(), 0o600)
 
     def credentials_dir(self, name: str) -> Path:
@@ -300,11 +301,3 @@ class HostsLab:
 
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` with ``mode`` from its creation (a key is never readable by others)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-    finally:
-        os.close(fd)

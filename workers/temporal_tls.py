@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from temporalio.service import TLSConfig
 
+from infra.certificates import alternative_names, key_matches, validity_problem
 from workers.settings import PREFIX, Settings, SettingsError
 
 CA_VAR = PREFIX + "TEMPORAL_TLS_CA"
@@ -165,19 +166,10 @@ def _certificates(var: str, path: Path, pem: bytes) -> list[x509.Certificate]:
     return found
 
 
-def _validity_problem(certificate: x509.Certificate, now: datetime.datetime) -> str | None:
-    before, after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-    if now < before:
-        return f"is not valid before {before:%Y-%m-%d %H:%M} UTC (check this host's clock)"
-    if now > after:
-        return f"expired on {after:%Y-%m-%d %H:%M} UTC"
-    return None
-
-
 def _check_ca(pem: bytes, path: Path, now: datetime.datetime) -> None:
     """At least one CA in the file is valid now (a bundle may hold a retired one too)."""
     authorities = _certificates(CA_VAR, path, pem)
-    problems = [_validity_problem(c, now) for c in authorities]
+    problems = [validity_problem(c, now) for c in authorities]
     if all(problems):
         subject = authorities[0].subject.rfc4514_string()
         raise TemporalTlsError(f"{CA_VAR}: the CA certificate {subject} in {path} "
@@ -188,7 +180,7 @@ def _check_pair(cert_pem: bytes, cert_path: Path, key_pem: bytes, key_path: Path
                 now: datetime.datetime) -> None:
     leaf = _certificates(CERT_VAR, cert_path, cert_pem)[0]
     subject = leaf.subject.rfc4514_string()
-    problem = _validity_problem(leaf, now)
+    problem = validity_problem(leaf, now)
     if problem:
         raise TemporalTlsError(f"{CERT_VAR}: the client certificate {subject} in {cert_path} "
                                f"{problem}; renew it and replace the file")
@@ -201,8 +193,7 @@ def _check_pair(cert_pem: bytes, cert_path: Path, key_pem: bytes, key_path: Path
                                "for TLS clients (its extended key usage lacks clientAuth); "
                                "issue a client certificate")
     key = _private_key(key_pem, key_path)
-    if _public_bytes(key) != leaf.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+    if not key_matches(key, leaf):
         raise TemporalTlsError(f"{KEY_VAR}: the key in {key_path} does not belong to the "
                                f"certificate {subject} in {cert_path} ({CERT_VAR}); give the "
                                "key the certificate was issued for")
@@ -219,22 +210,10 @@ def _private_key(pem: bytes, path: Path) -> PrivateKeyTypes:
                                f"({err}); give the certificate's key") from None
 
 
-def _public_bytes(key: PrivateKeyTypes) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def _names(certificate: x509.Certificate) -> tuple[str, ...]:
     names = [str(a.value) for a in certificate.subject.get_attributes_for_oid(
         NameOID.COMMON_NAME)]
-    try:
-        alternative = certificate.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return tuple(names)
-    names += alternative.get_values_for_type(x509.DNSName)
-    names += [str(ip) for ip in alternative.get_values_for_type(x509.IPAddress)]
-    return tuple(dict.fromkeys(names))
+    return tuple(dict.fromkeys(names + alternative_names(certificate)))
 
 
 # -- what the handshake tells -------------------------------------------------------------

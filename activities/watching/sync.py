@@ -60,11 +60,9 @@ def sync_step(
     setting, on purpose, while it destroys the shadow). ``silent_s``: how long the shadow's
     reply time has not changed (:class:`ReplyClock`); a shadow silent for
     :data:`STALE_REPLY_S` is lost even while its connection still reads ``streaming``."""
-    streaming = status.state == "streaming" and silent_s < STALE_REPLY_S
     if status.degraded:
-        small_lag = (status.lag_bytes or 0) <= SYNC_LAG_BOUND_BYTES
-        return (RESTORE if may_restore and streaming and small_lag else None), None
-    if streaming:
+        return (RESTORE if may_restore and restorable(status, silent_s) else None), None
+    if status.state == "streaming" and silent_s < STALE_REPLY_S:
         return None, None
     # A silent shadow was lost when it last replied, not when its silence was noticed.
     lost_since = lost_since if lost_since is not None else now - silent_s
@@ -78,6 +76,13 @@ primary's ``wal_sender_timeout`` (60 s by default), and tier 1's commits wait fo
 time (measured: a shadow host partitioned for 20 s stalled every commit and was never
 relaxed). Above PostgreSQL's default ``wal_receiver_status_interval`` (10 s), the longest an
 idle healthy standby stays silent (the agent's standbys reply every second)."""
+
+
+def restorable(status: ReplicationStatus, silent_s: float = 0.0) -> bool:
+    """A relaxed tier 1 whose shadow streams again, replying, within the restore bound:
+    commits may wait for it again."""
+    return (status.degraded and status.state == "streaming" and silent_s < STALE_REPLY_S
+            and (status.lag_bytes or 0) <= SYNC_LAG_BOUND_BYTES)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from infra.errors import InvalidRequestError
+from infra.files import write_whole
 from infra.kubernetes.api import KubeCredentials
 
 
@@ -86,6 +87,5 @@ def _file(section: dict[str, Any], key: str, folder: Path, path: Path) -> Path:
     except binascii.Error:
         raise InvalidRequestError(f"kubeconfig {path}: {key}-data is not base64") from None
     written = folder / key
-    written.touch(mode=0o600)
-    written.write_bytes(raw)
+    write_whole(written, raw, 0o600)
     return written

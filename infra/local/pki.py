@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from infra.certificates import alternative_names
 from infra.errors import InvalidRequestError
+from infra.files import write_whole
 from infra.local.postgres import give_to_server_user
 
 CA_DAYS = 3650
@@ -108,8 +110,8 @@ class LocalPki:
                 crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
             .sign(key, hashes.SHA256())
         )
-        _write(key_file, _key_pem(key), 0o600)
-        _write(self.ca_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_whole(key_file, _key_pem(key), 0o600)
+        write_whole(self.ca_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     def server_cert(self, node: str, addresses: tuple[str, ...] = ()) -> ServerCert:
         """The certificate of ``node`` (a validated instance or node name), issued if it is
@@ -149,9 +151,9 @@ class LocalPki:
                            critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        _write(found.key, _key_pem(key), 0o600)
+        write_whole(found.key, _key_pem(key), 0o600)
         give_to_server_user(found.key)
-        _write(found.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_whole(found.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return found
 
 
@@ -164,12 +166,10 @@ def _valid_for(cert_file: Path, days: int,
                ) -> bool:
     try:
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (OSError, ValueError, x509.ExtensionNotFound):
+    except (OSError, ValueError):
         return False
-    named = set(san.get_values_for_type(x509.IPAddress))
     return (cert.not_valid_after_utc - _now() > datetime.timedelta(days=days)
-            and named.issuperset(addresses))
+            and set(alternative_names(cert)).issuperset(str(a) for a in addresses))
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -177,13 +177,3 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` whole (a crash leaves the old file or none, never half of one)."""
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    partial.replace(path)

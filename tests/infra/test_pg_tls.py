@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from infra.certificates import alternative_names
 from infra.errors import InvalidRequestError
 from infra.local.pki import LocalPki
-from infra.pg_tls import PgTlsFiles, certificate_names, check_server_tls, tls_files
+from infra.pg_tls import PgTlsFiles, check_server_tls, tls_files
 
 ADDRESS = "198.18.7.10"
 
@@ -27,7 +28,7 @@ def test_a_certificate_from_the_ca_naming_the_address_passes(tmp_path: Path) -> 
     the loopback ones."""
     files = _issued(tmp_path / "pki")
     check_server_tls(files, ADDRESS)
-    names = certificate_names(x509.load_pem_x509_certificate(files.cert.read_bytes()))
+    names = alternative_names(x509.load_pem_x509_certificate(files.cert.read_bytes()))
     assert ADDRESS in names and "127.0.0.1" in names
 
 
