@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}\Z")
 """A host (and its agent's task queue suffix): what ``shadowshift agent --host`` accepts."""
@@ -23,6 +24,10 @@ problem no spare host solves)."""
 NAMESPACE_HOST_NAME_MAX = 9
 """Namespace hosts (``fleet_index`` set) are named ``ss<N>-<name>`` in the kernel, whose
 interface names hold 15 characters (``infra.hosts.network``)."""
+
+
+Role = Literal["primary", "shadow"]
+"""A placement of the section: the original primary's node or the first shadow's."""
 
 
 class HostsSectionError(ValueError):
@@ -65,11 +70,14 @@ class HostsSection:
     good (``policy.reshadow_after_s``); each used once. Empty: the protection stays
     ``degraded`` until the lost host returns."""
 
-    def with_standby_on(self, role: str, spare: HostPlacement) -> HostsSection:
-        """This section with ``role``'s (``primary`` or ``shadow``) node moved to ``spare``,
-        which leaves the spares; the node's :attr:`HostPlacement.moved` counts the move."""
-        lost = getattr(self, role)
-        moved = dataclasses.replace(spare, moved=lost.moved + 1)
+    def placement(self, role: Role) -> HostPlacement:
+        """The host of ``role``'s node."""
+        return self.primary if role == "primary" else self.shadow
+
+    def with_standby_on(self, role: Role, spare: HostPlacement) -> HostsSection:
+        """This section with ``role``'s node moved to ``spare``, which leaves the spares; the
+        node's :attr:`HostPlacement.moved` counts the move."""
+        moved = dataclasses.replace(spare, moved=self.placement(role).moved + 1)
         rest = [p for p in self.spares if p.host != spare.host]
         if role == "primary":
             return dataclasses.replace(self, primary=moved, spares=rest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from contracts.shadow import (
     ShadowActivities,
     WaitForSyncRequest,
 )
+from contracts.spec_hosts import HostPlacement, HostsSection, Role
 from contracts.version import VERSION
 from workflows.agent_tasks import inspect as inspect_on_host
 from workflows.agent_tasks import run_agent_task
@@ -46,6 +48,19 @@ MAX_AGENT_ROUNDS = 4
 suffice; one more absorbs a copy redone after a crash)."""
 LONG_HEARTBEAT = timedelta(minutes=2)
 """Heartbeat timeout of the shadow's long activities (they beat every few seconds)."""
+
+
+@dataclass(frozen=True)
+class HostRoles:
+    """A spec's hosts as the roles stand (:meth:`ProtectionPhases._host_roles`)."""
+
+    hosts: HostsSection
+    serving: HostPlacement
+    """The serving node's host."""
+    standby_role: Role
+    """The section's placement that holds the standby."""
+    source: PrimarySource
+    """What the standby streams from (the serving node, as the replication role)."""
 
 
 class ProtectionPhases:
@@ -93,18 +108,25 @@ class ProtectionPhases:
             ApplicationError: ``AgentDown`` or ``AgentVersionMismatch``, naming the host, or
                 ``InvalidRequest`` naming what the standby's agent was refused.
         """
-        spec = self._state.spec
-        hosts = spec.hosts
-        if hosts is None:
+        roles = self._host_roles()
+        if roles is None:
             return
-        original = (self._state.serving_node or spec.instance_id) == spec.instance_id
-        primary, standby = (hosts.primary, hosts.shadow) if original else \
-            (hosts.shadow, hosts.primary)
-        source = PrimarySource(primary.address,
+        standby = roles.hosts.placement(roles.standby_role)
+        await run_agent_task(AgentTask(roles.serving.host, hello=AgentHello(VERSION)))
+        await run_agent_task(AgentTask(standby.host, hello=AgentHello(VERSION, roles.source)))
+
+    def _host_roles(self) -> HostRoles | None:
+        """Where the serving node and the standby are now (``None``: the spec names no
+        hosts): the original primary's placement serves until an odd number of cutovers."""
+        spec = self._state.spec
+        if spec.hosts is None:
+            return None
+        original = self._serving() == spec.instance_id
+        serving = spec.hosts.primary if original else spec.hosts.shadow
+        source = PrimarySource(serving.address,
                                spec.primary_port if original else spec.shadow_port,
                                spec.replication_user)
-        await run_agent_task(AgentTask(primary.host, hello=AgentHello(VERSION)))
-        await run_agent_task(AgentTask(standby.host, hello=AgentHello(VERSION, source)))
+        return HostRoles(spec.hosts, serving, "shadow" if original else "primary", source)
 
     async def _provision_shadow(self) -> None:
         """Provision; on a platform with agents, run each host-local step the platform hands

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from contracts.agent_tasks import AgentHello, AgentTask, PrimarySource
+from contracts.agent_tasks import AgentHello, AgentTask
 from contracts.protection import ProtectionState, ShadowLoss, standby_node
-from contracts.spec_hosts import HostPlacement
 from contracts.version import VERSION
 from workflows.agent_tasks import run_agent_task
+from workflows.protection_phases import HostRoles
 
 
 class ReshadowPhase:
@@ -55,6 +55,8 @@ class ReshadowPhase:
         def _publish(self) -> None: ...
 
         def _serving(self) -> str: ...
+
+        def _host_roles(self) -> HostRoles | None: ...
 
 
         async def _provision_shadow(self) -> None: ...
@@ -89,8 +91,9 @@ class ReshadowPhase:
         if loss.serving_node != self._serving():
             return  # a stale report from before a cutover: the roles have changed
         node = standby_node(state.spec.instance_id, loss.serving_node)
-        role = "primary" if node == state.spec.instance_id else "shadow"
-        lost: HostPlacement = getattr(hosts, role)
+        roles = self._host_roles()
+        assert roles is not None  # the spec names hosts
+        lost = hosts.placement(roles.standby_role)
         state.shadow_healthy = False
         state.lost_hosts = [*state.lost_hosts, lost.host]
         spare = next((p for p in hosts.spares if p.host not in state.lost_hosts), None)
@@ -99,19 +102,16 @@ class ReshadowPhase:
         if spare is None:
             await self._degraded_until_back(f"{what}. No spare host is left in hosts.spares")
             return
-        serving = getattr(hosts, "shadow" if role == "primary" else "primary")
-        port = state.spec.shadow_port if role == "primary" else state.spec.primary_port
-        source = PrimarySource(serving.address, port, state.spec.replication_user)
         try:  # the spare's agent first (and its replication login to the primary, as its
             # copy will log in): a spare that cannot take it must not take the placement
-            await run_agent_task(AgentTask(spare.host, hello=AgentHello(VERSION, source)))
+            await run_agent_task(AgentTask(spare.host, hello=AgentHello(VERSION, roles.source)))
         except (ActivityError, ApplicationError) as err:
             cause = err.cause if isinstance(err, ActivityError) and err.cause else err
             await self._degraded_until_back(f"{what}. The spare host {spare.host} cannot take "
                                             f"it: {cause}")
             return
         self._note(f"{what}. Making it anew on the spare host {spare.host} ({spare.address}).")
-        state.spec.hosts = hosts.with_standby_on(role, spare)
+        state.spec.hosts = hosts.with_standby_on(roles.standby_role, spare)
         self._publish()  # the watcher and the router follow the new placement
         self._set_phase("provisioning")
         try:

@@ -15,6 +15,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.spec import ProtectionSpec
 from infra.local.haproxy import HAProxyManager
 from infra.local.postgres import PgEndpoint
 from infra.pulumi_engine import StackDriver
@@ -54,6 +55,24 @@ async def control_worker(client: Client, settings: Settings,
     with concurrent.futures.ThreadPoolExecutor(settings.max_concurrent_activities) as pool:
         async with new_worker(client, settings, pool, task_queue=task_queue):
             yield
+
+
+async def primary_ready(lab: HostsLab, client: Client, task_queue: str,
+                        spec: ProtectionSpec) -> None:
+    """The lab's agents answer and the agent of ``spec``'s primary host made its primary."""
+    assert spec.hosts is not None
+    await lab.wait_for_agents(client)
+    await lab.ensure_primary(client, task_queue, spec.hosts.primary.host, spec.instance_id)
+
+
+def failure_messages(error: BaseException) -> str:
+    """A workflow's failure and its causes, as one line."""
+    parts = []
+    current: BaseException | None = error
+    while current is not None:
+        parts.append(str(current))
+        current = getattr(current, "cause", None) or current.__cause__
+    return " | ".join(parts)
 
 
 def walsenders(primary: PgEndpoint) -> list[tuple[str, bool, str]]:

@@ -21,7 +21,7 @@ from contracts.protection import CutoverRequest
 from infra.local.pki import LocalPki
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint
-from tests.workflows.conftest import control_worker
+from tests.workflows.conftest import control_worker, failure_messages, primary_ready
 from workers.hosts_lab import PG_PORT, HostsLab
 from workers.protect import start_protection, status_when
 from workers.settings import Settings
@@ -67,8 +67,7 @@ async def test_clients_through_the_router_are_encrypted_before_and_after_a_cutov
     router_port = free_ports(1)[0]
     spec = lab.spec("db-cltls", wa, wb, router_port, tier=2)
     async with control_worker(client, lab.worker_settings(settings), task_queue):
-        await lab.wait_for_agents(client)
-        await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
+        await primary_ready(lab, client, task_queue, spec)
         handle = await start_protection(client, spec, task_queue=task_queue)
         await status_when(handle, lambda s: s.phase == "protected", 240)
         assert_encrypted_through(router_port, lab.ca_file, lab.placement(wa).address)
@@ -96,17 +95,11 @@ async def test_a_worker_whose_ca_did_not_issue_the_hosts_certificates_refuses_th
     worker_settings = dataclasses.replace(settings, pg_tls_ca=foreign.ca_file)
     spec = lab.spec("db-foreignca", wa, wb, free_ports(1)[0], tier=2)
     async with control_worker(client, worker_settings, task_queue):
-        await lab.wait_for_agents(client)
-        await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
+        await primary_ready(lab, client, task_queue, spec)
         handle = await start_protection(client, spec, task_queue=task_queue)
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
-    messages: list[str] = []
-    error: BaseException | None = failed.value
-    while error is not None:
-        messages.append(str(error))
-        error = getattr(error, "cause", None) or error.__cause__
-    message = " | ".join(messages)
+    message = failure_messages(failed.value)
     assert "SHADOWSHIFT_PG_TLS_CA" in message and "verify-full" in message, message
     with PgEndpoint(host=lab.placement(wa).address, port=PG_PORT).connect() as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)

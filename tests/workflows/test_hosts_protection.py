@@ -18,7 +18,7 @@ from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint
 from infra.local.probe import postmaster_answers
 from tests.conftest import acked_after
-from tests.workflows.conftest import control_worker, walsenders
+from tests.workflows.conftest import control_worker, primary_ready, walsenders
 from workers.hosts_lab import PG_PORT, REPLICATION_ROLE, HostsLab
 from workers.protect import start_protection, status_when
 from workers.settings import Settings
@@ -41,8 +41,7 @@ async def test_a_protection_on_two_hosts_cuts_over_and_rejoins_across_them(
     router_port = free_ports(1)[0]
     spec = lab.spec("db-hosts", wa, wb, router_port, tier=1)
     async with control_worker(client, lab.worker_settings(settings), task_queue):
-        await lab.wait_for_agents(client)
-        await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
+        await primary_ready(lab, client, task_queue, spec)
         handle = await start_protection(client, spec, task_queue=task_queue)
         status = await status_when(handle, lambda s: s.phase == "protected", 240)
         assert status.shadow_healthy
@@ -79,8 +78,7 @@ async def test_a_protection_started_without_the_cli_refuses_a_host_no_agent_serv
     router_port = free_ports(1)[0]
     spec = lab.spec("db-noagent", wa, wb, router_port, tier=1)
     async with control_worker(client, lab.worker_settings(settings), task_queue):
-        await lab.wait_for_agents(client)
-        await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
+        await primary_ready(lab, client, task_queue, spec)
         lab.stop_agent(wb)
         handle = await start_protection(client, spec, task_queue=task_queue)
         with pytest.raises(WorkflowFailureError) as failed:

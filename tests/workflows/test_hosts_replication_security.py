@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg import pq
@@ -18,7 +19,12 @@ from infra.local.haproxy import HAProxyManager
 from infra.local.ports import free_ports
 from infra.local.postgres import PgEndpoint, query_one
 from infra.pulumi_engine import StackDriver
-from tests.workflows.conftest import control_worker, walsenders
+from tests.workflows.conftest import (
+    control_worker,
+    failure_messages,
+    primary_ready,
+    walsenders,
+)
 from workers.hosts_lab import PG_PORT, REPLICATION_ROLE, HostsLab
 from workers.protect import start_protection, status_when
 from workers.registry import pulumi_config
@@ -43,17 +49,7 @@ def _login(lab: HostsLab, host: str, password: str, sslmode: str) -> str:
         login.finish()
 
 
-def _messages(error: BaseException) -> str:
-    """The failure and its causes, as one line."""
-    parts = []
-    current: BaseException | None = error
-    while current is not None:
-        parts.append(str(current))
-        current = getattr(current, "cause", None) or current.__cause__
-    return " | ".join(parts)
-
-
-async def _refused(lab: HostsLab, settings: Settings, handle: WorkflowHandle[object, object],
+async def _refused(lab: HostsLab, settings: Settings, handle: WorkflowHandle[Any, Any],
                    spec: ProtectionSpec, shadow_host: str) -> str:
     """The protection's failure, once asserted that it left nothing: no stack, no router
     service, no slot on the primary, no server on the shadow's host."""
@@ -67,7 +63,7 @@ async def _refused(lab: HostsLab, settings: Settings, handle: WorkflowHandle[obj
     assert query_one(primary, "SELECT count(*) FROM pg_replication_slots") == 0
     shadow_home = lab.hosts[shadow_host].data_dir / "agent" / f"{spec.instance_id}-shadow"
     assert not shadow_home.exists()
-    return _messages(failed.value)
+    return failure_messages(failed.value)
 
 
 async def test_the_stream_between_hosts_is_tls_as_the_scram_role_and_no_password_leaks(
@@ -81,8 +77,7 @@ async def test_the_stream_between_hosts_is_tls_as_the_scram_role_and_no_password
     wa, wb = list(lab.hosts)
     spec = lab.spec("db-tls", wa, wb, free_ports(1)[0], tier=2)
     async with control_worker(client, lab.worker_settings(settings), task_queue):
-        await lab.wait_for_agents(client)
-        await lab.ensure_primary(client, task_queue, wa, spec.instance_id)
+        await primary_ready(lab, client, task_queue, spec)
         handle = await start_protection(client, spec, task_queue=task_queue)
         await status_when(handle, lambda s: s.phase == "protected", 240)
         history = (await handle.fetch_history()).to_json()
